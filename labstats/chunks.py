@@ -1,0 +1,156 @@
+"""Turn logged points into Redis commands: the writer side of the chunk layout.
+
+Each series keeps its open chunk in memory. New records are sent with APPEND (only the new
+bytes cross the network and the replication link); when the chunk is full it is written once
+more with SET, which gives Redis an exactly sized string (APPEND leaves spare capacity).
+Commands are built as bytes here so that a batch can go to Redis or, unchanged, to the spool.
+"""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from labstats import codec, schema
+from labstats.snapshot import Deferred, Encoded
+from labstats.spool import Command
+
+
+def _b(value: Any) -> bytes:
+    if isinstance(value, bytes):
+        return value
+    if isinstance(value, float):
+        return repr(value).encode()
+    return str(value).encode()
+
+
+def cmd(*args: Any) -> Command:
+    return tuple(_b(a) for a in args)
+
+
+def kind_of(value: Any) -> bytes:
+    if value is True or value is False:
+        return schema.KIND_BOOL
+    if type(value) is int:
+        return schema.KIND_INT if codec.INT64_MIN <= value <= codec.INT64_MAX else schema.KIND_OBJECT
+    if type(value) is float:
+        return schema.KIND_FLOAT
+    return schema.KIND_OBJECT
+
+
+class SeriesState:
+    """Writer-side state of one series: its id and its open chunk."""
+
+    def __init__(self, sid: int, name: str) -> None:
+        self.sid = sid
+        self.name = name
+        self.chunk_no = -1
+        self.kind = b""
+        self.buf = bytearray()  # the open chunk, kind byte included
+        self.sent = 0  # bytes of buf already in Redis
+        self.lo = self.hi = 0
+        self.count = 0  # points in the whole series
+        self.last_idx: int | None = None
+        self.monotonic = True  # no chunk overlaps an earlier one: windows need no fallback
+
+    def info(self) -> bytes:
+        return json.dumps(
+            {
+                "sid": self.sid,
+                "kind": self.kind.decode(),
+                "count": self.count,
+                "last_chunk": self.chunk_no,
+                "last_idx": self.last_idx,
+                "monotonic": self.monotonic,
+            },
+            separators=(",", ":"),
+        ).encode()
+
+
+class ChunkEncoder:
+    """Builds the commands for one run's points; owns every series' state."""
+
+    def __init__(self, keys: schema.Keys, run_id: str) -> None:
+        self.keys = keys
+        self.run_id = run_id
+        self.series: dict[str, SeriesState] = {}
+        self.blobs = 0
+
+    def encode(self, points: list[tuple[int, str, Any]]) -> list[Command]:
+        """Commands that store ``points`` (idx, series name, snapshot), in order."""
+        touched: dict[str, SeriesState] = {}
+        commands: list[Command] = []
+        for idx, name, value in points:
+            state = self.series.get(name)
+            if state is None:
+                state = self.series[name] = SeriesState(len(self.series), name)
+            kind, record = self._record(idx, value, commands)
+            if (
+                kind != state.kind
+                or len(state.buf) + len(record) > schema.CHUNK_BYTES
+                or (state.last_idx is not None and idx < state.last_idx)
+            ):
+                self._close_chunk(state, commands)
+                self._open_chunk(state, kind, idx)
+            state.buf += record
+            state.count += 1
+            state.lo = min(state.lo, idx)
+            state.hi = max(state.hi, idx)
+            state.last_idx = idx
+            touched[name] = state
+        for state in touched.values():
+            self._flush_chunk(state, commands)
+        return commands
+
+    def _record(self, idx: int, value: Any, commands: list[Command]) -> tuple[bytes, bytes]:
+        kind = kind_of(value)
+        if kind != schema.KIND_OBJECT:
+            return kind, schema.RECORD_STRUCTS[kind].pack(idx, value)
+        if isinstance(value, Encoded):
+            payload = bytes(value)
+        elif isinstance(value, Deferred):
+            payload = codec.encode(value.to_numpy())
+        else:
+            payload = codec.encode(value)
+        if len(payload) > schema.INLINE_MAX:
+            payload = self._blob(payload, commands)
+        return kind, schema.OBJECT_HEADER.pack(idx, len(payload)) + payload
+
+    def _blob(self, payload: bytes, commands: list[Command]) -> bytes:
+        n = self.blobs
+        self.blobs += 1
+        parts = [payload[i : i + schema.BLOB_PART] for i in range(0, len(payload), schema.BLOB_PART)]
+        args: list[Any] = ["HSET", self.keys.blob(self.run_id, n)]
+        for i, part in enumerate(parts):
+            args += [i, part]
+        commands.append(cmd(*args))
+        return schema.BLOB_REF.pack(schema.BLOB_TAG, n, len(parts), len(payload))
+
+    def _open_chunk(self, state: SeriesState, kind: bytes, idx: int) -> None:
+        if state.chunk_no >= 0 and state.last_idx is not None and idx < state.last_idx:
+            state.monotonic = False
+        state.chunk_no += 1
+        state.kind = kind
+        state.buf = bytearray(kind)
+        state.sent = 0
+        state.lo = state.hi = idx
+
+    def _close_chunk(self, state: SeriesState, commands: list[Command]) -> None:
+        if state.chunk_no < 0:
+            return
+        # Rewrite the full chunk exactly sized (see module docstring), then index it.
+        commands.append(cmd("SET", self.keys.chunk(self.run_id, state.sid, state.chunk_no), bytes(state.buf)))
+        state.sent = len(state.buf)
+        self._index(state, commands)
+
+    def _flush_chunk(self, state: SeriesState, commands: list[Command]) -> None:
+        if state.sent < len(state.buf):
+            key = self.keys.chunk(self.run_id, state.sid, state.chunk_no)
+            commands.append(cmd("APPEND", key, bytes(state.buf[state.sent :])))
+            state.sent = len(state.buf)
+            self._index(state, commands)
+        commands.append(cmd("HSET", self.keys.series(self.run_id), state.name, state.info()))
+
+    def _index(self, state: SeriesState, commands: list[Command]) -> None:
+        commands.append(cmd("ZADD", self.keys.chunk_lo(self.run_id, state.sid), state.lo, state.chunk_no))
+        commands.append(cmd("ZADD", self.keys.chunk_hi(self.run_id, state.sid), state.hi, state.chunk_no))

@@ -1,0 +1,84 @@
+"""Where Redis is: an explicit URL, else the environment, else a config file.
+
+Order: ``url=`` argument, ``$LABSTATS_URL``, the file named by ``$LABSTATS_CONFIG``,
+``~/.config/labstats/config.toml``, ``/etc/labstats/config.toml``, then a local Redis.
+The ``labstats_client`` and ``jupyter`` roles write such a file (mode 0600) with the
+credentials of the user that box should act as. A file looks like::
+
+    url = "redis://trainer:secret@127.0.0.1:6379/0"
+    prefix = "ls"          # optional
+"""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+import redis
+
+from labstats.schema import DEFAULT_PREFIX
+
+DEFAULT_URL = "redis://127.0.0.1:6379/0"
+
+
+class LabstatsError(Exception):
+    """An error a user can act on (message says what and how)."""
+
+
+@dataclass(frozen=True)
+class Settings:
+    url: str
+    prefix: str
+    source: str  # where the URL came from, for error messages
+
+
+def config_files() -> list[Path]:
+    files = []
+    if os.environ.get("LABSTATS_CONFIG"):
+        files.append(Path(os.environ["LABSTATS_CONFIG"]))
+    files.append(Path.home() / ".config" / "labstats" / "config.toml")
+    files.append(Path("/etc/labstats/config.toml"))
+    return files
+
+
+def resolve(url: str | None = None, prefix: str | None = None) -> Settings:
+    if url:
+        return Settings(url, prefix or DEFAULT_PREFIX, "argument")
+    if os.environ.get("LABSTATS_URL"):
+        return Settings(
+            os.environ["LABSTATS_URL"], prefix or os.environ.get("LABSTATS_PREFIX") or DEFAULT_PREFIX, "env"
+        )
+    for path in config_files():
+        try:
+            data = tomllib.loads(path.read_text())
+        except (FileNotFoundError, PermissionError):
+            continue
+        except tomllib.TOMLDecodeError as exc:
+            raise LabstatsError(f"{path}: not valid TOML ({exc})") from exc
+        if "url" not in data:
+            raise LabstatsError(f"{path}: no 'url' key")
+        return Settings(str(data["url"]), prefix or str(data.get("prefix", DEFAULT_PREFIX)), str(path))
+    return Settings(DEFAULT_URL, prefix or DEFAULT_PREFIX, "default")
+
+
+def redacted(url: str) -> str:
+    """The URL with its password hidden, for messages."""
+    if "@" not in url or "://" not in url:
+        return url
+    scheme, rest = url.split("://", 1)
+    auth, host = rest.rsplit("@", 1)
+    user = auth.split(":", 1)[0]
+    return f"{scheme}://{user}:***@{host}" if ":" in auth else url
+
+
+def client(settings: Settings, *, timeout: float = 5.0) -> redis.Redis:
+    """A Redis client with explicit timeouts and no hidden retries (callers decide)."""
+    return redis.Redis.from_url(
+        settings.url,
+        socket_timeout=timeout,
+        socket_connect_timeout=min(timeout, 2.0),
+        health_check_interval=30,
+        retry_on_timeout=False,
+    )

@@ -1,0 +1,332 @@
+"""``Stats``: the training-side logger.
+
+    stats = Stats("runs/exp42", config=vars(args))
+    stats.watch(model.sigma, "sigma")             # any array/tensor/object, or a callable
+    stats.update(epoch, set_size, batch_size, step)
+    stats.log(step=idx, lr=1e-3, acc=0.91)
+    stats.close()                                 # also a context manager, and at exit
+
+Calls on the training thread only snapshot values and queue them; a background writer
+sends them to Redis (see :mod:`labstats.writer`). A run gets a unique id; its name is never
+shared with another run (a clash is suffixed ``.2``, ``.3``... or refused).
+"""
+
+from __future__ import annotations
+
+import atexit
+import json
+import logging
+import os
+import secrets
+import signal
+import sys
+import threading
+import time
+import weakref
+from collections.abc import Callable, Iterable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from labstats import config as cfg
+from labstats import runmeta, schema
+from labstats.chunks import cmd
+from labstats.codec import EncodeError
+from labstats.snapshot import capture
+from labstats.spool import spool_dir
+from labstats.writer import RESERVE_NAME, Writer
+
+log = logging.getLogger("labstats")
+
+_open_runs: weakref.WeakSet[Stats] = weakref.WeakSet()
+_hooks_installed = False
+
+
+def new_run_id() -> str:
+    """Sortable by start time and unique: 20261125-163012-5f3a9c."""
+    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+
+
+class Stats:
+    """Log a training run. See the module docstring for the whole API."""
+
+    def __init__(
+        self,
+        savedir: str | os.PathLike | None = None,
+        *,
+        name: str | None = None,
+        config: dict[str, Any] | None = None,
+        tags: Iterable[str] = (),
+        seed: int | None = None,
+        url: str | None = None,
+        prefix: str | None = None,
+        on_conflict: str = "suffix",
+        flush_interval: float = 0.2,
+        capture_git: bool = True,
+        handle_signals: bool = True,
+    ) -> None:
+        if on_conflict not in ("suffix", "error"):
+            raise ValueError("on_conflict must be 'suffix' or 'error'")
+        self._options = {
+            "name": name, "config": dict(config or {}), "tags": [str(t) for t in tags], "seed": seed,
+            "url": url, "prefix": prefix, "on_conflict": on_conflict, "flush_interval": flush_interval,
+            "capture_git": capture_git, "handle_signals": handle_signals,
+        }  # fmt: skip
+        self._watched: dict[str, Any] = {}
+        self._writer: Writer | None = None
+        self._closed = False
+        self._last_step = -1
+        self._last_epoch: Any = None
+        self._lock = threading.Lock()
+        self.run_id: str | None = None
+        self.name: str | None = None
+        self.savedir: Path | None = None
+        if savedir is not None:
+            self.on(savedir)
+
+    # ---- starting ------------------------------------------------------------------------
+
+    def on(self, savedir: str | os.PathLike) -> Stats:
+        """Start the run whose files go to ``savedir`` (the original API). Returns self."""
+        if self._writer is not None:
+            raise RuntimeError(f"this Stats already logs run {self.name!r}; make a new Stats for another")
+        opts = self._options
+        self.savedir = Path(savedir)
+        self.savedir.mkdir(parents=True, exist_ok=True)
+        wanted = opts["name"] or self.savedir.resolve().name
+        if not wanted or any(c in wanted for c in "\x00\n\r"):
+            raise ValueError(f"invalid run name {wanted!r}")
+        self.settings = cfg.resolve(opts["url"], opts["prefix"])
+        self.keys = schema.Keys(self.settings.prefix)
+        self.run_id = new_run_id()
+        self.name = wanted
+        if opts["on_conflict"] == "error":
+            self._refuse_taken_name(wanted)
+
+        started = time.time()
+        meta = runmeta.collect(opts["capture_git"])
+        diff = meta.pop("git_diff", "")
+        fields: dict[str, Any] = {
+            "id": self.run_id,
+            "name": wanted,
+            "status": schema.RUNNING,
+            "started": f"{started:.3f}",
+            "heartbeat": f"{started:.3f}",
+            "savedir": str(self.savedir.resolve()),
+            "config": json.dumps(opts["config"], default=str, sort_keys=True),
+            "tags": json.dumps(opts["tags"]),
+            "schema": schema.SCHEMA_VERSION,
+        }
+        if opts["seed"] is not None:
+            fields["seed"] = opts["seed"]
+        for key, value in meta.items():
+            fields[key] = value if isinstance(value, str | int | float) else json.dumps(value, default=str)
+        k = self.keys
+        commands = [
+            cmd("SET", k.schema, schema.SCHEMA_VERSION),
+            cmd("HSET", k.run(self.run_id), *[x for item in fields.items() for x in item]),
+            cmd("EVAL", RESERVE_NAME, 2, k.names, k.run(self.run_id), wanted, self.run_id, opts["on_conflict"]),
+            cmd("ZADD", k.runs, f"{started:.3f}", self.run_id),
+            cmd("SADD", k.status(schema.RUNNING), self.run_id),
+        ]
+        commands += [cmd("SADD", k.tag(tag), self.run_id) for tag in opts["tags"]]
+        if diff:
+            commands.append(cmd("SET", k.diff(self.run_id), diff))
+
+        settings = self.settings
+        self._writer = Writer(
+            lambda: cfg.client(settings),
+            k,
+            self.run_id,
+            spool_dir(self.savedir) / f"{self.run_id}.spool",
+            flush_interval=opts["flush_interval"],
+            on_name=self._named,
+        )
+        self._writer.put_commands(commands)
+        self._writer.start()
+        _open_runs.add(self)
+        _install_hooks(opts["handle_signals"])
+        return self
+
+    def _refuse_taken_name(self, wanted: str) -> None:
+        try:
+            taken = cfg.client(self.settings, timeout=2).hexists(self.keys.names, wanted)
+        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+            log.warning("labstats: cannot check name %r now (%s); a clash will be refused later", wanted, exc)
+            return
+        if taken:
+            raise cfg.LabstatsError(f"a run named {wanted!r} exists already (on_conflict='error')")
+
+    def _named(self, name: str) -> None:
+        if name != self.name:
+            log.warning("labstats: run name %r was taken; this run is %r", self.name, name)
+        self.name = name
+
+    def _require_writer(self) -> Writer:
+        if self._writer is None:
+            raise RuntimeError("call Stats(savedir) or Stats().on(savedir) before logging")
+        if self._closed:
+            raise RuntimeError(f"run {self.name!r} is closed")
+        return self._writer
+
+    # ---- logging ---------------------------------------------------------------------------
+
+    def watch(self, obj: Any, name: str) -> None:
+        """Record ``obj`` at every :meth:`update`. Pass a callable for values that are rebound
+        rather than changed in place (``stats.watch(lambda: loss, "loss")``)."""
+        _check_series_name(name)
+        self._watched[name] = obj
+
+    def unwatch(self, name: str) -> None:
+        self._watched.pop(name, None)
+
+    def update(self, epoch: int, set_size: int, batch_size: int, step: int) -> int:
+        """Record every watched object at ``idx = epoch*set_size + step*batch_size``; returns idx."""
+        idx = int(epoch) * int(set_size) + int(step) * int(batch_size)
+        values = {}
+        for name, obj in self._watched.items():
+            values[name] = self._capture(obj() if callable(obj) and not _is_array_like(obj) else obj, name)
+        if epoch != self._last_epoch:
+            values["_epoch"] = int(epoch)
+            self._last_epoch = epoch
+        self._put(idx, values)
+        return idx
+
+    def log(self, step: int | None = None, **values: Any) -> int:
+        """Record ``values`` (name=value) at ``step`` (default: the last step + 1); returns step."""
+        writer = self._require_writer()
+        if step is None:
+            step = self._last_step + 1
+        captured = {}
+        for name, value in values.items():
+            captured[name] = self._capture(value, name)
+        self._last_step = step = _as_step(step)
+        writer.put_points(step, captured)
+        return step
+
+    def add_scalar(self, tag: str, value: Any, global_step: int | None = None) -> None:
+        """TensorBoard-style alias of :meth:`log` for one value."""
+        _check_series_name(tag)
+        self._put(self._last_step + 1 if global_step is None else global_step, {tag: self._capture(value, tag)})
+
+    def write_immediate(self, obj: Any, name: str, epoch: int, step: int, idx: int) -> None:
+        """Record one value now (the original API) and wake the writer; does not block."""
+        _check_series_name(name)
+        self._put(idx, {name: self._capture(obj, name), "_epoch": int(epoch)})
+        self._require_writer()._wake.set()
+
+    def set_config(self, **values: Any) -> None:
+        """Add to the run's config (hyperparameters) after start."""
+        writer = self._require_writer()
+        self._options["config"].update(values)
+        config = json.dumps(self._options["config"], default=str, sort_keys=True)
+        writer.put_commands([cmd("HSET", self.keys.run(self.run_id), "config", config)])
+
+    def _capture(self, value: Any, name: str) -> Any:
+        try:
+            return capture(value)
+        except EncodeError as exc:
+            raise TypeError(f"labstats: series {name!r}: {exc}") from None
+
+    def _put(self, idx: int, values: dict[str, Any]) -> None:
+        writer = self._require_writer()
+        step = _as_step(idx)
+        self._last_step = step
+        writer.put_points(step, values)
+
+    # ---- ending ----------------------------------------------------------------------------
+
+    def flush(self, timeout: float | None = 10.0) -> bool:
+        """Wait until everything logged so far is in Redis or safely spooled on disk."""
+        return self._writer.flush(timeout) if self._writer else True
+
+    def close(self, status: str = schema.FINISHED, reason: str = "", timeout: float = 10.0) -> None:
+        """Mark the run finished (or crashed), flush and stop the writer. Idempotent."""
+        with self._lock:
+            if self._closed or self._writer is None:
+                return
+            self._closed = True
+        k, run = self.keys, self.run_id
+        fields = ["status", status, "ended", f"{time.time():.3f}"]
+        if reason:
+            fields += ["reason", reason]
+        self._writer.put_commands(
+            [
+                cmd("HSET", k.run(run), *fields),
+                cmd("SMOVE", k.status(schema.RUNNING), k.status(status), run),
+            ]
+        )
+        if not self._writer.stop(timeout):
+            log.warning("labstats: run %r not fully written within %.0fs; the spool keeps the rest", self.name, timeout)
+        elif self._writer.spool.path.exists():
+            log.warning("labstats: Redis unreachable at close; records kept in %s", self._writer.spool.path)
+        _open_runs.discard(self)
+
+    def __enter__(self) -> Stats:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.close(schema.CRASHED, f"{exc_type.__name__}: {exc}")
+
+    @property
+    def pending_spool(self) -> Path | None:
+        """The spool file if records are waiting for Redis, else None."""
+        path = self._writer.spool.path if self._writer else None
+        return path if path is not None and path.exists() else None
+
+
+def _as_step(step: Any) -> int:
+    try:
+        as_int = int(step)
+    except (TypeError, ValueError):
+        raise TypeError(f"labstats: step must be an integer, not {step!r}") from None
+    if as_int != step:
+        raise TypeError(f"labstats: step must be an integer, not {step!r}")
+    return as_int
+
+
+def _check_series_name(name: str) -> None:
+    if not isinstance(name, str) or not name or "\x00" in name:
+        raise ValueError(f"labstats: invalid series name {name!r}")
+
+
+def _is_array_like(obj: Any) -> bool:
+    return hasattr(obj, "__array__") or hasattr(obj, "detach")
+
+
+# ---- process hooks: a crash or SIGTERM marks open runs; normal exit finishes them --------
+
+
+def _close_all(status: str, reason: str = "") -> None:
+    for stats in list(_open_runs):
+        stats.close(status, reason)
+
+
+def _install_hooks(handle_signals: bool) -> None:
+    global _hooks_installed
+    if _hooks_installed:
+        return
+    _hooks_installed = True
+    atexit.register(_close_all, schema.FINISHED)
+
+    previous_hook = sys.excepthook
+
+    def excepthook(exc_type, exc, tb):
+        _close_all(schema.CRASHED, f"{exc_type.__name__}: {exc}")
+        previous_hook(exc_type, exc, tb)
+
+    sys.excepthook = excepthook
+
+    if handle_signals and threading.current_thread() is threading.main_thread():
+        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+
+            def on_sigterm(signum, frame):
+                _close_all(schema.CRASHED, "SIGTERM")
+                signal.signal(signal.SIGTERM, signal.SIG_DFL)
+                os.kill(os.getpid(), signal.SIGTERM)
+
+            signal.signal(signal.SIGTERM, on_sigterm)

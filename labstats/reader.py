@@ -1,0 +1,392 @@
+"""Read runs back: the one place that knows how runs are laid out in Redis for reading.
+
+    lab = labstats.connect()                      # URL from env/config, see labstats.config
+    for run in lab.runs(status="running", params={"lr": (1e-4, 1e-2)}):
+        print(run.name, run.status)
+    run = lab.run("exp42")
+    s = run.series("loss", start=1000, stop=2000) # idx window, both ends included
+    s.idx, s.values                               # NumPy arrays (a list for object series)
+    run.frame(["loss", "acc"])                    # pandas, one column per series
+    lab.compare(["exp42", "exp43"], "loss")       # pandas, one column per run
+
+Only read commands are used, so the viewer's read-only Redis user is enough.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import redis
+
+from labstats import codec, schema
+from labstats import config as cfg
+from labstats.config import LabstatsError
+
+STALE_AFTER = 60.0  # seconds without a heartbeat before a "running" run reads as crashed
+
+
+@dataclass
+class Series:
+    """Points of one series in idx order: ``idx`` (int64) and ``values``."""
+
+    name: str
+    idx: np.ndarray
+    values: Any  # np.ndarray for numeric series, else a list
+    kind: str = "f"
+
+    def __len__(self) -> int:
+        return len(self.idx)
+
+    def to_pandas(self):
+        import pandas as pd
+
+        return pd.Series(self.values, index=pd.Index(self.idx, name="idx"), name=self.name)
+
+
+@dataclass
+class Run:
+    lab: Lab
+    id: str
+    meta: dict[str, Any] = field(repr=False)
+
+    @property
+    def name(self) -> str:
+        return self.meta.get("name", self.id)
+
+    @property
+    def status(self) -> str:
+        """running, finished or crashed; a running run whose heartbeat stopped reads as crashed."""
+        status = self.meta.get("status", schema.RUNNING)
+        if status == schema.RUNNING and self.heartbeat_age > self.lab.stale_after:
+            return schema.CRASHED
+        return status
+
+    @property
+    def heartbeat_age(self) -> float:
+        return time.time() - float(self.meta.get("heartbeat") or self.meta.get("started") or 0)
+
+    @property
+    def config(self) -> dict[str, Any]:
+        return self.meta.get("config") or {}
+
+    @property
+    def tags(self) -> list[str]:
+        return self.meta.get("tags") or []
+
+    def diff(self) -> str:
+        """The uncommitted git diff the run started with ('' if clean or not in git)."""
+        raw = self.lab.redis.get(self.lab.keys.diff(self.id))
+        return raw.decode("utf-8", "replace") if raw else ""
+
+    def regenerate_command(self) -> str:
+        """A shell recipe that reruns this run from its recorded commit and command line."""
+        import shlex
+
+        lines = []
+        if self.meta.get("cwd"):
+            lines.append(f"cd {shlex.quote(self.meta['cwd'])}")
+        if self.meta.get("git_commit"):
+            lines.append(f"git checkout {self.meta['git_commit']}")
+            if self.meta.get("git_dirty"):
+                lines.append(f"labstats show {shlex.quote(self.id)} --diff | git apply")
+        argv = self.meta.get("argv") or []
+        if argv:
+            lines.append(" ".join(shlex.quote(str(a)) for a in argv))
+        return "\n".join(lines)
+
+    def series_info(self) -> dict[str, dict[str, Any]]:
+        raw = self.lab.redis.hgetall(self.lab.keys.series(self.id))
+        return {k.decode(): json.loads(v) for k, v in raw.items()}
+
+    def series_names(self, include_internal: bool = False) -> list[str]:
+        return sorted(n for n in self.series_info() if include_internal or not n.startswith("_"))
+
+    def series(self, name: str, start: int | None = None, stop: int | None = None) -> Series:
+        """Points with start <= idx <= stop (either end open when None), sorted by idx."""
+        info = self.series_info().get(name)
+        if info is None:
+            raise LabstatsError(f"run {self.name!r} has no series {name!r}")
+        return self.lab._read_series(self.id, name, info, start, stop)
+
+    def latest(self, name: str) -> tuple[int, Any] | None:
+        """The last point written to a series, as (idx, value)."""
+        info = self.series_info().get(name)
+        if info is None:
+            raise LabstatsError(f"run {self.name!r} has no series {name!r}")
+        records = self.lab._read_chunks(self.id, info["sid"], [info["last_chunk"]])
+        if not len(records[0]):
+            return None
+        value = records[1][-1]
+        return int(records[0][-1]), value.item() if isinstance(value, np.generic) else value
+
+    def frame(self, names: Iterable[str] | None = None, start: int | None = None, stop: int | None = None):
+        """A pandas DataFrame indexed by idx with one column per series (outer join)."""
+        import pandas as pd
+
+        names = list(names) if names is not None else self.series_names()
+        columns = {}
+        for name in names:
+            s = self.series(name, start, stop)
+            columns[name] = s.to_pandas().groupby(level=0).last()
+        frame = pd.DataFrame(columns)
+        frame.index.name = "idx"
+        return frame
+
+    def export(self, path: str | Path, fmt: str | None = None) -> Path:
+        """Write every scalar series to CSV or Parquet (chosen by ``fmt`` or the suffix)."""
+        path = Path(path)
+        fmt = (fmt or path.suffix.lstrip(".") or "csv").lower()
+        numeric = [n for n, i in self.series_info().items() if i["kind"] in "fib" and not n.startswith("_")]
+        frame = self.frame(sorted(numeric))
+        if fmt == "csv":
+            frame.to_csv(path)
+        elif fmt == "parquet":
+            frame.to_parquet(path)
+        else:
+            raise LabstatsError(f"unknown export format {fmt!r} (csv or parquet)")
+        return path
+
+
+class Lab:
+    """A connection to one labstats store."""
+
+    def __init__(
+        self,
+        client: redis.Redis,
+        prefix: str = schema.DEFAULT_PREFIX,
+        source: str = "",
+        stale_after: float = STALE_AFTER,
+    ) -> None:
+        self.redis = client
+        self.keys = schema.Keys(prefix)
+        self.source = source
+        self.stale_after = stale_after
+
+    # ---- runs --------------------------------------------------------------------------------
+
+    def runs(
+        self,
+        name: str | None = None,
+        tag: str | None = None,
+        status: str | None = None,
+        params: dict[str, Any] | None = None,
+        limit: int | None = 100,
+        offset: int = 0,
+    ) -> list[Run]:
+        """Runs, newest first. ``name`` is a substring; ``params`` maps a config key to a value
+        (equality) or a (low, high) pair (inclusive range, either side None)."""
+        if status is not None and status not in schema.STATUSES:
+            raise LabstatsError(f"unknown status {status!r} (one of {', '.join(schema.STATUSES)})")
+        filtered = any(x is not None for x in (name, tag, status, params))
+        if not filtered:
+            stop = -1 if limit is None else offset + limit - 1
+            ids = [i.decode() for i in self.redis.zrevrange(self.keys.runs, offset, stop)]
+            return self._load(ids)
+        candidates = self._candidates(name, tag, status)
+        runs = [r for r in self._load(candidates) if _matches(r, name, status, params)]
+        runs.sort(key=lambda r: float(r.meta.get("started") or 0), reverse=True)
+        return runs[offset : None if limit is None else offset + limit]
+
+    def _candidates(self, name: str | None, tag: str | None, status: str | None) -> list[str]:
+        sets = []
+        if tag is not None:
+            sets.append(self.keys.tag(tag))
+        if status == schema.CRASHED:  # stale running runs read as crashed too
+            ids = self.redis.sunion(self.keys.status(schema.CRASHED), self.keys.status(schema.RUNNING))
+            return [i.decode() for i in ids if not sets or self.redis.sismember(sets[0], i)]
+        if status is not None:
+            sets.append(self.keys.status(status))
+        if sets:
+            return [i.decode() for i in self.redis.sinter(sets)]
+        if name is not None:
+            names = self.redis.hgetall(self.keys.names)
+            return [v.decode() for k, v in names.items() if name.lower() in k.decode("utf-8", "replace").lower()]
+        return [i.decode() for i in self.redis.zrevrange(self.keys.runs, 0, -1)]
+
+    def _load(self, ids: list[str]) -> list[Run]:
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hgetall(self.keys.run(run_id))
+        return [Run(self, run_id, _parse_meta(raw)) for run_id, raw in zip(ids, pipe.execute(), strict=True) if raw]
+
+    def run(self, ref: str) -> Run:
+        """A run by name or id."""
+        run_id = self.redis.hget(self.keys.names, ref)
+        run_id = run_id.decode() if run_id else ref
+        raw = self.redis.hgetall(self.keys.run(run_id))
+        if not raw:
+            raise LabstatsError(f"no run named {ref!r} (try `labstats ls`)")
+        return Run(self, run_id, _parse_meta(raw))
+
+    def compare(self, refs: Iterable[str], series: str, start: int | None = None, stop: int | None = None):
+        """A pandas DataFrame: one column per run (by name) of one series, indexed by idx."""
+        import pandas as pd
+
+        columns = {}
+        for ref in refs:
+            run = self.run(ref)
+            columns[run.name] = run.series(series, start, stop).to_pandas().groupby(level=0).last()
+        frame = pd.DataFrame(columns)
+        frame.index.name = "idx"
+        return frame
+
+    # ---- series ------------------------------------------------------------------------------
+
+    def _chunk_numbers(self, run_id: str, info: dict[str, Any], start: int | None, stop: int | None) -> list[int]:
+        k, sid = self.keys, info["sid"]
+        lo_key, hi_key = k.chunk_lo(run_id, sid), k.chunk_hi(run_id, sid)
+        if start is None and stop is None:
+            return list(range(info["last_chunk"] + 1))
+        hi_arg = "+inf" if stop is None else stop
+        if info.get("monotonic", True):
+            # Chunks do not overlap and are ordered: the one holding `start`, then those
+            # beginning inside the window. O(log n + k).
+            pipe = self.redis.pipeline(transaction=False)
+            if start is not None:
+                pipe.zrevrangebyscore(lo_key, f"({start}", "-inf", start=0, num=1)
+            pipe.zrangebyscore(lo_key, "-inf" if start is None else start, hi_arg)
+            found = pipe.execute()
+            numbers = {int(n) for group in found for n in group}
+        else:
+            # Some chunks overlap (idx went back): chunks starting before the window's end
+            # and ending after its start.
+            pipe = self.redis.pipeline(transaction=False)
+            pipe.zrangebyscore(lo_key, "-inf", hi_arg)
+            pipe.zrangebyscore(hi_key, "-inf" if start is None else start, "+inf")
+            before_end, after_start = pipe.execute()
+            numbers = {int(n) for n in before_end} & {int(n) for n in after_start}
+        return sorted(numbers)
+
+    def _read_series(self, run_id: str, name: str, info: dict, start: int | None, stop: int | None) -> Series:
+        numbers = self._chunk_numbers(run_id, info, start, stop)
+        idx, values = self._read_chunks(run_id, info["sid"], numbers)
+        mask = np.ones(len(idx), dtype=bool)
+        if start is not None:
+            mask &= idx >= start
+        if stop is not None:
+            mask &= idx <= stop
+        if not mask.all():
+            idx = idx[mask]
+            values = values[mask] if isinstance(values, np.ndarray) else [v for v, m in zip(values, mask) if m]
+        if len(idx) > 1 and not (np.diff(idx) >= 0).all():
+            order = np.argsort(idx, kind="stable")
+            idx = idx[order]
+            values = values[order] if isinstance(values, np.ndarray) else [values[i] for i in order]
+        return Series(name, idx, values, info.get("kind", "f"))
+
+    def _read_chunks(self, run_id: str, sid: int, numbers: list[int]) -> tuple[np.ndarray, Any]:
+        if not numbers:
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        raw = self.redis.mget([self.keys.chunk(run_id, sid, n) for n in numbers])
+        parts: list[tuple[np.ndarray, Any]] = []  # (idx, values) per chunk, in chunk order
+        for data in raw:
+            if not data:
+                continue
+            kind = data[:1]
+            if kind in schema.RECORD_DTYPES:
+                dtype = schema.RECORD_DTYPES[kind]
+                count = (len(data) - 1) // dtype.itemsize
+                records = np.frombuffer(data, dtype=dtype, offset=1, count=count)
+                parts.append((records["idx"], records["value"]))
+            elif kind == schema.KIND_OBJECT:
+                pairs = list(self._object_records(run_id, data))
+                parts.append((np.array([p[0] for p in pairs], dtype=np.int64), [p[1] for p in pairs]))
+            else:
+                raise LabstatsError(f"run {run_id}: chunk of unknown kind {kind!r} (newer schema?)")
+        if not parts:
+            return np.empty(0, dtype=np.int64), np.empty(0)
+        idx = np.concatenate([p[0] for p in parts])
+        if all(isinstance(p[1], np.ndarray) for p in parts):
+            return idx, np.concatenate([p[1] for p in parts])
+        # A series whose values changed kind (numbers, then text, say): a plain list.
+        values: list[Any] = []
+        for _, part in parts:
+            values += part.tolist() if isinstance(part, np.ndarray) else part
+        return idx, values
+
+    def _object_records(self, run_id: str, data: bytes) -> Iterator[tuple[int, Any]]:
+        view = memoryview(data)
+        pos = 1
+        header = schema.OBJECT_HEADER
+        while pos + header.size <= len(view):
+            idx, size = header.unpack_from(view, pos)
+            pos += header.size
+            payload = view[pos : pos + size]
+            pos += size
+            if len(payload) != size:
+                return  # a record still being appended
+            try:
+                if payload[:1] == schema.BLOB_TAG:
+                    yield idx, codec.decode(self._blob(run_id, payload))
+                else:
+                    yield idx, codec.decode(payload)
+            except (ValueError, TypeError) as exc:
+                yield idx, ValueError(f"unreadable record: {exc}")
+
+    def _blob(self, run_id: str, ref: memoryview) -> bytes:
+        _, n, parts, total = schema.BLOB_REF.unpack(bytes(ref))
+        values = self.redis.hmget(self.keys.blob(run_id, n), [str(i) for i in range(parts)])
+        if any(v is None for v in values):
+            raise ValueError(f"blob {n} is incomplete")
+        data = b"".join(values)
+        if len(data) != total:
+            raise ValueError(f"blob {n} has {len(data)} bytes, expected {total}")
+        return data
+
+
+def _parse_meta(raw: dict[bytes, bytes]) -> dict[str, Any]:
+    meta: dict[str, Any] = {}
+    for key, value in raw.items():
+        k, v = key.decode(), value.decode("utf-8", "replace")
+        if k in ("config", "tags", "argv", "packages"):
+            try:
+                meta[k] = json.loads(v)
+            except ValueError:
+                meta[k] = v
+        elif k == "git_dirty":
+            meta[k] = v in ("1", "True", "true")
+        else:
+            meta[k] = v
+    return meta
+
+
+def _matches(run: Run, name: str | None, status: str | None, params: dict[str, Any] | None) -> bool:
+    if name is not None and name.lower() not in run.name.lower():
+        return False
+    if status is not None and run.status != status:
+        return False
+    for key, want in (params or {}).items():
+        have = run.config.get(key) if isinstance(run.config, dict) else None
+        if isinstance(want, tuple) and len(want) == 2:
+            low, high = want
+            try:
+                if have is None or (low is not None and have < low) or (high is not None and have > high):
+                    return False
+            except TypeError:
+                return False
+        elif have != want:
+            return False
+    return True
+
+
+def connect(url: str | None = None, prefix: str | None = None, timeout: float = 5.0) -> Lab:
+    """Connect to a labstats store; with no URL, find one as :mod:`labstats.config` says."""
+    settings = cfg.resolve(url, prefix)
+    client = cfg.client(settings, timeout=timeout)
+    try:
+        client.ping()
+    except redis.AuthenticationError as exc:
+        raise LabstatsError(f"Redis at {cfg.redacted(settings.url)} refused the credentials: {exc}") from None
+    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+        raise LabstatsError(
+            f"cannot reach Redis at {cfg.redacted(settings.url)} (from {settings.source}): {exc}"
+        ) from None
+    except redis.ResponseError as exc:
+        raise LabstatsError(f"Redis at {cfg.redacted(settings.url)}: {exc}") from None
+    return Lab(client, settings.prefix, settings.source)

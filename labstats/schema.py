@@ -1,0 +1,100 @@
+"""Redis key layout and record formats, schema version 1 (documented in docs/schema.md).
+
+Every key starts with a prefix (``ls`` by default). Series are stored as packed binary
+chunks: a chunk is one Redis string holding a kind byte and fixed-size records, so a float
+point costs 16 bytes of Redis memory plus a share of its chunk's small overhead.
+"""
+
+from __future__ import annotations
+
+import struct
+from dataclasses import dataclass
+
+import numpy as np
+
+SCHEMA_VERSION = 1
+DEFAULT_PREFIX = "ls"
+
+# Chunk kinds: one byte at the start of every chunk.
+KIND_FLOAT = b"f"  # records <q idx, <d value
+KIND_INT = b"i"  # records <q idx, <q value
+KIND_BOOL = b"b"  # records <q idx, <? value
+KIND_OBJECT = b"o"  # records <q idx, <I length, then codec bytes (or a blob reference)
+
+RECORD_DTYPES = {
+    KIND_FLOAT: np.dtype([("idx", "<i8"), ("value", "<f8")]),
+    KIND_INT: np.dtype([("idx", "<i8"), ("value", "<i8")]),
+    KIND_BOOL: np.dtype([("idx", "<i8"), ("value", "?")]),
+}
+RECORD_STRUCTS = {KIND_FLOAT: struct.Struct("<qd"), KIND_INT: struct.Struct("<qq"), KIND_BOOL: struct.Struct("<q?")}
+OBJECT_HEADER = struct.Struct("<qI")
+
+# A chunk is closed once it would pass this size. 16 KiB minus Redis's string header and the
+# kind byte, so a full chunk fills one allocator size class exactly (no rounding waste).
+CHUNK_BYTES = 16384 - 7
+
+# Object values above this size go to a blob (a hash of parts) instead of inline in a chunk.
+INLINE_MAX = 4096
+# Blob part size: 64 KiB minus Redis's string header, again one exact allocator class.
+BLOB_PART = 65536 - 6
+# A blob reference inside an object record: tag, blob number, part count, total length.
+BLOB_REF = struct.Struct("<cIIQ")
+BLOB_TAG = b"R"
+
+# Run status values stored in the run hash; "crashed" is also derived by readers when a
+# running run's heartbeat is older than its stale limit.
+RUNNING, FINISHED, CRASHED = "running", "finished", "crashed"
+STATUSES = (RUNNING, FINISHED, CRASHED)
+
+
+def points_per_chunk(kind: bytes) -> int:
+    return CHUNK_BYTES // RECORD_DTYPES[kind].itemsize
+
+
+@dataclass(frozen=True)
+class Keys:
+    """Key names under one prefix."""
+
+    prefix: str = DEFAULT_PREFIX
+
+    @property
+    def schema(self) -> str:
+        return f"{self.prefix}:schema"
+
+    @property
+    def runs(self) -> str:  # zset: run id -> start time (unix seconds)
+        return f"{self.prefix}:runs"
+
+    @property
+    def names(self) -> str:  # hash: run name -> run id
+        return f"{self.prefix}:names"
+
+    def status(self, status: str) -> str:  # set of run ids
+        return f"{self.prefix}:status:{status}"
+
+    def tag(self, tag: str) -> str:  # set of run ids
+        return f"{self.prefix}:tag:{tag}"
+
+    def run(self, run_id: str) -> str:  # hash: metadata
+        return f"{self.prefix}:run:{run_id}"
+
+    def diff(self, run_id: str) -> str:  # string: git diff at start
+        return f"{self.prefix}:run:{run_id}:diff"
+
+    def seq(self, run_id: str) -> str:  # string: last batch number applied
+        return f"{self.prefix}:run:{run_id}:seq"
+
+    def series(self, run_id: str) -> str:  # hash: series name -> JSON info
+        return f"{self.prefix}:run:{run_id}:series"
+
+    def chunk(self, run_id: str, sid: int, n: int) -> str:
+        return f"{self.prefix}:run:{run_id}:s:{sid}:c:{n}"
+
+    def chunk_lo(self, run_id: str, sid: int) -> str:  # zset: chunk number -> lowest idx
+        return f"{self.prefix}:run:{run_id}:s:{sid}:lo"
+
+    def chunk_hi(self, run_id: str, sid: int) -> str:  # zset: chunk number -> highest idx
+        return f"{self.prefix}:run:{run_id}:s:{sid}:hi"
+
+    def blob(self, run_id: str, n: int) -> str:  # hash: part number -> bytes
+        return f"{self.prefix}:run:{run_id}:b:{n}"

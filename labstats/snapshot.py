@@ -1,0 +1,127 @@
+"""Take a cheap, safe copy of a value on the training thread.
+
+The calling thread only copies what could change under us (arrays, tensors, containers);
+turning copies into bytes happens later on the writer thread. Frameworks are recognised
+without importing them: a PyTorch, TensorFlow or JAX object can only exist if its module
+was imported by the training script already.
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+import numpy as np
+
+from labstats import codec
+
+# What a snapshot is: a Python bool/int/float (a scalar point), or one of these wrappers.
+
+
+class Encoded(bytes):
+    """A value already encoded by :mod:`labstats.codec` (containers, str, None...)."""
+
+
+class Deferred:
+    """An array-like copy to be turned into a NumPy array on the writer thread."""
+
+    __slots__ = ("obj",)
+
+    def __init__(self, obj: Any) -> None:
+        self.obj = obj
+
+    def to_numpy(self) -> np.ndarray:
+        obj = self.obj
+        if hasattr(obj, "numpy") and not isinstance(obj, np.ndarray):
+            return obj.numpy()
+        return np.asarray(obj)
+
+
+_PLAIN_SCALARS = (bool, int, float)
+
+
+def capture(value: Any) -> Any:
+    """Snapshot ``value`` for later storage; raise :class:`codec.EncodeError` if unsupported."""
+    kind = type(value)
+    if kind in _PLAIN_SCALARS:
+        return value
+    if isinstance(value, np.generic):
+        return _numpy_scalar(value)
+    if isinstance(value, np.ndarray):
+        if value.ndim == 0:
+            return _numpy_scalar(value[()])
+        return Deferred(value.copy())
+    if _is_torch_like(value):
+        return _capture_torch(value)
+    module = getattr(kind, "__module__", "") or ""
+    if module.startswith("tensorflow") and hasattr(value, "numpy"):
+        # EagerTensor and Variable: .numpy() copies to host memory.
+        return _from_array(np.asarray(value.numpy()))
+    if module.startswith(("jax", "jaxlib")):
+        # JAX arrays are immutable: keep a reference, copy to host on the writer thread.
+        if getattr(value, "ndim", None) == 0:
+            return _numpy_scalar(np.asarray(value)[()])
+        return Deferred(value)
+    if isinstance(value, bool):  # subclasses of the plain scalars, such as IntEnum
+        return bool(value)
+    if isinstance(value, int):
+        return int(value)
+    if isinstance(value, float):
+        return float(value)
+    if hasattr(value, "__array__") and not isinstance(value, str | bytes | list | tuple | dict):
+        return _from_array(np.array(value, copy=True))
+    return Encoded(codec.encode(_plain(value)))
+
+
+def _numpy_scalar(value: np.generic) -> Any:
+    if isinstance(value, np.bool_):
+        return bool(value)
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating) and value.dtype.itemsize <= 8:
+        return float(value)
+    return Encoded(codec.encode(np.asarray(value)))  # complex, long double: keep the dtype
+
+
+def _from_array(array: np.ndarray) -> Any:
+    return _numpy_scalar(array[()]) if array.ndim == 0 else Deferred(array)
+
+
+def _is_torch_like(value: Any) -> bool:
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(value, torch.Tensor):
+        return True
+    # Duck-typed stand-ins (tests without a GPU) and tensor subclasses from other packages.
+    return hasattr(value, "detach") and hasattr(value, "device") and hasattr(value, "cpu")
+
+
+def _capture_torch(tensor: Any) -> Any:
+    t = tensor.detach()
+    if t.dim() == 0:
+        return t.item()  # one device sync for a CUDA scalar, as loss.item() would do
+    if getattr(t, "is_sparse", False):
+        t = t.to_dense()
+    if str(getattr(t, "dtype", "")) in ("torch.bfloat16", "torch.float8_e4m3fn", "torch.float8_e5m2"):
+        t = t.float()  # NumPy has no such dtypes; float32 holds every value exactly
+    if t.device.type == "cpu":
+        t = t.clone()
+    else:
+        t = t.cpu()  # a copy to host memory
+    return Deferred(t)
+
+
+def _plain(value: Any) -> Any:
+    """Deep-convert containers so that tensors inside them become NumPy arrays now."""
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        items = [_plain(v) for v in value]
+        return items if isinstance(value, list) else tuple(items)
+    if value is None or isinstance(value, str | bytes | bool | int | float | np.generic | np.ndarray):
+        return value
+    captured = capture(value)
+    if isinstance(captured, Deferred):
+        return captured.to_numpy()
+    if isinstance(captured, Encoded):
+        return codec.decode(captured)
+    return captured

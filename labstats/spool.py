@@ -1,0 +1,103 @@
+"""Append-only spool of command batches, for when Redis cannot be reached.
+
+A batch is the exact list of Redis commands the writer would have sent, numbered. Frames are
+length-prefixed and checksummed, so a frame torn by a killed process is detected and dropped
+(everything before it replays). Replaying is idempotent: each batch also sets the run's
+``seq`` key inside its transaction, and batches at or below the stored number are skipped.
+"""
+
+from __future__ import annotations
+
+import os
+import struct
+import zlib
+from collections.abc import Iterator
+from pathlib import Path
+
+Command = tuple[bytes, ...]
+
+_MAGIC = b"LSB1"
+_HEADER = struct.Struct("<4sQII")  # magic, batch number, payload length, crc32 of payload
+_U32 = struct.Struct("<I")
+
+
+def pack_batch(commands: list[Command]) -> bytes:
+    out = bytearray(_U32.pack(len(commands)))
+    for command in commands:
+        out += _U32.pack(len(command))
+        for arg in command:
+            out += _U32.pack(len(arg))
+            out += arg
+    return bytes(out)
+
+
+def unpack_batch(payload: bytes) -> list[Command]:
+    view = memoryview(payload)
+    (n,) = _U32.unpack_from(view, 0)
+    pos = 4
+    commands = []
+    for _ in range(n):
+        (nargs,) = _U32.unpack_from(view, pos)
+        pos += 4
+        args = []
+        for _ in range(nargs):
+            (size,) = _U32.unpack_from(view, pos)
+            pos += 4
+            args.append(bytes(view[pos : pos + size]))
+            pos += size
+        commands.append(tuple(args))
+    return commands
+
+
+class Spool:
+    """One run's spool file. Only the writer thread touches it."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._file = None
+
+    def __len__(self) -> int:
+        return self.path.stat().st_size if self.path.exists() else 0
+
+    def append(self, seq: int, commands: list[Command]) -> None:
+        if self._file is None:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._file = open(self.path, "ab")  # noqa: SIM115 - kept open while spooling
+        payload = pack_batch(commands)
+        self._file.write(_HEADER.pack(_MAGIC, seq, len(payload), zlib.crc32(payload)) + payload)
+        # Into the OS now: a killed process loses nothing already spooled.
+        self._file.flush()
+
+    def batches(self) -> Iterator[tuple[int, list[Command]]]:
+        yield from read_spool(self.path)
+
+    def clear(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+        self.path.unlink(missing_ok=True)
+
+    def close(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+
+def read_spool(path: Path) -> Iterator[tuple[int, list[Command]]]:
+    """Yield (batch number, commands) in order, stopping at the first torn or corrupt frame."""
+    try:
+        data = path.read_bytes()
+    except FileNotFoundError:
+        return
+    pos = 0
+    while pos + _HEADER.size <= len(data):
+        magic, seq, size, crc = _HEADER.unpack_from(data, pos)
+        payload = data[pos + _HEADER.size : pos + _HEADER.size + size]
+        if magic != _MAGIC or len(payload) != size or zlib.crc32(payload) != crc:
+            return
+        yield seq, unpack_batch(payload)
+        pos += _HEADER.size + size
+
+
+def spool_dir(savedir: str | os.PathLike) -> Path:
+    return Path(savedir) / ".labstats-spool"

@@ -1,0 +1,248 @@
+"""The background writer: the only place that talks to Redis on the training side.
+
+The training thread appends snapshots to a queue and returns. This thread wakes every
+``flush_interval`` seconds, turns everything queued into one batch of commands and sends it
+as one MULTI/EXEC transaction that also records the batch number. If Redis cannot be reached
+(or refuses the batch), the batch goes to the spool file instead, and so does every later
+batch, until Redis answers again; then the spool is replayed in order, skipping batches the
+server already has, and removed. Nothing is lost or applied twice.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import redis
+
+from labstats import schema
+from labstats.chunks import ChunkEncoder, cmd
+from labstats.snapshot import Deferred
+from labstats.spool import Command, Spool
+
+log = logging.getLogger("labstats")
+
+# Errors after which the batch is known not to be applied, or may not be: spool and retry.
+RETRYABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError, OSError)
+
+# Queue item tags
+_POINTS, _COMMANDS, _MARKER = 0, 1, 2
+
+# Reserve the run's name atomically: a clash is suffixed (.2, .3, ...) or refused, and a
+# replayed batch finds its own reservation again instead of taking a second name.
+RESERVE_NAME = """
+local want, id, policy = ARGV[1], ARGV[2], ARGV[3]
+local name, i = want, 1
+while true do
+  if redis.call('HSETNX', KEYS[1], name, id) == 1 then break end
+  if redis.call('HGET', KEYS[1], name) == id then break end
+  if policy == 'error' then return redis.error_reply('NAMECLASH run name already taken: ' .. want) end
+  i = i + 1
+  name = want .. '.' .. i
+end
+redis.call('HSET', KEYS[2], 'name', name)
+return name
+"""
+
+
+class Writer(threading.Thread):
+    def __init__(
+        self,
+        connect: Callable[[], redis.Redis],
+        keys: schema.Keys,
+        run_id: str,
+        spool_path: Path,
+        *,
+        flush_interval: float = 0.2,
+        heartbeat_interval: float = 10.0,
+        max_queue: int = 200_000,
+        max_queue_bytes: int = 512 * 2**20,
+        on_name: Callable[[str], None] | None = None,
+    ) -> None:
+        super().__init__(name=f"labstats-writer-{run_id}", daemon=True)
+        self._connect = connect
+        self._redis: redis.Redis | None = None
+        self.keys = keys
+        self.run_id = run_id
+        self.spool = Spool(spool_path)
+        self.flush_interval = flush_interval
+        self.heartbeat_interval = heartbeat_interval
+        self.max_queue = max_queue
+        self.max_queue_bytes = max_queue_bytes
+        self.on_name = on_name
+        self.encoder = ChunkEncoder(keys, run_id)
+        self.queue: deque = deque()
+        self.queued_bytes = 0
+        self._wake = threading.Event()
+        self._stopping = threading.Event()
+        self._seq = 0
+        self._spooling = spool_path.exists() and spool_path.stat().st_size > 0
+        self._next_retry = 0.0
+        self._backoff = 0.5
+        self._last_heartbeat = 0.0
+        self._warned_backpressure = False
+        self.last_error: str | None = None
+        self.batches_sent = 0
+        self.batches_spooled = 0
+
+    # ---- called from the training thread -------------------------------------------------
+
+    def put_points(self, idx: int, values: dict[str, Any]) -> None:
+        nbytes = 0
+        for v in values.values():
+            if isinstance(v, Deferred):
+                nbytes += getattr(v.obj, "nbytes", 0) or 0
+        if nbytes:
+            self.queued_bytes += nbytes
+        if len(self.queue) >= self.max_queue or self.queued_bytes > self.max_queue_bytes:
+            self._wait_for_space()
+        self.queue.append((_POINTS, idx, values, nbytes))
+
+    def put_commands(self, commands: list[Command]) -> None:
+        self.queue.append((_COMMANDS, commands))
+        self._wake.set()
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until everything queued so far is in Redis or in the spool."""
+        if not self.is_alive():
+            return not self.queue
+        done = threading.Event()
+        self.queue.append((_MARKER, done))
+        self._wake.set()
+        return done.wait(timeout)
+
+    def stop(self, timeout: float | None = None) -> bool:
+        self._stopping.set()
+        self._wake.set()
+        self.join(timeout)
+        return not self.is_alive()
+
+    def _wait_for_space(self) -> None:
+        # Policy when the bound is hit: the training thread waits (data is never dropped).
+        # The writer drains to Redis or to the spool file, so this only happens when even
+        # the disk cannot keep up.
+        if not self._warned_backpressure:
+            log.warning("labstats: writer queue full (%d items); logging waits for it", len(self.queue))
+            self._warned_backpressure = True
+        self._wake.set()
+        while (len(self.queue) >= self.max_queue or self.queued_bytes > self.max_queue_bytes) and self.is_alive():
+            time.sleep(0.005)
+
+    # ---- the writer thread ----------------------------------------------------------------
+
+    def run(self) -> None:
+        while True:
+            self._wake.wait(self.flush_interval)
+            self._wake.clear()
+            try:
+                self._drain()
+            except Exception:  # never let the writer die: the training run must go on
+                log.exception("labstats: writer error (will retry)")
+            if self._stopping.is_set() and not self.queue:
+                break
+        try:
+            if self._spooling:
+                self._recover(force=True)
+        finally:
+            self.spool.close()
+
+    def _drain(self) -> None:
+        while True:
+            commands: list[Command] = []
+            markers: list[threading.Event] = []
+            points: list[tuple[int, str, Any]] = []
+            freed = 0
+            while self.queue and len(points) < 50_000:
+                item = self.queue.popleft()
+                if item[0] == _POINTS:
+                    _, idx, values, nbytes = item
+                    points.extend((idx, name, value) for name, value in values.items())
+                    freed += nbytes
+                elif item[0] == _COMMANDS:
+                    if points:
+                        commands += self.encoder.encode(points)
+                        points = []
+                    commands += item[1]
+                else:
+                    markers.append(item[1])
+            if points:
+                commands += self.encoder.encode(points)
+            self.queued_bytes -= freed
+            now = time.time()
+            if commands or now - self._last_heartbeat >= self.heartbeat_interval:
+                commands.append(cmd("HSET", self.keys.run(self.run_id), "heartbeat", f"{now:.3f}"))
+                self._last_heartbeat = now
+                self._send(commands)
+            elif self._spooling:
+                self._recover()
+            for marker in markers:
+                marker.set()
+            if not self.queue:
+                return
+
+    def _send(self, commands: list[Command]) -> None:
+        self._seq += 1
+        if self._spooling:
+            self._recover()
+        if not self._spooling:
+            try:
+                self._execute(self._seq, commands)
+                self.batches_sent += 1
+                return
+            except RETRYABLE + (redis.ResponseError,) as exc:
+                self._start_spooling(exc)
+        self.spool.append(self._seq, commands)
+        self.batches_spooled += 1
+
+    def _start_spooling(self, exc: Exception) -> None:
+        self.last_error = f"{type(exc).__name__}: {exc}"
+        log.warning("labstats: Redis unavailable (%s); spooling to %s", self.last_error, self.spool.path)
+        self._spooling = True
+        self._redis = None
+        self._next_retry = time.monotonic() + self._backoff
+
+    def _recover(self, force: bool = False) -> None:
+        """Replay the spool if Redis answers again (at most every few seconds)."""
+        if not force and time.monotonic() < self._next_retry:
+            return
+        try:
+            client = self._client()
+            applied = int(client.get(self.keys.seq(self.run_id)) or 0)
+            for seq, commands in self.spool.batches():
+                if seq > applied:
+                    self._execute(seq, commands)
+                self._seq = max(self._seq, seq)
+        except RETRYABLE + (redis.ResponseError,) as exc:
+            self.last_error = f"{type(exc).__name__}: {exc}"
+            self._redis = None
+            self._backoff = min(self._backoff * 2, 5.0)
+            self._next_retry = time.monotonic() + self._backoff
+            return
+        self.spool.clear()
+        self._spooling = False
+        self._backoff = 0.5
+        log.warning("labstats: Redis is back; spool replayed")
+
+    def _client(self) -> redis.Redis:
+        if self._redis is None:
+            self._redis = self._connect()
+        return self._redis
+
+    def _execute(self, seq: int, commands: list[Command]) -> None:
+        pipe = self._client().pipeline(transaction=True)
+        for command in commands:
+            pipe.execute_command(*command)
+        pipe.set(self.keys.seq(self.run_id), seq)
+        # A transaction the server discards whole (EXECABORT: a refused command, OOM, ACL)
+        # raises here and the batch is spooled; errors of single commands are only logged.
+        results = pipe.execute(raise_on_error=False)
+        for command, result in zip(commands, results, strict=False):
+            if isinstance(result, redis.ResponseError):
+                log.error("labstats: Redis refused %s: %s", command[0].decode(), result)
+            elif command[0] == b"EVAL" and self.on_name is not None:
+                self.on_name(result.decode() if isinstance(result, bytes) else str(result))
