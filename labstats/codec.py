@@ -85,7 +85,8 @@ def _encode_into(out: bytearray, value: Any, path: str) -> None:
 def _encode_array(out: bytearray, array: np.ndarray, path: str) -> None:
     if array.dtype.hasobject or array.dtype.fields is not None:
         raise EncodeError(f"cannot store an array of dtype {array.dtype} at {path}")
-    array = np.ascontiguousarray(array)
+    if not array.flags.c_contiguous:
+        array = array.copy(order="C")
     dtype = array.dtype.str.encode()  # e.g. b"<f4": byte order included
     out += _ARRAY
     out += bytes([len(dtype), array.ndim])
@@ -105,13 +106,16 @@ def encode(value: Any, path: str = "value") -> bytes:
 def decode(data: bytes | memoryview) -> Any:
     """Decode bytes made by :func:`encode`."""
     view = memoryview(data)
-    value, end = _decode_at(view, 0)
+    try:
+        value, end = _decode_at(view, 0)
+    except (struct.error, UnicodeDecodeError, IndexError, TypeError) as exc:
+        raise ValueError(f"corrupt value: {exc}") from None
     if end != len(view):
         raise ValueError(f"trailing bytes after value ({len(view) - end})")
     return value
 
 
-def _decode_at(view: memoryview, pos: int) -> tuple[Any, int]:  # noqa: PLR0911 - one branch per tag
+def _decode_at(view: memoryview, pos: int) -> tuple[Any, int]:
     tag = bytes(view[pos : pos + 1])
     pos += 1
     if tag == _NONE:

@@ -23,7 +23,7 @@ import sys
 import threading
 import time
 import weakref
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
@@ -126,7 +126,9 @@ class Stats:
         commands = [
             cmd("SET", k.schema, schema.SCHEMA_VERSION),
             cmd("HSET", k.run(self.run_id), *[x for item in fields.items() for x in item]),
-            cmd("EVAL", RESERVE_NAME, 2, k.names, k.run(self.run_id), wanted, self.run_id, opts["on_conflict"]),
+            cmd(
+                "EVAL", RESERVE_NAME, 2, k.names, k.run(self.run_id), wanted, self.run_id, opts["on_conflict"]
+            ),
             cmd("ZADD", k.runs, f"{started:.3f}", self.run_id),
             cmd("SADD", k.status(schema.RUNNING), self.run_id),
         ]
@@ -208,7 +210,9 @@ class Stats:
     def add_scalar(self, tag: str, value: Any, global_step: int | None = None) -> None:
         """TensorBoard-style alias of :meth:`log` for one value."""
         _check_series_name(tag)
-        self._put(self._last_step + 1 if global_step is None else global_step, {tag: self._capture(value, tag)})
+        self._put(
+            self._last_step + 1 if global_step is None else global_step, {tag: self._capture(value, tag)}
+        )
 
     def write_immediate(self, obj: Any, name: str, epoch: int, step: int, idx: int) -> None:
         """Record one value now (the original API) and wake the writer; does not block."""
@@ -258,7 +262,11 @@ class Stats:
             ]
         )
         if not self._writer.stop(timeout):
-            log.warning("labstats: run %r not fully written within %.0fs; the spool keeps the rest", self.name, timeout)
+            log.warning(
+                "labstats: run %r not fully written within %.0fs; the spool keeps the rest",
+                self.name,
+                timeout,
+            )
         elif self._writer.spool.path.exists():
             log.warning("labstats: Redis unreachable at close; records kept in %s", self._writer.spool.path)
         _open_runs.discard(self)
@@ -321,12 +329,13 @@ def _install_hooks(handle_signals: bool) -> None:
 
     sys.excepthook = excepthook
 
-    if handle_signals and threading.current_thread() is threading.main_thread():
-        if signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
+    # Only where nobody else handles SIGTERM (a framework's own handler stays in charge).
+    on_main_thread = threading.current_thread() is threading.main_thread()
+    if handle_signals and on_main_thread and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
 
-            def on_sigterm(signum, frame):
-                _close_all(schema.CRASHED, "SIGTERM")
-                signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                os.kill(os.getpid(), signal.SIGTERM)
+        def on_sigterm(signum, frame):
+            _close_all(schema.CRASHED, "SIGTERM")
+            signal.signal(signal.SIGTERM, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGTERM)
 
-            signal.signal(signal.SIGTERM, on_sigterm)
+        signal.signal(signal.SIGTERM, on_sigterm)

@@ -206,14 +206,20 @@ class Lab:
             return [i.decode() for i in self.redis.sinter(sets)]
         if name is not None:
             names = self.redis.hgetall(self.keys.names)
-            return [v.decode() for k, v in names.items() if name.lower() in k.decode("utf-8", "replace").lower()]
+            return [
+                v.decode() for k, v in names.items() if name.lower() in k.decode("utf-8", "replace").lower()
+            ]
         return [i.decode() for i in self.redis.zrevrange(self.keys.runs, 0, -1)]
 
     def _load(self, ids: list[str]) -> list[Run]:
         pipe = self.redis.pipeline(transaction=False)
         for run_id in ids:
             pipe.hgetall(self.keys.run(run_id))
-        return [Run(self, run_id, _parse_meta(raw)) for run_id, raw in zip(ids, pipe.execute(), strict=True) if raw]
+        return [
+            Run(self, run_id, _parse_meta(raw))
+            for run_id, raw in zip(ids, pipe.execute(), strict=True)
+            if raw
+        ]
 
     def run(self, ref: str) -> Run:
         """A run by name or id."""
@@ -238,7 +244,9 @@ class Lab:
 
     # ---- series ------------------------------------------------------------------------------
 
-    def _chunk_numbers(self, run_id: str, info: dict[str, Any], start: int | None, stop: int | None) -> list[int]:
+    def _chunk_numbers(
+        self, run_id: str, info: dict[str, Any], start: int | None, stop: int | None
+    ) -> list[int]:
         k, sid = self.keys, info["sid"]
         lo_key, hi_key = k.chunk_lo(run_id, sid), k.chunk_hi(run_id, sid)
         if start is None and stop is None:
@@ -273,7 +281,11 @@ class Lab:
             mask &= idx <= stop
         if not mask.all():
             idx = idx[mask]
-            values = values[mask] if isinstance(values, np.ndarray) else [v for v, m in zip(values, mask) if m]
+            values = (
+                values[mask]
+                if isinstance(values, np.ndarray)
+                else [v for v, m in zip(values, mask, strict=False) if m]
+            )
         if len(idx) > 1 and not (np.diff(idx) >= 0).all():
             order = np.argsort(idx, kind="stable")
             idx = idx[order]

@@ -26,7 +26,11 @@ RECORD_DTYPES = {
     KIND_INT: np.dtype([("idx", "<i8"), ("value", "<i8")]),
     KIND_BOOL: np.dtype([("idx", "<i8"), ("value", "?")]),
 }
-RECORD_STRUCTS = {KIND_FLOAT: struct.Struct("<qd"), KIND_INT: struct.Struct("<qq"), KIND_BOOL: struct.Struct("<q?")}
+RECORD_STRUCTS = {
+    KIND_FLOAT: struct.Struct("<qd"),
+    KIND_INT: struct.Struct("<qq"),
+    KIND_BOOL: struct.Struct("<q?"),
+}
 OBJECT_HEADER = struct.Struct("<qI")
 
 # A chunk is closed once it would pass this size. 16 KiB minus Redis's string header and the

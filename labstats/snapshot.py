@@ -103,11 +103,8 @@ def _capture_torch(tensor: Any) -> Any:
         t = t.to_dense()
     if str(getattr(t, "dtype", "")) in ("torch.bfloat16", "torch.float8_e4m3fn", "torch.float8_e5m2"):
         t = t.float()  # NumPy has no such dtypes; float32 holds every value exactly
-    if t.device.type == "cpu":
-        t = t.clone()
-    else:
-        t = t.cpu()  # a copy to host memory
-    return Deferred(t)
+    # On the CPU a clone; on a GPU .cpu() is the copy to host memory.
+    return Deferred(t.clone() if t.device.type == "cpu" else t.cpu())
 
 
 def _plain(value: Any) -> Any:
@@ -119,6 +116,8 @@ def _plain(value: Any) -> Any:
         return items if isinstance(value, list) else tuple(items)
     if value is None or isinstance(value, str | bytes | bool | int | float | np.generic | np.ndarray):
         return value
+    if not (_is_torch_like(value) or hasattr(value, "__array__") or hasattr(value, "numpy")):
+        return value  # the codec names what it cannot store
     captured = capture(value)
     if isinstance(captured, Deferred):
         return captured.to_numpy()

@@ -130,7 +130,9 @@ class Writer(threading.Thread):
             log.warning("labstats: writer queue full (%d items); logging waits for it", len(self.queue))
             self._warned_backpressure = True
         self._wake.set()
-        while (len(self.queue) >= self.max_queue or self.queued_bytes > self.max_queue_bytes) and self.is_alive():
+        while (
+            len(self.queue) >= self.max_queue or self.queued_bytes > self.max_queue_bytes
+        ) and self.is_alive():
             time.sleep(0.005)
 
     # ---- the writer thread ----------------------------------------------------------------
@@ -194,7 +196,7 @@ class Writer(threading.Thread):
                 self._execute(self._seq, commands)
                 self.batches_sent += 1
                 return
-            except RETRYABLE + (redis.ResponseError,) as exc:
+            except (*RETRYABLE, redis.ResponseError) as exc:
                 self._start_spooling(exc)
         self.spool.append(self._seq, commands)
         self.batches_spooled += 1
@@ -217,7 +219,7 @@ class Writer(threading.Thread):
                 if seq > applied:
                     self._execute(seq, commands)
                 self._seq = max(self._seq, seq)
-        except RETRYABLE + (redis.ResponseError,) as exc:
+        except (*RETRYABLE, redis.ResponseError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self._redis = None
             self._backoff = min(self._backoff * 2, 5.0)

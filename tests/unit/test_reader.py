@@ -1,0 +1,113 @@
+"""Series windows, comparison frames and exports, checked against a plain-Python model."""
+
+import numpy as np
+import pandas as pd
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import labstats
+from labstats import schema
+
+
+def test_windows_of_a_long_series_match_the_model(tmp_path, lab):
+    n = 5000  # several chunks
+    with labstats.Stats(tmp_path / "run", flush_interval=0.01) as stats:
+        for i in range(n):
+            stats.log(step=i * 3, v=float(i))
+    run = lab.run("run")
+    assert run.series_info()["v"]["last_chunk"] >= 4
+    for start, stop in [(0, 0), (1, 2), (3000, 6000), (None, 10), (14990, None), (-5, 5), (20000, 30000)]:
+        s = run.series("v", start, stop)
+        want = [
+            i * 3 for i in range(n) if (start is None or i * 3 >= start) and (stop is None or i * 3 <= stop)
+        ]
+        assert s.idx.tolist() == want
+        assert s.values.tolist() == [i / 3 for i in want]
+
+
+@settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    steps=st.lists(st.integers(0, 3000), min_size=1, max_size=3000),
+    window=st.tuples(st.integers(-10, 3010), st.integers(-10, 3010)),
+)
+def test_windows_with_steps_going_back_match_the_model(tmp_path_factory, url, steps, window):
+    lab = labstats.connect(url)
+    savedir = tmp_path_factory.mktemp("run")
+    with labstats.Stats(savedir, flush_interval=0.01) as stats:
+        for n, step in enumerate(steps):
+            stats.log(step=step, v=n)
+    start, stop = min(window), max(window)
+    got = lab.run(stats.name).series("v", start, stop)
+    model = sorted(((s, n) for n, s in enumerate(steps) if start <= s <= stop), key=lambda p: p[0])
+    assert got.idx.tolist() == [s for s, _ in model]
+    assert got.values.tolist() == [n for _, n in model]
+
+
+def test_latest_value_and_series_names(tmp_path, lab):
+    with labstats.Stats(tmp_path / "run") as stats:
+        stats.log(step=1, a=1.0, b="x")
+        stats.log(step=2, a=2.0)
+    run = lab.run("run")
+    assert run.series_names() == ["a", "b"]
+    assert run.latest("a") == (2, 2.0)
+    assert run.latest("b") == (1, "x")
+    with pytest.raises(labstats.LabstatsError, match="no series 'zz'"):
+        run.series("zz")
+    with pytest.raises(labstats.LabstatsError, match="no run named"):
+        lab.run("nope")
+
+
+def test_compare_export_and_frames(tmp_path, lab):
+    for name, scale in (("r1", 1.0), ("r2", 2.0)):
+        with labstats.Stats(tmp_path / name) as stats:
+            for i in range(10):
+                stats.log(step=i, loss=scale * i, acc=i % 2 == 0)
+    frame = lab.compare(["r1", "r2"], "loss")
+    assert list(frame.columns) == ["r1", "r2"]
+    assert frame.loc[4].tolist() == [4.0, 8.0]
+    run = lab.run("r1")
+    csv = run.export(tmp_path / "r1.csv")
+    parquet = run.export(tmp_path / "r1.parquet")
+    from_csv = pd.read_csv(csv, index_col="idx")
+    from_parquet = pd.read_parquet(parquet)
+    assert from_csv["loss"].tolist() == [float(i) for i in range(10)]
+    assert from_parquet["acc"].tolist() == [i % 2 == 0 for i in range(10)]
+    with pytest.raises(labstats.LabstatsError, match="unknown export format"):
+        run.export(tmp_path / "r1.xlsx")
+
+
+def test_malformed_records_are_reported_not_raised(tmp_path, lab, redis_server):
+    with labstats.Stats(tmp_path / "run") as stats:
+        stats.log(step=0, t="ok")
+    run = lab.run("run")
+    sid = run.series_info()["t"]["sid"]
+    key = schema.Keys().chunk(run.id, sid, 0)
+    redis_server.client().append(key, schema.OBJECT_HEADER.pack(1, 3) + b"Zzz")
+    values = run.series("t").values
+    assert values[0] == "ok"
+    assert isinstance(values[1], ValueError)
+
+
+def test_connect_errors_are_clear(redis_server):
+    with pytest.raises(labstats.LabstatsError, match="cannot reach Redis"):
+        labstats.connect("redis://127.0.0.1:1/0", timeout=0.5)
+    client = redis_server.client()
+    client.acl_setuser(
+        "reader-test", enabled=True, passwords=["+right"], commands=["+@read", "+ping"], keys=["*"]
+    )
+    with pytest.raises(labstats.LabstatsError, match=r"refused the credentials.*") as info:
+        labstats.connect(f"redis://reader-test:wrong@127.0.0.1:{redis_server.port}/0")
+    assert "wrong" not in str(info.value)  # passwords are never printed
+
+
+def test_reader_works_as_a_read_only_user(tmp_path, url, redis_server):
+    with labstats.Stats(tmp_path / "run") as stats:
+        stats.log(step=0, v=np.arange(3))
+    client = redis_server.client()
+    client.acl_setuser(
+        "viewer-test", enabled=True, passwords=["+pw"], commands=["-@all", "+@read", "+ping"], keys=["ls:*"]
+    )
+    lab = labstats.connect(f"redis://viewer-test:pw@127.0.0.1:{redis_server.port}/0")
+    assert lab.run("run").series("v").values[0].tolist() == [0, 1, 2]
+    assert [r.name for r in lab.runs(status="finished")] == ["run"]
