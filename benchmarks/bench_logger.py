@@ -1,0 +1,219 @@
+#!/usr/bin/env python3
+"""Logger benchmark: labstats against the original synchronous design and tensorboardX,
+side by side in one run, each against its own fresh redis-server (or event file).
+
+    make bench-logger            # or: python benchmarks/bench_logger.py [--quick]
+
+"original" re-creates the seed design as its issue describes it: one synchronous ZADD per
+watched object per step into a sorted set per experiment, member = JSON
+{"epoch", "step", "data"} (tensors as JSON lists), score = idx.
+Prints a table; figures vary with the machine and its load (2 noisy cores here).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import redis
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import labstats  # noqa: E402
+
+
+class RedisServer:
+    def __init__(self, workdir: str) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", "--dir", workdir],
+            stdout=subprocess.DEVNULL,
+        )  # fmt: skip
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.client = redis.Redis(port=self.port)
+        for _ in range(100):
+            try:
+                self.client.ping()
+                return
+            except redis.ConnectionError:
+                time.sleep(0.05)
+
+    def memory(self, pattern: str) -> int:
+        return sum(self.client.memory_usage(k, samples=0) or 0 for k in self.client.scan_iter(pattern, count=1000))
+
+    def stop(self) -> None:
+        self.proc.terminate()
+        self.proc.wait()
+
+
+class Original:
+    """The seed design: synchronous, JSON, one round trip per watched object per step."""
+
+    def __init__(self, client: redis.Redis, name: str) -> None:
+        self.r, self.name, self.watched = client, name, {}
+
+    def watch(self, obj, name):
+        self.watched[name] = obj
+
+    def update(self, epoch, set_size, batch_size, step):
+        idx = epoch * set_size + step * batch_size
+        for name, obj in self.watched.items():
+            self.write_immediate(obj() if callable(obj) else obj, name, epoch, step, idx)
+
+    def write_immediate(self, obj, name, epoch, step, idx):
+        data = obj.tolist() if isinstance(obj, np.ndarray) else obj
+        member = json.dumps({"epoch": epoch, "step": step, "data": data})
+        self.r.zadd(f"experiment:{self.name}:{name}", {member: idx})
+
+
+def per_call_us(fn, n: int) -> float:
+    start = time.perf_counter()
+    for i in range(n):
+        fn(i)
+    return (time.perf_counter() - start) / n * 1e6
+
+
+def bench(quick: bool) -> list[tuple[str, str, str, str, str]]:
+    n_calls = 5_000 if quick else 20_000
+    n_points = 200_000 if quick else 1_000_000
+    tmp = tempfile.mkdtemp(prefix="labstats-bench-")
+    rows = []
+    servers = {k: RedisServer(tmp) for k in ("labstats", "original")}
+    from tensorboardX import SummaryWriter
+
+    try:
+        lab_url, orig = servers["labstats"].url, servers["original"]
+        os.environ["LABSTATS_URL"] = lab_url
+        stats = labstats.Stats(Path(tmp) / "bench", capture_git=False)
+        original = Original(orig.client, "bench")
+        tbx = SummaryWriter(str(Path(tmp) / "tbx"))
+
+        # 1. Calling-thread cost of one scalar.
+        t_ls = per_call_us(lambda i: stats.log(step=i, loss=0.5), n_calls)
+        stats.flush(60)
+        t_orig = per_call_us(lambda i: original.write_immediate(0.5, "loss", 0, i, i), n_calls)
+        t_tbx = per_call_us(lambda i: tbx.add_scalar("loss", 0.5, i), n_calls)
+        rows.append(("calling thread, 1 scalar", f"{t_ls:.2f} µs", f"{t_orig:.1f} µs", f"{t_tbx:.1f} µs",
+                     f"{t_ls / t_tbx:.3f}× tbX (target ≤ 0.1×)"))  # fmt: skip
+
+        # 2. One update of 10 watched scalars.
+        values = {f"m{k}": float(k) for k in range(10)}
+        for name in values:
+            stats.watch(lambda name=name: values[name], name)
+            original.watch(lambda name=name: values[name], name)
+        t_ls10 = per_call_us(lambda i: stats.update(0, 10**9, 1, i), n_calls // 2)
+        stats.flush(60)
+        t_orig10 = per_call_us(lambda i: original.update(0, 10**9, 1, i), n_calls // 2)
+
+        def tbx_update(i):
+            for name, v in values.items():
+                tbx.add_scalar(name, v, i)
+
+        t_tbx10 = per_call_us(tbx_update, n_calls // 2)
+        rows.append(("calling thread, update of 10 scalars", f"{t_ls10:.2f} µs", f"{t_orig10:.1f} µs",
+                     f"{t_tbx10:.1f} µs", f"{t_ls10 / t_tbx10:.3f}× tbX"))  # fmt: skip
+        for name in values:
+            stats.unwatch(name)
+            original.watched.pop(name)
+        stats.close()
+
+        # 3. Sustained points/s, end to end (until in Redis), and Redis bytes per point.
+        sustained = labstats.Stats(Path(tmp) / "sustained", capture_git=False)
+        start = time.perf_counter()
+        for i in range(n_points):
+            sustained.log(step=i, loss=i * 1e-3)
+        sustained.flush(300)
+        ls_rate = n_points / (time.perf_counter() - start)
+        sustained.close()
+        run_id = labstats.connect(lab_url).run("sustained").id
+        ls_bytes = servers["labstats"].memory(f"ls:run:{run_id}:s:*") / n_points
+
+        orig_n = min(n_points, 100_000)
+        start = time.perf_counter()
+        pipe_free = Original(orig.client, "sustained")
+        for i in range(orig_n):
+            pipe_free.write_immediate(i * 1e-3, "loss", 0, i, i)
+        orig_rate = orig_n / (time.perf_counter() - start)
+        orig_bytes = orig.memory("experiment:sustained:*") / orig_n
+
+        tb_dir = Path(tmp) / "tbx-sustained"
+        tbw = SummaryWriter(str(tb_dir))
+        start = time.perf_counter()
+        for i in range(orig_n):
+            tbw.add_scalar("loss", i * 1e-3, i)
+        tbw.close()
+        tbx_rate = orig_n / (time.perf_counter() - start)
+        tbx_bytes = sum(f.stat().st_size for f in tb_dir.rglob("*") if f.is_file()) / orig_n
+        rows.append(("sustained points/s (one process)", f"{ls_rate:,.0f}", f"{orig_rate:,.0f}", f"{tbx_rate:,.0f}",
+                     "target ≥ 100,000"))  # fmt: skip
+        rows.append(("storage bytes per scalar point", f"{ls_bytes:.1f}", f"{orig_bytes:.1f}",
+                     f"{tbx_bytes:.1f} (file)", "Redis MEMORY USAGE; target ≤ 40"))  # fmt: skip
+
+        # 4. Window read: 1,000 points out of the long series.
+        lab = labstats.connect(lab_url)
+        run = lab.run("sustained")
+        mid = n_points // 2
+        reps = 50
+        start = time.perf_counter()
+        for _ in range(reps):
+            window = run.series("loss", mid, mid + 999)
+        t_win = (time.perf_counter() - start) / reps * 1e3
+        assert len(window) == 1000
+        start = time.perf_counter()
+        for _ in range(reps):
+            members = orig.client.zrangebyscore("experiment:sustained:loss", mid % orig_n, mid % orig_n + 999)
+            [json.loads(m)["data"] for m in members]
+        t_win_orig = (time.perf_counter() - start) / reps * 1e3
+        rows.append((f"read 1,000 of {n_points:,} points", f"{t_win:.2f} ms", f"{t_win_orig:.2f} ms (of {orig_n:,})",
+                     "n/a (no index: read the whole file)", "target ≤ 5 ms"))  # fmt: skip
+
+        # 5. Tensors: calling-thread cost per update, and stored bytes against raw bytes.
+        for size in (1_000, 100_000):
+            tensor = np.random.default_rng(0).standard_normal(size).astype(np.float32)
+            reps = 200 if size == 1_000 else 20
+            ts = labstats.Stats(Path(tmp) / f"tensor{size}", capture_git=False)
+            t_ls_t = per_call_us(lambda i, t=tensor, s=ts: s.log(step=i, w=t), reps)
+            ts.close()
+            tid = lab.run(f"tensor{size}").id
+            stored = servers["labstats"].memory(f"ls:run:{tid}:[sb]:*") / reps
+            t_orig_t = per_call_us(lambda i, t=tensor: original.write_immediate(t, f"w{size}", 0, i, i), reps)
+            t_tbx_t = per_call_us(lambda i, t=tensor: tbx.add_histogram(f"w{size}", t, i), reps)
+            rows.append((f"float32 tensor of {size:,}: calling thread", f"{t_ls_t / 1e3:.3f} ms",
+                         f"{t_orig_t / 1e3:.2f} ms", f"{t_tbx_t / 1e3:.2f} ms (histogram)", ""))  # fmt: skip
+            rows.append((f"float32 tensor of {size:,}: Redis bytes / raw", f"{stored / tensor.nbytes:.3f}×",
+                         "", "", "target ≤ 1.05×"))  # fmt: skip
+        tbx.close()
+    finally:
+        for server in servers.values():
+            server.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="smaller sizes (a smoke run)")
+    args = parser.parse_args()
+    rows = bench(args.quick)
+    header = ("measure", "labstats", "original (sync JSON)", "tensorboardX", "note")
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
+    line = "| " + " | ".join("{:%d}" % w for w in widths) + " |"
+    print(line.format(*header))
+    print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    for row in rows:
+        print(line.format(*row))
+
+
+if __name__ == "__main__":
+    main()
