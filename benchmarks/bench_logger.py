@@ -27,7 +27,7 @@ import numpy as np
 import redis
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import labstats  # noqa: E402
+import labstats
 
 
 class RedisServer:
@@ -36,10 +36,21 @@ class RedisServer:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
         self.proc = subprocess.Popen(
-            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "no", "--dir", workdir],
+            [
+                "redis-server",
+                "--port",
+                str(self.port),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+                "--dir",
+                workdir,
+            ],
             stdout=subprocess.DEVNULL,
-        )  # fmt: skip
+        )
         self.url = f"redis://127.0.0.1:{self.port}/0"
         self.client = redis.Redis(port=self.port)
         for _ in range(100):
@@ -50,7 +61,8 @@ class RedisServer:
                 time.sleep(0.05)
 
     def memory(self, pattern: str) -> int:
-        return sum(self.client.memory_usage(k, samples=0) or 0 for k in self.client.scan_iter(pattern, count=1000))
+        keys = self.client.scan_iter(pattern, count=1000)
+        return sum(self.client.memory_usage(k, samples=0) or 0 for k in keys)
 
     def stop(self) -> None:
         self.proc.terminate()
@@ -104,8 +116,15 @@ def bench(quick: bool) -> list[tuple[str, str, str, str, str]]:
         stats.flush(60)
         t_orig = per_call_us(lambda i: original.write_immediate(0.5, "loss", 0, i, i), n_calls)
         t_tbx = per_call_us(lambda i: tbx.add_scalar("loss", 0.5, i), n_calls)
-        rows.append(("calling thread, 1 scalar", f"{t_ls:.2f} µs", f"{t_orig:.1f} µs", f"{t_tbx:.1f} µs",
-                     f"{t_ls / t_tbx:.3f}× tbX (target ≤ 0.1×)"))  # fmt: skip
+        rows.append(
+            (
+                "calling thread, 1 scalar",
+                f"{t_ls:.2f} µs",
+                f"{t_orig:.1f} µs",
+                f"{t_tbx:.1f} µs",
+                f"{t_ls / t_tbx:.3f}× tbX (target ≤ 0.1×)",
+            )
+        )
 
         # 2. One update of 10 watched scalars.
         values = {f"m{k}": float(k) for k in range(10)}
@@ -121,8 +140,15 @@ def bench(quick: bool) -> list[tuple[str, str, str, str, str]]:
                 tbx.add_scalar(name, v, i)
 
         t_tbx10 = per_call_us(tbx_update, n_calls // 2)
-        rows.append(("calling thread, update of 10 scalars", f"{t_ls10:.2f} µs", f"{t_orig10:.1f} µs",
-                     f"{t_tbx10:.1f} µs", f"{t_ls10 / t_tbx10:.3f}× tbX"))  # fmt: skip
+        rows.append(
+            (
+                "calling thread, update of 10 scalars",
+                f"{t_ls10:.2f} µs",
+                f"{t_orig10:.1f} µs",
+                f"{t_tbx10:.1f} µs",
+                f"{t_ls10 / t_tbx10:.3f}× tbX",
+            )
+        )
         for name in values:
             stats.unwatch(name)
             original.watched.pop(name)
@@ -155,10 +181,24 @@ def bench(quick: bool) -> list[tuple[str, str, str, str, str]]:
         tbw.close()
         tbx_rate = orig_n / (time.perf_counter() - start)
         tbx_bytes = sum(f.stat().st_size for f in tb_dir.rglob("*") if f.is_file()) / orig_n
-        rows.append(("sustained points/s (one process)", f"{ls_rate:,.0f}", f"{orig_rate:,.0f}", f"{tbx_rate:,.0f}",
-                     "target ≥ 100,000"))  # fmt: skip
-        rows.append(("storage bytes per scalar point", f"{ls_bytes:.1f}", f"{orig_bytes:.1f}",
-                     f"{tbx_bytes:.1f} (file)", "Redis MEMORY USAGE; target ≤ 40"))  # fmt: skip
+        rows.append(
+            (
+                "sustained points/s (one process)",
+                f"{ls_rate:,.0f}",
+                f"{orig_rate:,.0f}",
+                f"{tbx_rate:,.0f}",
+                "target ≥ 100,000",
+            )
+        )
+        rows.append(
+            (
+                "storage bytes per scalar point",
+                f"{ls_bytes:.1f}",
+                f"{orig_bytes:.1f}",
+                f"{tbx_bytes:.1f} (file)",
+                "Redis MEMORY USAGE; target ≤ 40",
+            )
+        )
 
         # 4. Window read: 1,000 points out of the long series.
         lab = labstats.connect(lab_url)
@@ -175,8 +215,15 @@ def bench(quick: bool) -> list[tuple[str, str, str, str, str]]:
             members = orig.client.zrangebyscore("experiment:sustained:loss", mid % orig_n, mid % orig_n + 999)
             [json.loads(m)["data"] for m in members]
         t_win_orig = (time.perf_counter() - start) / reps * 1e3
-        rows.append((f"read 1,000 of {n_points:,} points", f"{t_win:.2f} ms", f"{t_win_orig:.2f} ms (of {orig_n:,})",
-                     "n/a (no index: read the whole file)", "target ≤ 5 ms"))  # fmt: skip
+        rows.append(
+            (
+                f"read 1,000 of {n_points:,} points",
+                f"{t_win:.2f} ms",
+                f"{t_win_orig:.2f} ms (of {orig_n:,})",
+                "n/a (no index: read the whole file)",
+                "target ≤ 5 ms",
+            )
+        )
 
         # 5. Tensors: calling-thread cost per update, and stored bytes against raw bytes.
         for size in (1_000, 100_000):
@@ -187,12 +234,27 @@ def bench(quick: bool) -> list[tuple[str, str, str, str, str]]:
             ts.close()
             tid = lab.run(f"tensor{size}").id
             stored = servers["labstats"].memory(f"ls:run:{tid}:[sb]:*") / reps
-            t_orig_t = per_call_us(lambda i, t=tensor: original.write_immediate(t, f"w{size}", 0, i, i), reps)
-            t_tbx_t = per_call_us(lambda i, t=tensor: tbx.add_histogram(f"w{size}", t, i), reps)
-            rows.append((f"float32 tensor of {size:,}: calling thread", f"{t_ls_t / 1e3:.3f} ms",
-                         f"{t_orig_t / 1e3:.2f} ms", f"{t_tbx_t / 1e3:.2f} ms (histogram)", ""))  # fmt: skip
-            rows.append((f"float32 tensor of {size:,}: Redis bytes / raw", f"{stored / tensor.nbytes:.3f}×",
-                         "", "", "target ≤ 1.05×"))  # fmt: skip
+            key = f"w{size}"
+            t_orig_t = per_call_us(lambda i, t=tensor, k=key: original.write_immediate(t, k, 0, i, i), reps)
+            t_tbx_t = per_call_us(lambda i, t=tensor, k=key: tbx.add_histogram(k, t, i), reps)
+            rows.append(
+                (
+                    f"float32 tensor of {size:,}: calling thread",
+                    f"{t_ls_t / 1e3:.3f} ms",
+                    f"{t_orig_t / 1e3:.2f} ms",
+                    f"{t_tbx_t / 1e3:.2f} ms (histogram)",
+                    "",
+                )
+            )
+            rows.append(
+                (
+                    f"float32 tensor of {size:,}: Redis bytes / raw",
+                    f"{stored / tensor.nbytes:.3f}×",
+                    "",
+                    "",
+                    "target ≤ 1.05×",
+                )
+            )
         tbx.close()
     finally:
         for server in servers.values():
@@ -208,7 +270,7 @@ def main() -> None:
     rows = bench(args.quick)
     header = ("measure", "labstats", "original (sync JSON)", "tensorboardX", "note")
     widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(5)]
-    line = "| " + " | ".join("{:%d}" % w for w in widths) + " |"
+    line = "| " + " | ".join(f"{{:{w}}}" for w in widths) + " |"
     print(line.format(*header))
     print("|" + "|".join("-" * (w + 2) for w in widths) + "|")
     for row in rows:

@@ -10,6 +10,7 @@ log() { printf '[host-setup] %s\n' "$*" >&2; }
 declare -A wanted=(
   [dockerd]=docker.io
   [debootstrap]=debootstrap
+  [nft]=nftables
   [redis-server]=redis-server
   [ssh]=openssh-client
   [ssh-keygen]=openssh-client

@@ -6,13 +6,26 @@ of the roles, so that a role opening an extra port makes these tests fail.
 
 import ipaddress
 import os
+import shlex
+import time
 
 import pytest
 import testinfra
 
 # Ports that may be reached from outside each kind of box (what the outsider's scan must see).
 EXPOSED_TCP = {"training": {22}, "web": {22}}
-EXPOSED_UDP = {"training": set(), "web": set()}
+EXPOSED_UDP = {"training": set(), "web": {51820}}
+
+# Sockets allowed to listen beyond loopback: (proto, port or None for any, where, process).
+# "any" = every address; "wg" = the tunnel address only.
+ALLOWED_LISTENERS = {
+    "training": {
+        ("tcp", 22, "any", "sshd"),
+        ("tcp", 6379, "wg", "redis-server"),
+        ("udp", None, "any", "wireguard-go"),  # its port is random: a spoke only dials out
+    },
+    "web": {("tcp", 22, "any", "sshd"), ("udp", 51820, "any", "wireguard-go")},
+}
 
 
 def inventory_file() -> str:
@@ -44,15 +57,54 @@ def assert_service_running(host, name: str) -> None:
         pytest.fail(f"{name}: running={service.is_running} enabled={service.is_enabled}\n{journal}")
 
 
-def non_loopback_listeners(host) -> set[tuple[str, int]]:
-    """(proto, port) of every socket listening on an address other than loopback."""
-    found = set()
-    for spec in host.socket.get_listening_sockets():
-        proto, _, rest = spec.partition("://")
-        if proto not in ("tcp", "udp"):
+def non_loopback_listeners(host) -> list[tuple[str, int, str, str]]:
+    """(proto, port, address, process) of every socket listening beyond loopback."""
+    found = []
+    with host.sudo():
+        lines = host.check_output("ss -H -tulnp").splitlines()
+    for line in lines:
+        fields = line.split()
+        proto, local = fields[0], fields[4]
+        address, _, port = local.rpartition(":")
+        address = address.strip("[]").split("%")[0]
+        if address not in ("*", "0.0.0.0", "::") and ipaddress.ip_address(address).is_loopback:
             continue
-        address, _, port = rest.rpartition(":")
-        if address and ipaddress.ip_address(address).is_loopback:
-            continue
-        found.add((proto, int(port)))
+        process = line.split('(("', 1)[1].split('"', 1)[0] if '(("' in line else "?"
+        found.append((proto, int(port), address, process))
     return found
+
+
+def credentials_dir() -> str:
+    try:
+        return os.environ["LABSTATS_CREDENTIALS_DIR"]
+    except KeyError:
+        pytest.fail("LABSTATS_CREDENTIALS_DIR unset (Molecule's provisioner env sets it)")
+
+
+def password(user: str) -> str:
+    with open(os.path.join(credentials_dir(), "redis", f"{user}.password")) as f:
+        return f.read().strip()
+
+
+def redis_cli(host, user: str | None, *args: str, port: int = 6379, address: str = "127.0.0.1"):
+    """Run redis-cli on a box as a Redis user (the password goes through the environment,
+    not the command line). Returns testinfra's CommandResult."""
+    auth = f"REDISCLI_AUTH={shlex.quote(password(user))} " if user else ""
+    user_arg = f"--user {user} " if user else ""
+    quoted = " ".join(shlex.quote(a) for a in args)
+    return host.run(f"{auth}redis-cli -h {address} -p {port} {user_arg}--no-auth-warning {quoted}")
+
+
+def wait_until(predicate, timeout: float = 30.0, interval: float = 0.5) -> bool:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return False
+
+
+def tunnel_address(host) -> str:
+    """The box's own address on wg0, as the kernel reports it."""
+    out = host.check_output("ip -4 -o addr show dev wg0")
+    return out.split(" inet ", 1)[1].split("/", 1)[0]

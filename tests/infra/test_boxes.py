@@ -1,6 +1,16 @@
 """Every provisioned box (training and web): SSH, admin user, firewall, listening sockets."""
 
-from conftest import EXPOSED_TCP, EXPOSED_UDP, assert_service_running, group_of, non_loopback_listeners
+import json
+
+from conftest import (
+    ALLOWED_LISTENERS,
+    EXPOSED_TCP,
+    EXPOSED_UDP,
+    assert_service_running,
+    group_of,
+    non_loopback_listeners,
+    tunnel_address,
+)
 
 testinfra_hosts = ["training", "web"]
 
@@ -36,7 +46,31 @@ def test_firewall_leaves_docker_dns_working(host):
     assert host.run("getent hosts deb.debian.org").rc == 0
 
 
-def test_only_allowlisted_ports_listen_beyond_loopback(host):
+def test_only_allowlisted_sockets_listen_beyond_loopback(host):
+    allowed = ALLOWED_LISTENERS[group_of(host)]
+    wg = tunnel_address(host)
+    unexpected = []
+    for proto, port, address, process in non_loopback_listeners(host):
+        where = "wg" if address == wg else "any" if address in ("*", "0.0.0.0", "::") else address
+        if (proto, port, where, process) not in allowed and (proto, None, where, process) not in allowed:
+            unexpected.append((proto, port, address, process))
+    assert unexpected == []
+
+
+def test_firewall_opens_exactly_the_allowlist_to_everyone(host):
+    # Rules that accept a port from anywhere, read from the loaded ruleset itself.
+    with host.sudo():
+        ruleset = json.loads(host.check_output("nft -j list chain inet labstats input"))
+    open_ports = set()
+    for item in ruleset["nftables"]:
+        rule = item.get("rule")
+        if not rule or not any("accept" in e for e in rule["expr"]):
+            continue
+        matches = [e["match"] for e in rule["expr"] if "match" in e]
+        ports = [m for m in matches if m["left"].get("payload", {}).get("field") == "dport"]
+        others = [m for m in matches if m not in ports]
+        if ports and not others:  # no interface or source condition: open to the world
+            open_ports.add((ports[0]["left"]["payload"]["protocol"], ports[0]["right"]))
     group = group_of(host)
-    allowed = {("tcp", p) for p in EXPOSED_TCP[group]} | {("udp", p) for p in EXPOSED_UDP[group]}
-    assert non_loopback_listeners(host) <= allowed
+    expected = {("tcp", p) for p in EXPOSED_TCP[group]} | {("udp", p) for p in EXPOSED_UDP[group]}
+    assert open_ports == expected

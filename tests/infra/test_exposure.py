@@ -26,3 +26,23 @@ def open_tcp_ports(host, address: str) -> set[int]:
 def test_open_tcp_ports_equal_allowlist(host, name):
     address = box(name).ansible.get_variables()["ansible_host"]
     assert open_tcp_ports(host, address) == EXPOSED_TCP[TARGETS[name]]
+
+
+def test_wireguard_port_answers_no_rejection_on_the_web_box(host):
+    # WireGuard stays silent to strangers, so UDP can only show "open|filtered" from here;
+    # "closed" would mean nothing listens. Which UDP ports the firewall opens is checked on
+    # the boxes themselves (test_boxes.py).
+    address = box("webbox").ansible.get_variables()["ansible_host"]
+    with host.sudo():
+        out = host.check_output(f"nmap -n -Pn -sU -p 51820 --max-retries 2 -oG - {address}")
+    assert "51820/open|filtered/udp" in out
+
+
+@pytest.mark.parametrize("name", sorted(TARGETS))
+def test_redis_is_unreachable_from_outside(host, name):
+    # Only the boxes' own addresses on the scenario network are probed (never an address
+    # outside the project's containers); the tunnel subnet is not routed to the outsider.
+    address = box(name).ansible.get_variables()["ansible_host"]
+    assert host.run(f"timeout 5 bash -c 'echo > /dev/tcp/{address}/22'").rc == 0  # the probe works
+    probe = host.run(f"timeout 5 bash -c 'echo PING > /dev/tcp/{address}/6379'")
+    assert probe.rc != 0, f"Redis answered the outsider on {address}"
