@@ -1,0 +1,82 @@
+"""The labstats viewer: a Flask app reading runs through labstats.reader, read-only.
+
+create_app()                       # sources from $LABSTATS_VIEWER_CONFIG or the usual lookup
+labstats-viewer via uWSGI:         module = labstats.viewer.wsgi:app
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import redis
+from bokeh.util.paths import bokehjs_path
+from flask import Flask, jsonify, render_template, request, send_from_directory
+from werkzeug.exceptions import HTTPException
+
+from labstats import __version__
+from labstats.viewer import api, pages
+from labstats.viewer.sources import Source, load_sources
+
+# Bokeh needs 'unsafe-eval' (it compiles chart callbacks) and inline styles; no inline
+# scripts are used: chart specs are JSON data blocks.
+CSP = (
+    "default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
+    "img-src 'self' data: blob:; connect-src 'self'; font-src 'self'; object-src 'none'; "
+    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
+
+
+def create_app(sources: dict[str, Source] | None = None, config: dict[str, Any] | None = None) -> Flask:
+    app = Flask(__name__)
+    app.config.update(MAX_CONTENT_LENGTH=1 << 20)
+    # Bokeh's document JSON must keep its order (a model is defined before it is referenced).
+    app.json.sort_keys = False
+    app.jinja_env.policies["json.dumps_kwargs"] = {}
+    if config:
+        app.config.update(config)
+    app.extensions["labstats_sources"] = sources if sources is not None else load_sources()
+    app.jinja_env.globals["version"] = __version__
+    app.register_blueprint(api.bp)
+    app.register_blueprint(pages.bp)
+
+    bokeh_static = str(bokehjs_path() / "js")
+
+    @app.get("/bokeh/<path:filename>")
+    def bokeh_js(filename: str):
+        # BokehJS from the installed bokeh package: no CDN, the boxes may be offline.
+        return send_from_directory(bokeh_static, filename, max_age=86400)
+
+    @app.get("/favicon.ico")
+    def favicon():
+        return "", 204
+
+    @app.after_request
+    def security_headers(response):
+        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("X-Content-Type-Options", "nosniff")
+        response.headers.setdefault("Referrer-Policy", "same-origin")
+        response.headers.setdefault("X-Frame-Options", "DENY")
+        return response
+
+    @app.errorhandler(HTTPException)
+    def http_error(exc: HTTPException):
+        if request.path.startswith("/api/"):
+            return jsonify({"error": exc.description}), exc.code
+        return render_template("error.html", status=exc.code, message=exc.description), exc.code
+
+    @app.errorhandler(redis.RedisError)
+    def redis_error(exc: redis.RedisError):
+        message = "the run store is unreachable right now; try again in a moment"
+        app.logger.warning("redis error: %s", exc)
+        if request.path.startswith("/api/"):
+            return jsonify({"error": message}), 503
+        return render_template("error.html", status=503, message=message), 503
+
+    @app.errorhandler(Exception)
+    def unexpected(exc: Exception):
+        app.logger.exception("unexpected error")  # the traceback goes to the log, never the page
+        if request.path.startswith("/api/"):
+            return jsonify({"error": "internal error"}), 500
+        return render_template("error.html", status=500, message="internal error"), 500
+
+    return app

@@ -1,0 +1,390 @@
+"""The read-only JSON API (described by /api/openapi.json). Errors are JSON too."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import math
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, Response, current_app, jsonify, request
+
+from labstats.codec import INT64_MAX, INT64_MIN
+from labstats.reader import LabstatsError, Run, Series
+from labstats.viewer.downsample import MAX_POINTS, downsample
+from labstats.viewer.sources import Source
+
+bp = Blueprint("api", __name__, url_prefix="/api")
+
+MAX_TEXT = 2000  # characters of a text/object value shown
+MAX_TENSOR_VALUES = 1_000_000  # elements of one tensor sent to a browser
+
+
+class ApiError(Exception):
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+# ---- helpers shared with the pages -------------------------------------------------------
+
+
+def sources() -> dict[str, Source]:
+    return current_app.extensions["labstats_sources"]
+
+
+def get_run(source: str, run_id: str) -> Run:
+    src = sources().get(source)
+    if src is None:
+        raise ApiError(404, f"unknown source {source!r}")
+    try:
+        return src.lab.run(run_id)
+    except LabstatsError as exc:
+        raise ApiError(404, str(exc)) from None
+
+
+def int_arg(
+    name: str, default: int | None = None, low: int | None = None, high: int | None = None
+) -> int | None:
+    raw = request.args.get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    low = INT64_MIN if low is None else low
+    high = INT64_MAX if high is None else high
+    if value is None or value < low or value > high:
+        raise ApiError(400, f"query parameter {name!r} must be an integer between {low} and {high}")
+    return value
+
+
+def finite(values: np.ndarray) -> list[Any]:
+    """A JSON-safe list: NaN and infinities become null."""
+    if values.dtype.kind == "f":
+        out = values.astype(object)
+        out[~np.isfinite(values)] = None
+        return out.tolist()
+    return values.tolist()
+
+
+def describe(value: Any) -> Any:
+    """A JSON-safe, size-bounded view of a stored object value."""
+    if isinstance(value, np.ndarray):
+        return {"dtype": str(value.dtype), "shape": list(value.shape)}
+    if isinstance(value, str):
+        return value[:MAX_TEXT]
+    if isinstance(value, bool | int) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Exception):
+        return {"error": str(value)[:MAX_TEXT]}
+    return json.dumps(value, default=str)[:MAX_TEXT]
+
+
+def series_window(run: Run, name: str) -> Series:
+    start = int_arg("start")
+    stop = int_arg("stop")
+    try:
+        return run.series(name, start, stop)
+    except LabstatsError as exc:
+        raise ApiError(404, str(exc)) from None
+
+
+def is_numeric(series: Series) -> bool:
+    return isinstance(series.values, np.ndarray) and series.values.dtype.kind in "fiub"
+
+
+def run_summary(source: str, run: Run) -> dict[str, Any]:
+    meta = run.meta
+    return {
+        "source": source,
+        "id": run.id,
+        "name": run.name,
+        "status": run.status,
+        "started": _float(meta.get("started")),
+        "ended": _float(meta.get("ended")),
+        "heartbeat": _float(meta.get("heartbeat")),
+        "host": meta.get("host"),
+        "tags": run.tags if isinstance(run.tags, list) else [],
+        "config": run.config if isinstance(run.config, dict) else {},
+    }
+
+
+def _float(value: Any) -> float | None:
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def list_runs() -> list[dict[str, Any]]:
+    q = request.args.get("q") or None
+    status = request.args.get("status") or None
+    tag = request.args.get("tag") or None
+    sort = request.args.get("sort") or "started"
+    if status is not None and status not in ("running", "finished", "crashed"):
+        raise ApiError(400, "status must be running, finished or crashed")
+    if sort not in ("started", "name", "status", "heartbeat"):
+        raise ApiError(400, "sort must be started, name, status or heartbeat")
+    limit = int_arg("limit", 200, 1, 10_000)
+    runs = []
+    for name, src in sources().items():
+        for run in src.lab.runs(name=q, tag=tag, status=status, limit=limit):
+            runs.append(run_summary(name, run))
+    reverse = sort in ("started", "heartbeat")
+    runs.sort(
+        key=lambda r: (r[sort] is None, r[sort] or 0) if reverse else str(r[sort] or ""), reverse=reverse
+    )
+    if reverse:  # runs without the field go last
+        runs.sort(key=lambda r: r[sort] is None)
+    return runs[:limit]
+
+
+# ---- endpoints ---------------------------------------------------------------------------
+
+
+@bp.get("/health")
+def health():
+    reachable = {}
+    for name, src in sources().items():
+        try:
+            reachable[name] = bool(src.lab.redis.ping())
+        except Exception:  # a health check reports, it does not raise
+            reachable[name] = False
+    ok = all(reachable.values())
+    return jsonify({"ok": ok, "sources": reachable}), 200 if ok else 503
+
+
+@bp.get("/runs")
+def runs():
+    return jsonify({"runs": list_runs()})
+
+
+@bp.get("/runs/<source>/<run_id>")
+def run(source: str, run_id: str):
+    r = get_run(source, run_id)
+    info = r.series_info()
+    body = run_summary(source, r)
+    body["meta"] = {k: v for k, v in r.meta.items() if k not in ("config", "tags")}
+    body["regenerate"] = r.regenerate_command()
+    body["series"] = {
+        name: {"kind": i.get("kind"), "count": i.get("count"), "last_idx": i.get("last_idx")}
+        for name, i in sorted(info.items())
+    }
+    return jsonify(body)
+
+
+@bp.get("/runs/<source>/<run_id>/diff")
+def diff(source: str, run_id: str):
+    return Response(get_run(source, run_id).diff(), mimetype="text/x-diff")
+
+
+@bp.get("/runs/<source>/<run_id>/series/<path:name>")
+def series(source: str, run_id: str, name: str):
+    r = get_run(source, run_id)
+    max_points = int_arg("max_points", MAX_POINTS, 2, 100_000)
+    s = series_window(r, name)
+    total = len(s)
+    if is_numeric(s):
+        values = s.values.astype(np.int8) if s.values.dtype.kind == "b" else s.values
+        idx, values = downsample(s.idx, values, max_points)
+        body = {"idx": idx.tolist(), "values": finite(values)}
+    else:
+        keep = slice(max(0, total - max_points), total)  # objects: the latest ones
+        body = {"idx": s.idx[keep].tolist(), "values": [describe(v) for v in list(s.values)[keep]]}
+    if request.args.get("columns"):  # the charts' data source wants only the columns
+        return jsonify(body)
+    return jsonify(
+        {"name": name, "kind": s.kind, "total": total, "downsampled": len(body["idx"]) < total, **body}
+    )
+
+
+@bp.get("/runs/<source>/<run_id>/csv/<path:name>")
+def series_csv(source: str, run_id: str, name: str):
+    r = get_run(source, run_id)
+    s = series_window(r, name)
+    out = io.StringIO()
+    writer = csv.writer(out)
+    writer.writerow(["idx", name])
+    for i, v in zip(s.idx.tolist(), s.values if is_numeric(s) else map(describe, s.values), strict=True):
+        writer.writerow([i, v if not isinstance(v, dict | list) else json.dumps(v)])
+    filename = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{r.name}-{name}")[:120]
+    return Response(
+        out.getvalue(),
+        mimetype="text/csv",
+        headers={"Content-Disposition": f'attachment; filename="{filename}.csv"'},
+    )
+
+
+@bp.get("/runs/<source>/<run_id>/tensor/<path:name>")
+def tensor(source: str, run_id: str, name: str):
+    r = get_run(source, run_id)
+    idx, value = tensor_at(r, name, int_arg("idx"))
+    return jsonify(
+        {
+            "name": name,
+            "idx": idx,
+            "dtype": str(value.dtype),
+            "shape": list(value.shape),
+            "values": finite(value.reshape(-1)) if value.dtype.kind in "fiub" else None,
+        }
+    )
+
+
+def tensor_at(r: Run, name: str, at: int | None) -> tuple[int, np.ndarray]:
+    """The tensor of a series at idx ``at`` (the last one at or before it; default: latest)."""
+    try:
+        s = r.series(name, None, at)
+    except LabstatsError as exc:
+        raise ApiError(404, str(exc)) from None
+    for i in range(len(s) - 1, -1, -1):
+        value = s.values[i]
+        if isinstance(value, np.ndarray):
+            if value.size > MAX_TENSOR_VALUES:
+                raise ApiError(413, f"tensor of {value.size} values is too large to send")
+            return int(s.idx[i]), value
+    raise ApiError(404, f"series {name!r} has no tensor at or before idx {at}")
+
+
+@bp.get("/openapi.json")
+def openapi():
+    return jsonify(OPENAPI)
+
+
+@bp.errorhandler(ApiError)
+def api_error(exc: ApiError):
+    return jsonify({"error": exc.message}), exc.status
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/parameters/{name}"}
+
+
+_RUN_PARAMS = [_ref("source"), _ref("run_id")]
+_ERROR = {
+    "description": "error",
+    "content": {"application/json": {"schema": {"$ref": "#/components/schemas/Error"}}},
+}
+_JSON = {"description": "ok", "content": {"application/json": {"schema": {"type": "object"}}}}
+
+OPENAPI: dict[str, Any] = {
+    "openapi": "3.0.3",
+    "info": {
+        "title": "labstats viewer API",
+        "version": "1",
+        "description": "Read-only access to logged runs.",
+    },
+    "paths": {
+        "/api/health": {
+            "get": {"summary": "Are the sources reachable", "responses": {"200": _JSON, "503": _JSON}}
+        },
+        "/api/runs": {
+            "get": {
+                "summary": "Runs of every source, filtered and sorted",
+                "parameters": [
+                    {
+                        "name": "q",
+                        "in": "query",
+                        "schema": {"type": "string"},
+                        "description": "name contains",
+                    },
+                    {
+                        "name": "status",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["running", "finished", "crashed"]},
+                    },
+                    {"name": "tag", "in": "query", "schema": {"type": "string"}},
+                    {
+                        "name": "sort",
+                        "in": "query",
+                        "schema": {"type": "string", "enum": ["started", "name", "status", "heartbeat"]},
+                    },
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 10000},
+                    },
+                ],
+                "responses": {"200": _JSON, "400": _ERROR},
+            }
+        },
+        "/api/runs/{source}/{run_id}": {
+            "get": {
+                "summary": "A run: metadata, recipe, series",
+                "parameters": _RUN_PARAMS,
+                "responses": {"200": _JSON, "404": _ERROR},
+            }
+        },
+        "/api/runs/{source}/{run_id}/diff": {
+            "get": {
+                "summary": "The git diff the run started with",
+                "parameters": _RUN_PARAMS,
+                "responses": {
+                    "200": {
+                        "description": "diff",
+                        "content": {"text/x-diff": {"schema": {"type": "string"}}},
+                    },
+                    "404": _ERROR,
+                },
+            }
+        },
+        "/api/runs/{source}/{run_id}/series/{name}": {
+            "get": {
+                "summary": "A series window, downsampled to max_points keeping extremes",
+                "parameters": [
+                    *_RUN_PARAMS,
+                    _ref("name"),
+                    _ref("start"),
+                    _ref("stop"),
+                    {
+                        "name": "max_points",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 2, "maximum": 100000},
+                    },
+                ],
+                "responses": {"200": _JSON, "400": _ERROR, "404": _ERROR},
+            }
+        },
+        "/api/runs/{source}/{run_id}/csv/{name}": {
+            "get": {
+                "summary": "A series window at full resolution, as CSV",
+                "parameters": [*_RUN_PARAMS, _ref("name"), _ref("start"), _ref("stop")],
+                "responses": {
+                    "200": {"description": "csv", "content": {"text/csv": {"schema": {"type": "string"}}}},
+                    "400": _ERROR,
+                    "404": _ERROR,
+                },
+            }
+        },
+        "/api/runs/{source}/{run_id}/tensor/{name}": {
+            "get": {
+                "summary": "A tensor value at (or before) an idx",
+                "parameters": [
+                    *_RUN_PARAMS,
+                    _ref("name"),
+                    {"name": "idx", "in": "query", "schema": {"type": "integer"}},
+                ],
+                "responses": {"200": _JSON, "400": _ERROR, "404": _ERROR, "413": _ERROR},
+            }
+        },
+    },
+    "components": {
+        "parameters": {
+            "source": {"name": "source", "in": "path", "required": True, "schema": {"type": "string"}},
+            "run_id": {"name": "run_id", "in": "path", "required": True, "schema": {"type": "string"}},
+            "name": {"name": "name", "in": "path", "required": True, "schema": {"type": "string"}},
+            "start": {"name": "start", "in": "query", "schema": {"type": "integer"}},
+            "stop": {"name": "stop", "in": "query", "schema": {"type": "integer"}},
+        },
+        "schemas": {
+            "Error": {"type": "object", "required": ["error"], "properties": {"error": {"type": "string"}}}
+        },
+    },
+}

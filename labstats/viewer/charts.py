@@ -1,0 +1,98 @@
+"""Bokeh charts for the pages. Numeric series load their points from the API (downsampled
+overview, full resolution once zoomed into a window) and poll it while the run is running."""
+
+from __future__ import annotations
+
+from urllib.parse import quote
+
+import numpy as np
+from bokeh.embed import json_item
+from bokeh.models import AjaxDataSource, ColorBar, CustomJS, HoverTool, LinearColorMapper
+from bokeh.palettes import Category10_10, Viridis256
+from bokeh.plotting import figure
+
+POLL_MS = 1000  # live runs: new points show within ~1 s of reaching the replica
+
+# Zooming asks the API for the visible window (full resolution when few enough points);
+# debounced so that a drag does not send a request per frame.
+_ZOOM_JS = """
+clearTimeout(xr._labstats_timer);
+xr._labstats_timer = setTimeout(() => {
+  for (const [source, url] of sources) {
+    const start = Math.floor(xr.start), stop = Math.ceil(xr.end);
+    source.data_url = url + "&start=" + start + "&stop=" + stop;
+    source.get_data("replace");
+  }
+}, 250);
+"""
+
+
+def series_url(source: str, run_id: str, name: str) -> str:
+    return (
+        f"/api/runs/{quote(source, safe='')}/{quote(run_id, safe='')}/series/{quote(name, safe='')}?columns=1"
+    )
+
+
+def line_chart(title: str, lines: list[tuple[str, str]], live: bool, target: str) -> dict:
+    """A chart with one line per (legend label, data URL)."""
+    fig = figure(
+        title=title,
+        height=260,
+        sizing_mode="stretch_width",
+        x_axis_label="idx",
+        tools="xpan,xwheel_zoom,box_zoom,reset,save",
+        active_scroll="xwheel_zoom",
+        output_backend="canvas",
+    )
+    pairs = []
+    for n, (label, url) in enumerate(lines):
+        source = AjaxDataSource(
+            data_url=url,
+            method="GET",
+            mode="replace",
+            polling_interval=POLL_MS if live else None,
+            data={"idx": [], "values": []},
+        )
+        color = Category10_10[n % 10]
+        kwargs = {"legend_label": label} if len(lines) > 1 else {}
+        fig.line("idx", "values", source=source, color=color, line_width=1.5, **kwargs)
+        pairs.append((source, url))
+    fig.add_tools(HoverTool(tooltips=[("idx", "@idx"), ("value", "@values")], mode="vline"))
+    if len(lines) > 1:
+        fig.legend.click_policy = "hide"
+        fig.legend.location = "top_left"
+    fig.x_range.js_on_change("start", CustomJS(args={"xr": fig.x_range, "sources": pairs}, code=_ZOOM_JS))
+    return json_item(fig, target)
+
+
+def tensor_chart(title: str, value: np.ndarray, idx: int, target: str) -> dict:
+    """A 1-D tensor as a line over its elements, anything else as a heat-map (first axis ×
+    the rest flattened)."""
+    data = np.nan_to_num(np.asarray(value, dtype=np.float64), nan=np.nan)
+    if data.ndim <= 1:
+        fig = figure(
+            title=f"{title} at idx {idx}",
+            height=260,
+            sizing_mode="stretch_width",
+            x_axis_label="element",
+            tools="pan,wheel_zoom,box_zoom,reset,save",
+        )
+        flat = data.reshape(-1)
+        fig.line(x=np.arange(len(flat)), y=flat, line_width=1.5)
+        return json_item(fig, target)
+    image = data.reshape(data.shape[0], -1)
+    finite = image[np.isfinite(image)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    mapper = LinearColorMapper(palette=Viridis256, low=low, high=high if high > low else low + 1)
+    fig = figure(
+        title=f"{title} at idx {idx} (shape {list(value.shape)})",
+        height=320,
+        sizing_mode="stretch_width",
+        x_range=(0, image.shape[1]),
+        y_range=(0, image.shape[0]),
+        tools="pan,wheel_zoom,box_zoom,reset,save,hover",
+        tooltips=[("row", "$y{0}"), ("column", "$x{0}"), ("value", "@image")],
+    )
+    fig.image(image=[image], x=0, y=0, dw=image.shape[1], dh=image.shape[0], color_mapper=mapper)
+    fig.add_layout(ColorBar(color_mapper=mapper), "right")
+    return json_item(fig, target)

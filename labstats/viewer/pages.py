@@ -1,0 +1,138 @@
+"""HTML pages: runs list, run page, compare page. Everything shown is escaped by Jinja's
+autoescape; chart specs travel as JSON data blocks read by static/viewer.js (no inline code)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import numpy as np
+from flask import Blueprint, abort, render_template, request
+
+from labstats.viewer import charts
+from labstats.viewer.api import ApiError, describe, get_run, list_runs, run_summary, tensor_at
+
+bp = Blueprint("pages", __name__)
+
+MAX_CHARTS = 200  # per page; a run with more series shows the first ones and says so
+TEXT_ROWS = 50
+
+
+def _page_error(exc: ApiError):
+    return render_template("error.html", status=exc.status, message=exc.message), exc.status
+
+
+bp.register_error_handler(ApiError, _page_error)
+
+
+@bp.get("/")
+def index():
+    runs = list_runs()
+    tags = sorted({t for r in runs for t in r["tags"]})
+    return render_template("runs.html", runs=runs, tags=tags, args=request.args)
+
+
+@bp.get("/runs/<source>/<run_id>")
+def run_page(source: str, run_id: str):
+    run = get_run(source, run_id)
+    summary = run_summary(source, run)
+    info = run.series_info()
+    live = summary["status"] == "running"
+    at = request.args.get("step")
+    try:
+        at_idx = int(at) if at else None
+    except ValueError:
+        at_idx = None
+    plots, texts, tensors = [], [], []
+    for n, (name, i) in enumerate(sorted(info.items())):
+        if n >= MAX_CHARTS:
+            break
+        target = f"chart-{n}"
+        if i.get("kind") in ("f", "i", "b"):
+            spec = charts.line_chart(name, [(name, charts.series_url(source, run.id, name))], live, target)
+            plots.append({"name": name, "target": target, "spec": spec, "count": i.get("count")})
+            continue
+        latest = run.series(name, None, None)
+        if len(latest) and isinstance(latest.values[-1], np.ndarray):
+            try:
+                idx, value = tensor_at(run, name, at_idx)
+            except ApiError as exc:
+                tensors.append({"name": name, "target": target, "spec": None, "error": exc.message})
+                continue
+            spec = charts.tensor_chart(name, value, idx, target) if value.dtype.kind in "fiub" else None
+            tensors.append(
+                {
+                    "name": name,
+                    "target": target,
+                    "spec": spec,
+                    "idx": idx,
+                    "dtype": str(value.dtype),
+                    "shape": list(value.shape),
+                    "steps": latest.idx[-200:].tolist(),
+                }
+            )
+        else:
+            rows = list(zip(latest.idx[-TEXT_ROWS:].tolist(), latest.values[-TEXT_ROWS:], strict=True))
+            texts.append(
+                {"name": name, "rows": [(i_, _text(v)) for i_, v in reversed(rows)], "count": len(latest)}
+            )
+    return render_template(
+        "run.html",
+        run=run,
+        summary=summary,
+        source=source,
+        plots=plots,
+        texts=texts,
+        tensors=tensors,
+        meta=run.meta,
+        config=summary["config"],
+        regenerate=run.regenerate_command(),
+        has_diff=bool(run.meta.get("git_dirty")),
+        truncated=len(info) > MAX_CHARTS,
+        live=live,
+    )
+
+
+def _text(value: Any) -> str:
+    shown = describe(value)
+    return shown if isinstance(shown, str) else json.dumps(shown)
+
+
+@bp.get("/compare")
+def compare():
+    refs = request.args.getlist("run")
+    if not refs or len(refs) > 20:
+        abort(400, "choose between 1 and 20 runs to compare (?run=source/id&run=...)")
+    runs = []
+    for ref in refs:
+        source, _, run_id = ref.partition("/")
+        runs.append((source, get_run(source, run_id)))
+    names = sorted(
+        {n for _, r in runs for n, i in r.series_info().items() if i.get("kind") in ("f", "i", "b")}
+    )
+    wanted = request.args.getlist("series") or names
+    plots = []
+    for n, name in enumerate(wanted[:MAX_CHARTS]):
+        lines = [
+            (f"{r.name} ({s})", charts.series_url(s, r.id, name)) for s, r in runs if name in r.series_info()
+        ]
+        if lines:
+            live = any(r.status == "running" for _, r in runs)
+            plots.append(
+                {
+                    "name": name,
+                    "target": f"chart-{n}",
+                    "spec": charts.line_chart(name, lines, live, f"chart-{n}"),
+                }
+            )
+    keys = sorted({k for _, r in runs for k in (r.config if isinstance(r.config, dict) else {})})
+    table = []
+    for key in keys:
+        values = [
+            json.dumps((r.config or {}).get(key), default=str, sort_keys=True)
+            if isinstance(r.config, dict)
+            else ""
+            for _, r in runs
+        ]
+        table.append({"key": key, "cells": values, "differs": len(set(values)) > 1})
+    return render_template("compare.html", runs=runs, plots=plots, table=table, names=names)

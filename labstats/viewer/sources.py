@@ -1,0 +1,55 @@
+"""Where the viewer reads runs: one Redis per training box (its replica on the web box).
+
+Config: the TOML file named by $LABSTATS_VIEWER_CONFIG (the viewer role writes it), e.g.
+
+    [[sources]]
+    name = "gpu1"
+    url = "redis://viewer:secret@127.0.0.1:6379/0"
+
+or, for one store, the usual labstats lookup ($LABSTATS_URL, config file, local Redis).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from dataclasses import dataclass
+from pathlib import Path
+
+from labstats import config as cfg
+from labstats.reader import Lab
+
+SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+@dataclass
+class Source:
+    name: str
+    url: str
+    prefix: str = "ls"
+    _lab: Lab | None = None
+
+    @property
+    def lab(self) -> Lab:
+        if self._lab is None:
+            settings = cfg.Settings(self.url, self.prefix, f"source {self.name}")
+            self._lab = Lab(cfg.client(settings, timeout=5), self.prefix, settings.source)
+        return self._lab
+
+
+def load_sources(path: str | None = None) -> dict[str, Source]:
+    path = path or os.environ.get("LABSTATS_VIEWER_CONFIG")
+    if path:
+        data = tomllib.loads(Path(path).read_text())
+        sources = {}
+        for entry in data.get("sources", []):
+            name = str(entry.get("name", ""))
+            if not SOURCE_NAME.match(name) or "url" not in entry:
+                raise cfg.LabstatsError(f"{path}: each source needs a simple name and a url (got {name!r})")
+            sources[name] = Source(name, str(entry["url"]), str(entry.get("prefix", "ls")))
+        if not sources:
+            raise cfg.LabstatsError(f"{path}: no [[sources]]")
+        return sources
+    settings = cfg.resolve()
+    return {"local": Source("local", settings.url, settings.prefix)}

@@ -1,0 +1,142 @@
+"""The viewer app with Flask's test client, against the real redis-server fixture."""
+
+import re
+
+import numpy as np
+import pytest
+
+import labstats
+from labstats.viewer import create_app
+from labstats.viewer.downsample import downsample
+from labstats.viewer.sources import Source
+
+HOSTILE = "<script>alert(1)</script>/../../etc/passwd"
+
+
+@pytest.fixture
+def client(url):
+    app = create_app({"local": Source("local", url)})
+    app.testing = False  # errors must be handled as in production, not raised
+    return app.test_client()
+
+
+@pytest.fixture
+def run_id(tmp_path, url):
+    with labstats.Stats(tmp_path / "run", name=HOSTILE, config={"lr": 0.1, "note": "<b>bold</b>"}) as stats:
+        for i in range(5000):
+            stats.log(step=i, loss=float(np.sin(i / 100)) + (10.0 if i == 1234 else 0.0), acc=i / 5000)
+        hostile_values = {HOSTILE: "<img src=x onerror=alert(1)>", "weights": np.eye(4, dtype=np.float32)}
+        stats.log(step=10, **hostile_values)
+    return stats.run_id
+
+
+def test_runs_list_escapes_hostile_names(client, run_id):
+    page = client.get("/")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "<script>alert(1)</script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert "Content-Security-Policy" in page.headers
+
+
+def test_run_page_charts_every_series_and_escapes_values(client, run_id):
+    page = client.get(f"/runs/local/{run_id}")
+    html = page.get_data(as_text=True)
+    assert page.status_code == 200
+    assert html.count('class="chart-spec"') == 3  # acc, loss, weights (heat-map)
+    assert "<img src=x" not in html
+    assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert re.search(r"<script(?![^>]*application/json)(?![^>]*src=)[^>]*>", html) is None  # no inline code
+
+
+def test_series_api_downsamples_keeping_extremes(client, run_id):
+    body = client.get(f"/api/runs/local/{run_id}/series/loss").json
+    assert body["total"] == 5000
+    assert len(body["idx"]) <= 2000
+    assert body["downsampled"] is True
+    assert 1234 in body["idx"]  # the spike survives
+    assert body["idx"][0] == 0
+    assert body["idx"][-1] == 4999
+
+
+def test_a_zoomed_window_comes_at_full_resolution(client, run_id):
+    body = client.get(f"/api/runs/local/{run_id}/series/loss?start=100&stop=1099").json
+    assert body["idx"] == list(range(100, 1100))
+    assert body["downsampled"] is False
+
+
+def test_raw_csv_has_every_point(client, run_id):
+    response = client.get(f"/api/runs/local/{run_id}/csv/acc")
+    lines = response.get_data(as_text=True).splitlines()
+    assert lines[0] == "idx,acc"
+    assert len(lines) == 5001
+    assert "attachment" in response.headers["Content-Disposition"]
+    assert "/" not in response.headers["Content-Disposition"].split("filename=")[1]
+
+
+def test_tensor_endpoint_and_compare_page(client, run_id):
+    body = client.get(f"/api/runs/local/{run_id}/tensor/weights").json
+    assert body["shape"] == [4, 4]
+    assert body["values"][:5] == [1.0, 0.0, 0.0, 0.0, 0.0]
+    page = client.get(f"/compare?run=local/{run_id}&run=local/{run_id}")
+    assert page.status_code == 200
+    assert "lr" in page.get_data(as_text=True)
+
+
+@pytest.mark.parametrize(
+    ("path", "status"),
+    [
+        ("/api/runs/nowhere/x", 404),
+        ("/api/runs/local/missing", 404),
+        ("/api/runs/local/{run}/series/missing", 404),
+        ("/api/runs/local/{run}/series/loss?start=abc", 400),
+        ("/api/runs/local/{run}/series/loss?start=99999999999999999999999", 400),
+        ("/api/runs/local/{run}/series/loss?max_points=1", 400),
+        ("/api/runs/local/{run}/tensor/loss", 404),
+        ("/api/runs?status=bogus", 400),
+        ("/api/nothing", 404),
+    ],
+)
+def test_api_errors_are_json_with_proper_codes(client, run_id, path, status):
+    response = client.get(path.format(run=run_id))
+    assert response.status_code == status
+    assert response.is_json
+    assert "error" in response.json
+    assert "Traceback" not in response.get_data(as_text=True)
+
+
+def test_malformed_stored_metadata_is_shown_not_raised(client, url, redis_server, run_id):
+    redis_server.client().hset(f"ls:run:{run_id}", mapping={"config": "{not json", "started": "soon"})
+    assert client.get(f"/runs/local/{run_id}").status_code == 200
+    assert client.get("/api/runs").status_code == 200
+
+
+def test_unreachable_store_is_a_503_not_a_traceback():
+    app = create_app({"down": Source("down", "redis://127.0.0.1:1/0")})
+    response = app.test_client().get("/api/runs")
+    assert response.status_code == 503
+    assert "unreachable" in response.json["error"]
+
+
+def test_openapi_document_lists_the_endpoints(client):
+    doc = client.get("/api/openapi.json").json
+    assert doc["openapi"].startswith("3.")
+    assert "/api/runs/{source}/{run_id}/series/{name}" in doc["paths"]
+
+
+def test_bokehjs_is_served_locally(client):
+    response = client.get("/bokeh/bokeh.min.js")
+    assert response.status_code == 200
+    assert len(response.data) > 100_000
+
+
+def test_downsample_keeps_first_last_min_and_max():
+    idx = np.arange(100_000)
+    values = np.random.default_rng(1).standard_normal(100_000)
+    values[777] = 50.0
+    values[55_555] = -50.0
+    kept_idx, kept = downsample(idx, values, 2000)
+    assert len(kept_idx) <= 2000
+    assert {0, 99_999, 777, 55_555} <= set(kept_idx.tolist())
+    assert kept.max() == 50.0
+    assert kept.min() == -50.0
