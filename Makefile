@@ -36,6 +36,7 @@ image: host ## Build the lab's base image (only when its recipe changed)
 lab: host venv ## Stand up the local lab and provision it with site.yml
 	docker/lab.sh up
 	ansible-playbook site.yml
+	scripts/lab-demo.sh
 	scripts/lab-info.sh
 
 lab-down: ## Remove the lab's containers and network (credentials/ stays)

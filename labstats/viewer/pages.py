@@ -44,7 +44,8 @@ def run_page(source: str, run_id: str):
     except ValueError:
         at_idx = None
     plots, texts, tensors = [], [], []
-    for n, (name, i) in enumerate(sorted(info.items())):
+    # Internal series (_epoch) after the user's own.
+    for n, (name, i) in enumerate(sorted(info.items(), key=lambda item: (item[0].startswith("_"), item[0]))):
         if n >= MAX_CHARTS:
             break
         target = f"chart-{n}"
