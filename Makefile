@@ -9,7 +9,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 0
 
-.PHONY: help host venv lock image lab lab-down lab-status lint unit molecule test bench bench-logger clean
+.PHONY: help host venv lock image lab lab-down lab-status lint unit molecule test bench bench-logger bench-viewer clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -63,7 +63,10 @@ test: lint unit molecule ## Everything CI runs
 bench-logger: venv ## Logger overhead against the original design and tensorboardX
 	$(BIN)/python benchmarks/bench_logger.py
 
-bench: bench-logger ## All benchmarks
+bench-viewer: venv ## Viewer: run page with 10 series x 1,000,000 points
+	$(BIN)/python benchmarks/bench_viewer.py
+
+bench: bench-logger bench-viewer ## All benchmarks
 
 clean: ## Remove caches (not the venv, not credentials)
 	rm -rf .cache .pytest_cache .ruff_cache .hypothesis

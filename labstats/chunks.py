@@ -11,6 +11,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import numpy as np
+
 from labstats import codec, schema
 from labstats.snapshot import Deferred, Encoded
 from labstats.spool import Command
@@ -154,3 +156,26 @@ class ChunkEncoder:
     def _index(self, state: SeriesState, commands: list[Command]) -> None:
         commands.append(cmd("ZADD", self.keys.chunk_lo(self.run_id, state.sid), state.lo, state.chunk_no))
         commands.append(cmd("ZADD", self.keys.chunk_hi(self.run_id, state.sid), state.hi, state.chunk_no))
+        summary = summarize(state.kind, state.buf)
+        if summary is not None:
+            key = self.keys.chunk_summary(self.run_id, state.sid)
+            commands.append(cmd("HSET", key, state.chunk_no, summary))
+
+
+def summarize(kind: bytes, chunk: bytes | bytearray) -> bytes | None:
+    """First, min, max and last points of a numeric chunk (NaNs ignored), packed."""
+    dtype = schema.RECORD_DTYPES.get(kind)
+    if dtype is None:
+        return None
+    records = np.frombuffer(chunk, dtype=dtype, offset=1, count=(len(chunk) - 1) // dtype.itemsize)
+    values = records["value"].astype(np.float64)
+    finite = np.flatnonzero(~np.isnan(values))
+    if not len(finite):
+        return None
+    lo = finite[np.argmin(values[finite])]
+    hi = finite[np.argmax(values[finite])]
+    first, last = finite[0], finite[-1]
+    idx = records["idx"]
+    return schema.SUMMARY.pack(
+        idx[first], values[first], idx[lo], values[lo], idx[hi], values[hi], idx[last], values[last]
+    )

@@ -28,7 +28,12 @@ from labstats import codec, schema
 from labstats import config as cfg
 from labstats.config import LabstatsError
 
+OVERVIEW_MIN = 4096  # series this short are read whole: cheaper than any summary
 STALE_AFTER = 60.0  # seconds without a heartbeat before a "running" run reads as crashed
+# schema.SUMMARY as a NumPy record: (idx, value) of the first, lowest, highest, last point.
+_SUMMARY_DTYPE = np.dtype(
+    [(f"{part}{k}", "<i8" if part == "i" else "<f8") for k in range(4) for part in "iv"]
+)
 
 
 @dataclass
@@ -113,6 +118,29 @@ class Run:
         if info is None:
             raise LabstatsError(f"run {self.name!r} has no series {name!r}")
         return self.lab._read_series(self.id, name, info, start, stop)
+
+    def overview(self, name: str) -> Series:
+        """Few points that keep a long numeric series' shape: the first, lowest, highest and
+        last point of every chunk (about 4 per 1,023 points), read from the chunk summaries
+        instead of the points themselves. Short (≤ 4,096) or non-numeric series come whole."""
+        info = self.series_info().get(name)
+        if info is None:
+            raise LabstatsError(f"run {self.name!r} has no series {name!r}")
+        chunks = info["last_chunk"] + 1
+        if info.get("kind") not in ("f", "i", "b") or info["count"] <= max(4 * chunks, OVERVIEW_MIN):
+            return self.series(name)
+        raw = self.lab.redis.hgetall(self.lab.keys.chunk_summary(self.id, info["sid"]))
+        if len(raw) < chunks:  # a chunk without summary (kind changed, all NaN): read it all
+            return self.series(name)
+        packed = b"".join(raw[k] for k in sorted(raw, key=int))
+        records = np.frombuffer(packed, dtype=_SUMMARY_DTYPE).reshape(-1)
+        idx = np.stack([records[f"i{k}"] for k in range(4)], axis=1).reshape(-1)
+        values = np.stack([records[f"v{k}"] for k in range(4)], axis=1).reshape(-1)
+        order = np.lexsort((values, idx))
+        idx, values = idx[order], values[order]
+        keep = np.ones(len(idx), dtype=bool)
+        keep[1:] = (idx[1:] != idx[:-1]) | (values[1:] != values[:-1])
+        return Series(name, idx[keep], values[keep], info["kind"])
 
     def latest(self, name: str) -> tuple[int, Any] | None:
         """The last point written to a series, as (idx, value)."""

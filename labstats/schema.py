@@ -33,6 +33,10 @@ RECORD_STRUCTS = {
 }
 OBJECT_HEADER = struct.Struct("<qI")
 
+# Summary of a numeric chunk, for overviews that keep extremes without reading every point:
+# first, min, max and last points, each as (idx, value).
+SUMMARY = struct.Struct("<qdqdqdqd")
+
 # A chunk is closed once it would pass this size. 16 KiB minus Redis's string header and the
 # kind byte, so a full chunk fills one allocator size class exactly (no rounding waste).
 CHUNK_BYTES = 16384 - 7
@@ -99,6 +103,9 @@ class Keys:
 
     def chunk_hi(self, run_id: str, sid: int) -> str:  # zset: chunk number -> highest idx
         return f"{self.prefix}:run:{run_id}:s:{sid}:hi"
+
+    def chunk_summary(self, run_id: str, sid: int) -> str:  # hash: chunk number -> SUMMARY
+        return f"{self.prefix}:run:{run_id}:s:{sid}:sum"
 
     def blob(self, run_id: str, n: int) -> str:  # hash: part number -> bytes
         return f"{self.prefix}:run:{run_id}:b:{n}"

@@ -190,8 +190,14 @@ def diff(source: str, run_id: str):
 def series(source: str, run_id: str, name: str):
     r = get_run(source, run_id)
     max_points = int_arg("max_points", MAX_POINTS, 2, 100_000)
-    s = series_window(r, name)
-    total = len(s)
+    whole = request.args.get("start") in (None, "") and request.args.get("stop") in (None, "")
+    info = r.series_info().get(name) or {}
+    if whole and info.get("kind") in ("f", "i", "b") and info.get("count", 0) > max_points:
+        # The whole of a long series: start from the chunk summaries, not every point.
+        s, total = r.overview(name), info["count"]
+    else:
+        s = series_window(r, name)
+        total = len(s)
     if is_numeric(s):
         values = s.values.astype(np.int8) if s.values.dtype.kind == "b" else s.values
         idx, values = downsample(s.idx, values, max_points)

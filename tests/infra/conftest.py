@@ -13,7 +13,7 @@ import pytest
 import testinfra
 
 # Ports that may be reached from outside each kind of box (what the outsider's scan must see).
-EXPOSED_TCP = {"training": {22}, "web": {22}}
+EXPOSED_TCP = {"training": {22}, "web": {22, 80, 443}}
 EXPOSED_UDP = {"training": set(), "web": {51820}}
 
 # Sockets allowed to listen beyond loopback: (proto, port or None for any, where, process).
@@ -24,7 +24,12 @@ ALLOWED_LISTENERS = {
         ("tcp", 6379, "wg", "redis-server"),
         ("udp", None, "any", "wireguard-go"),  # its port is random: a spoke only dials out
     },
-    "web": {("tcp", 22, "any", "sshd"), ("udp", 51820, "any", "wireguard-go")},
+    "web": {
+        ("tcp", 22, "any", "sshd"),
+        ("udp", 51820, "any", "wireguard-go"),
+        ("tcp", 80, "any", "nginx"),
+        ("tcp", 443, "any", "nginx"),
+    },
 }
 
 
@@ -108,3 +113,58 @@ def tunnel_address(host) -> str:
     """The box's own address on wg0, as the kernel reports it."""
     out = host.check_output("ip -4 -o addr show dev wg0")
     return out.split(" inet ", 1)[1].split("/", 1)[0]
+
+
+RUN_SCRIPT = """
+import sys, numpy as np, labstats
+w = np.zeros((4, 8), dtype=np.float32)
+with labstats.Stats("runs/" + sys.argv[1], config={"lr": 0.01, "note": "<b>not bold</b>"}) as stats:
+    stats.watch(w, "weights")
+    for step in range(int(sys.argv[2])):
+        w += 0.01
+        stats.update(0, 100000, 1, step)
+        stats.log(step=step, loss=1.0 / (step + 1), acc=step / int(sys.argv[2]))
+print(stats.name)
+print(stats.run_id)
+"""
+
+
+def log_run_on_trainbox(name: str, steps: int = 500) -> tuple[str, str]:
+    """Log a run on the training box as the training user, with the deployed client.
+    Returns (run name, run id)."""
+    train = box("trainbox")
+    with train.sudo("researcher"):
+        result = train.run("cd ~ && /opt/labstats/venv/bin/python -c %s %s %s", RUN_SCRIPT, name, str(steps))
+    assert result.rc == 0, result.stderr
+    run_name, run_id = result.stdout.strip().splitlines()[-2:]
+    return run_name, run_id
+
+
+def web_url(path: str) -> str:
+    return f"https://{box('webbox').ansible.get_variables()['ansible_host']}{path}"
+
+
+def web_password(user: str = "labstats") -> str:
+    with open(os.path.join(credentials_dir(), "web", f"{user}.password")) as f:
+        return f.read().strip()
+
+
+def https_get(path: str, auth: tuple[str, str] | None = None, timeout: float = 10.0):
+    """GET through nginx from the controller, as a browser would. Returns (status, headers, body)."""
+    import base64
+    import ssl
+    import urllib.error
+    import urllib.request
+
+    context = ssl.create_default_context()
+    context.check_hostname = False
+    context.verify_mode = ssl.CERT_NONE  # the lab's certificate is self-signed
+    request = urllib.request.Request(web_url(path))
+    if auth:
+        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
+        request.add_header("Authorization", f"Basic {token}")
+    try:
+        with urllib.request.urlopen(request, context=context, timeout=timeout) as response:
+            return response.status, response.headers, response.read()
+    except urllib.error.HTTPError as error:
+        return error.code, error.headers, error.read()

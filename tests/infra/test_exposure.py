@@ -46,3 +46,11 @@ def test_redis_is_unreachable_from_outside(host, name):
     assert host.run(f"timeout 5 bash -c 'echo > /dev/tcp/{address}/22'").rc == 0  # the probe works
     probe = host.run(f"timeout 5 bash -c 'echo PING > /dev/tcp/{address}/6379'")
     assert probe.rc != 0, f"Redis answered the outsider on {address}"
+
+
+def test_web_box_speaks_only_tls_1_2_and_1_3(host):
+    address = box("webbox").ansible.get_variables()["ansible_host"]
+    with host.sudo():
+        out = host.check_output(f"nmap -n -Pn -p 443 --script ssl-enum-ciphers {address}")
+    offered = set(re.findall(r"\|\s+(TLSv1\.\d|SSLv\d)", out))
+    assert offered == {"TLSv1.2", "TLSv1.3"}, out

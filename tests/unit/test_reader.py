@@ -111,3 +111,32 @@ def test_reader_works_as_a_read_only_user(tmp_path, url, redis_server):
     lab = labstats.connect(f"redis://viewer-test:pw@127.0.0.1:{redis_server.port}/0")
     assert lab.run("run").series("v").values[0].tolist() == [0, 1, 2]
     assert [r.name for r in lab.runs(status="finished")] == ["run"]
+
+
+def test_overview_keeps_first_last_and_each_chunks_extremes(tmp_path, lab):
+    values = np.random.default_rng(3).standard_normal(10_000)
+    values[4321] = 99.0
+    values[8765] = -99.0
+    values[100] = np.nan
+    with labstats.Stats(tmp_path / "run", flush_interval=0.01) as stats:
+        for i, v in enumerate(values):
+            stats.log(step=i, v=float(v))
+    run = lab.run("run")
+    overview = run.overview("v")
+    chunks = run.series_info()["v"]["last_chunk"] + 1
+    assert len(overview) <= 4 * chunks < len(values) / 100
+    assert overview.idx[0] == 0
+    assert overview.idx[-1] == 9999
+    assert {4321, 8765} <= set(overview.idx.tolist())
+    assert np.nanmax(overview.values) == 99.0
+    per_chunk = 1023
+    for c in range(chunks):  # each chunk's own maximum is kept
+        part = values[c * per_chunk : (c + 1) * per_chunk]
+        assert np.nanmax(part) in overview.values
+
+
+def test_short_series_overview_is_the_series(tmp_path, lab):
+    with labstats.Stats(tmp_path / "run") as stats:
+        for i in range(50):
+            stats.log(step=i, v=float(i))
+    assert lab.run("run").overview("v").idx.tolist() == list(range(50))
