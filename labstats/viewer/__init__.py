@@ -6,6 +6,7 @@ labstats-viewer via uWSGI:         module = labstats.viewer.wsgi:app
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
 import redis
@@ -36,6 +37,8 @@ def create_app(sources: dict[str, Source] | None = None, config: dict[str, Any] 
         app.config.update(config)
     app.extensions["labstats_sources"] = sources if sources is not None else load_sources()
     app.jinja_env.globals["version"] = __version__
+    # JSON as text to show (autoescape then escapes it); `tojson` is for data blocks only.
+    app.jinja_env.filters["json"] = lambda value: json.dumps(value, default=str, ensure_ascii=False)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
 

@@ -46,6 +46,7 @@ def test_run_page_charts_every_series_and_escapes_values(client, run_id):
     assert html.count('class="chart-spec"') == 3  # acc, loss, weights (heat-map)
     assert "<img src=x" not in html
     assert "&lt;img src=x onerror=alert(1)&gt;" in html
+    assert "&#34;&lt;b&gt;bold&lt;/b&gt;&#34;" in html  # config values shown as escaped JSON text
     assert re.search(r"<script(?![^>]*application/json)(?![^>]*src=)[^>]*>", html) is None  # no inline code
 
 

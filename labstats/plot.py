@@ -1,0 +1,128 @@
+"""Bokeh helpers for notebooks (needs the ``viewer`` extra: bokeh, tsdownsample).
+
+import labstats, labstats.plot as lp
+from bokeh.io import output_notebook, show
+output_notebook()                      # BokehJS is bundled with bokeh: works offline
+lab = labstats.connect()
+run = lab.run("exp42")
+show(lp.series(run, "loss"))           # a long series, downsampled keeping extremes
+show(lp.overlay(lab.runs(tag="sweep"), "loss"))
+show(lp.heatmap(run, "weights"))       # a tensor's values over steps
+show(lp.metadata_table(run))
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+
+import numpy as np
+from bokeh.models import ColorBar, ColumnDataSource, DataTable, HoverTool, LinearColorMapper, TableColumn
+from bokeh.palettes import Category10_10, Viridis256
+from bokeh.plotting import figure
+
+from labstats.reader import LabstatsError, Run, Series
+from labstats.viewer.downsample import MAX_POINTS, downsample
+
+
+def _points(run: Run, name: str, start: int | None, stop: int | None, max_points: int) -> Series:
+    s = run.overview(name) if start is None and stop is None else run.series(name, start, stop)
+    if not isinstance(s.values, np.ndarray) or s.values.dtype.kind not in "fiub":
+        raise LabstatsError(f"series {name!r} of run {run.name!r} is not numeric")
+    idx, values = downsample(s.idx, s.values.astype(np.float64), max_points)
+    return Series(name, idx, values, s.kind)
+
+
+def series(
+    run: Run, name: str, start: int | None = None, stop: int | None = None, max_points: int = MAX_POINTS
+):
+    """One series of one run as a line chart (at most ``max_points`` points, extremes kept)."""
+    return overlay([run], name, start, stop, max_points, title=f"{run.name}: {name}")
+
+
+def overlay(
+    runs: Iterable[Run],
+    name: str,
+    start: int | None = None,
+    stop: int | None = None,
+    max_points: int = MAX_POINTS,
+    title: str | None = None,
+):
+    """The same series of several runs on one chart (click a legend entry to hide a run)."""
+    runs = list(runs)
+    fig = figure(
+        title=title or name,
+        height=320,
+        sizing_mode="stretch_width",
+        x_axis_label="idx",
+        tools="xpan,xwheel_zoom,box_zoom,reset,save",
+    )
+    for n, run in enumerate(runs):
+        if name not in run.series_info():
+            continue
+        s = _points(run, name, start, stop, max_points)
+        source = ColumnDataSource({"idx": s.idx, "value": s.values, "run": [run.name] * len(s)})
+        fig.line(
+            "idx",
+            "value",
+            source=source,
+            color=Category10_10[n % 10],
+            line_width=1.5,
+            legend_label=run.name if len(runs) > 1 else name,
+        )
+    fig.add_tools(HoverTool(tooltips=[("run", "@run"), ("idx", "@idx"), ("value", "@value")]))
+    fig.legend.click_policy = "hide"
+    return fig
+
+
+def heatmap(run: Run, name: str, start: int | None = None, stop: int | None = None, max_steps: int = 500):
+    """A tensor series as a heat-map: one column per logged step, one row per element
+    (flattened), colour = value. At most ``max_steps`` steps, evenly spread."""
+    s = run.series(name, start, stop)
+    pairs = [(int(i), v) for i, v in zip(s.idx, s.values, strict=True) if isinstance(v, np.ndarray)]
+    if not pairs:
+        raise LabstatsError(f"series {name!r} of run {run.name!r} holds no tensors")
+    if len(pairs) > max_steps:
+        pairs = [pairs[k] for k in np.linspace(0, len(pairs) - 1, max_steps).astype(int)]
+    size = pairs[0][1].size
+    pairs = [(i, v) for i, v in pairs if v.size == size]  # a shape change starts a new picture
+    image = np.stack([v.reshape(-1).astype(np.float64) for _, v in pairs], axis=1)
+    steps = np.array([i for i, _ in pairs])
+    finite = image[np.isfinite(image)]
+    low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    mapper = LinearColorMapper(palette=Viridis256, low=low, high=high if high > low else low + 1)
+    width = float(steps[-1] - steps[0]) or 1.0
+    fig = figure(
+        title=f"{run.name}: {name} over steps",
+        height=360,
+        sizing_mode="stretch_width",
+        x_range=(float(steps[0]), float(steps[0]) + width),
+        y_range=(0, size),
+        x_axis_label="idx",
+        y_axis_label="element",
+        tools="pan,wheel_zoom,box_zoom,reset,save,hover",
+        tooltips=[("idx", "$x{0}"), ("element", "$y{0}"), ("value", "@image")],
+    )
+    fig.image(image=[image], x=float(steps[0]), y=0, dw=width, dh=size, color_mapper=mapper)
+    fig.add_layout(ColorBar(color_mapper=mapper), "right")
+    return fig
+
+
+def metadata_table(run: Run):
+    """A run's metadata and config as a two-column table."""
+    rows = [("name", run.name), ("status", run.status)]
+    rows += [(f"config.{k}", json.dumps(v, default=str)) for k, v in sorted((run.config or {}).items())]
+    rows += [
+        (k, v if isinstance(v, str) else json.dumps(v, default=str))
+        for k, v in sorted(run.meta.items())
+        if k not in ("config", "name", "status")
+    ]
+    source = ColumnDataSource({"key": [r[0] for r in rows], "value": [str(r[1]) for r in rows]})
+    columns = [TableColumn(field="key", title="key", width=180), TableColumn(field="value", title="value")]
+    return DataTable(
+        source=source,
+        columns=columns,
+        height=28 * min(len(rows) + 1, 20),
+        sizing_mode="stretch_width",
+        index_position=None,
+    )
