@@ -19,13 +19,13 @@ def main() -> None:
     parser.add_argument("--savedir", default="runs")
     parser.add_argument("--epochs", type=int, default=30)
     parser.add_argument("--batch-size", type=int, default=32)
-    parser.add_argument("--lr", type=float, default=0.5)
+    parser.add_argument("--lr", type=float, default=0.05)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
 
     rng = np.random.default_rng(args.seed)
     n, features, classes = 2048, 16, 4
-    centers = rng.normal(0, 2, (classes, features))
+    centers = rng.normal(0, 0.9, (classes, features))
     labels = rng.integers(0, classes, n)
     x = centers[labels] + rng.normal(0, 1.5, (n, features))
     weights = np.zeros((features, classes))
