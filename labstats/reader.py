@@ -142,12 +142,30 @@ class Run:
         keep[1:] = (idx[1:] != idx[:-1]) | (values[1:] != values[:-1])
         return Series(name, idx[keep], values[keep], info["kind"])
 
+    def steps(self, name: str, last: int = 200) -> np.ndarray:
+        """The idx of the series' last ``last`` points, in logging order, without reading
+        their values (cheap even for a series of large tensors)."""
+        info = self.series_info().get(name)
+        if info is None:
+            raise LabstatsError(f"run {self.name!r} has no series {name!r}")
+        found: list[np.ndarray] = []
+        total = 0
+        for n in range(info["last_chunk"], -1, -1):
+            data = self.lab.redis.get(self.lab.keys.chunk(self.id, info["sid"], n)) or b""
+            idx = _chunk_idx(data)
+            found.insert(0, idx)
+            total += len(idx)
+            if total >= last:
+                break
+        return np.concatenate(found)[-last:] if found else np.empty(0, dtype=np.int64)
+
     def latest(self, name: str) -> tuple[int, Any] | None:
         """The last point written to a series, as (idx, value)."""
         info = self.series_info().get(name)
         if info is None:
             raise LabstatsError(f"run {self.name!r} has no series {name!r}")
-        records = self.lab._read_chunks(self.id, info["sid"], [info["last_chunk"]])
+        last = info.get("last_idx")
+        records = self.lab._read_chunks(self.id, info["sid"], [info["last_chunk"]], last, last)
         if not len(records[0]):
             return None
         value = records[1][-1]
@@ -301,7 +319,7 @@ class Lab:
 
     def _read_series(self, run_id: str, name: str, info: dict, start: int | None, stop: int | None) -> Series:
         numbers = self._chunk_numbers(run_id, info, start, stop)
-        idx, values = self._read_chunks(run_id, info["sid"], numbers)
+        idx, values = self._read_chunks(run_id, info["sid"], numbers, start, stop)
         mask = np.ones(len(idx), dtype=bool)
         if start is not None:
             mask &= idx >= start
@@ -320,7 +338,9 @@ class Lab:
             values = values[order] if isinstance(values, np.ndarray) else [values[i] for i in order]
         return Series(name, idx, values, info.get("kind", "f"))
 
-    def _read_chunks(self, run_id: str, sid: int, numbers: list[int]) -> tuple[np.ndarray, Any]:
+    def _read_chunks(
+        self, run_id: str, sid: int, numbers: list[int], start: int | None = None, stop: int | None = None
+    ) -> tuple[np.ndarray, Any]:
         if not numbers:
             return np.empty(0, dtype=np.int64), np.empty(0)
         raw = self.redis.mget([self.keys.chunk(run_id, sid, n) for n in numbers])
@@ -335,7 +355,7 @@ class Lab:
                 records = np.frombuffer(data, dtype=dtype, offset=1, count=count)
                 parts.append((records["idx"], records["value"]))
             elif kind == schema.KIND_OBJECT:
-                pairs = list(self._object_records(run_id, data))
+                pairs = list(self._object_records(run_id, data, start, stop))
                 parts.append((np.array([p[0] for p in pairs], dtype=np.int64), [p[1] for p in pairs]))
             else:
                 raise LabstatsError(f"run {run_id}: chunk of unknown kind {kind!r} (newer schema?)")
@@ -350,7 +370,11 @@ class Lab:
             values += part.tolist() if isinstance(part, np.ndarray) else part
         return idx, values
 
-    def _object_records(self, run_id: str, data: bytes) -> Iterator[tuple[int, Any]]:
+    def _object_records(
+        self, run_id: str, data: bytes, start: int | None = None, stop: int | None = None
+    ) -> Iterator[tuple[int, Any]]:
+        """Records of an object chunk; only those inside [start, stop] are decoded (a record
+        outside costs a header read, not a blob fetch)."""
         view = memoryview(data)
         pos = 1
         header = schema.OBJECT_HEADER
@@ -361,6 +385,8 @@ class Lab:
             pos += size
             if len(payload) != size:
                 return  # a record still being appended
+            if (start is not None and idx < start) or (stop is not None and idx > stop):
+                continue
             try:
                 if payload[:1] == schema.BLOB_TAG:
                     yield idx, codec.decode(self._blob(run_id, payload))
@@ -378,6 +404,22 @@ class Lab:
         if len(data) != total:
             raise ValueError(f"blob {n} has {len(data)} bytes, expected {total}")
         return data
+
+
+def _chunk_idx(data: bytes) -> np.ndarray:
+    """The idx column of a chunk, from record headers only."""
+    kind = data[:1]
+    if kind in schema.RECORD_DTYPES:
+        dtype = schema.RECORD_DTYPES[kind]
+        count = (len(data) - 1) // dtype.itemsize
+        return np.frombuffer(data, dtype=dtype, offset=1, count=count)["idx"].copy()
+    idx, pos, header = [], 1, schema.OBJECT_HEADER
+    while pos + header.size <= len(data):
+        i, size = header.unpack_from(data, pos)
+        pos += header.size + size
+        if pos <= len(data):
+            idx.append(i)
+    return np.array(idx, dtype=np.int64)
 
 
 def _parse_meta(raw: dict[bytes, bytes]) -> dict[str, Any]:

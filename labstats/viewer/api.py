@@ -245,17 +245,19 @@ def tensor(source: str, run_id: str, name: str):
 
 
 def tensor_at(r: Run, name: str, at: int | None) -> tuple[int, np.ndarray]:
-    """The tensor of a series at idx ``at`` (the last one at or before it; default: latest)."""
+    """The tensor of a series at idx ``at`` (the last one at or before it; default: latest).
+    Only the records at the chosen idx are decoded, however many tensors the series holds."""
     try:
-        s = r.series(name, None, at)
+        steps = r.steps(name, 10_000)
     except LabstatsError as exc:
         raise ApiError(404, str(exc)) from None
-    for i in range(len(s) - 1, -1, -1):
-        value = s.values[i]
-        if isinstance(value, np.ndarray):
-            if value.size > MAX_TENSOR_VALUES:
-                raise ApiError(413, f"tensor of {value.size} values is too large to send")
-            return int(s.idx[i]), value
+    candidates = steps if at is None else steps[steps <= at]
+    for idx in sorted(set(candidates.tolist()), reverse=True)[:20]:
+        for value in reversed(list(r.series(name, idx, idx).values)):
+            if isinstance(value, np.ndarray):
+                if value.size > MAX_TENSOR_VALUES:
+                    raise ApiError(413, f"tensor of {value.size} values is too large to send")
+                return idx, value
     raise ApiError(404, f"series {name!r} has no tensor at or before idx {at}")
 
 

@@ -53,8 +53,8 @@ def run_page(source: str, run_id: str):
             spec = charts.line_chart(name, [(name, charts.series_url(source, run.id, name))], live, target)
             plots.append({"name": name, "target": target, "spec": spec, "count": i.get("count")})
             continue
-        latest = run.series(name, None, None)
-        if len(latest) and isinstance(latest.values[-1], np.ndarray):
+        last = run.latest(name)
+        if last is not None and isinstance(last[1], np.ndarray):
             try:
                 idx, value = tensor_at(run, name, at_idx)
             except ApiError as exc:
@@ -69,14 +69,17 @@ def run_page(source: str, run_id: str):
                     "idx": idx,
                     "dtype": str(value.dtype),
                     "shape": list(value.shape),
-                    "steps": latest.idx[-200:].tolist(),
+                    "steps": run.steps(name, 200).tolist(),
                 }
             )
         else:
-            rows = list(zip(latest.idx[-TEXT_ROWS:].tolist(), latest.values[-TEXT_ROWS:], strict=True))
-            texts.append(
-                {"name": name, "rows": [(i_, _text(v)) for i_, v in reversed(rows)], "count": len(latest)}
+            recent = run.steps(name, TEXT_ROWS)  # read only the newest values
+            shown = run.series(name, int(recent.min()), None) if len(recent) else None
+            pairs = (
+                list(zip(shown.idx.tolist(), list(shown.values), strict=True))[-TEXT_ROWS:] if shown else []
             )
+            rows = [(i_, _text(v)) for i_, v in reversed(pairs)]
+            texts.append({"name": name, "rows": rows, "count": i.get("count", 0)})
     return render_template(
         "run.html",
         run=run,

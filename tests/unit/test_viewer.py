@@ -141,3 +141,28 @@ def test_downsample_keeps_first_last_min_and_max():
     assert {0, 99_999, 777, 55_555} <= set(kept_idx.tolist())
     assert kept.max() == 50.0
     assert kept.min() == -50.0
+
+
+def test_run_page_decodes_only_the_tensor_it_shows(client, tmp_path, url, monkeypatch):
+    from labstats.reader import Lab
+
+    with labstats.Stats(tmp_path / "tensors") as stats:
+        for i in range(40):  # 40 tensors of 40 kB: each one a blob
+            stats.log(step=i * 10, w=np.full((100, 100), i, dtype=np.float32))
+            stats.log(step=i * 10, note=f"step {i}")
+    fetched = []
+    original = Lab._blob
+
+    def counting_blob(self, run_id, ref):
+        fetched.append(1)
+        return original(self, run_id, ref)
+
+    monkeypatch.setattr(Lab, "_blob", counting_blob)
+    page = client.get(f"/runs/local/{stats.run_id}?step=125")
+    assert page.status_code == 200
+    html = page.get_data(as_text=True)
+    assert "w at idx 120" in html  # the tensor at or before the chosen step
+    assert len(fetched) <= 2  # the latest (to know it is a tensor) and the one shown
+    body = client.get(f"/api/runs/local/{stats.run_id}/tensor/w?idx=35").json
+    assert body["idx"] == 30
+    assert set(body["values"]) == {3.0}
