@@ -9,6 +9,7 @@ import re
 from urllib.parse import quote
 
 import numpy as np
+from bokeh import events
 from bokeh.embed import json_item
 from bokeh.models import AjaxDataSource, ColorBar, CustomJS, HoverTool, LinearColorMapper
 from bokeh.palettes import Category10_10, Viridis256
@@ -16,17 +17,25 @@ from bokeh.plotting import figure
 
 POLL_MS = 1000  # live runs: new points show within ~1 s of reaching the replica
 
-# Zooming asks the API for the visible window (full resolution when few enough points);
-# debounced so that a drag does not send a request per frame.
+# A user's zoom or pan (not the automatic ranging as data arrives, which must not freeze a
+# live chart's window) asks the API for the visible window, at full resolution when few
+# enough points; debounced so that a drag does not send a request per frame. Reset goes
+# back to the whole series.
 _ZOOM_JS = """
-clearTimeout(xr._labstats_timer);
-xr._labstats_timer = setTimeout(() => {
+clearTimeout(fig._labstats_timer);
+fig._labstats_timer = setTimeout(() => {
+  const start = Math.floor(cb_obj.x0), stop = Math.ceil(cb_obj.x1);
   for (const [source, url] of sources) {
-    const start = Math.floor(xr.start), stop = Math.ceil(xr.end);
     source.data_url = url + "&start=" + start + "&stop=" + stop;
     source.get_data("replace");
   }
 }, 250);
+"""
+_RESET_JS = """
+for (const [source, url] of sources) {
+  source.data_url = url;
+  source.get_data("replace");
+}
 """
 
 
@@ -88,7 +97,8 @@ def _build_line_chart(title: str, lines: list[tuple[str, str]], live: bool, targ
     if len(lines) > 1:
         fig.legend.click_policy = "hide"
         fig.legend.location = "top_left"
-    fig.x_range.js_on_change("start", CustomJS(args={"xr": fig.x_range, "sources": pairs}, code=_ZOOM_JS))
+    fig.js_on_event(events.RangesUpdate, CustomJS(args={"fig": fig, "sources": pairs}, code=_ZOOM_JS))
+    fig.js_on_event(events.Reset, CustomJS(args={"sources": pairs}, code=_RESET_JS))
     return json_item(fig, target)
 
 

@@ -2,12 +2,14 @@
 logs in, opens a run logged on the training box and finds its charts drawn with data.
 The screenshot is kept in artifacts/ (a CI artifact)."""
 
+import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import pytest
-from conftest import https_get, log_run_on_trainbox, wait_until, web_password, web_url
+from conftest import box, https_get, log_run_on_trainbox, wait_until, web_password, web_url
 from playwright.sync_api import sync_playwright
 
 testinfra_hosts = ["webbox"]
@@ -59,3 +61,49 @@ def test_a_logged_in_browser_sees_the_run_charted(host, browser):
     assert errors == []
     assert min(points) >= 1  # every chart has its points
     assert max(points) > 1000  # the 2,000-point series arrived (downsampled to ≤ 2,000)
+
+
+LIVE_SCRIPT = """
+import time, labstats
+with labstats.Stats("runs/live-check", flush_interval=0.1) as stats:
+    for i in range(150):
+        stats.log(step=i, v=float(i))
+        time.sleep(0.2)
+"""
+
+
+def test_a_running_run_updates_in_the_browser_within_two_seconds(host, browser):
+    train = box("trainbox")
+    with train.sudo("researcher"):
+        train.run("cd ~ && (nohup /opt/labstats/venv/bin/python -c %s >/dev/null 2>&1 &)", LIVE_SCRIPT)
+    login = ("labstats", web_password())
+
+    def run_id():
+        status, _, body = https_get("/api/runs?q=live-check&status=running", auth=login)
+        runs = json.loads(body)["runs"] if status == 200 else []
+        return runs[0]["id"] if runs else None
+
+    assert wait_until(lambda: run_id() is not None, timeout=30)
+    rid = run_id()
+    context = browser.new_context(
+        ignore_https_errors=True, http_credentials={"username": login[0], "password": login[1]}
+    )
+    page = context.new_page()
+    page.goto(web_url(f"/runs/trainbox/{rid}"))
+    page.wait_for_selector("#chart-0[data-rendered=true]", timeout=20_000)
+    lags = []
+    for _ in range(5):
+        # The newest point the replica has now; the page must show it within 2 s.
+        _, _, body = https_get(f"/api/runs/trainbox/{rid}/series/v?start=0", auth=login)
+        newest = json.loads(body)["idx"][-1]
+        start = time.monotonic()
+        page.wait_for_function(
+            """(newest) => Bokeh.documents.flatMap(d => [...d.all_models])
+                .some(m => "data_url" in m && m.data && (m.data.idx || []).some(i => i >= newest))""",
+            arg=newest,
+            timeout=2_000,
+        )
+        lags.append(time.monotonic() - start)
+        time.sleep(0.5)
+    context.close()
+    assert max(lags) < 2.0
