@@ -55,10 +55,6 @@ RUNNING, FINISHED, CRASHED = "running", "finished", "crashed"
 STATUSES = (RUNNING, FINISHED, CRASHED)
 
 
-def points_per_chunk(kind: bytes) -> int:
-    return CHUNK_BYTES // RECORD_DTYPES[kind].itemsize
-
-
 @dataclass(frozen=True)
 class Keys:
     """Key names under one prefix."""
