@@ -109,23 +109,26 @@ class Run:
         raw = self.lab.redis.hgetall(self.lab.keys.series(self.id))
         return {k.decode(): json.loads(v) for k, v in raw.items()}
 
+    def series_meta(self, name: str) -> dict[str, Any]:
+        """One series' info (one HGET, however many series the run has)."""
+        raw = self.lab.redis.hget(self.lab.keys.series(self.id), name)
+        if raw is None:
+            raise LabstatsError(f"run {self.name!r} has no series {name!r}")
+        return json.loads(raw)
+
     def series_names(self, include_internal: bool = False) -> list[str]:
         return sorted(n for n in self.series_info() if include_internal or not n.startswith("_"))
 
     def series(self, name: str, start: int | None = None, stop: int | None = None) -> Series:
         """Points with start <= idx <= stop (either end open when None), sorted by idx."""
-        info = self.series_info().get(name)
-        if info is None:
-            raise LabstatsError(f"run {self.name!r} has no series {name!r}")
+        info = self.series_meta(name)
         return self.lab._read_series(self.id, name, info, start, stop)
 
     def overview(self, name: str) -> Series:
         """Few points that keep a long numeric series' shape: the first, lowest, highest and
         last point of every chunk (about 4 per 1,023 points), read from the chunk summaries
         instead of the points themselves. Short (≤ 4,096) or non-numeric series come whole."""
-        info = self.series_info().get(name)
-        if info is None:
-            raise LabstatsError(f"run {self.name!r} has no series {name!r}")
+        info = self.series_meta(name)
         chunks = info["last_chunk"] + 1
         if info.get("kind") not in ("f", "i", "b") or info["count"] <= max(4 * chunks, OVERVIEW_MIN):
             return self.series(name)
@@ -145,9 +148,7 @@ class Run:
     def steps(self, name: str, last: int = 200) -> np.ndarray:
         """The idx of the series' last ``last`` points, in logging order, without reading
         their values (cheap even for a series of large tensors)."""
-        info = self.series_info().get(name)
-        if info is None:
-            raise LabstatsError(f"run {self.name!r} has no series {name!r}")
+        info = self.series_meta(name)
         found: list[np.ndarray] = []
         total = 0
         for n in range(info["last_chunk"], -1, -1):
@@ -161,9 +162,7 @@ class Run:
 
     def latest(self, name: str) -> tuple[int, Any] | None:
         """The last point written to a series, as (idx, value)."""
-        info = self.series_info().get(name)
-        if info is None:
-            raise LabstatsError(f"run {self.name!r} has no series {name!r}")
+        info = self.series_meta(name)
         last = info.get("last_idx")
         records = self.lab._read_chunks(self.id, info["sid"], [info["last_chunk"]], last, last)
         if not len(records[0]):

@@ -56,9 +56,6 @@ class Spool:
         self.path = path
         self._file = None
 
-    def __len__(self) -> int:
-        return self.path.stat().st_size if self.path.exists() else 0
-
     def append(self, seq: int, commands: list[Command]) -> None:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)

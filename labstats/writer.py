@@ -87,8 +87,6 @@ class Writer(threading.Thread):
         self._last_heartbeat = 0.0
         self._warned_backpressure = False
         self.last_error: str | None = None
-        self.batches_sent = 0
-        self.batches_spooled = 0
 
     # ---- called from the training thread -------------------------------------------------
 
@@ -194,12 +192,10 @@ class Writer(threading.Thread):
         if not self._spooling:
             try:
                 self._execute(self._seq, commands)
-                self.batches_sent += 1
                 return
             except (*RETRYABLE, redis.ResponseError) as exc:
                 self._start_spooling(exc)
         self.spool.append(self._seq, commands)
-        self.batches_spooled += 1
 
     def _start_spooling(self, exc: Exception) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"

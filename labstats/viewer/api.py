@@ -138,12 +138,10 @@ def list_runs() -> list[dict[str, Any]]:
     for name, src in sources().items():
         for run in src.lab.runs(name=q, tag=tag, status=status, limit=limit):
             runs.append(run_summary(name, run))
-    reverse = sort in ("started", "heartbeat")
-    runs.sort(
-        key=lambda r: (r[sort] is None, r[sort] or 0) if reverse else str(r[sort] or ""), reverse=reverse
-    )
-    if reverse:  # runs without the field go last
-        runs.sort(key=lambda r: r[sort] is None)
+    if sort in ("started", "heartbeat"):  # newest first; runs without the time last
+        runs.sort(key=lambda r: (r[sort] is None, -(r[sort] or 0)))
+    else:
+        runs.sort(key=lambda r: str(r[sort] or ""))
     return runs[:limit]
 
 
@@ -191,7 +189,10 @@ def series(source: str, run_id: str, name: str):
     r = get_run(source, run_id)
     max_points = int_arg("max_points", MAX_POINTS, 2, 100_000)
     whole = request.args.get("start") in (None, "") and request.args.get("stop") in (None, "")
-    info = r.series_info().get(name) or {}
+    try:
+        info = r.series_meta(name)
+    except LabstatsError:
+        info = {}  # series_window below answers 404
     if whole and info.get("kind") in ("f", "i", "b") and info.get("count", 0) > max_points:
         # The whole of a long series: start from the chunk summaries, not every point.
         s, total = r.overview(name), info["count"]

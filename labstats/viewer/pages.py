@@ -111,14 +111,15 @@ def compare():
     for ref in refs:
         source, _, run_id = ref.partition("/")
         runs.append((source, get_run(source, run_id)))
+    infos = {r.id: r.series_info() for _, r in runs}  # read once per run, not per chart
     names = sorted(
-        {n for _, r in runs for n, i in r.series_info().items() if i.get("kind") in ("f", "i", "b")}
+        {n for info in infos.values() for n, i in info.items() if i.get("kind") in ("f", "i", "b")}
     )
     wanted = request.args.getlist("series") or names
     plots = []
     for n, name in enumerate(wanted[:MAX_CHARTS]):
         lines = [
-            (f"{r.name} ({s})", charts.series_url(s, r.id, name)) for s, r in runs if name in r.series_info()
+            (f"{r.name} ({s})", charts.series_url(s, r.id, name)) for s, r in runs if name in infos[r.id]
         ]
         if lines:
             live = any(r.status == "running" for _, r in runs)

@@ -3,21 +3,9 @@ the master, and the run reaches the web box's replica."""
 
 import json
 
-from conftest import box, redis_cli, wait_until
+from conftest import box, log_run_on_trainbox, redis_cli, wait_until
 
 testinfra_hosts = ["trainbox"]
-
-SCRIPT = """
-import numpy as np, labstats
-w = np.zeros(4, dtype=np.float32)
-with labstats.Stats("runs/infra-check", config={"lr": 0.01}) as stats:
-    stats.watch(w, "weights")
-    for step in range(200):
-        w += 1
-        stats.update(0, 200, 1, step)
-        stats.log(step=step, loss=1.0 / (step + 1))
-print(stats.name)
-"""
 
 
 def test_config_is_readable_by_the_training_user_only(host):
@@ -30,12 +18,9 @@ def test_config_is_readable_by_the_training_user_only(host):
 
 
 def test_a_training_script_reaches_master_and_replica(host):
-    with host.sudo("researcher"):
-        result = host.run("cd ~ && /opt/labstats/venv/bin/python -c %s", SCRIPT)
-    assert result.rc == 0, result.stderr
-    name = result.stdout.strip().splitlines()[-1]
-    run_id = redis_cli(host, "ops", "hget", "ls:names", name).stdout.strip()
-    assert run_id
+    # watch/update of a weight array and log of a loss, as the training user
+    name, run_id = log_run_on_trainbox("infra-check", steps=200)
+    assert redis_cli(host, "ops", "hget", "ls:names", name).stdout.strip() == run_id
 
     def finished_on(box_):
         return redis_cli(box_, "viewer", "hget", f"ls:run:{run_id}", "status").stdout.strip() == "finished"
