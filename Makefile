@@ -9,7 +9,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 0
 
-.PHONY: help host venv lock image lab lab-down lab-status lint unit molecule test bench bench-logger bench-viewer clean
+.PHONY: help host venv lock image lab lab-down lab-status lint unit molecule test bench bench-logger bench-viewer bench-replication clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -66,7 +66,13 @@ bench-logger: venv ## Logger overhead against the original design and tensorboar
 bench-viewer: venv ## Viewer: run page with 10 series x 1,000,000 points
 	$(BIN)/python benchmarks/bench_viewer.py
 
-bench: bench-logger bench-viewer ## All benchmarks
+bench-replication: ## Replication lag trainbox → webbox over WireGuard (needs `make lab`)
+	docker cp benchmarks/bench_replication.py labstats-lab-webbox:/tmp/bench_replication.py
+	docker exec -e LABSTATS_TRAINER_PASSWORD="$$(cat credentials/redis/trainer.password)" \
+	  -e LABSTATS_VIEWER_PASSWORD="$$(cat credentials/redis/viewer.password)" \
+	  labstats-lab-webbox /opt/labstats-jupyter/venv/bin/python /tmp/bench_replication.py
+
+bench: bench-logger bench-viewer ## All benchmarks (bench-replication needs the lab)
 
 clean: ## Remove caches (not the venv, not credentials)
 	rm -rf .cache .pytest_cache .ruff_cache .hypothesis
