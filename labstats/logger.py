@@ -35,7 +35,7 @@ from labstats.chunks import cmd
 from labstats.codec import EncodeError
 from labstats.snapshot import capture
 from labstats.spool import spool_dir
-from labstats.writer import RESERVE_NAME, Writer
+from labstats.writer import RESERVE, NameTaken, Writer, reserve_name
 
 log = logging.getLogger("labstats")
 
@@ -100,16 +100,14 @@ class Stats:
         self.settings = cfg.resolve(opts["url"], opts["prefix"])
         self.keys = schema.Keys(self.settings.prefix)
         self.run_id = new_run_id()
-        self.name = wanted
-        if opts["on_conflict"] == "error":
-            self._refuse_taken_name(wanted)
+        self.name = self._reserve_now(wanted, opts["on_conflict"])
 
         started = time.time()
         meta = runmeta.collect(opts["capture_git"])
         diff = meta.pop("git_diff", "")
         fields: dict[str, Any] = {
             "id": self.run_id,
-            "name": wanted,
+            "name": self.name,
             "status": schema.RUNNING,
             "started": f"{started:.3f}",
             "heartbeat": f"{started:.3f}",
@@ -126,9 +124,7 @@ class Stats:
         commands = [
             cmd("SET", k.schema, schema.SCHEMA_VERSION),
             cmd("HSET", k.run(self.run_id), *[x for item in fields.items() for x in item]),
-            cmd(
-                "EVAL", RESERVE_NAME, 2, k.names, k.run(self.run_id), wanted, self.run_id, opts["on_conflict"]
-            ),
+            cmd(RESERVE, k.names, k.run(self.run_id), self.name, self.run_id, opts["on_conflict"]),
             cmd("ZADD", k.runs, f"{started:.3f}", self.run_id),
             cmd("SADD", k.status(schema.RUNNING), self.run_id),
         ]
@@ -151,14 +147,18 @@ class Stats:
         _install_hooks(opts["handle_signals"])
         return self
 
-    def _refuse_taken_name(self, wanted: str) -> None:
+    def _reserve_now(self, wanted: str, policy: str) -> str:
+        """Reserve the run's name before on() returns, so ``stats.name`` is final at once.
+        If Redis is away the writer reserves it later (the name may then still get a suffix,
+        which is logged)."""
         try:
-            taken = cfg.client(self.settings, timeout=2).hexists(self.keys.names, wanted)
-        except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
-            log.warning("labstats: cannot check name %r now (%s); a clash will be refused later", wanted, exc)
-            return
-        if taken:
-            raise cfg.LabstatsError(f"a run named {wanted!r} exists already (on_conflict='error')")
+            client = cfg.client(self.settings, timeout=2)
+            return reserve_name(client, self.keys.names, wanted, self.run_id, policy)
+        except NameTaken:
+            raise cfg.LabstatsError(f"a run named {wanted!r} exists already (on_conflict='error')") from None
+        except (redis.RedisError, OSError) as exc:
+            log.warning("labstats: cannot reserve run name %r now (%s); it is reserved later", wanted, exc)
+            return wanted
 
     def _named(self, name: str) -> None:
         if name != self.name:
@@ -202,6 +202,7 @@ class Stats:
             step = self._last_step + 1
         captured = {}
         for name, value in values.items():
+            _check_series_name(name)
             captured[name] = self._capture(value, name)
         self._last_step = step = _as_step(step)
         writer.put_points(step, captured)
@@ -298,8 +299,9 @@ def _as_step(step: Any) -> int:
 
 
 def _check_series_name(name: str) -> None:
-    if not isinstance(name, str) or not name or "\x00" in name:
-        raise ValueError(f"labstats: invalid series name {name!r}")
+    problem = schema.series_name_problem(name)
+    if problem is not None:
+        raise ValueError(f"labstats: invalid series name {name!r}: it {problem}")
 
 
 def _is_array_like(obj: Any) -> bool:

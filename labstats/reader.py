@@ -15,6 +15,7 @@ Only read commands are used, so the viewer's read-only Redis user is enough.
 from __future__ import annotations
 
 import json
+import math
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -68,21 +69,42 @@ class Run:
     def status(self) -> str:
         """running, finished or crashed; a running run whose heartbeat stopped reads as crashed."""
         status = self.meta.get("status", schema.RUNNING)
+        if status not in schema.STATUSES:
+            return schema.CRASHED  # an unknown status cannot be trusted to be running
         if status == schema.RUNNING and self.heartbeat_age > self.lab.stale_after:
             return schema.CRASHED
         return status
 
     @property
     def heartbeat_age(self) -> float:
-        return time.time() - float(self.meta.get("heartbeat") or self.meta.get("started") or 0)
+        last = number(self.meta.get("heartbeat")) or number(self.meta.get("started")) or 0.0
+        return time.time() - last
 
     @property
     def config(self) -> dict[str, Any]:
-        return self.meta.get("config") or {}
+        """The run's config; {} when it is missing or not a mapping (see ``malformed``)."""
+        config = self.meta.get("config")
+        return config if isinstance(config, dict) else {}
 
     @property
     def tags(self) -> list[str]:
-        return self.meta.get("tags") or []
+        tags = self.meta.get("tags")
+        return [str(t) for t in tags] if isinstance(tags, list) else []
+
+    @property
+    def malformed(self) -> list[str]:
+        """Fields of the run's record that could not be read as what they should be (a
+        record written by hand or by a broken client); the rest of the run still reads."""
+        bad = list(self.meta.get("_malformed", []))
+        for key in ("started", "heartbeat", "ended"):
+            if key in self.meta and number(self.meta[key]) is None:
+                bad.append(key)
+        for key, kind in (("config", dict), ("tags", list), ("argv", list)):
+            if key in self.meta and not isinstance(self.meta[key], kind):
+                bad.append(key)
+        if self.meta.get("status", schema.RUNNING) not in schema.STATUSES:
+            bad.append("status")
+        return bad
 
     def diff(self) -> str:
         """The uncommitted git diff the run started with ('' if clean or not in git)."""
@@ -90,31 +112,40 @@ class Run:
         return raw.decode("utf-8", "replace") if raw else ""
 
     def regenerate_command(self) -> str:
-        """A shell recipe that reruns this run from its recorded commit and command line."""
+        """A shell recipe that reruns this run from its recorded commit and command line.
+        Every recorded field is shell-quoted: a record is data, never code to paste."""
         import shlex
 
-        lines = []
-        if self.meta.get("cwd"):
-            lines.append(f"cd {shlex.quote(self.meta['cwd'])}")
-        if self.meta.get("git_commit"):
-            lines.append(f"git checkout {self.meta['git_commit']}")
-            if self.meta.get("git_dirty"):
+        meta = self.meta
+        lines = ["set -e"]
+        if meta.get("cwd"):
+            lines.append(f"cd {shlex.quote(str(meta['cwd']))}")
+        if meta.get("git_commit"):
+            lines.append(f"git checkout {shlex.quote(str(meta['git_commit']))}")
+            if meta.get("git_dirty"):
                 lines.append(f"labstats show {shlex.quote(self.id)} --diff | git apply")
-        argv = self.meta.get("argv") or []
-        if argv:
+        argv = meta.get("argv") or []
+        if isinstance(argv, str):
+            argv = [argv]
+        if isinstance(argv, list) and argv:
             lines.append(" ".join(shlex.quote(str(a)) for a in argv))
         return "\n".join(lines)
 
     def series_info(self) -> dict[str, dict[str, Any]]:
+        """Every series' info by name. An entry that cannot be read has kind "?" and an
+        ``error``; the others read as usual."""
         raw = self.lab.redis.hgetall(self.lab.keys.series(self.id))
-        return {k.decode(): json.loads(v) for k, v in raw.items()}
+        return {k.decode("utf-8", "replace"): _series_info(v) for k, v in raw.items()}
 
     def series_meta(self, name: str) -> dict[str, Any]:
         """One series' info (one HGET, however many series the run has)."""
         raw = self.lab.redis.hget(self.lab.keys.series(self.id), name)
         if raw is None:
             raise LabstatsError(f"run {self.name!r} has no series {name!r}")
-        return json.loads(raw)
+        info = _series_info(raw)
+        if "error" in info:
+            raise LabstatsError(f"run {self.name!r}: series {name!r} is malformed ({info['error']})")
+        return info
 
     def series_names(self, include_internal: bool = False) -> list[str]:
         return sorted(n for n in self.series_info() if include_internal or not n.startswith("_"))
@@ -421,10 +452,34 @@ def _chunk_idx(data: bytes) -> np.ndarray:
     return np.array(idx, dtype=np.int64)
 
 
+def number(value: Any) -> float | None:
+    """A finite float from a stored field, or None when it is not one."""
+    try:
+        result = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return result if math.isfinite(result) else None
+
+
+_FIELDS = (("sid", int), ("kind", str), ("count", int), ("last_chunk", int))  # of series info
+
+
+def _series_info(raw: bytes) -> dict[str, Any]:
+    try:
+        info = json.loads(raw)
+        if not isinstance(info, dict) or any(not isinstance(info.get(k), t) for k, t in _FIELDS):
+            raise ValueError("fields missing or of the wrong type")
+    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+        return {"kind": "?", "count": 0, "error": str(exc)[:200]}
+    return info
+
+
 def _parse_meta(raw: dict[bytes, bytes]) -> dict[str, Any]:
     meta: dict[str, Any] = {}
     for key, value in raw.items():
-        k, v = key.decode(), value.decode("utf-8", "replace")
+        k, v = key.decode("utf-8", "replace"), value.decode("utf-8", "replace")
+        if "\ufffd" in k or "\ufffd" in v:
+            meta.setdefault("_malformed", []).append(k)
         if k in ("config", "tags", "argv", "packages"):
             try:
                 meta[k] = json.loads(v)

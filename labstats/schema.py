@@ -55,6 +55,29 @@ RUNNING, FINISHED, CRASHED = "running", "finished", "crashed"
 STATUSES = (RUNNING, FINISHED, CRASHED)
 
 
+MAX_NAME_CHARS = 512
+
+
+def series_name_problem(name: object) -> str | None:
+    """Why ``name`` cannot be a series name, or None if it can.
+
+    A series name is shown in pages and travels in URL paths (/api/runs/.../series/NAME),
+    so it must survive that round trip: no control characters, and as a path no empty,
+    "." or ".." segment (browsers, nginx and Flask would rewrite or refuse those). Any other
+    text is fine: "train/loss", "acc@5", "<b>", "λ" (the viewer percent-encodes)."""
+    if not isinstance(name, str):
+        return f"must be a string, not {type(name).__name__}"
+    if not name:
+        return "must not be empty"
+    if len(name) > MAX_NAME_CHARS:
+        return f"must have at most {MAX_NAME_CHARS} characters"
+    if any(ord(c) < 32 or ord(c) == 127 for c in name):
+        return "must not contain control characters (NUL, newline, tab...)"
+    if any(part in ("", ".", "..") for part in name.split("/")):
+        return "must not start or end with '/', hold '//', or have a '.' or '..' part"
+    return None
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key names under one prefix."""

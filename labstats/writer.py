@@ -33,21 +33,33 @@ RETRYABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, 
 # Queue item tags
 _POINTS, _COMMANDS, _MARKER = 0, 1, 2
 
-# Reserve the run's name atomically: a clash is suffixed (.2, .3, ...) or refused, and a
-# replayed batch finds its own reservation again instead of taking a second name.
-RESERVE_NAME = """
-local want, id, policy = ARGV[1], ARGV[2], ARGV[3]
-local name, i = want, 1
-while true do
-  if redis.call('HSETNX', KEYS[1], name, id) == 1 then break end
-  if redis.call('HGET', KEYS[1], name) == id then break end
-  if policy == 'error' then return redis.error_reply('NAMECLASH run name already taken: ' .. want) end
-  i = i + 1
-  name = want .. '.' .. i
-end
-redis.call('HSET', KEYS[2], 'name', name)
-return name
-"""
+# A batch may hold this pseudo-command (never sent as is): reserve the run's name, then
+# record it in the run's hash. Arguments: names key, run key, wanted name, run id, policy.
+RESERVE = b"LABSTATS.RESERVE"
+MAX_SUFFIX = 10_000
+
+
+class NameTaken(Exception):
+    """The wanted run name belongs to another run and the policy is 'error'."""
+
+
+def reserve_name(client: redis.Redis, names_key: str, wanted: str, run_id: str, policy: str) -> str:
+    """Take ``wanted`` (or ``wanted.2``, ``.3``... with policy 'suffix') for ``run_id``.
+
+    HSETNX makes the claim atomic without server-side scripting (the trainer's Redis user
+    may not run scripts), and a replayed batch finds its own claim again instead of taking
+    a second name."""
+    name = wanted
+    for n in range(2, MAX_SUFFIX):
+        if client.hsetnx(names_key, name, run_id):
+            return name
+        owner = client.hget(names_key, name)
+        if owner is not None and owner.decode() == run_id:
+            return name
+        if policy == "error":
+            raise NameTaken(f"run name already taken: {wanted}")
+        name = f"{wanted}.{n}"
+    raise NameTaken(f"run name {wanted!r} and its first {MAX_SUFFIX} suffixes are taken")
 
 
 class Writer(threading.Thread):
@@ -232,8 +244,11 @@ class Writer(threading.Thread):
         return self._redis
 
     def _execute(self, seq: int, commands: list[Command]) -> None:
-        pipe = self._client().pipeline(transaction=True)
+        client = self._client()
+        pipe = client.pipeline(transaction=True)
         for command in commands:
+            if command[0] == RESERVE:
+                command = self._reserve(client, command)
             pipe.execute_command(*command)
         pipe.set(self.keys.seq(self.run_id), seq)
         # A transaction the server discards whole (EXECABORT: a refused command, OOM, ACL)
@@ -242,5 +257,15 @@ class Writer(threading.Thread):
         for command, result in zip(commands, results, strict=False):
             if isinstance(result, redis.ResponseError):
                 log.error("labstats: Redis refused %s: %s", command[0].decode(), result)
-            elif command[0] == b"EVAL" and self.on_name is not None:
-                self.on_name(result.decode() if isinstance(result, bytes) else str(result))
+
+    def _reserve(self, client: redis.Redis, command: Command) -> Command:
+        """Run a RESERVE pseudo-command now; returns the command that records the name."""
+        names_key, run_key, wanted, run_id, policy = (arg.decode() for arg in command[1:])
+        try:
+            name = reserve_name(client, names_key, wanted, run_id, policy)
+        except NameTaken as exc:
+            log.error("labstats: %s; run %s keeps no name of its own", exc, run_id)
+            return cmd("HSET", run_key, "name_refused", wanted)
+        if self.on_name is not None:
+            self.on_name(name)
+        return cmd("HSET", run_key, "name", name)

@@ -7,16 +7,18 @@ labstats-viewer via uWSGI:         module = labstats.viewer.wsgi:app
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 import redis
 from bokeh.util.paths import bokehjs_path
 from flask import Flask, jsonify, render_template, request, send_from_directory
+from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from labstats import __version__
-from labstats.viewer import api, pages
-from labstats.viewer.sources import Source, load_sources
+from labstats.viewer import api, auth, pages
+from labstats.viewer.sources import Source, load_auth, load_sources
 
 # Bokeh needs 'unsafe-eval' (it compiles chart callbacks) and inline styles; no inline
 # scripts are used: chart specs are JSON data blocks.
@@ -27,11 +29,42 @@ CSP = (
 )
 
 
-def create_app(sources: dict[str, Source] | None = None, config: dict[str, Any] | None = None) -> Flask:
+class StrictJSONProvider(DefaultJSONProvider):
+    """JSON that browsers can parse: NaN and infinities (a config may hold them) become
+    null, documented in the API description, instead of the invalid tokens NaN/Infinity."""
+
+    sort_keys = False  # Bokeh's document JSON must keep its order
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        kwargs.setdefault("default", self.default)
+        kwargs.setdefault("ensure_ascii", self.ensure_ascii)
+        kwargs.setdefault("sort_keys", self.sort_keys)
+        try:
+            return json.dumps(obj, allow_nan=False, **kwargs)
+        except ValueError:  # a non-finite float somewhere: replace, then encode
+            return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
+
+
+def json_safe(value: Any) -> Any:
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [json_safe(v) for v in value]
+    return value
+
+
+def create_app(
+    sources: dict[str, Source] | None = None,
+    config: dict[str, Any] | None = None,
+    login: auth.AuthConfig | None = None,
+) -> Flask:
+    """The viewer. ``sources`` and ``login`` default to the viewer's config file (see
+    :mod:`labstats.viewer.sources` and :mod:`labstats.viewer.auth`)."""
     app = Flask(__name__)
     app.config.update(MAX_CONTENT_LENGTH=1 << 20)
-    # Bokeh's document JSON must keep its order (a model is defined before it is referenced).
-    app.json.sort_keys = False
+    app.json = StrictJSONProvider(app)
     app.jinja_env.policies["json.dumps_kwargs"] = {}
     if config:
         app.config.update(config)
@@ -39,6 +72,10 @@ def create_app(sources: dict[str, Source] | None = None, config: dict[str, Any] 
     app.jinja_env.globals["version"] = __version__
     # JSON as text to show (autoescape then escapes it); `tojson` is for data blocks only.
     app.jinja_env.filters["json"] = lambda value: json.dumps(value, default=str, ensure_ascii=False)
+    if login is None and sources is None:
+        section = load_auth()
+        login = auth.AuthConfig.load(section) if section else None
+    auth.init_app(app, login)
     app.register_blueprint(api.bp)
     app.register_blueprint(pages.bp)
 

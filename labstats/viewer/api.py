@@ -7,12 +7,15 @@ import io
 import json
 import math
 from typing import Any
+from urllib.parse import parse_qsl, unquote, urlsplit
 
 import numpy as np
 from flask import Blueprint, Response, current_app, jsonify, request
+from werkzeug.datastructures import MultiDict
+from werkzeug.exceptions import HTTPException
 
 from labstats.codec import INT64_MAX, INT64_MIN
-from labstats.reader import LabstatsError, Run, Series
+from labstats.reader import LabstatsError, Run, Series, number
 from labstats.viewer.downsample import MAX_POINTS, downsample
 from labstats.viewer.sources import Source
 
@@ -47,9 +50,9 @@ def get_run(source: str, run_id: str) -> Run:
 
 
 def int_arg(
-    name: str, default: int | None = None, low: int | None = None, high: int | None = None
+    name: str, default: int | None = None, low: int | None = None, high: int | None = None, args=None
 ) -> int | None:
-    raw = request.args.get(name)
+    raw = (request.args if args is None else args).get(name)
     if raw is None or raw == "":
         return default
     try:
@@ -61,6 +64,16 @@ def int_arg(
     if value is None or value < low or value > high:
         raise ApiError(400, f"query parameter {name!r} must be an integer between {low} and {high}")
     return value
+
+
+# A spreadsheet runs a cell that starts with one of these as a formula.
+_FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
+def csv_text(text: str) -> str:
+    """A text cell that a spreadsheet shows as text, never evaluates (OWASP's advice:
+    prefix a quote). Numbers are written as numbers and need no escape."""
+    return "'" + text if text.startswith(_FORMULA_START) else text
 
 
 def finite(values: np.ndarray) -> list[Any]:
@@ -87,9 +100,9 @@ def describe(value: Any) -> Any:
     return json.dumps(value, default=str)[:MAX_TEXT]
 
 
-def series_window(run: Run, name: str) -> Series:
-    start = int_arg("start")
-    stop = int_arg("stop")
+def series_window(run: Run, name: str, args=None) -> Series:
+    start = int_arg("start", args=args)
+    stop = int_arg("stop", args=args)
     try:
         return run.series(name, start, stop)
     except LabstatsError as exc:
@@ -101,27 +114,23 @@ def is_numeric(series: Series) -> bool:
 
 
 def run_summary(source: str, run: Run) -> dict[str, Any]:
+    """What the runs list shows of a run. Never raises on a malformed record: what cannot
+    be read is left out and named in ``malformed``."""
     meta = run.meta
+    host = meta.get("host")
     return {
         "source": source,
         "id": run.id,
-        "name": run.name,
+        "name": str(run.name),
         "status": run.status,
-        "started": _float(meta.get("started")),
-        "ended": _float(meta.get("ended")),
-        "heartbeat": _float(meta.get("heartbeat")),
-        "host": meta.get("host"),
-        "tags": run.tags if isinstance(run.tags, list) else [],
-        "config": run.config if isinstance(run.config, dict) else {},
+        "started": number(meta.get("started")),
+        "ended": number(meta.get("ended")),
+        "heartbeat": number(meta.get("heartbeat")),
+        "host": host if isinstance(host, str) else None,
+        "tags": run.tags,
+        "config": run.config,
+        "malformed": run.malformed,
     }
-
-
-def _float(value: Any) -> float | None:
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return None
-    return number if math.isfinite(number) else None
 
 
 def list_runs() -> list[dict[str, Any]]:
@@ -186,9 +195,13 @@ def diff(source: str, run_id: str):
 
 @bp.get("/runs/<source>/<run_id>/series/<path:name>")
 def series(source: str, run_id: str, name: str):
-    r = get_run(source, run_id)
-    max_points = int_arg("max_points", MAX_POINTS, 2, 100_000)
-    whole = request.args.get("start") in (None, "") and request.args.get("stop") in (None, "")
+    return jsonify(series_body(get_run(source, run_id), name, request.args))
+
+
+def series_body(r: Run, name: str, args) -> dict[str, Any]:
+    """A series window as the series endpoint answers it (``args``: its query parameters)."""
+    max_points = int_arg("max_points", MAX_POINTS, 2, 100_000, args=args)
+    whole = args.get("start") in (None, "") and args.get("stop") in (None, "")
     try:
         info = r.series_meta(name)
     except LabstatsError:
@@ -197,7 +210,7 @@ def series(source: str, run_id: str, name: str):
         # The whole of a long series: start from the chunk summaries, not every point.
         s, total = r.overview(name), info["count"]
     else:
-        s = series_window(r, name)
+        s = series_window(r, name, args)
         total = len(s)
     if is_numeric(s):
         values = s.values.astype(np.int8) if s.values.dtype.kind == "b" else s.values
@@ -206,11 +219,53 @@ def series(source: str, run_id: str, name: str):
     else:
         keep = slice(max(0, total - max_points), total)  # objects: the latest ones
         body = {"idx": s.idx[keep].tolist(), "values": [describe(v) for v in list(s.values)[keep]]}
-    if request.args.get("columns"):  # the charts' data source wants only the columns
-        return jsonify(body)
-    return jsonify(
-        {"name": name, "kind": s.kind, "total": total, "downsampled": len(body["idx"]) < total, **body}
-    )
+    if args.get("columns"):  # the charts' data source wants only the columns
+        return body
+    return {"name": name, "kind": s.kind, "total": total, "downsampled": len(body["idx"]) < total, **body}
+
+
+MAX_LIVE_URLS = 400  # 20 runs compared × 20 charts
+
+
+@bp.post("/live")
+def live():
+    """Everything a page polls, in one request: the status of its runs and the current
+    window of each of its charts' series (the data URLs the charts hold, zoom included).
+    Body: {"runs": ["source/run_id", ...], "series": ["/api/runs/.../series/NAME?...", ...]}."""
+    body = request.get_json(silent=True)
+    if not isinstance(body, dict):
+        raise ApiError(400, "send a JSON object with 'runs' and 'series' lists")
+    refs, urls = body.get("runs") or [], body.get("series") or []
+    if not (isinstance(refs, list) and isinstance(urls, list)) or len(refs) + len(urls) > MAX_LIVE_URLS:
+        raise ApiError(400, f"'runs' and 'series' must be lists of at most {MAX_LIVE_URLS} items in all")
+    loaded: dict[tuple[str, str], Run] = {}
+
+    def run_of(source: str, run_id: str) -> Run:
+        if (source, run_id) not in loaded:
+            loaded[source, run_id] = get_run(source, run_id)
+        return loaded[source, run_id]
+
+    answer: dict[str, Any] = {"runs": {}, "series": []}
+    for ref in refs:
+        source, _, run_id = str(ref).partition("/")
+        try:
+            answer["runs"][ref] = run_summary(source, run_of(source, run_id))
+        except ApiError as exc:
+            answer["runs"][ref] = {"error": exc.message}
+    adapter = current_app.url_map.bind("")
+    for url in urls:
+        try:
+            parts = urlsplit(str(url))
+            endpoint, values = adapter.match(unquote(parts.path), method="GET")
+            if endpoint != "api.series":
+                raise ApiError(400, "not a series URL")
+            r = run_of(values["source"], values["run_id"])
+            answer["series"].append(series_body(r, values["name"], MultiDict(parse_qsl(parts.query))))
+        except ApiError as exc:
+            answer["series"].append({"error": exc.message})
+        except HTTPException:
+            answer["series"].append({"error": "not a series URL"})
+    return jsonify(answer)
 
 
 @bp.get("/runs/<source>/<run_id>/csv/<path:name>")
@@ -219,9 +274,12 @@ def series_csv(source: str, run_id: str, name: str):
     s = series_window(r, name)
     out = io.StringIO()
     writer = csv.writer(out)
-    writer.writerow(["idx", name])
-    for i, v in zip(s.idx.tolist(), s.values if is_numeric(s) else map(describe, s.values), strict=True):
-        writer.writerow([i, v if not isinstance(v, dict | list) else json.dumps(v)])
+    writer.writerow(["idx", csv_text(name)])
+    if is_numeric(s):
+        writer.writerows(zip(s.idx.tolist(), s.values.tolist(), strict=True))
+    else:
+        for i, v in zip(s.idx.tolist(), map(describe, s.values), strict=True):
+            writer.writerow([i, csv_text(v if isinstance(v, str) else json.dumps(v))])
     filename = "".join(c if c.isalnum() or c in "-_." else "_" for c in f"{r.name}-{name}")[:120]
     return Response(
         out.getvalue(),

@@ -15,7 +15,7 @@ from bokeh.models import AjaxDataSource, ColorBar, CustomJS, HoverTool, LinearCo
 from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
 
-POLL_MS = 1000  # live runs: new points show within ~1 s of reaching the replica
+LIVE_TAG = "labstats-live"  # marks the data sources viewer.js refreshes while a run runs
 
 # A user's zoom or pan (not the automatic ranging as data arrives, which must not freeze a
 # live chart's window) asks the API for the visible window, at full resolution when few
@@ -82,12 +82,14 @@ def _build_line_chart(title: str, lines: list[tuple[str, str]], live: bool, targ
     )
     pairs = []
     for n, (label, url) in enumerate(lines):
+        # Live sources do not poll on their own: viewer.js fetches every live chart of the
+        # page in one request per second (POST /api/live).
         source = AjaxDataSource(
             data_url=url,
             method="GET",
             mode="replace",
-            polling_interval=POLL_MS if live else None,
             data={"idx": [], "values": []},
+            tags=[LIVE_TAG] if live else [],
         )
         color = Category10_10[n % 10]
         kwargs = {"legend_label": label} if len(lines) > 1 else {}

@@ -9,8 +9,9 @@ from typing import Any
 import numpy as np
 from flask import Blueprint, abort, render_template, request
 
+from labstats.reader import LabstatsError
 from labstats.viewer import charts
-from labstats.viewer.api import ApiError, describe, get_run, list_runs, run_summary, tensor_at
+from labstats.viewer.api import ApiError, describe, get_run, int_arg, list_runs, run_summary, tensor_at
 
 bp = Blueprint("pages", __name__)
 
@@ -25,11 +26,17 @@ def _page_error(exc: ApiError):
 bp.register_error_handler(ApiError, _page_error)
 
 
+# The runs list's own query parameters: only these are ever copied into a URL the page
+# builds (url_for would take _external, _scheme, _method... as its own options).
+LIST_FILTERS = ("q", "status", "tag", "sort", "limit")
+
+
 @bp.get("/")
 def index():
     runs = list_runs()
     tags = sorted({t for r in runs for t in r["tags"]})
-    return render_template("runs.html", runs=runs, tags=tags, args=request.args)
+    filters = {k: request.args[k] for k in LIST_FILTERS if request.args.get(k)}
+    return render_template("runs.html", runs=runs, tags=tags, args=filters)
 
 
 @bp.get("/runs/<source>/<run_id>")
@@ -38,48 +45,20 @@ def run_page(source: str, run_id: str):
     summary = run_summary(source, run)
     info = run.series_info()
     live = summary["status"] == "running"
-    at = request.args.get("step")
     try:
-        at_idx = int(at) if at else None
-    except ValueError:
-        at_idx = None
+        at_idx = int_arg("step")
+    except ApiError:
+        at_idx = None  # a step picker typo shows the latest value
     plots, texts, tensors = [], [], []
     # Internal series (_epoch) after the user's own.
     for n, (name, i) in enumerate(sorted(info.items(), key=lambda item: (item[0].startswith("_"), item[0]))):
         if n >= MAX_CHARTS:
             break
-        target = f"chart-{n}"
-        if i.get("kind") in ("f", "i", "b"):
-            spec = charts.line_chart(name, [(name, charts.series_url(source, run.id, name))], live, target)
-            plots.append({"name": name, "target": target, "spec": spec, "count": i.get("count")})
-            continue
-        last = run.latest(name)
-        if last is not None and isinstance(last[1], np.ndarray):
-            try:
-                idx, value = tensor_at(run, name, at_idx)
-            except ApiError as exc:
-                tensors.append({"name": name, "target": target, "spec": None, "error": exc.message})
-                continue
-            spec = charts.tensor_chart(name, value, idx, target) if value.dtype.kind in "fiub" else None
-            tensors.append(
-                {
-                    "name": name,
-                    "target": target,
-                    "spec": spec,
-                    "idx": idx,
-                    "dtype": str(value.dtype),
-                    "shape": list(value.shape),
-                    "steps": run.steps(name, 200).tolist(),
-                }
-            )
-        else:
-            recent = run.steps(name, TEXT_ROWS)  # read only the newest values
-            shown = run.series(name, int(recent.min()), None) if len(recent) else None
-            pairs = (
-                list(zip(shown.idx.tolist(), list(shown.values), strict=True))[-TEXT_ROWS:] if shown else []
-            )
-            rows = [(i_, _text(v)) for i_, v in reversed(pairs)]
-            texts.append({"name": name, "rows": rows, "count": i.get("count", 0)})
+        try:
+            _add_series(run, source, name, i, f"chart-{n}", live, at_idx, plots, texts, tensors)
+        except (LabstatsError, ValueError, TypeError, KeyError) as exc:
+            # One unreadable series (a record not written by labstats) must not hide the rest.
+            texts.append({"name": name, "rows": [], "count": 0, "error": f"malformed series: {exc}"})
     return render_template(
         "run.html",
         run=run,
@@ -95,6 +74,40 @@ def run_page(source: str, run_id: str):
         truncated=len(info) > MAX_CHARTS,
         live=live,
     )
+
+
+def _add_series(run, source, name, i, target, live, at_idx, plots, texts, tensors) -> None:
+    if "error" in i:
+        raise ValueError(i["error"])
+    if i.get("kind") in ("f", "i", "b"):
+        spec = charts.line_chart(name, [(name, charts.series_url(source, run.id, name))], live, target)
+        plots.append({"name": name, "target": target, "spec": spec, "count": i.get("count")})
+        return
+    last = run.latest(name)
+    if last is not None and isinstance(last[1], np.ndarray):
+        try:
+            idx, value = tensor_at(run, name, at_idx)
+        except ApiError as exc:
+            tensors.append({"name": name, "target": target, "spec": None, "error": exc.message})
+            return
+        spec = charts.tensor_chart(name, value, idx, target) if value.dtype.kind in "fiub" else None
+        tensors.append(
+            {
+                "name": name,
+                "target": target,
+                "spec": spec,
+                "idx": idx,
+                "dtype": str(value.dtype),
+                "shape": list(value.shape),
+                "steps": run.steps(name, 200).tolist(),
+            }
+        )
+        return
+    recent = run.steps(name, TEXT_ROWS)  # read only the newest values
+    shown = run.series(name, int(recent.min()), None) if len(recent) else None
+    pairs = list(zip(shown.idx.tolist(), list(shown.values), strict=True))[-TEXT_ROWS:] if shown else []
+    rows = [(i_, _text(v)) for i_, v in reversed(pairs)]
+    texts.append({"name": name, "rows": rows, "count": i.get("count", 0)})
 
 
 def _text(value: Any) -> str:
@@ -140,4 +153,7 @@ def compare():
             for _, r in runs
         ]
         table.append({"key": key, "cells": values, "differs": len(set(values)) > 1})
-    return render_template("compare.html", runs=runs, plots=plots, table=table, names=names)
+    live_refs = [f"{s}/{r.id}" for s, r in runs if r.status == "running"]
+    return render_template(
+        "compare.html", runs=runs, plots=plots, table=table, names=names, live_refs=live_refs
+    )

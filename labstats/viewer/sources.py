@@ -38,8 +38,18 @@ class Source:
         return self._lab
 
 
+def config_path(path: str | None = None) -> str | None:
+    return path or os.environ.get("LABSTATS_VIEWER_CONFIG")
+
+
+def load_auth(path: str | None = None) -> dict | None:
+    """The [auth] section of the viewer's config (see labstats.viewer.auth), if any."""
+    path = config_path(path)
+    return tomllib.loads(Path(path).read_text()).get("auth") if path else None
+
+
 def load_sources(path: str | None = None) -> dict[str, Source]:
-    path = path or os.environ.get("LABSTATS_VIEWER_CONFIG")
+    path = config_path(path)
     if path:
         data = tomllib.loads(Path(path).read_text())
         sources = {}

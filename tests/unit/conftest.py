@@ -23,12 +23,18 @@ def free_port() -> int:
 class RedisServer:
     """A redis-server of our own on a free loopback port, with AOF so restarts keep data."""
 
-    def __init__(self, workdir: Path, port: int | None = None) -> None:
+    def __init__(self, workdir: Path, port: int | None = None, extra_args: tuple[str, ...] = ()) -> None:
         if shutil.which("redis-server") is None:
             pytest.fail("redis-server is not installed (apt-get install redis-server; make host does it)")
         self.workdir = workdir
         self.port = port or free_port()
         self.proc: subprocess.Popen | None = None
+        self.extra_args = extra_args
+        self.username: str | None = None
+        self.password: str | None = None
+
+    def url_for(self, user: str, password: str) -> str:
+        return f"redis://{user}:{password}@127.0.0.1:{self.port}/0"
 
     @property
     def url(self) -> str:
@@ -38,7 +44,8 @@ class RedisServer:
         self.workdir.mkdir(parents=True, exist_ok=True)
         self.proc = subprocess.Popen(
             ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--dir", str(self.workdir),
-             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", "redis.log"],
+             "--appendonly", "yes", "--appendfsync", "always", "--save", "", "--logfile", "redis.log",
+             *self.extra_args],
         )  # fmt: skip
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -55,8 +62,9 @@ class RedisServer:
             self.proc.wait(10)
         self.proc = None
 
-    def client(self) -> redis.Redis:
-        return redis.Redis(port=self.port, socket_timeout=5)
+    def client(self, user: str | None = None, password: str | None = None) -> redis.Redis:
+        user, password = user or self.username, password or self.password
+        return redis.Redis(port=self.port, socket_timeout=5, username=user, password=password)
 
 
 @pytest.fixture(scope="session")
@@ -85,3 +93,34 @@ def url(redis_server, monkeypatch):
 @pytest.fixture
 def lab(url):
     return labstats.connect(url)
+
+
+# The Redis users exactly as the redis role writes them (roles/redis/templates/users.acl.j2).
+ACL_PASSWORDS = {"trainer": "trainer-pw", "viewer": "viewer-pw", "replication": "repl-pw", "ops": "ops-pw"}
+
+
+def render_acl(role: str = "master") -> str:
+    import hashlib
+
+    import jinja2
+
+    templates = Path(__file__).resolve().parents[2] / "roles" / "redis" / "templates"
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates), trim_blocks=True)
+    env.filters["hash"] = lambda text, algo: hashlib.new(algo, text.encode()).hexdigest()
+    return env.get_template("users.acl.j2").render(
+        ansible_managed="Ansible managed", redis_role=role, redis_key_prefix="ls", redis__passwords=ACL_PASSWORDS
+    )
+
+
+@pytest.fixture(scope="session")
+def acl_server(tmp_path_factory):
+    """A redis-server with the role's ACL users (default user off), as on a training box."""
+    workdir = tmp_path_factory.mktemp("redis-acl")
+    (workdir / "users.acl").write_text(render_acl())
+    # Debug commands on, so that it is the ACL (not that setting) that refuses them.
+    args = ("--aclfile", str(workdir / "users.acl"), "--enable-debug-command", "yes")
+    server = RedisServer(workdir, extra_args=args)
+    server.username, server.password = "ops", ACL_PASSWORDS["ops"]
+    server.start()
+    yield server
+    server.stop()

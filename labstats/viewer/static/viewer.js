@@ -46,16 +46,42 @@ function liveRunsList(table) {
   }, 5000);
 }
 
-function liveRun(badge) {
-  setInterval(async () => {
+// One request per second for the whole page: the status of its live runs and the current
+// window (zoom included) of every live chart, however many charts the page has.
+const POLL_MS = 1000;
+
+function liveSources() {
+  if (!window.Bokeh) return [];
+  return Bokeh.documents.flatMap((d) => [...d.all_models])
+    .filter((m) => "data_url" in m && (m.tags || []).includes("labstats-live"));
+}
+
+function livePage(block) {
+  const runs = JSON.parse(block.textContent);
+  const timer = setInterval(async () => {
+    const sources = liveSources();
     try {
-      const run = await fetchJSON(badge.dataset.liveUrl);
-      setStatus(badge, run.status);
+      const response = await fetch(block.dataset.url, {
+        method: "POST",
+        credentials: "same-origin",
+        headers: { "Content-Type": "application/json", Accept: "application/json" },
+        body: JSON.stringify({ runs, series: sources.map((s) => s.data_url) }),
+      });
+      if (!response.ok) throw new Error(`live update: ${response.status}`);
+      const answer = await response.json();
+      answer.series.forEach((data, k) => {
+        if (data && data.idx && sources[k]) sources[k].data = { idx: data.idx, values: data.values };
+      });
+      const states = Object.values(answer.runs);
+      const badge = document.getElementById("status");
       const beat = document.getElementById("heartbeat");
-      beat.dataset.time = run.heartbeat ?? "";
-      showTimes(beat.parentElement);
+      if (badge && states.length === 1 && states[0].status) {
+        setStatus(badge, states[0].status);
+        if (beat) { beat.dataset.time = states[0].heartbeat ?? ""; showTimes(beat.parentElement); }
+      }
+      if (states.length && states.every((r) => r.status && r.status !== "running")) clearInterval(timer);
     } catch (err) { console.warn(err); }
-  }, 2000);
+  }, POLL_MS);
 }
 
 document.addEventListener("DOMContentLoaded", () => {
@@ -63,6 +89,6 @@ document.addEventListener("DOMContentLoaded", () => {
   embedCharts();
   const table = document.getElementById("runs");
   if (table) liveRunsList(table);
-  const badge = document.getElementById("status");
-  if (badge && badge.dataset.liveUrl) liveRun(badge);
+  const live = document.getElementById("live-runs");
+  if (live) livePage(live);
 });

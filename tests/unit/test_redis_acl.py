@@ -1,0 +1,100 @@
+"""The Redis users the redis role writes, loaded into a real redis-server: the logger works
+as the trainer user, and every command outside what the logger needs is refused."""
+
+import numpy as np
+import pytest
+import redis
+from conftest import ACL_PASSWORDS
+
+import labstats
+
+# Commands the trainer must never run: scripting (a script can stall the server and the
+# trainer cannot kill it), server administration, whole-keyspace and pub/sub commands.
+TRAINER_DENIED = [
+    ("EVAL", "while true do end", "0"),
+    ("EVAL", "return 1", "0"),
+    ("EVAL_RO", "return 1", "0"),
+    ("EVALSHA", "e0e1f9fabfc9d4800c877a703b823ac0578ff8db", "0"),
+    ("SCRIPT", "LOAD", "return 1"),
+    ("SCRIPT", "KILL"),
+    ("FUNCTION", "LOAD", "#!lua name=evil\nredis.register_function('f', function() return 1 end)"),
+    ("FUNCTION", "DELETE", "evil"),
+    ("FUNCTION", "FLUSH"),
+    ("FCALL", "f", "0"),
+    ("CONFIG", "SET", "appendonly", "no"),
+    ("CONFIG", "GET", "*"),
+    ("FLUSHALL",),
+    ("FLUSHDB",),
+    ("KEYS", "*"),
+    ("DEBUG", "SLEEP", "0"),
+    ("SHUTDOWN", "NOSAVE"),
+    ("SAVE",),
+    ("BGSAVE",),
+    ("REPLICAOF", "127.0.0.1", "1"),
+    ("ACL", "LIST"),
+    ("CLIENT", "KILL", "ID", "1"),
+    ("CLIENT", "PAUSE", "1000"),
+    ("MONITOR",),
+    ("SWAPDB", "0", "1"),
+    ("MIGRATE", "127.0.0.1", "1", "ls:x", "0", "10"),
+    ("RESTORE", "ls:x", "0", "junk"),
+    ("DEL", "ls:runs"),
+    ("RENAME", "ls:runs", "ls:other"),
+    ("BLPOP", "ls:list", "1"),
+    ("PUBLISH", "channel", "x"),
+    ("SET", "other:key", "outside the labstats prefix"),
+    ("GET", "other:key"),
+]
+
+VIEWER_DENIED = [
+    ("SET", "ls:x", "1"),
+    ("HSET", "ls:run:x", "name", "y"),
+    ("EVAL_RO", "return 1", "0"),
+    ("FCALL_RO", "f", "0"),
+    ("KEYS", "*"),
+    ("XREAD", "BLOCK", "0", "STREAMS", "ls:s", "$"),
+    ("CONFIG", "GET", "*"),
+]
+
+
+def as_user(server, user):
+    return server.client(user, ACL_PASSWORDS[user])
+
+
+@pytest.mark.parametrize("command", TRAINER_DENIED, ids=lambda c: " ".join(c)[:40])
+def test_trainer_is_refused_everything_the_logger_does_not_need(acl_server, command):
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        as_user(acl_server, "trainer").execute_command(*command)
+
+
+@pytest.mark.parametrize("command", VIEWER_DENIED, ids=lambda c: " ".join(c)[:40])
+def test_viewer_only_reads(acl_server, command):
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        as_user(acl_server, "viewer").execute_command(*command)
+
+
+def test_default_user_is_off(acl_server):
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(port=acl_server.port, socket_timeout=5).ping()
+
+
+def test_the_logger_works_as_the_trainer_user(acl_server, tmp_path):
+    url = acl_server.url_for("trainer", ACL_PASSWORDS["trainer"])
+    runs = []
+    for _ in range(2):  # the second run's name clashes: reserved without any script
+        with labstats.Stats(tmp_path / "acl", name="acl-run", url=url, config={"lr": 0.1}) as stats:
+            stats.watch(np.arange(3000, dtype=np.float32), "big")  # a blob, not inline
+            for step in range(50):
+                stats.update(0, 1000, 1, step)
+                stats.log(step=step, loss=1.0 / (step + 1), note=f"s{step}")
+        assert stats.pending_spool is None  # nothing was refused and left in the spool
+        runs.append(stats)
+    assert [s.name for s in runs] == ["acl-run", "acl-run.2"]
+    lab = labstats.connect(acl_server.url_for("viewer", ACL_PASSWORDS["viewer"]))
+    for stats in runs:
+        run = lab.run(stats.run_id)
+        assert run.name == stats.name
+        assert run.status == "finished"
+        assert len(run.series("loss")) == 50
+        assert len(run.series("big")) == 50
+        assert run.series("note").values[-1] == "s49"
