@@ -2,7 +2,8 @@
 
 import labstats, labstats.plot as lp
 from bokeh.io import output_notebook, show
-output_notebook()                      # BokehJS is bundled with bokeh: works offline
+from bokeh.resources import INLINE
+output_notebook(INLINE)                # BokehJS from the bokeh package (the default is a CDN)
 lab = labstats.connect()
 run = lab.run("exp42")
 show(lp.series(run, "loss"))           # a long series, downsampled keeping extremes

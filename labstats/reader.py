@@ -266,7 +266,7 @@ class Lab:
             return self._load(ids)
         candidates = self._candidates(name, tag, status)
         runs = [r for r in self._load(candidates) if _matches(r, name, status, params)]
-        runs.sort(key=lambda r: float(r.meta.get("started") or 0), reverse=True)
+        runs.sort(key=lambda r: number(r.meta.get("started")) or 0.0, reverse=True)
         return runs[offset : None if limit is None else offset + limit]
 
     def _candidates(self, name: str | None, tag: str | None, status: str | None) -> list[str]:

@@ -140,3 +140,29 @@ def test_short_series_overview_is_the_series(tmp_path, lab):
         for i in range(50):
             stats.log(step=i, v=float(i))
     assert lab.run("run").overview("v").idx.tolist() == list(range(50))
+
+
+def test_the_regenerate_recipe_quotes_every_recorded_field(url, tmp_path):
+    """A record is data: run in a shell, the recipe passes each hostile field as one word."""
+    import subprocess
+
+    from labstats import schema
+
+    pwned = tmp_path / "pwned"
+    hostile = f"main && touch {pwned}; $(touch {pwned}) `touch {pwned}` ' \" \n"
+    r = labstats.connect(url).redis
+    keys = schema.Keys()
+    r.hset(keys.run("evil"), mapping={
+        "name": "evil", "cwd": hostile, "git_commit": hostile, "git_dirty": "1",
+        "argv": __import__("json").dumps(["python", hostile, "--lr", "0.1"]),
+    })  # fmt: skip
+    recipe = labstats.connect(url).run("evil").regenerate_command()
+    assert recipe.startswith("set -e\n")
+    # Stand-ins record their arguments instead of acting.
+    stubs = "cd() { printf 'cd<%s>\\n' \"$@\"; }; git() { printf 'git<%s>\\n' \"$@\"; }; "
+    stubs += "labstats() { :; }; python() { printf 'python<%s>\\n' \"$@\"; }; "
+    out = subprocess.run(["bash", "-c", stubs + recipe], capture_output=True, text=True, check=True).stdout
+    assert not pwned.exists()
+    assert f"cd<{hostile}>" in out
+    assert f"git<{hostile}>" in out
+    assert f"python<{hostile}>\npython<--lr>" in out

@@ -1,12 +1,15 @@
 """The viewer app with Flask's test client, against the real redis-server fixture."""
 
+import csv
+import io
+import json
 import re
 
 import numpy as np
 import pytest
 
 import labstats
-from labstats.viewer import create_app
+from labstats.viewer import charts, create_app
 from labstats.viewer.downsample import downsample
 from labstats.viewer.sources import Source
 
@@ -169,3 +172,44 @@ def test_run_page_decodes_only_the_tensor_it_shows(client, tmp_path, url, monkey
     body = client.get(f"/api/runs/local/{stats.run_id}/tensor/w?idx=35").json
     assert body["idx"] == 30
     assert set(body["values"]) == {3.0}
+
+
+def test_csv_cells_never_start_a_formula(client, url, tmp_path):
+    with labstats.Stats(tmp_path / "csv") as stats:
+        for i, text in enumerate(["=HYPERLINK(\"http://x\")", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "plain"]):
+            stats.log(step=i, cell=text, num=-1.5)
+        stats.log(step=0, **{"=cmd|' /C calc'!A0": -1.0})
+    text = client.get(f"/api/runs/local/{stats.run_id}/csv/cell").get_data(as_text=True)
+    cells = [row[1] for row in csv.reader(io.StringIO(text, newline=""))][1:]
+    assert cells == ["'=HYPERLINK(\"http://x\")", "'+1", "'-2+3", "'@SUM(A1)", "'\tx", "'\rx", "plain"]
+    numbers = client.get(f"/api/runs/local/{stats.run_id}/csv/num").get_data(as_text=True).splitlines()
+    assert numbers[1] == "0,-1.5"  # numbers stay numbers
+    header = client.get(f"/api/runs/local/{stats.run_id}/csv/=cmd%7C' %2FC calc'!A0").get_data(as_text=True)
+    assert header.splitlines()[0] == "idx,'=cmd|' /C calc'!A0"
+
+
+def test_query_parameters_reach_page_urls_only_from_an_allowlist(client, run_id):
+    page = client.get("/?_method=POST&_external=1&_scheme=javascript&_anchor=x&q=hostile&evil=1")
+    assert page.status_code == 200
+    live_url = re.search(r'data-live-url="([^"]+)"', page.get_data(as_text=True)).group(1)
+    assert live_url == "/api/runs?q=hostile"
+
+
+def test_nan_and_infinity_in_a_config_are_sent_as_null(client, tmp_path):
+    with labstats.Stats(tmp_path / "nan", config={"lr": float("nan"), "wd": float("-inf")}):
+        pass
+    text = client.get("/api/runs").get_data(as_text=True)
+    assert "NaN" not in text and "Infinity" not in text
+    assert {"lr": None, "wd": None} in [r["config"] for r in json.loads(text)["runs"]]
+
+
+def test_a_live_page_polls_once_for_all_its_charts(client, run_id):
+    names = ["loss", "acc"]
+    urls = [charts.series_url("local", run_id, n) for n in names]
+    zoomed = urls[0] + "&start=100&stop=200"
+    body = client.post("/api/live", json={"runs": [f"local/{run_id}"], "series": [*urls, zoomed]}).json
+    assert body["runs"][f"local/{run_id}"]["status"] == "finished"
+    for url, data in zip([*urls, zoomed], body["series"], strict=True):
+        assert data == client.get(url).json  # the same window as the chart's own URL gives
+    assert body["series"][2]["idx"] == list(range(100, 201))
+    assert client.post("/api/live", data="junk").status_code == 400
