@@ -108,7 +108,10 @@ def render_acl(role: str = "master") -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(templates), trim_blocks=True)
     env.filters["hash"] = lambda text, algo: hashlib.new(algo, text.encode()).hexdigest()
     return env.get_template("users.acl.j2").render(
-        ansible_managed="Ansible managed", redis_role=role, redis_key_prefix="ls", redis__passwords=ACL_PASSWORDS
+        ansible_managed="Ansible managed",
+        redis_role=role,
+        redis_key_prefix="ls",
+        redis__passwords=ACL_PASSWORDS,
     )
 
 

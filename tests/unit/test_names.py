@@ -9,7 +9,21 @@ from labstats.viewer.sources import Source
 
 ACCEPTED = ["loss", "train/loss", "acc@5", "λ réseau", "a b", "100%", "q?x=1", "#tag", "<b>", "a.b", "...x",
             "x/.hidden", "=1+2", "a\\b", "+", "_private"]  # fmt: skip
-REFUSED = ["", ".", "..", "a//b", "/a", "a/", "a/./b", "a/../b", "a\x00b", "a\nb", "tab\there", "del\x7f", "x" * 513]
+REFUSED = [
+    "",
+    ".",
+    "..",
+    "a//b",
+    "/a",
+    "a/",
+    "a/./b",
+    "a/../b",
+    "a\x00b",
+    "a\nb",
+    "tab\there",
+    "del\x7f",
+    "x" * 513,
+]
 
 
 @pytest.mark.parametrize("name", REFUSED, ids=repr)

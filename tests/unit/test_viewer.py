@@ -31,7 +31,10 @@ def run_id(tmp_path, url):
     with labstats.Stats(tmp_path / "run", name=HOSTILE, config={"lr": 0.1, "note": "<b>bold</b>"}) as stats:
         for i in range(5000):
             stats.log(step=i, loss=float(np.sin(i / 100)) + (10.0 if i == 1234 else 0.0), acc=i / 5000)
-        hostile_values = {HOSTILE_SERIES: "<img src=x onerror=alert(1)>", "weights": np.eye(4, dtype=np.float32)}
+        hostile_values = {
+            HOSTILE_SERIES: "<img src=x onerror=alert(1)>",
+            "weights": np.eye(4, dtype=np.float32),
+        }
         stats.log(step=10, **hostile_values)
     return stats.run_id
 
@@ -176,12 +179,12 @@ def test_run_page_decodes_only_the_tensor_it_shows(client, tmp_path, url, monkey
 
 def test_csv_cells_never_start_a_formula(client, url, tmp_path):
     with labstats.Stats(tmp_path / "csv") as stats:
-        for i, text in enumerate(["=HYPERLINK(\"http://x\")", "+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "plain"]):
+        for i, text in enumerate(['=HYPERLINK("http://x")', "+1", "-2+3", "@SUM(A1)", "\tx", "\rx", "plain"]):
             stats.log(step=i, cell=text, num=-1.5)
         stats.log(step=0, **{"=cmd|' /C calc'!A0": -1.0})
     text = client.get(f"/api/runs/local/{stats.run_id}/csv/cell").get_data(as_text=True)
     cells = [row[1] for row in csv.reader(io.StringIO(text, newline=""))][1:]
-    assert cells == ["'=HYPERLINK(\"http://x\")", "'+1", "'-2+3", "'@SUM(A1)", "'\tx", "'\rx", "plain"]
+    assert cells == ['\'=HYPERLINK("http://x")', "'+1", "'-2+3", "'@SUM(A1)", "'\tx", "'\rx", "plain"]
     numbers = client.get(f"/api/runs/local/{stats.run_id}/csv/num").get_data(as_text=True).splitlines()
     assert numbers[1] == "0,-1.5"  # numbers stay numbers
     header = client.get(f"/api/runs/local/{stats.run_id}/csv/=cmd%7C' %2FC calc'!A0").get_data(as_text=True)
@@ -199,7 +202,8 @@ def test_nan_and_infinity_in_a_config_are_sent_as_null(client, tmp_path):
     with labstats.Stats(tmp_path / "nan", config={"lr": float("nan"), "wd": float("-inf")}):
         pass
     text = client.get("/api/runs").get_data(as_text=True)
-    assert "NaN" not in text and "Infinity" not in text
+    assert "NaN" not in text
+    assert "Infinity" not in text
     assert {"lr": None, "wd": None} in [r["config"] for r in json.loads(text)["runs"]]
 
 

@@ -21,7 +21,11 @@ def login(tmp_path):
     (tmp_path / "tokens").write_text(f"# comment\nci:{hash_token(TOKEN)}\n")
     (tmp_path / "secret").write_text("s" * 48)
     return AuthConfig.load(
-        {"users_file": str(users), "tokens_file": str(tmp_path / "tokens"), "secret_file": str(tmp_path / "secret")}
+        {
+            "users_file": str(users),
+            "tokens_file": str(tmp_path / "tokens"),
+            "secret_file": str(tmp_path / "secret"),
+        }
     )
 
 
@@ -105,7 +109,9 @@ def test_login_from_another_site_is_refused(app):
     assert log_in(client, Origin="http://localhost").status_code == 302  # the test client's host
 
 
-@pytest.mark.parametrize("target", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:x"])
+@pytest.mark.parametrize(
+    "target", ["//evil.example/x", "https://evil.example/", "/\\evil.example", "javascript:x"]
+)
 def test_no_open_redirect_after_login(app, target):
     client = app.test_client()
     answer = client.post("/login", data={"user": "alice", "password": PASSWORD, "next": target})
