@@ -118,12 +118,24 @@ def render_acl(role: str = "master") -> str:
 @pytest.fixture(scope="session")
 def acl_server(tmp_path_factory):
     """A redis-server with the role's ACL users (default user off), as on a training box."""
-    workdir = tmp_path_factory.mktemp("redis-acl")
+    server = start_acl_server(tmp_path_factory.mktemp("redis-acl"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def own_acl_server(tmp_path):
+    """The same, for a test that stops and restarts it."""
+    server = start_acl_server(tmp_path / "redis-acl")
+    yield server
+    server.stop()
+
+
+def start_acl_server(workdir: Path) -> RedisServer:
+    workdir.mkdir(parents=True, exist_ok=True)
     (workdir / "users.acl").write_text(render_acl())
     # Debug commands on, so that it is the ACL (not that setting) that refuses them.
     args = ("--aclfile", str(workdir / "users.acl"), "--enable-debug-command", "yes")
     server = RedisServer(workdir, extra_args=args)
     server.username, server.password = "ops", ACL_PASSWORDS["ops"]
-    server.start()
-    yield server
-    server.stop()
+    return server.start()

@@ -98,3 +98,23 @@ def test_the_logger_works_as_the_trainer_user(acl_server, tmp_path):
         assert len(run.series("loss")) == 50
         assert len(run.series("big")) == 50
         assert run.series("note").values[-1] == "s49"
+
+
+def test_default_user_is_off_but_the_append_only_file_replays_after_a_restart(own_acl_server, tmp_path):
+    """Redis replays its AOF as the default user and drops each MULTI/EXEC that user may not
+    run: with a default user without rights, every batch logged since the last rewrite was
+    lost at the next restart (seen on Redis 7.0)."""
+    url = own_acl_server.url_for("trainer", ACL_PASSWORDS["trainer"])
+    with labstats.Stats(tmp_path / "r", name="survivor", url=url) as stats:
+        for step in range(300):
+            stats.log(step=step, loss=float(step))
+    own_acl_server.stop()
+    own_acl_server.start()
+    with pytest.raises(redis.exceptions.AuthenticationError):
+        redis.Redis(port=own_acl_server.port, socket_timeout=5).get("ls:schema")
+    run = labstats.connect(own_acl_server.url_for("viewer", ACL_PASSWORDS["viewer"])).run(stats.run_id)
+    assert run.name == "survivor"
+    assert run.status == "finished"
+    assert run.series("loss").values.tolist() == [float(s) for s in range(300)]
+    log = (own_acl_server.workdir / "redis.log").read_text()
+    assert "ACLs rules changed" not in log
