@@ -149,22 +149,46 @@ def web_password(user: str = "labstats") -> str:
         return f.read().strip()
 
 
-def https_get(path: str, auth: tuple[str, str] | None = None, timeout: float = 10.0):
-    """GET through nginx from the controller, as a browser would. Returns (status, headers, body)."""
-    import base64
+def web_token(name: str = "labstats") -> str:
+    """The API token scripts use (Authorization: Bearer ...)."""
+    with open(os.path.join(credentials_dir(), "web", f"{name}.token")) as f:
+        return f.read().strip()
+
+
+def https_request(path: str, method: str = "GET", token: str | None = None, headers: dict | None = None,
+                  data: bytes | None = None, timeout: float = 10.0):  # fmt: skip
+    """A request through nginx from the controller, following no redirect.
+    Returns (status, headers, body)."""
     import ssl
     import urllib.error
     import urllib.request
 
+    class NoRedirect(urllib.request.HTTPRedirectHandler):
+        def redirect_request(self, *args, **kwargs):
+            return None
+
     context = ssl.create_default_context()
     context.check_hostname = False
     context.verify_mode = ssl.CERT_NONE  # the lab's certificate is self-signed
-    request = urllib.request.Request(web_url(path))
-    if auth:
-        token = base64.b64encode(f"{auth[0]}:{auth[1]}".encode()).decode()
-        request.add_header("Authorization", f"Basic {token}")
+    opener = urllib.request.build_opener(urllib.request.HTTPSHandler(context=context), NoRedirect)
+    request = urllib.request.Request(web_url(path), data=data, method=method, headers=headers or {})
+    if token:
+        request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, context=context, timeout=timeout) as response:
+        with opener.open(request, timeout=timeout) as response:
             return response.status, response.headers, response.read()
     except urllib.error.HTTPError as error:
         return error.code, error.headers, error.read()
+
+
+def https_get(path: str, token: str | None = None, headers: dict | None = None, timeout: float = 10.0):
+    return https_request(path, token=token, headers=headers, timeout=timeout)
+
+
+def viewer_login(page, user: str = "labstats") -> None:
+    """Log in to the viewer in a browser page as a person does: the login form."""
+    page.goto(web_url("/login"))
+    page.fill("input[name=user]", user)
+    page.fill("input[name=password]", web_password(user))
+    page.click("form.login button")
+    page.wait_for_url(lambda url: "/login" not in url)

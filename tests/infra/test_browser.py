@@ -1,6 +1,7 @@
 """A real browser (Debian's Chromium, driven by Playwright) opens the viewer through nginx,
-logs in, opens a run logged on the training box and finds its charts drawn with data.
-The screenshot is kept in artifacts/ (a CI artifact)."""
+logs in on its login page, opens a run logged on the training box and finds its charts
+drawn with data; a live run updates with one request per second for the whole page.
+The screenshots are kept in artifacts/ (a CI artifact)."""
 
 import json
 import os
@@ -9,7 +10,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import box, https_get, log_run_on_trainbox, wait_until, web_password, web_url
+from conftest import box, https_get, log_run_on_trainbox, viewer_login, wait_until, web_token, web_url
 from playwright.sync_api import sync_playwright
 
 testinfra_hosts = ["webbox"]
@@ -31,17 +32,17 @@ def browser():
 
 def test_a_logged_in_browser_sees_the_run_charted(host, browser):
     name, run_id = log_run_on_trainbox("browser-check", steps=2000)
-    assert wait_until(
-        lambda: https_get(f"/api/runs/trainbox/{run_id}", auth=("labstats", web_password()))[0] == 200
-    )
+    assert wait_until(lambda: https_get(f"/api/runs/trainbox/{run_id}", token=web_token())[0] == 200)
     context = browser.new_context(
         ignore_https_errors=True,  # the lab's certificate is self-signed
-        http_credentials={"username": "labstats", "password": web_password()},
         viewport={"width": 1280, "height": 1400},
     )
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
+    page.goto(web_url("/"))
+    assert "/login" in page.url  # not logged in yet: the login page
+    viewer_login(page)
     page.goto(web_url("/"))
     page.click(f'table.runs a:text-is("{name}")')
     page.wait_for_selector("#chart-0[data-rendered=true]", timeout=20_000)
@@ -67,34 +68,45 @@ LIVE_SCRIPT = """
 import time, labstats
 with labstats.Stats("runs/live-check", flush_interval=0.1) as stats:
     for i in range(150):
-        stats.log(step=i, v=float(i))
+        stats.log(step=i, v=float(i), w=float(-i), x=float(i % 7))
         time.sleep(0.2)
 """
 
 
-def test_a_running_run_updates_in_the_browser_within_two_seconds(host, browser):
+def test_a_running_run_updates_in_the_browser_within_two_seconds_with_one_request_per_second(host, browser):
     train = box("trainbox")
     with train.sudo("researcher"):
         train.run("cd ~ && (nohup /opt/labstats/venv/bin/python -c %s >/dev/null 2>&1 &)", LIVE_SCRIPT)
-    login = ("labstats", web_password())
 
     def run_id():
-        status, _, body = https_get("/api/runs?q=live-check&status=running", auth=login)
+        status, _, body = https_get("/api/runs?q=live-check&status=running", token=web_token())
         runs = json.loads(body)["runs"] if status == 200 else []
         return runs[0]["id"] if runs else None
 
     assert wait_until(lambda: run_id() is not None, timeout=30)
     rid = run_id()
-    context = browser.new_context(
-        ignore_https_errors=True, http_credentials={"username": login[0], "password": login[1]}
-    )
+    context = browser.new_context(ignore_https_errors=True)
     page = context.new_page()
+    viewer_login(page)
+    requests = []
+    page.on(
+        "request",
+        lambda r: requests.append((time.monotonic(), r.method, r.url)) if "/api/" in r.url else None,
+    )
     page.goto(web_url(f"/runs/trainbox/{rid}"))
-    page.wait_for_selector("#chart-0[data-rendered=true]", timeout=20_000)
+    page.wait_for_selector("#chart-2[data-rendered=true]", timeout=20_000)
+    # Three live charts: one request per second for all of them, not one per chart.
+    time.sleep(1.5)
+    window_start = time.monotonic()
+    time.sleep(5)
+    in_window = [(m, u) for t, m, u in requests if window_start <= t < window_start + 5]
+    print(f"API requests in 5 s with 3 live charts: {len(in_window)}")
+    assert {(m, u.split("?")[0].rsplit("/", 1)[-1]) for m, u in in_window} == {("POST", "live")}
+    assert 3 <= len(in_window) <= 6
     lags = []
     for _ in range(5):
         # The newest point the replica has now; the page must show it within 2 s.
-        _, _, body = https_get(f"/api/runs/trainbox/{rid}/series/v?start=0", auth=login)
+        _, _, body = https_get(f"/api/runs/trainbox/{rid}/series/v?start=0", token=web_token())
         newest = json.loads(body)["idx"][-1]
         start = time.monotonic()
         page.wait_for_function(

@@ -54,3 +54,28 @@ def test_web_box_speaks_only_tls_1_2_and_1_3(host):
         out = host.check_output(f"nmap -n -Pn -p 443 --script ssl-enum-ciphers {address}")
     offered = set(re.findall(r"\|\s+(TLSv1\.\d|SSLv\d)", out))
     assert offered == {"TLSv1.2", "TLSv1.3"}, out
+
+
+def test_the_web_box_routes_nothing_from_its_lan_into_the_tunnel(host):
+    """The outsider routes the tunnel's subnet through the web box and dials the master's
+    Redis: the web box's forward chain drops it (its counter proves the packets got there)."""
+    web, train = box("webbox"), box("trainbox")
+    with train.sudo():
+        target = train.check_output("ip -4 -o addr show dev wg0").split(" inet ", 1)[1].split("/", 1)[0]
+    subnet = ".".join(target.split(".")[:3]) + ".0/24"
+    gateway = web.ansible.get_variables()["ansible_host"]
+
+    def dropped() -> int:
+        with web.sudo():
+            out = web.check_output("nft list chain inet labstats forward")
+        return int(re.search(r"counter packets (\d+)", out).group(1))
+
+    before = dropped()
+    with host.sudo():
+        host.check_output(f"ip route replace {subnet} via {gateway}")
+        try:
+            probe = host.run(f"timeout 5 bash -c 'echo PING > /dev/tcp/{target}/6379'")
+        finally:
+            host.run(f"ip route del {subnet}")
+    assert probe.rc != 0, "the master's Redis answered through the web box"
+    assert dropped() > before  # the SYNs reached the web box and were dropped there

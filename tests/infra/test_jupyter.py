@@ -1,16 +1,29 @@
 """Jupyter on the web box: its own non-root user, loopback only, behind nginx with its own
-password; a kernel started through the API; the example notebook runs clean on a run
-logged on the training box."""
+password; used from a real browser (Chromium) as a person does: log in, open the example
+notebook, run all cells, see the Bokeh charts, save; the kernel's websocket stays up."""
 
 import http.cookiejar
 import json
+import os
+import shutil
 import ssl
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
+from pathlib import Path
 
 import pytest
-from conftest import assert_service_running, credentials_dir, log_run_on_trainbox, wait_until, web_url
+from conftest import (
+    assert_service_running,
+    credentials_dir,
+    https_get,
+    https_request,
+    log_run_on_trainbox,
+    wait_until,
+    web_url,
+)
+from playwright.sync_api import sync_playwright
 
 testinfra_hosts = ["webbox"]
 NOTEBOOK = "/var/lib/labstats-jupyter/notebooks/labstats-example.ipynb"
@@ -47,7 +60,11 @@ class Browser:
     def login(self, password: str) -> int:
         self.request("GET", "/jupyter/login")
         form = urllib.parse.urlencode({"password": password, "_xsrf": self.xsrf()}).encode()
-        status, url, _ = self.request("POST", "/jupyter/login?next=%2Fjupyter%2Ftree", form)
+        # Every browser sends an Origin with a form POST: Jupyter must accept the public one.
+        origin = web_url("").rstrip("/")
+        status, url, _ = self.request(
+            "POST", "/jupyter/login?next=%2Fjupyter%2Ftree", form, {"Origin": origin}
+        )
         return status if "/login" not in url else 403
 
 
@@ -121,3 +138,87 @@ def test_example_notebook_runs_clean_on_a_run_from_the_training_box(host, logged
     assert not [o for o in outputs if o["output_type"] == "error"]
     text = json.dumps(outputs)
     assert name in text  # the notebook listed and opened the run just logged
+
+
+ARTIFACTS = Path(os.environ.get("MOLECULE_PROJECT_DIRECTORY", Path(__file__).parents[2])) / "artifacts"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
+                 "--disable-component-update", "--disable-sync", "--disable-quic"]  # fmt: skip
+
+
+def menu(page, name: str, item: str) -> None:
+    page.click(f".lm-MenuBar-itemLabel:text-is('{name}')")
+    page.click(f".lm-Menu-itemLabel:text-is('{item}')")
+
+
+def test_a_person_uses_the_example_notebook_in_a_browser(host, logged_run):
+    name, _ = logged_run
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing (scripts/host-setup.sh installs it)"
+    before = int(host.check_output("sudo stat -c %%Y %s", NOTEBOOK))
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=CHROMIUM_ARGS)
+        context = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 1000})
+        page = context.new_page()
+        sockets, refused = [], []
+        page.on("websocket", lambda ws: sockets.append(ws))
+        page.on(
+            "response", lambda r: r.status in (403, 404) and "/jupyter/" in r.url and refused.append(r.url)
+        )
+        page.goto(web_url("/jupyter"))  # without the slash, as people type it
+        page.fill("input[name=password]", jupyter_password())
+        page.click("#login_submit")
+        page.wait_for_url("**/jupyter/tree**")
+        page.goto(web_url("/jupyter/notebooks/labstats-example.ipynb"))
+        page.wait_for_selector(".jp-Notebook .jp-Cell", timeout=60_000)
+        page.wait_for_function("() => document.querySelector('.jp-Notebook-ExecutionIndicator')"
+                               " ?.getAttribute('data-status') === 'idle'", timeout=60_000)  # fmt: skip
+        menu(page, "Edit", "Clear Outputs of All Cells")  # so what is checked below is new
+        assert page.locator(".jp-OutputArea-output").count() == 0
+        menu(page, "Run", "Run All Cells")
+        # Every cell ran (no [*] left), none failed, and the Bokeh charts were drawn.
+        page.wait_for_function(
+            r"""() => {
+                const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
+                return prompts.length > 0 && prompts.every(p => /\[\d+\]/.test(p.textContent));
+            }""",
+            timeout=120_000,
+        )
+        errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
+        assert errors.count() == 0, errors.all_inner_texts()
+        page.wait_for_function("() => window.Bokeh && Bokeh.documents.length >= 3", timeout=30_000)
+        canvases = page.evaluate("""() => Bokeh.documents.flatMap(d => [...d.roots()]).length""")
+        assert canvases >= 3
+        assert name in page.locator(".jp-Notebook").inner_text()  # the run just logged is listed
+        menu(page, "File", "Save Notebook")
+        time.sleep(2)  # the kernel's websocket must outlive the run and the save
+        kernel = [ws for ws in sockets if "/api/kernels/" in ws.url and "/channels" in ws.url]
+        assert kernel, [ws.url for ws in sockets]
+        assert not kernel[-1].is_closed()
+        ARTIFACTS.mkdir(exist_ok=True)
+        page.screenshot(path=str(ARTIFACTS / "jupyter-notebook.png"), full_page=True)
+        browser.close()
+    assert int(host.check_output("sudo stat -c %%Y %s", NOTEBOOK)) > before  # saved
+    with host.sudo():
+        assert host.file(
+            "/var/lib/labstats-jupyter/notebooks/.ipynb_checkpoints/labstats-example-checkpoint.ipynb"
+        ).exists
+    assert refused == []
+
+
+def test_jupyter_cookies_are_secure_and_its_version_needs_a_login():
+    status, headers, _ = https_get("/jupyter/login")
+    assert status == 200
+    xsrf = [c for c in headers.get_all("Set-Cookie") if c.startswith("_xsrf=")]
+    assert xsrf
+    assert "Secure" in xsrf[0]
+    assert https_get("/jupyter/api")[0] == 404
+    assert https_get("/jupyter/api/")[0] == 404
+    assert https_get("/jupyter/api/status")[0] == 403
+    status, headers, _ = https_get("/jupyter")
+    assert (status, headers["Location"]) == (301, "/jupyter/")  # relative: keeps the public port
+
+
+def test_jupyter_logins_are_rate_limited():
+    # The last Jupyter test: it spends this client's login budget.
+    statuses = [https_request("/jupyter/login", "POST", data=b"password=guess")[0] for _ in range(12)]
+    assert 429 in statuses

@@ -1,14 +1,29 @@
-"""The web front: nginx (TLS, login) → uWSGI → the viewer, reading the replica."""
+"""The web front: nginx (TLS, rate-limited logins) → uWSGI → the viewer (its own login),
+reading the replica."""
 
 import json
+import urllib.parse
 
-from conftest import assert_service_running, https_get, log_run_on_trainbox, wait_until, web_password
+from conftest import (
+    assert_service_running,
+    box,
+    https_get,
+    https_request,
+    log_run_on_trainbox,
+    wait_until,
+    web_password,
+    web_token,
+)
 
 testinfra_hosts = ["webbox"]
 
 
-def auth():
-    return ("labstats", web_password())
+def form_login(password: str, origin: str | None = None):
+    """POST the viewer's login form as a browser does (it sends an Origin header)."""
+    address = box("webbox").ansible.get_variables()["ansible_host"]
+    headers = {"Content-Type": "application/x-www-form-urlencoded", "Origin": origin or f"https://{address}"}
+    data = urllib.parse.urlencode({"user": "labstats", "password": password, "next": "/"}).encode()
+    return https_request("/login", "POST", headers=headers, data=data)
 
 
 def test_viewer_runs_as_its_own_user_under_a_hardened_unit(host):
@@ -26,30 +41,46 @@ def test_viewer_runs_as_its_own_user_under_a_hardened_unit(host):
     assert "PrivateTmp=yes" in props
 
 
-def test_viewer_socket_is_for_nginx_only(host):
+def test_viewer_socket_and_secrets_are_for_the_viewer_only(host):
     with host.sudo():
         sock = host.file("/run/labstats-viewer/uwsgi.sock")
         assert sock.is_socket
         assert sock.mode == 0o660
         assert sock.group == "www-data"
-        config = host.file("/etc/labstats/viewer.toml")
-        assert config.mode == 0o640
-        assert config.group == "labstats-viewer"
-    assert host.run("cat /etc/labstats/viewer.toml").rc != 0  # not even the admin reads it unprivileged
+        for path in ("viewer.toml", "viewer-users", "viewer-tokens", "viewer-session.key"):
+            secret = host.file(f"/etc/labstats/{path}")
+            assert (secret.mode, secret.user, secret.group) == (0o640, "root", "labstats-viewer"), path
+        assert web_token() not in host.file("/etc/labstats/viewer-tokens").content_string  # its hash only
+    assert host.run("cat /etc/labstats/viewer-session.key").rc != 0  # not even the admin, unprivileged
 
 
-def test_https_demands_a_login(host):
-    status, headers, _ = https_get("/")
-    assert status == 401
-    assert "Basic" in headers["WWW-Authenticate"]
-    assert https_get("/api/runs", auth=("labstats", "wrong"))[0] == 401
-    status, headers, body = https_get("/", auth=auth())
+def test_pages_ask_for_a_login_and_the_api_for_a_token(host):
+    status, headers, _ = https_get("/?q=x")
+    assert status == 302
+    assert headers["Location"].startswith("/login?next=")
+    assert https_get("/api/runs")[0] == 401
+    assert https_get("/api/runs", token="wrong")[0] == 401
+    status, _, body = https_get("/api/runs", token=web_token())
     assert status == 200
-    assert b"labstats" in body
+    assert "runs" in json.loads(body)
+
+
+def test_a_login_gives_a_session_cookie_that_the_pages_accept(host):
+    assert form_login("wrong")[0] == 401
+    assert form_login(web_password(), origin="https://evil.example")[0] == 403
+    status, headers, _ = form_login(web_password())
+    assert status == 302
+    cookie = headers["Set-Cookie"]
+    for attribute in ("Secure", "HttpOnly", "SameSite=Strict", "Expires="):
+        assert attribute in cookie
+    session = cookie.split(";", 1)[0]
+    status, _, body = https_get("/", headers={"Cookie": session})
+    assert status == 200
+    assert b"log out labstats" in body
 
 
 def test_security_headers_and_no_version(host):
-    _, headers, _ = https_get("/", auth=auth())
+    _, headers, _ = https_get("/", token=web_token())
     assert headers["Strict-Transport-Security"].startswith("max-age=")
     assert "script-src 'self' 'unsafe-eval'" in headers["Content-Security-Policy"]
     assert headers.get_all("Content-Security-Policy") == [headers["Content-Security-Policy"]]  # one policy
@@ -57,30 +88,50 @@ def test_security_headers_and_no_version(host):
     assert headers["Server"] == "nginx"  # no version
 
 
-def test_http_redirects_to_https(host):
+def test_http_redirects_to_https_at_the_configured_name_not_the_request_host(host):
+    variables = host.ansible.get_variables()
+    port = variables.get("nginx_public_https_port", 443)
+    name = variables.get("nginx_server_name", variables["ansible_host"]) + ("" if port == 443 else f":{port}")
     probe = (
-        "import http.client as h; c = h.HTTPConnection('127.0.0.1', 80); c.request('GET', '/x?y=1'); "
+        "import http.client as h; c = h.HTTPConnection('127.0.0.1', 80); "
+        "c.request('GET', '/x?y=1', headers={'Host': 'evil.example'}); "
         "r = c.getresponse(); print(r.status, r.getheader('Location'))"
     )
     status, location = host.check_output("python3 -c %s", probe).split()
     assert status == "301"
-    assert location.startswith("https://")
-    assert location.endswith("/x?y=1")
+    assert location == f"https://{name}/x?y=1"  # the configured name, not evil.example
+
+
+def test_long_cookies_and_queries_reach_the_viewer_not_a_502(host):
+    cookie = {"Cookie": "pad=" + "c" * 3800}
+    query = "/api/runs?q=" + "q" * 3000
+    assert https_get(query, token=web_token(), headers=cookie)[0] == 200
+    assert https_get("/?q=" + "q" * 7000, token=web_token(), headers={"Cookie": "p=" + "c" * 7000})[0] == 200
+    assert https_get("/?q=" + "q" * 9000, token=web_token())[0] == 414  # past nginx's limit: refused there
 
 
 def test_a_run_logged_on_the_training_box_appears_in_the_viewer_api(host):
     _, run_id = log_run_on_trainbox("web-check", steps=300)
 
     def visible():
-        status, _, body = https_get("/api/runs?q=web-check", auth=auth())
+        status, _, body = https_get("/api/runs?q=web-check", token=web_token())
         return status == 200 and any(r["id"] == run_id for r in json.loads(body)["runs"])
 
     assert wait_until(visible, timeout=30)
-    status, _, body = https_get(f"/api/runs/trainbox/{run_id}/series/loss", auth=auth())
+    status, _, body = https_get(f"/api/runs/trainbox/{run_id}/series/loss", token=web_token())
     series = json.loads(body)
     assert status == 200
     assert series["total"] == 300
     assert series["values"][0] == 1.0
-    status, _, body = https_get(f"/runs/trainbox/{run_id}", auth=auth())
+    status, _, body = https_get(f"/runs/trainbox/{run_id}", token=web_token())
     assert status == 200
     assert b"&lt;b&gt;not bold&lt;/b&gt;" in body
+
+
+def test_login_attempts_are_rate_limited_per_client(host):
+    # The last test of the web front: it spends this client's login budget.
+    statuses = [form_login("guess")[0] for _ in range(12)]
+    assert statuses[0] == 401
+    assert 429 in statuses
+    # A logged-in browser and scripts with a token are not slowed by someone guessing.
+    assert https_get("/api/runs", token=web_token())[0] == 200
