@@ -9,6 +9,7 @@ Commands are built as bytes here so that a batch can go to Redis or, unchanged, 
 from __future__ import annotations
 
 import json
+import logging
 from typing import Any
 
 import numpy as np
@@ -16,6 +17,8 @@ import numpy as np
 from labstats import codec, schema
 from labstats.snapshot import Deferred, Encoded
 from labstats.spool import Command
+
+log = logging.getLogger("labstats")
 
 
 def _b(value: Any) -> bytes:
@@ -77,16 +80,28 @@ class ChunkEncoder:
         self.run_id = run_id
         self.series: dict[str, SeriesState] = {}
         self.blobs = 0
+        self.quarantined = 0  # values that could not be encoded and were left out
 
     def encode(self, points: list[tuple[int, str, Any]]) -> list[Command]:
-        """Commands that store ``points`` (idx, series name, snapshot), in order."""
+        """Commands that store ``points`` (idx, series name, snapshot), in order. A value that
+        cannot be encoded is left out (warned and counted); no other value or series state is
+        touched by its failure."""
         touched: dict[str, SeriesState] = {}
         commands: list[Command] = []
+        quarantined = self.quarantined
         for idx, name, value in points:
+            blob_commands: list[Command] = []
+            try:
+                kind, record = self._record(idx, value, blob_commands)
+            except Exception as exc:  # encoding only: nothing was changed yet
+                self.quarantined += 1
+                log.warning("labstats: series %r at idx %d: value left out, it cannot be stored (%s)",
+                            name, idx, exc)  # fmt: skip
+                continue
+            commands += blob_commands
             state = self.series.get(name)
             if state is None:
                 state = self.series[name] = SeriesState(len(self.series), name)
-            kind, record = self._record(idx, value, commands)
             if (
                 kind != state.kind
                 or len(state.buf) + len(record) > schema.CHUNK_BYTES
@@ -102,6 +117,8 @@ class ChunkEncoder:
             touched[name] = state
         for state in touched.values():
             self._flush_chunk(state, commands)
+        if self.quarantined != quarantined:
+            commands.append(cmd("HSET", self.keys.run(self.run_id), "quarantined", self.quarantined))
         return commands
 
     def _record(self, idx: int, value: Any, commands: list[Command]) -> tuple[bytes, bytes]:

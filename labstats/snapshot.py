@@ -50,6 +50,7 @@ def capture(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         if value.ndim == 0:
             return _numpy_scalar(value[()])
+        _check_dtype(value)
         return Deferred(value.copy())
     if _is_torch_like(value):
         return _capture_torch(value)
@@ -84,7 +85,16 @@ def _numpy_scalar(value: np.generic) -> Any:
 
 
 def _from_array(array: np.ndarray) -> Any:
-    return _numpy_scalar(array[()]) if array.ndim == 0 else Deferred(array)
+    if array.ndim == 0:
+        return _numpy_scalar(array[()])
+    _check_dtype(array)
+    return Deferred(array)
+
+
+def _check_dtype(array: np.ndarray) -> None:
+    """Refuse at the call what the writer could not encode (it would be left out later)."""
+    if array.dtype.hasobject or array.dtype.fields is not None:
+        raise codec.EncodeError(f"cannot store an array of dtype {array.dtype} (numbers, bool or str only)")
 
 
 def _is_torch_like(value: Any) -> bool:

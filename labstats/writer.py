@@ -6,6 +6,14 @@ as one MULTI/EXEC transaction that also records the batch number. If Redis canno
 (or refuses the batch), the batch goes to the spool file instead, and so does every later
 batch, until Redis answers again; then the spool is replayed in order, skipping batches the
 server already has, and removed. Nothing is lost or applied twice.
+
+Two more guarantees:
+- A value that cannot be encoded is left out with a warning (and counted in the run's
+  ``quarantined`` field); it never takes other values with it.
+- Batches Redis acknowledged are kept for ``resend_window`` seconds. Redis writes its
+  append-only file to disk once a second, so a crash of the server can forget the last
+  acknowledged batches: before each send the writer reads the stored batch number, and if it
+  went back, resends the forgotten batches in order (the batch number keeps them exactly once).
 """
 
 from __future__ import annotations
@@ -75,6 +83,8 @@ class Writer(threading.Thread):
         max_queue: int = 200_000,
         max_queue_bytes: int = 512 * 2**20,
         on_name: Callable[[str], None] | None = None,
+        resend_window: float = 5.0,
+        resend_max_bytes: int = 64 * 2**20,
     ) -> None:
         super().__init__(name=f"labstats-writer-{run_id}", daemon=True)
         self._connect = connect
@@ -90,6 +100,13 @@ class Writer(threading.Thread):
         self.encoder = ChunkEncoder(keys, run_id)
         self.queue: deque = deque()
         self.queued_bytes = 0
+        self._bytes_lock = threading.Lock()  # queued_bytes changes on both threads
+        # Acknowledged batches that a server crash could still forget: (time, seq, commands, size).
+        self.resend_window = resend_window
+        self.resend_max_bytes = resend_max_bytes
+        self._acked: deque[tuple[float, int, list[Command], int]] = deque()
+        self._acked_bytes = 0
+        self.resent_batches = 0
         self._wake = threading.Event()
         self._stopping = threading.Event()
         self._seq = 0
@@ -108,7 +125,8 @@ class Writer(threading.Thread):
             if isinstance(v, Deferred):
                 nbytes += getattr(v.obj, "nbytes", 0) or 0
         if nbytes:
-            self.queued_bytes += nbytes
+            with self._bytes_lock:
+                self.queued_bytes += nbytes
         if len(self.queue) >= self.max_queue or self.queued_bytes > self.max_queue_bytes:
             self._wait_for_space()
         self.queue.append((_POINTS, idx, values, nbytes))
@@ -153,7 +171,8 @@ class Writer(threading.Thread):
             self._wake.clear()
             try:
                 self._drain()
-            except Exception:  # never let the writer die: the training run must go on
+            except Exception:  # a bug here must not end the training run (nor lose the batch:
+                # _send spools whatever it could not send)
                 log.exception("labstats: writer error (will retry)")
             if self._stopping.is_set() and not self.queue:
                 break
@@ -184,16 +203,19 @@ class Writer(threading.Thread):
                     markers.append(item[1])
             if points:
                 commands += self.encoder.encode(points)
-            self.queued_bytes -= freed
+            with self._bytes_lock:
+                self.queued_bytes -= freed
             now = time.time()
-            if commands or now - self._last_heartbeat >= self.heartbeat_interval:
-                commands.append(cmd("HSET", self.keys.run(self.run_id), "heartbeat", f"{now:.3f}"))
-                self._last_heartbeat = now
-                self._send(commands)
-            elif self._spooling:
-                self._recover()
-            for marker in markers:
-                marker.set()
+            try:
+                if commands or now - self._last_heartbeat >= self.heartbeat_interval:
+                    commands.append(cmd("HSET", self.keys.run(self.run_id), "heartbeat", f"{now:.3f}"))
+                    self._last_heartbeat = now
+                    self._send(commands)
+                elif self._spooling:
+                    self._recover()
+            finally:
+                for marker in markers:  # a flush() waiting on this batch is answered, always
+                    marker.set()
             if not self.queue:
                 return
 
@@ -203,11 +225,49 @@ class Writer(threading.Thread):
             self._recover()
         if not self._spooling:
             try:
+                self._catch_up(self._client())
                 self._execute(self._seq, commands)
+                self._remember(self._seq, commands)
                 return
             except (*RETRYABLE, redis.ResponseError) as exc:
                 self._start_spooling(exc)
+            except Exception as exc:  # anything else: this batch is kept, never dropped
+                log.exception("labstats: unexpected error sending a batch; it is spooled")
+                self._start_spooling(exc)
         self.spool.append(self._seq, commands)
+
+    def _remember(self, seq: int, commands: list[Command]) -> None:
+        """Keep an acknowledged batch for a while: a server crash may still forget it."""
+        now = time.monotonic()
+        size = sum(len(arg) for command in commands for arg in command)
+        self._acked.append((now, seq, commands, size))
+        self._acked_bytes += size
+        while self._acked and (
+            self._acked[0][0] < now - self.resend_window
+            or (self._acked_bytes > self.resend_max_bytes and len(self._acked) > 1)
+        ):
+            self._acked_bytes -= self._acked.popleft()[3]
+
+    def _catch_up(self, client: redis.Redis) -> None:
+        """Resend the acknowledged batches the server forgot (its batch number went back)."""
+        if not self._acked:
+            return
+        stored = int(client.get(self.keys.seq(self.run_id)) or 0)
+        last = self._acked[-1][1]
+        if stored >= last:
+            return
+        lost = [(seq, commands) for _, seq, commands, _ in self._acked if seq > stored]
+        if lost[0][0] != stored + 1:
+            log.error(
+                "labstats: Redis lost batches %d..%d of run %s in a crash, more than the last %.0f s "
+                "that can be resent; batches %d..%d are resent",
+                stored + 1, last, self.run_id, self.resend_window, lost[0][0], last,
+            )  # fmt: skip
+        else:
+            log.warning("labstats: Redis forgot %d acknowledged batches (a crash?); resending", len(lost))
+        for seq, commands in lost:
+            self._execute(seq, commands)
+        self.resent_batches += len(lost)
 
     def _start_spooling(self, exc: Exception) -> None:
         self.last_error = f"{type(exc).__name__}: {exc}"
@@ -222,10 +282,12 @@ class Writer(threading.Thread):
             return
         try:
             client = self._client()
+            self._catch_up(client)  # first what the server acknowledged and then forgot
             applied = int(client.get(self.keys.seq(self.run_id)) or 0)
             for seq, commands in self.spool.batches():
                 if seq > applied:
                     self._execute(seq, commands)
+                    self._remember(seq, commands)
                 self._seq = max(self._seq, seq)
         except (*RETRYABLE, redis.ResponseError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"

@@ -177,8 +177,9 @@ def safe_next(target: str | None) -> str:
 
 
 def same_origin() -> bool:
-    """A form post carries our own Origin (browsers send it); no Origin: a script, allowed."""
+    """A form post carries our own Origin (browsers send it); no Origin: a script, allowed.
+    Host names are compared, not ports: nginx hands the app the Host without its port."""
     origin = request.headers.get("Origin")
     if origin is None:
         return True
-    return urlsplit(origin).netloc == request.host
+    return urlsplit(origin).hostname == urlsplit(f"//{request.host}").hostname

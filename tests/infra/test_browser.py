@@ -96,9 +96,9 @@ def test_a_running_run_updates_in_the_browser_within_two_seconds_with_one_reques
     page.goto(web_url(f"/runs/trainbox/{rid}"))
     page.wait_for_selector("#chart-2[data-rendered=true]", timeout=20_000)
     # Three live charts: one request per second for all of them, not one per chart.
-    time.sleep(1.5)
+    page.wait_for_timeout(1500)  # (not time.sleep: Playwright delivers events while it waits)
     window_start = time.monotonic()
-    time.sleep(5)
+    page.wait_for_timeout(5000)
     in_window = [(m, u) for t, m, u in requests if window_start <= t < window_start + 5]
     print(f"API requests in 5 s with 3 live charts: {len(in_window)}")
     assert {(m, u.split("?")[0].rsplit("/", 1)[-1]) for m, u in in_window} == {("POST", "live")}
