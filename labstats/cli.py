@@ -1,4 +1,4 @@
-"""The ``labstats`` command: list, show, export and follow runs.
+"""The ``labstats`` command: list, show, export and follow runs; replay spooled records.
 
 Connection: ``--url`` or ``$LABSTATS_URL`` or the config file (see labstats.config).
 """
@@ -8,14 +8,17 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import sys
 import time
 from pathlib import Path
 
 import redis
 
-from labstats import reader
+from labstats import reader, replay
 from labstats.config import LabstatsError
+
+EX_TEMPFAIL = 75  # replay: Redis cannot be reached now; try again later (the timer does)
 
 
 def _when(ts: str | None) -> str:
@@ -30,18 +33,42 @@ def cmd_ls(lab: reader.Lab, args: argparse.Namespace) -> int:
         key, _, value = item.partition("=")
         params[key] = json.loads(value) if value else None
     runs = lab.runs(name=args.name, tag=args.tag, status=args.status, params=params or None, limit=args.limit)
+    pending = replay.pending_runs()
     if args.json:
-        print(
-            json.dumps(
-                [{"id": r.id, "name": r.name, "status": r.status, **r.meta} for r in runs], default=str
-            )
-        )
+        rows = [
+            {
+                **r.meta,
+                "id": r.id,
+                "name": r.name,
+                "status": r.status,
+                "spooled": str(pending.get(r.id) or ""),
+            }
+            for r in runs
+        ]
+        print(json.dumps(rows, default=str))
         return 0
     print(f"{'NAME':30} {'STATUS':9} {'STARTED':19} {'HOST':15} ID")
     for r in runs:
         host = r.meta.get("host", "-")[:15]
-        print(f"{r.name[:30]:30} {r.status:9} {_when(r.meta.get('started')):19} {host:15} {r.id}")
+        mark = "  (records waiting in a spool)" if r.id in pending else ""
+        print(f"{r.name[:30]:30} {r.status:9} {_when(r.meta.get('started')):19} {host:15} {r.id}{mark}")
+    listed = {r.id for r in runs}
+    for run_id, path in pending.items():
+        if run_id not in listed:
+            print(f"{'?':30} {'spooled':9} {'-':19} {'-':15} {run_id}  (only in {path})")
+    if pending:
+        print(f"{len(pending)} run(s) have records waiting in a spool: `labstats replay` sends them.")
     return 0
+
+
+def cmd_replay(lab: reader.Lab, args: argparse.Namespace) -> int:
+    outcomes = replay.replay(args.paths, lab.redis, lab.keys)
+    for o in outcomes:
+        extra = f" ({o.detail})" if o.detail else ""
+        print(f"{o.state:9} {o.batches:>6} batches  {o.path}{extra}")
+    if not outcomes:
+        print("no spooled records")
+    return EX_TEMPFAIL if any(o.state == "kept" for o in outcomes) else 0
 
 
 def cmd_show(lab: reader.Lab, args: argparse.Namespace) -> int:
@@ -130,6 +157,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser(
+        "replay",
+        help="send records spooled while Redis was away, by runs whose process has ended",
+        description=replay.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("paths", nargs="*", help="spool files or folders to search (default: this user's index)")
+    p.set_defaults(func=cmd_replay)
     return parser
 
 
@@ -140,7 +176,10 @@ def main(argv: list[str] | None = None) -> int:
         return args.func(lab, args)
     except LabstatsError as exc:
         print(f"labstats: {exc}", file=sys.stderr)
-        return 1
+        return EX_TEMPFAIL if args.command == "replay" and "cannot reach" in str(exc) else 1
+    except BrokenPipeError:  # `labstats ls | head`: the reader left, nothing more to say
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 0
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         print(f"labstats: lost the connection to Redis: {exc}", file=sys.stderr)
         return 1

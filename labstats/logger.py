@@ -65,13 +65,14 @@ class Stats:
         flush_interval: float = 0.2,
         capture_git: bool = True,
         handle_signals: bool = True,
+        resend_window: float = 5.0,
     ) -> None:
         if on_conflict not in ("suffix", "error"):
             raise ValueError("on_conflict must be 'suffix' or 'error'")
         self._options = {
             "name": name, "config": dict(config or {}), "tags": [str(t) for t in tags], "seed": seed,
             "url": url, "prefix": prefix, "on_conflict": on_conflict, "flush_interval": flush_interval,
-            "capture_git": capture_git, "handle_signals": handle_signals,
+            "capture_git": capture_git, "handle_signals": handle_signals, "resend_window": resend_window,
         }  # fmt: skip
         self._watched: dict[str, Any] = {}
         self._writer: Writer | None = None
@@ -140,6 +141,7 @@ class Stats:
             spool_dir(self.savedir) / f"{self.run_id}.spool",
             flush_interval=opts["flush_interval"],
             on_name=self._named,
+            resend_window=opts["resend_window"],
         )
         self._writer.put_commands(commands)
         self._writer.start()

@@ -8,6 +8,8 @@ length-prefixed and checksummed, so a frame torn by a killed process is detected
 
 from __future__ import annotations
 
+import fcntl
+import logging
 import os
 import struct
 import zlib
@@ -15,6 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 Command = tuple[bytes, ...]
+
+log = logging.getLogger("labstats")
+SUFFIX = ".spool"  # <run id>.spool
 
 _MAGIC = b"LSB1"
 _HEADER = struct.Struct("<4sQII")  # magic, batch number, payload length, crc32 of payload
@@ -60,6 +65,12 @@ class Spool:
         if self._file is None:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._file = open(self.path, "ab")  # noqa: SIM115 - kept open while spooling
+            # Held while this process may still write it: `labstats replay` leaves it alone.
+            try:
+                fcntl.flock(self._file, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                log.warning("labstats: spool %s is locked by another process", self.path)
+            register(self.path)
         payload = pack_batch(commands)
         self._file.write(_HEADER.pack(_MAGIC, seq, len(payload), zlib.crc32(payload)) + payload)
         # Into the OS now: a killed process loses nothing already spooled.
@@ -80,6 +91,11 @@ class Spool:
             self._file = None
 
 
+def frame_size(commands: list[Command]) -> int:
+    """Bytes one batch takes in a spool file."""
+    return _HEADER.size + len(pack_batch(commands))
+
+
 def read_spool(path: Path) -> Iterator[tuple[int, list[Command]]]:
     """Yield (batch number, commands) in order, stopping at the first torn or corrupt frame."""
     try:
@@ -98,3 +114,52 @@ def read_spool(path: Path) -> Iterator[tuple[int, list[Command]]]:
 
 def spool_dir(savedir: str | os.PathLike) -> Path:
     return Path(savedir) / ".labstats-spool"
+
+
+# ---- the index of spools this user's runs wrote, for `labstats replay` and `labstats ls` --
+
+
+def state_dir() -> Path:
+    if os.environ.get("LABSTATS_STATE_DIR"):
+        return Path(os.environ["LABSTATS_STATE_DIR"])
+    base = os.environ.get("XDG_STATE_HOME") or os.path.join(os.path.expanduser("~"), ".local", "state")
+    return Path(base) / "labstats"
+
+
+def index_path() -> Path:
+    return state_dir() / "spools.txt"
+
+
+def register(path: Path) -> None:
+    """Note a spool file in this user's index (one line, appended). Never raises: the index
+    only helps find spools later; the spool itself is what keeps the data."""
+    try:
+        index = index_path()
+        index.parent.mkdir(parents=True, exist_ok=True)
+        with open(index, "a") as f:
+            f.write(f"{path.resolve()}\n")
+    except OSError as exc:
+        log.warning("labstats: cannot note spool %s in %s (%s)", path, index_path(), exc)
+
+
+def indexed() -> list[Path]:
+    """Spool files of the index that still exist (each once, in the order noted)."""
+    try:
+        lines = index_path().read_text().splitlines()
+    except OSError:
+        return []
+    return [Path(p) for p in dict.fromkeys(lines) if p and Path(p).exists()]
+
+
+def prune_index() -> None:
+    """Drop index lines whose spool file is gone."""
+    index = index_path()
+    try:
+        with open(index, "r+") as f:
+            fcntl.flock(f, fcntl.LOCK_EX)
+            keep = [p for p in dict.fromkeys(f.read().splitlines()) if p and Path(p).exists()]
+            f.seek(0)
+            f.truncate()
+            f.write("".join(f"{p}\n" for p in keep))
+    except OSError:
+        return

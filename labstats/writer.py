@@ -306,28 +306,40 @@ class Writer(threading.Thread):
         return self._redis
 
     def _execute(self, seq: int, commands: list[Command]) -> None:
-        client = self._client()
-        pipe = client.pipeline(transaction=True)
-        for command in commands:
-            if command[0] == RESERVE:
-                command = self._reserve(client, command)
-            pipe.execute_command(*command)
-        pipe.set(self.keys.seq(self.run_id), seq)
-        # A transaction the server discards whole (EXECABORT: a refused command, OOM, ACL)
-        # raises here and the batch is spooled; errors of single commands are only logged.
-        results = pipe.execute(raise_on_error=False)
-        for command, result in zip(commands, results, strict=False):
-            if isinstance(result, redis.ResponseError):
-                log.error("labstats: Redis refused %s: %s", command[0].decode(), result)
+        execute_batch(self._client(), self.keys.seq(self.run_id), seq, commands, self.on_name)
 
-    def _reserve(self, client: redis.Redis, command: Command) -> Command:
-        """Run a RESERVE pseudo-command now; returns the command that records the name."""
-        names_key, run_key, wanted, run_id, policy = (arg.decode() for arg in command[1:])
-        try:
-            name = reserve_name(client, names_key, wanted, run_id, policy)
-        except NameTaken as exc:
-            log.error("labstats: %s; run %s keeps no name of its own", exc, run_id)
-            return cmd("HSET", run_key, "name_refused", wanted)
-        if self.on_name is not None:
-            self.on_name(name)
-        return cmd("HSET", run_key, "name", name)
+
+def execute_batch(
+    client: redis.Redis,
+    seq_key: str,
+    seq: int,
+    commands: list[Command],
+    on_name: Callable[[str], None] | None = None,
+) -> None:
+    """Apply one batch as a MULTI/EXEC transaction that also stores its number in ``seq_key``
+    (the writer, and ``labstats replay`` for spools whose process is gone)."""
+    pipe = client.pipeline(transaction=True)
+    for command in commands:
+        if command[0] == RESERVE:
+            command = _reserve(client, command, on_name)
+        pipe.execute_command(*command)
+    pipe.set(seq_key, seq)
+    # A transaction the server discards whole (EXECABORT: a refused command, OOM, ACL)
+    # raises here and the batch is spooled; errors of single commands are only logged.
+    results = pipe.execute(raise_on_error=False)
+    for command, result in zip(commands, results, strict=False):
+        if isinstance(result, redis.ResponseError):
+            log.error("labstats: Redis refused %s: %s", command[0].decode(), result)
+
+
+def _reserve(client: redis.Redis, command: Command, on_name: Callable[[str], None] | None) -> Command:
+    """Run a RESERVE pseudo-command now; returns the command that records the name."""
+    names_key, run_key, wanted, run_id, policy = (arg.decode() for arg in command[1:])
+    try:
+        name = reserve_name(client, names_key, wanted, run_id, policy)
+    except NameTaken as exc:
+        log.error("labstats: %s; run %s keeps no name of its own", exc, run_id)
+        return cmd("HSET", run_key, "name_refused", wanted)
+    if on_name is not None:
+        on_name(name)
+    return cmd("HSET", run_key, "name", name)

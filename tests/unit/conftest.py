@@ -139,3 +139,9 @@ def start_acl_server(workdir: Path) -> RedisServer:
     server = RedisServer(workdir, extra_args=args)
     server.username, server.password = "ops", ACL_PASSWORDS["ops"]
     return server.start()
+
+
+@pytest.fixture(autouse=True)
+def own_state_dir(tmp_path, monkeypatch):
+    """Each test notes its spools in an index of its own, not the real user's."""
+    monkeypatch.setenv("LABSTATS_STATE_DIR", str(tmp_path / "state"))
