@@ -210,4 +210,8 @@ def test_whatever_is_logged_through_whatever_outage_is_stored_exactly(flaky_serv
         got = stored.values.tolist() if isinstance(stored.values, np.ndarray) else list(stored.values)
         for (step, want), have in zip(points, got, strict=True):
             want = want.item() if isinstance(want, np.generic) else want
-            assert same(want, have) or (isinstance(want, bool | int | float) and want == have), (step, want, have)
+            assert same(want, have) or (isinstance(want, bool | int | float) and want == have), (
+                step,
+                want,
+                have,
+            )

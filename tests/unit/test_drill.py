@@ -1,0 +1,53 @@
+"""The restore drill's comparison, on real redis-servers: a copy made by Redis itself (an
+RDB snapshot loaded into a second server) is equal; a changed byte, a lost run or a
+shrunk series is reported."""
+
+import shutil
+
+import numpy as np
+import pytest
+from conftest import RedisServer
+
+import labstats
+from labstats import drill
+
+
+@pytest.fixture
+def stores(tmp_path, own_redis):
+    with labstats.Stats(tmp_path / "a", name="done", url=own_redis.url) as stats:
+        for i in range(3000):
+            stats.log(step=i, loss=float(i), w=np.full(2000, i, dtype=np.float32) if i % 500 == 0 else None)
+    running = labstats.Stats(tmp_path / "b", name="running", url=own_redis.url)
+    for i in range(100):
+        running.log(step=i, acc=i / 100)
+    assert running.flush(10)
+    live = own_redis.client()
+    live.save()  # what the backup takes: an RDB snapshot
+    copy_dir = tmp_path / "restored"
+    copy_dir.mkdir()
+    shutil.copy(own_redis.workdir / "dump.rdb", copy_dir / "dump.rdb")
+    restored = RedisServer(copy_dir, extra_args=("--appendonly", "no")).start()
+    for i in range(100, 200):  # the live store goes on after the backup
+        running.log(step=i, acc=i / 100)
+    running.close()
+    yield restored.client(), live, stats.run_id
+    restored.stop()
+
+
+def test_a_snapshot_restored_into_another_server_is_equal(stores):
+    restored, live, _ = stores
+    report = drill.compare(restored, live)
+    assert report.equal, report.differences
+    assert (report.runs, report.canaries) == (2, 1)
+    assert report.points == 3000 + 3000 + 100  # loss, w (a tensor or None) and the running acc
+
+
+def test_differences_are_reported(stores):
+    restored, live, run_id = stores
+    live.setrange(f"ls:run:{run_id}:s:0:c:0", 20, b"\xff")  # one byte of a finished run
+    live.zrem("ls:runs", run_id)
+    assert drill.compare(restored, live).differences == [
+        f"run {run_id}: in the backup, not in the live store"
+    ]
+    live.zadd("ls:runs", {run_id: 1})
+    assert "data differ" in drill.compare(restored, live).differences[0]
