@@ -9,7 +9,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 0
 
-.PHONY: help host venv lock image lab lab-down lab-status lint unit molecule test bench bench-logger bench-viewer bench-replication clean
+.PHONY: help host venv lock image lab lab-down lab-status lint unit molecule test restore-drill bench bench-logger bench-viewer bench-replication clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -71,6 +71,9 @@ bench-replication: ## Replication lag trainbox → webbox over WireGuard (needs 
 	docker exec -e LABSTATS_TRAINER_PASSWORD="$$(cat credentials/redis/trainer.password)" \
 	  -e LABSTATS_VIEWER_PASSWORD="$$(cat credentials/redis/viewer.password)" \
 	  labstats-lab-webbox /opt/labstats-jupyter/venv/bin/python /tmp/bench_replication.py
+
+restore-drill: ## Back up the lab's web box now, restore it into a scratch folder, compare with live
+	scripts/lab-ssh.sh webbox "sudo systemctl start labstats-backup.service && sudo /usr/local/sbin/labstats-restore-drill"
 
 bench: bench-logger bench-viewer ## All benchmarks (bench-replication needs the lab)
 

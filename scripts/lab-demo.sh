@@ -3,11 +3,7 @@
 # training user with the labstats client. Skipped when a run named "demo" exists already.
 set -o errexit -o pipefail -o nounset
 root=$(cd "$(dirname "$0")/.." && pwd)
-credentials=${LABSTATS_CREDENTIALS_DIR:-$root/credentials}
-ssh_box() {
-  ssh -q -o BatchMode=yes -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null \
-    -i "$credentials/lab_ssh_ed25519" labadmin@10.213.0.10 "$@"
-}
+ssh_box() { "$root/scripts/lab-ssh.sh" trainbox "$@"; }
 if ssh_box "sudo -iu researcher /opt/labstats/venv/bin/labstats ls --name demo --json" | grep -q '"name": "demo"'; then
   echo "[lab] demo run exists already"
   exit 0
