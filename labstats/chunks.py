@@ -15,7 +15,8 @@ from typing import Any
 import numpy as np
 
 from labstats import codec, schema
-from labstats.snapshot import Deferred, Encoded
+from labstats.device import Pending
+from labstats.snapshot import Deferred, Encoded, Histogram
 from labstats.spool import Command
 
 log = logging.getLogger("labstats")
@@ -57,19 +58,20 @@ class SeriesState:
         self.count = 0  # points in the whole series
         self.last_idx: int | None = None
         self.monotonic = True  # no chunk overlaps an earlier one: windows need no fallback
+        self.hint: str | None = None  # "histogram": values are [min, max, counts...] arrays
 
     def info(self) -> bytes:
-        return json.dumps(
-            {
-                "sid": self.sid,
-                "kind": self.kind.decode(),
-                "count": self.count,
-                "last_chunk": self.chunk_no,
-                "last_idx": self.last_idx,
-                "monotonic": self.monotonic,
-            },
-            separators=(",", ":"),
-        ).encode()
+        info = {
+            "sid": self.sid,
+            "kind": self.kind.decode(),
+            "count": self.count,
+            "last_chunk": self.chunk_no,
+            "last_idx": self.last_idx,
+            "monotonic": self.monotonic,
+        }
+        if self.hint:
+            info["hint"] = self.hint
+        return json.dumps(info, separators=(",", ":")).encode()
 
 
 class ChunkEncoder:
@@ -91,7 +93,12 @@ class ChunkEncoder:
         quarantined = self.quarantined
         for idx, name, value in points:
             blob_commands: list[Command] = []
+            hint = None
             try:
+                if isinstance(value, Histogram):
+                    value, hint = value.result(), "histogram"
+                elif isinstance(value, Pending):
+                    value = value.result()  # waits for the GPU copy here, on the writer thread
                 kind, record = self._record(idx, value, blob_commands)
             except Exception as exc:  # encoding only: nothing was changed yet
                 self.quarantined += 1
@@ -102,6 +109,8 @@ class ChunkEncoder:
             state = self.series.get(name)
             if state is None:
                 state = self.series[name] = SeriesState(len(self.series), name)
+            if hint is not None:
+                state.hint = hint
             if (
                 kind != state.kind
                 or len(state.buf) + len(record) > schema.CHUNK_BYTES

@@ -33,7 +33,7 @@ from labstats import config as cfg
 from labstats import runmeta, schema
 from labstats.chunks import cmd
 from labstats.codec import EncodeError
-from labstats.snapshot import capture
+from labstats.snapshot import capture, capture_histogram
 from labstats.spool import spool_dir
 from labstats.writer import RESERVE, NameTaken, Writer, reserve_name
 
@@ -176,11 +176,18 @@ class Stats:
 
     # ---- logging ---------------------------------------------------------------------------
 
-    def watch(self, obj: Any, name: str) -> None:
-        """Record ``obj`` at every :meth:`update`. Pass a callable for values that are rebound
-        rather than changed in place (``stats.watch(lambda: loss, "loss")``)."""
+    def watch(self, obj: Any, name: str, *, every: int = 1, kind: str = "value", bins: int = 64) -> None:
+        """Record ``obj`` at every :meth:`update` (or every ``every``-th). Pass a callable for
+        values that are rebound rather than changed in place (``stats.watch(lambda: loss,
+        "loss")``). ``kind="histogram"`` stores a histogram of the values instead (``bins``
+        equal bins between their min and max, computed on the GPU for CUDA tensors): the
+        series' values are float64 arrays [min, max, count_0, ..., count_{bins-1}]."""
         _check_series_name(name)
-        self._watched[name] = obj
+        if kind not in ("value", "histogram"):
+            raise ValueError(f"labstats: watch kind must be 'value' or 'histogram', not {kind!r}")
+        if int(every) < 1 or int(bins) < 1:
+            raise ValueError("labstats: every and bins must be at least 1")
+        self._watched[name] = _Watch(obj, int(every), kind, int(bins))
 
     def unwatch(self, name: str) -> None:
         self._watched.pop(name, None)
@@ -189,8 +196,16 @@ class Stats:
         """Record every watched object at ``idx = epoch*set_size + step*batch_size``; returns idx."""
         idx = int(epoch) * int(set_size) + int(step) * int(batch_size)
         values = {}
-        for name, obj in self._watched.items():
-            values[name] = self._capture(obj() if callable(obj) and not _is_array_like(obj) else obj, name)
+        for name, watched in self._watched.items():
+            watched.updates += 1
+            if (watched.updates - 1) % watched.every:
+                continue
+            obj = watched.obj
+            value = obj() if callable(obj) and not _is_array_like(obj) else obj
+            if watched.kind == "histogram":
+                values[name] = self._capture(value, name, bins=watched.bins)
+            else:
+                values[name] = self._capture(value, name)
         if epoch != self._last_epoch:
             values["_epoch"] = int(epoch)
             self._last_epoch = epoch
@@ -230,9 +245,9 @@ class Stats:
         config = json.dumps(self._options["config"], default=str, sort_keys=True)
         writer.put_commands([cmd("HSET", self.keys.run(self.run_id), "config", config)])
 
-    def _capture(self, value: Any, name: str) -> Any:
+    def _capture(self, value: Any, name: str, bins: int | None = None) -> Any:
         try:
-            return capture(value)
+            return capture(value) if bins is None else capture_histogram(value, bins)
         except EncodeError as exc:
             raise TypeError(f"labstats: series {name!r}: {exc}") from None
 
@@ -288,6 +303,16 @@ class Stats:
         """The spool file if records are waiting for Redis, else None."""
         path = self._writer.spool.path if self._writer else None
         return path if path is not None and path.exists() else None
+
+
+class _Watch:
+    """A watched object and how to record it."""
+
+    __slots__ = ("bins", "every", "kind", "obj", "updates")
+
+    def __init__(self, obj: Any, every: int, kind: str, bins: int) -> None:
+        self.obj, self.every, self.kind, self.bins = obj, every, kind, bins
+        self.updates = 0
 
 
 def _as_step(step: Any) -> int:

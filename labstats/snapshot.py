@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from labstats import codec
+from labstats import codec, device
 
 # What a snapshot is: a Python bool/int/float (a scalar point), or one of these wrappers.
 
@@ -105,15 +105,53 @@ def _is_torch_like(value: Any) -> bool:
     return hasattr(value, "detach") and hasattr(value, "device") and hasattr(value, "cpu")
 
 
+class Histogram:
+    """A histogram to store instead of a value: on the GPU it is computed there and copied
+    like any value (``Pending``); otherwise the writer computes it from a copy."""
+
+    __slots__ = ("bins", "source")
+
+    def __init__(self, source: Any, bins: int) -> None:
+        self.source = source  # device.Pending (GPU: already the histogram) or Deferred
+        self.bins = bins
+
+    @property
+    def nbytes(self) -> int:
+        return getattr(self.source, "nbytes", 0) or getattr(getattr(self.source, "obj", None), "nbytes", 0)
+
+    def result(self) -> np.ndarray:
+        """float64 [min, max, count_0, ..., count_{bins-1}] (min, max of the finite values)."""
+        if isinstance(self.source, device.Pending):
+            return np.asarray(self.source.result(), dtype=np.float64)
+        return device.histogram_numpy(self.source.to_numpy(), self.bins)
+
+
+def capture_histogram(value: Any, bins: int) -> Histogram:
+    if _is_torch_like(value) and device.is_cuda(value):
+        return Histogram(device.histogram_cuda(value, _framework(value), bins), bins)
+    captured = capture(value)
+    if not isinstance(captured, Deferred):
+        captured = Deferred(np.atleast_1d(np.asarray(captured, dtype=np.float64)))
+    return Histogram(captured, bins)
+
+
+def _framework(tensor: Any) -> Any:
+    """The module a tensor comes from (torch, or a stand-in in tests without a GPU)."""
+    return sys.modules[type(tensor).__module__.split(".")[0]]
+
+
 def _capture_torch(tensor: Any) -> Any:
     t = tensor.detach()
+    if device.is_cuda(t):
+        # Scalars too: an asynchronous copy, read by the writer (no loss.item() sync here).
+        return device.capture_cuda(t, _framework(t))
     if t.dim() == 0:
-        return t.item()  # one device sync for a CUDA scalar, as loss.item() would do
+        return t.item()
     if getattr(t, "is_sparse", False):
         t = t.to_dense()
     if str(getattr(t, "dtype", "")) in ("torch.bfloat16", "torch.float8_e4m3fn", "torch.float8_e5m2"):
         t = t.float()  # NumPy has no such dtypes; float32 holds every value exactly
-    # On the CPU a clone; on a GPU .cpu() is the copy to host memory.
+    # On the CPU a clone; another device (not CUDA): .cpu() is the copy to host memory.
     return Deferred(t.clone() if t.device.type == "cpu" else t.cpu())
 
 
@@ -131,6 +169,8 @@ def _plain(value: Any) -> Any:
     captured = capture(value)
     if isinstance(captured, Deferred):
         return captured.to_numpy()
+    if isinstance(captured, device.Pending):  # a GPU tensor inside a container: read it now
+        return captured.result()
     if isinstance(captured, Encoded):
         return codec.decode(captured)
     return captured

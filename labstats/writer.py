@@ -30,7 +30,8 @@ import redis
 
 from labstats import schema
 from labstats.chunks import ChunkEncoder, cmd
-from labstats.snapshot import Deferred
+from labstats.device import Pending
+from labstats.snapshot import Deferred, Histogram
 from labstats.spool import Command, Spool
 
 log = logging.getLogger("labstats")
@@ -124,6 +125,8 @@ class Writer(threading.Thread):
         for v in values.values():
             if isinstance(v, Deferred):
                 nbytes += getattr(v.obj, "nbytes", 0) or 0
+            elif isinstance(v, Pending | Histogram):
+                nbytes += v.nbytes
         if nbytes:
             with self._bytes_lock:
                 self.queued_bytes += nbytes

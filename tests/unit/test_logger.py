@@ -69,33 +69,6 @@ def test_zero_dim_tensors_and_arrays_are_scalars(tmp_path, lab):
     assert run.series("n").kind == "i"
 
 
-class FakeCudaTensor:
-    """Stand-in for a CUDA tensor (no GPU on these machines): checks the copy to host."""
-
-    def __init__(self, data):
-        self.data = np.asarray(data)
-        self.device = type("Device", (), {"type": "cuda"})()
-        self.copied_to_host = False
-
-    def detach(self):
-        return self
-
-    def dim(self):
-        return self.data.ndim
-
-    def cpu(self):
-        self.copied_to_host = True
-        return torch.from_numpy(self.data.copy())
-
-
-def test_cuda_tensors_are_copied_to_host_on_the_calling_thread(tmp_path, lab):
-    fake = FakeCudaTensor([1.0, 2.0])
-    with labstats.Stats(tmp_path / "run") as stats:
-        stats.log(step=0, w=fake)
-        assert fake.copied_to_host
-    assert lab.run("run").series("w").values[0].tolist() == [1.0, 2.0]
-
-
 def test_update_records_watched_objects_at_the_original_idx(tmp_path, lab):
     weights = np.zeros(3)
     state = {"loss": 0.0}

@@ -1,0 +1,88 @@
+"""GPU values are captured without a device sync on the training thread: a queued copy to
+pinned memory and an event, waited for by the writer. Proven here with a stand-in CUDA API
+(fake_cuda: work runs only when someone waits); test_gpu.py checks the real thing on a GPU."""
+
+import threading
+
+import numpy as np
+import pytest
+from fake_cuda import Tensor, calls
+
+import labstats
+from labstats import device
+
+
+@pytest.fixture(autouse=True)
+def fresh_calls():
+    calls.clear()
+
+
+def ops_by(thread_prefix: str) -> list[str]:
+    return [op for op, thread in calls if thread.startswith(thread_prefix)]
+
+
+def test_a_cuda_value_is_copied_in_stream_order_and_read_by_the_writer(tmp_path, lab):
+    w = Tensor(np.arange(4, dtype=np.float32))
+    loss = Tensor(np.float32(0.5))
+    with labstats.Stats(tmp_path / "r") as stats:
+        for step in range(3):
+            stats.log(step=step, w=w, loss=loss)
+            w.mul_(2)  # an optimizer's in-place step, queued after the copy
+            loss.mul_(2)
+    main = threading.main_thread().name
+    assert set(ops_by(main)) <= {"alloc pinned", "copy", "record", "mul_"}  # never a wait or read
+    assert "synchronize" in ops_by("labstats-writer")
+    assert "read" in ops_by("labstats-writer")
+    run = lab.run(stats.run_id)
+    assert [v.tolist() for v in run.series("w").values] == [[0, 1, 2, 3], [0, 2, 4, 6], [0, 4, 8, 12]]
+    assert run.series("loss").kind == "f"  # a CUDA scalar is stored as a number
+    assert run.series("loss").values.tolist() == [0.5, 1.0, 2.0]
+
+
+def test_pinned_buffers_are_reused_and_bounded(tmp_path, lab):
+    pool = device.pool()
+    budget = pool.budget
+    device.configure(pinned_bytes=64)  # room for two 32-byte values in flight
+    try:
+        w = Tensor(np.zeros(8, dtype=np.float32))
+        with labstats.Stats(tmp_path / "r", flush_interval=0.01) as stats:
+            for step in range(50):
+                stats.log(step=step, w=w)
+        assert pool.in_use == 0
+        assert sum(1 for op, _ in calls if op == "alloc pinned") <= 2  # reused, not 50 allocations
+    finally:
+        device.configure(pinned_bytes=budget)
+    assert len(lab.run(stats.run_id).series("w")) == 50
+
+
+def test_histograms_and_sampling(tmp_path, lab):
+    cpu = np.array([5.0, 5.0, 7.0])
+    with labstats.Stats(tmp_path / "r") as stats:
+        stats.watch(cpu, "cpu_hist", kind="histogram", bins=2)
+        stats.watch(cpu, "sampled", every=3)
+        for step in range(7):
+            stats.update(0, 100, 1, step)
+    run = lab.run(stats.run_id)
+    assert run.series("sampled").idx.tolist() == [0, 3, 6]
+    hist = run.series("cpu_hist")
+    assert len(hist) == 7
+    assert hist.values[0].tolist() == [5.0, 7.0, 2.0, 1.0]  # min, max, then the counts
+    assert run.series_meta("cpu_hist")["hint"] == "histogram"
+    with pytest.raises(ValueError, match="watch kind"):
+        stats.watch(cpu, "x", kind="violin")
+
+
+def test_numpy_histogram_leaves_out_non_finite_values():
+    packed = device.histogram_numpy(np.array([0.0, 1.0, 2.0, 3.0, np.inf, np.nan]), 3)
+    assert packed.tolist() == [0.0, 3.0, 1.0, 1.0, 2.0]
+
+
+def test_the_device_histogram_matches_the_numpy_one():
+    import torch  # the CPU build: the same ops the GPU runs
+
+    values = np.concatenate([np.random.default_rng(0).normal(size=10_000), [np.inf, np.nan, -np.inf]])
+    packed = device.histogram_packed(torch.from_numpy(values.astype(np.float32)), torch, 16)
+    expected = device.histogram_numpy(values.astype(np.float32), 16)
+    assert packed[:2].tolist() == pytest.approx(expected[:2].tolist())
+    assert np.abs(packed[2:].numpy() - expected[2:]).sum() <= 2  # float32 rounding at bin edges
+    assert packed[2:].sum().item() == 10_000
