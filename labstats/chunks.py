@@ -22,9 +22,9 @@ from labstats.spool import Command
 log = logging.getLogger("labstats")
 
 
-def _b(value: Any) -> bytes:
-    if isinstance(value, bytes):
-        return value
+def _b(value: Any) -> bytes | memoryview:
+    if isinstance(value, bytes | memoryview):
+        return value  # a memoryview: a part of a tensor's memory, sent without a copy
     if isinstance(value, float):
         return repr(value).encode()
     return str(value).encode()
@@ -134,25 +134,38 @@ class ChunkEncoder:
         kind = kind_of(value)
         if kind != schema.KIND_OBJECT:
             return kind, schema.RECORD_STRUCTS[kind].pack(idx, value)
-        if isinstance(value, Encoded):
-            payload = bytes(value)
-        elif isinstance(value, Deferred):
-            payload = codec.encode(value.to_numpy())
+        if isinstance(value, Deferred):
+            value = value.to_numpy()
+        if isinstance(value, np.ndarray):
+            header, body = codec.array_parts(value)
+            if len(header) + len(body) > schema.INLINE_MAX:
+                ref = self._blob(header, body, commands)
+                return kind, schema.OBJECT_HEADER.pack(idx, len(ref)) + ref
+            payload = header + bytes(body)
         else:
-            payload = codec.encode(value)
-        if len(payload) > schema.INLINE_MAX:
-            payload = self._blob(payload, commands)
+            payload = bytes(value) if isinstance(value, Encoded) else codec.encode(value)
+            if len(payload) > schema.INLINE_MAX:
+                ref = self._blob(payload, memoryview(b""), commands)
+                return kind, schema.OBJECT_HEADER.pack(idx, len(ref)) + ref
         return kind, schema.OBJECT_HEADER.pack(idx, len(payload)) + payload
 
-    def _blob(self, payload: bytes, commands: list[Command]) -> bytes:
+    def _blob(self, head: bytes, body: memoryview, commands: list[Command]) -> bytes:
+        """Store head+body as a blob of BLOB_PART-sized parts. Only the first part is copied
+        (to join the small head to the body); the others are views of the body's memory."""
         n = self.blobs
         self.blobs += 1
-        parts = [payload[i : i + schema.BLOB_PART] for i in range(0, len(payload), schema.BLOB_PART)]
+        size = schema.BLOB_PART
+        if len(head) >= size or not len(body):  # an encoded value: all of it is in head
+            data = head + bytes(body)
+            parts: list[Any] = [data[i : i + size] for i in range(0, len(data), size)]
+        else:
+            cut = size - len(head)
+            parts = [head + bytes(body[:cut])] + [body[i : i + size] for i in range(cut, len(body), size)]
         args: list[Any] = ["HSET", self.keys.blob(self.run_id, n)]
-        for i, part in enumerate(parts):
-            args += [i, part]
+        for i, data in enumerate(parts):
+            args += [i, data]
         commands.append(cmd(*args))
-        return schema.BLOB_REF.pack(schema.BLOB_TAG, n, len(parts), len(payload))
+        return schema.BLOB_REF.pack(schema.BLOB_TAG, n, len(parts), len(head) + len(body))
 
     def _open_chunk(self, state: SeriesState, kind: bytes, idx: int) -> None:
         if state.chunk_no >= 0 and state.last_idx is not None and idx < state.last_idx:

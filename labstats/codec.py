@@ -83,17 +83,21 @@ def _encode_into(out: bytearray, value: Any, path: str) -> None:
 
 
 def _encode_array(out: bytearray, array: np.ndarray, path: str) -> None:
+    header, body = array_parts(array, path)
+    out += header
+    out += body
+
+
+def array_parts(array: np.ndarray, path: str = "value") -> tuple[bytes, memoryview]:
+    """An array's encoding as (header, body): the body is a view of the array's own memory
+    (no copy for a C-contiguous array), so large tensors go to Redis without being copied."""
     if array.dtype.hasobject or array.dtype.fields is not None:
         raise EncodeError(f"cannot store an array of dtype {array.dtype} at {path}")
     if not array.flags.c_contiguous:
         array = array.copy(order="C")
     dtype = array.dtype.str.encode()  # e.g. b"<f4": byte order included
-    out += _ARRAY
-    out += bytes([len(dtype), array.ndim])
-    out += dtype
-    for dim in array.shape:
-        out += _I64.pack(dim)
-    out += array.tobytes()
+    header = _ARRAY + bytes([len(dtype), array.ndim]) + dtype + b"".join(_I64.pack(d) for d in array.shape)
+    return header, memoryview(array.reshape(-1).view(np.uint8))
 
 
 def encode(value: Any, path: str = "value") -> bytes:
