@@ -9,7 +9,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 0
 
-.PHONY: help host venv lock image lab lab-down lab-status lint unit molecule test restore-drill bench bench-logger bench-viewer bench-replication clean
+.PHONY: help host venv lock image lab lab-down lab-status lint unit molecule test restore-drill bench bench-gpu bench-logger bench-viewer bench-replication clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -63,6 +63,9 @@ test: lint unit molecule ## Everything CI runs
 bench-logger: venv ## Logger overhead against the original design and tensorboardX
 	$(BIN)/python benchmarks/bench_logger.py
 
+bench-gpu: venv ## Logging cost in a GPU training loop (CPU when no GPU), writer throughput
+	$(BIN)/python benchmarks/bench_gpu.py
+
 bench-viewer: venv ## Viewer: run page with 10 series x 1,000,000 points
 	$(BIN)/python benchmarks/bench_viewer.py
 
@@ -75,7 +78,7 @@ bench-replication: ## Replication lag trainbox → webbox over WireGuard (needs 
 restore-drill: ## Back up the lab's web box now, restore it into a scratch folder, compare with live
 	scripts/lab-ssh.sh webbox "sudo systemctl start labstats-backup.service && sudo /usr/local/sbin/labstats-restore-drill"
 
-bench: bench-logger bench-viewer ## All benchmarks (bench-replication needs the lab)
+bench: bench-logger bench-viewer bench-gpu ## All benchmarks (bench-replication needs the lab)
 
 clean: ## Remove caches (not the venv, not credentials)
 	rm -rf .cache .pytest_cache .ruff_cache .hypothesis

@@ -199,6 +199,8 @@ def main() -> int:
     )
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--only", help="run the variants whose name contains this (and 'nothing')")
+    parser.add_argument("--sizes", choices=["both", "small", "large"], default="both")
     parser.add_argument("--redis-server", default=shutil.which("redis-server") or "redis-server")
     args = parser.parse_args()
     gpu = torch.cuda.is_available()
@@ -226,9 +228,12 @@ def main() -> int:
         proc, url = start_redis(args.redis_server, tmp)
         try:
             results: dict[str, dict[str, list[float]]] = {}
-            for label, width, batch in sizes:
+            chosen = {"both": sizes, "small": sizes[:1], "large": sizes[1:]}[args.sizes]
+            for label, width, batch in chosen:
                 loop = Loop(width, batch, depth=4, dev=dev)
                 found = variants(url, tmp, have_tb)
+                if args.only:
+                    found = [(v, f) for v, f in found if v == "nothing" or args.only in v]
                 for _, setup in found:  # warm-up: kernels, allocators, connections
                     time_variant(loop, setup, max(5, steps // 10))
                 times: dict[str, list[float]] = {v: [] for v, _ in found}
@@ -249,7 +254,7 @@ def main() -> int:
                     cells.append(f"{ms:.2f} ms/step (1.00×)" if variant == "nothing" else f"{ms / base:.2f}×")
                 print(f"| {variant} | " + " | ".join(cells) + " |")
             print()
-            for part in (65536 - 6, 2**20 - 16):
+            for part in () if args.only else (65536 - 6, 2**20 - 16):
                 rates = [throughput(url, tmp, dev, part) for _ in range(2)]
                 print(f"writer tensor throughput, {dev.type} tensors of 4 MB, blob parts of {part} B: "
                       f"{max(rates):.2f} GB/s (best of 2)")  # fmt: skip

@@ -108,11 +108,25 @@ def capture_cuda(tensor: Any, torch: Any) -> Pending:
     numel = t.numel()
     nbytes = numel * t.element_size()
     buffer = _pool.acquire(torch, t.dtype, numel, nbytes)
-    stream = torch.cuda.current_stream(t.device)
-    buffer.copy_(t.reshape(-1), non_blocking=True)  # queued on the stream: ordered
-    event = torch.cuda.Event()
-    event.record(stream)
+    buffer.copy_(t.reshape(-1), non_blocking=True)  # queued on the current stream: ordered
+    # blocking: the writer sleeps while it waits instead of spinning a core against the
+    # training thread's kernel launches.
+    event = torch.cuda.Event(blocking=True)
+    if _several_gpus(torch):  # the tensor's device may not be the current one
+        event.record(torch.cuda.current_stream(t.device))
+    else:
+        event.record()
     return Pending(buffer, event, tuple(t.shape), t.dim() == 0, nbytes, _pool)
+
+
+_gpu_count: int | None = None
+
+
+def _several_gpus(torch: Any) -> bool:
+    global _gpu_count
+    if _gpu_count is None:
+        _gpu_count = torch.cuda.device_count()
+    return _gpu_count > 1
 
 
 def _no_numpy_dtypes(torch: Any) -> tuple:

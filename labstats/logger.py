@@ -325,10 +325,17 @@ def _as_step(step: Any) -> int:
     return as_int
 
 
+_good_names: set[str] = set()  # names checked already: log() is called every step
+
+
 def _check_series_name(name: str) -> None:
+    if name in _good_names:
+        return
     problem = schema.series_name_problem(name)
     if problem is not None:
         raise ValueError(f"labstats: invalid series name {name!r}: it {problem}")
+    if len(_good_names) < 100_000:
+        _good_names.add(name)
 
 
 def _is_array_like(obj: Any) -> bool:

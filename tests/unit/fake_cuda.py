@@ -115,8 +115,15 @@ class cuda:  # named as torch.cuda
     def current_stream(device=None) -> _Stream:
         return cuda._stream
 
+    @staticmethod
+    def device_count() -> int:
+        return 1
+
     class Event:
-        def record(self, stream) -> None:
+        def __init__(self, blocking: bool = False) -> None:
+            self.blocking = blocking
+
+        def record(self, stream=None) -> None:
             _note("record")
 
         def synchronize(self) -> None:
