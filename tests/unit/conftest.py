@@ -145,3 +145,24 @@ def start_acl_server(workdir: Path) -> RedisServer:
 def own_state_dir(tmp_path, monkeypatch):
     """Each test notes its spools in an index of its own, not the real user's."""
     monkeypatch.setenv("LABSTATS_STATE_DIR", str(tmp_path / "state"))
+
+
+def same(a, b) -> bool:
+    """Equal in value and type, NaN equal to NaN, arrays in dtype, shape and bytes."""
+    import math
+
+    import numpy as np
+
+    if isinstance(a, np.ndarray):
+        return isinstance(b, np.ndarray) and (a.dtype, a.shape, a.tobytes()) == (
+            b.dtype,
+            b.shape,
+            b.tobytes(),
+        )
+    if isinstance(a, float) and math.isnan(a):
+        return isinstance(b, float) and math.isnan(b)
+    if isinstance(a, list | tuple):
+        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
+    if isinstance(a, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
+    return type(a) is type(b) and a == b

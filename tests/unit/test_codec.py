@@ -2,6 +2,7 @@ import math
 
 import numpy as np
 import pytest
+from conftest import same
 from hypothesis import given
 from hypothesis import strategies as st
 from hypothesis.extra import numpy as hnp
@@ -22,23 +23,6 @@ dtypes = st.sampled_from(["<f4", "<f8", "<f2", "<i1", "<i4", "<i8", "<u1", "<u8"
 arrays = dtypes.flatmap(
     lambda dt: hnp.arrays(np.dtype(dt), hnp.array_shapes(min_dims=0, max_dims=4, max_side=5))
 )
-
-
-def same(a, b):
-    if isinstance(a, np.ndarray):
-        return (
-            isinstance(b, np.ndarray)
-            and a.dtype == b.dtype
-            and a.shape == b.shape
-            and (a.tobytes() == b.tobytes())
-        )
-    if isinstance(a, float) and math.isnan(a):
-        return isinstance(b, float) and math.isnan(b)
-    if isinstance(a, list | tuple):
-        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    return type(a) is type(b) and a == b
 
 
 @given(values)

@@ -2,13 +2,12 @@
 forgot acknowledged batches gets them again, and whatever mix of values and outages a
 property test throws at the logger, every accepted value is stored exactly once."""
 
-import math
 import threading
 import time
 
 import numpy as np
 import pytest
-from conftest import RedisServer
+from conftest import RedisServer, same
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -159,18 +158,6 @@ events = st.lists(
     min_size=1,
     max_size=40,
 )
-
-
-def same(a, b) -> bool:
-    if isinstance(a, np.ndarray):
-        return isinstance(b, np.ndarray) and a.dtype == b.dtype and np.array_equal(a, b)
-    if isinstance(a, float) and math.isnan(a):
-        return isinstance(b, float) and math.isnan(b)
-    if isinstance(a, list | tuple):
-        return type(a) is type(b) and len(a) == len(b) and all(same(x, y) for x, y in zip(a, b, strict=True))
-    if isinstance(a, dict):
-        return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
-    return type(a) is type(b) and a == b
 
 
 @pytest.fixture(scope="module")
