@@ -135,3 +135,42 @@ def tensor_chart(title: str, value: np.ndarray, idx: int, target: str) -> dict:
     fig.image(image=[image], x=0, y=0, dw=image.shape[1], dh=image.shape[0], color_mapper=mapper)
     fig.add_layout(ColorBar(color_mapper=mapper), "right")
     return json_item(fig, target)
+
+
+def histogram_chart(
+    title: str, steps: list[int], packed: list[np.ndarray], target: str, rows: int = 64
+) -> dict:
+    """Histograms over steps (``watch(..., kind="histogram")``) as a heat-map: x the step,
+    y the value, colour the share of values in that bin. Each step's own bins (between its
+    min and max) are spread onto ``rows`` common value bins."""
+    lows = np.array([p[0] for p in packed], dtype=np.float64)
+    highs = np.array([p[1] for p in packed], dtype=np.float64)
+    ok = np.isfinite(lows) & np.isfinite(highs) & (highs >= lows)
+    low = float(lows[ok].min()) if ok.any() else 0.0
+    high = float(highs[ok].max()) if ok.any() else 1.0
+    high = high if high > low else low + 1.0
+    image = np.zeros((rows, len(packed)))
+    for col, hist in enumerate(packed):
+        counts = np.asarray(hist[2:], dtype=np.float64)
+        if not ok[col] or not counts.sum():
+            continue
+        edges = np.linspace(hist[0], hist[1], len(counts) + 1)
+        centers = (edges[:-1] + edges[1:]) / 2
+        index = np.clip(((centers - low) / (high - low) * rows).astype(int), 0, rows - 1)
+        np.add.at(image[:, col], index, counts / counts.sum())
+    mapper = LinearColorMapper(palette=Viridis256, low=0, high=float(image.max()) or 1.0)
+    first, last = (steps[0], steps[-1]) if steps else (0, 1)
+    width = (last - first) / max(len(steps) - 1, 1) if len(steps) > 1 else 1
+    fig = figure(
+        title=f"{title}: distribution over steps",
+        height=320,
+        sizing_mode="stretch_width",
+        x_range=(first, last + width),
+        y_range=(low, high),
+        x_axis_label="idx",
+        tools="pan,wheel_zoom,box_zoom,reset,save,hover",
+        tooltips=[("idx", "$x{0}"), ("value", "$y"), ("share", "@image")],
+    )
+    fig.image(image=[image], x=first, y=low, dw=last + width - first, dh=high - low, color_mapper=mapper)
+    fig.add_layout(ColorBar(color_mapper=mapper), "right")
+    return json_item(fig, target)

@@ -17,6 +17,7 @@ bp = Blueprint("pages", __name__)
 
 MAX_CHARTS = 200  # per page; a run with more series shows the first ones and says so
 TEXT_ROWS = 50
+HISTOGRAM_STEPS = 500  # the newest steps of a histogram series shown as a heat-map
 
 
 def _page_error(exc: ApiError):
@@ -81,6 +82,14 @@ def _add_series(run, source, name, i, target, live, at_idx, plots, texts, tensor
         raise ValueError(i["error"])
     if i.get("kind") in ("f", "i", "b"):
         spec = charts.line_chart(name, [(name, charts.series_url(source, run.id, name))], live, target)
+        plots.append({"name": name, "target": target, "spec": spec, "count": i.get("count")})
+        return
+    if i.get("hint") == "histogram":
+        recent = run.steps(name, HISTOGRAM_STEPS)
+        shown = run.series(name, int(recent.min()), None) if len(recent) else None
+        pairs = [(s, v) for s, v in zip(shown.idx.tolist(), shown.values, strict=True)
+                 if isinstance(v, np.ndarray) and v.ndim == 1 and v.size > 2] if shown else []  # fmt: skip
+        spec = charts.histogram_chart(name, [s for s, _ in pairs], [v for _, v in pairs], target)
         plots.append({"name": name, "target": target, "spec": spec, "count": i.get("count")})
         return
     last = run.latest(name)

@@ -217,3 +217,16 @@ def test_a_live_page_polls_once_for_all_its_charts(client, run_id):
         assert data == client.get(url).json  # the same window as the chart's own URL gives
     assert body["series"][2]["idx"] == list(range(100, 201))
     assert client.post("/api/live", data="junk").status_code == 400
+
+
+def test_a_histogram_series_is_drawn_as_a_distribution_over_steps(client, tmp_path):
+    weights = np.zeros(1000)
+    with labstats.Stats(tmp_path / "hist") as stats:
+        stats.watch(weights, "w", kind="histogram", bins=16)
+        for step in range(30):
+            weights[:] = np.random.default_rng(step).normal(step, 1.0, 1000)
+            stats.update(0, 1, 1, step)
+    html = client.get(f"/runs/local/{stats.run_id}").get_data(as_text=True)
+    specs = [json.loads(block) for block in re.findall(r'class="chart-spec">(.*?)</script>', html, re.S)]
+    assert "w: distribution over steps" in json.dumps(specs)
+    assert '<table class="text">' not in html  # not printed as text rows of arrays
