@@ -208,6 +208,12 @@ def test_a_person_uses_the_example_notebook_in_a_browser(host, logged_run):
 def test_jupyter_cookies_are_secure_and_its_version_needs_a_login():
     status, headers, _ = https_get("/jupyter/login")
     assert status == 200
+    # Jupyter's own CSP (its pages need inline scripts), not the viewer's; nginx's headers once.
+    assert headers.get_all("Content-Security-Policy") == [
+        "frame-ancestors 'self'; report-uri /jupyter/api/security/csp-report"
+    ]
+    assert headers.get_all("X-Content-Type-Options") == ["nosniff"]
+    assert headers["Strict-Transport-Security"].startswith("max-age=")
     xsrf = [c for c in headers.get_all("Set-Cookie") if c.startswith("_xsrf=")]
     assert xsrf
     assert "Secure" in xsrf[0]
