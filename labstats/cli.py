@@ -1,6 +1,7 @@
-"""The ``labstats`` command: list, show, export and follow runs; replay spooled records.
+"""labstats: list, show, export and follow runs; regenerate a run; replay spooled records.
 
-Connection: ``--url`` or ``$LABSTATS_URL`` or the config file (see labstats.config).
+Where Redis is: --url, else $LABSTATS_URL, else ~/.config/labstats/config.toml, else
+redis://127.0.0.1:6379/0.
 """
 
 from __future__ import annotations
@@ -9,13 +10,15 @@ import argparse
 import datetime as dt
 import json
 import os
+import shlex
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import redis
 
-from labstats import reader, replay
+from labstats import reader, regenerate, replay
 from labstats.config import LabstatsError
 
 EX_TEMPFAIL = 75  # replay: Redis cannot be reached now; try again later (the timer does)
@@ -27,11 +30,27 @@ def _when(ts: str | None) -> str:
     return dt.datetime.fromtimestamp(float(ts)).strftime("%Y-%m-%d %H:%M:%S")
 
 
+def parse_param(item: str) -> tuple[str, Any]:
+    """KEY=VALUE: a number or a plain string (JSON also works: true, null, "quoted");
+    KEY=LOW..HIGH: an inclusive range, either end may be left out (lr=..1e-3)."""
+    key, sep, raw = item.partition("=")
+    if not sep or not key:
+        raise LabstatsError(f"--param {item!r}: write KEY=VALUE or KEY=LOW..HIGH")
+    if ".." in raw and not raw.startswith('"'):
+        low, _, high = raw.partition("..")
+        return key, (_value(low) if low else None, _value(high) if high else None)
+    return key, _value(raw)
+
+
+def _value(raw: str) -> Any:
+    try:
+        return json.loads(raw)
+    except ValueError:
+        return raw  # a plain string: sweep-0.01, adam
+
+
 def cmd_ls(lab: reader.Lab, args: argparse.Namespace) -> int:
-    params = {}
-    for item in args.param or []:
-        key, _, value = item.partition("=")
-        params[key] = json.loads(value) if value else None
+    params = dict(parse_param(item) for item in args.param or [])
     runs = lab.runs(name=args.name, tag=args.tag, status=args.status, params=params or None, limit=args.limit)
     pending = replay.pending_runs()
     if args.json:
@@ -76,6 +95,9 @@ def cmd_show(lab: reader.Lab, args: argparse.Namespace) -> int:
     if args.diff:
         sys.stdout.write(run.diff())
         return 0
+    if args.freeze:
+        sys.stdout.write(run.freeze())
+        return 0
     info = run.series_info()
     print(f"run       {run.name}  ({run.id})")
     print(f"status    {run.status}{'  (' + run.meta['reason'] + ')' if run.meta.get('reason') else ''}")
@@ -115,17 +137,41 @@ def cmd_tail(lab: reader.Lab, args: argparse.Namespace) -> int:
         print(f"{i}\t{v}")
     last = int(series.idx[-1]) if len(series) else None
     while args.follow:
-        time.sleep(args.interval)
+        status = lab.run(run.id).status  # read before the points: none can be missed
         new = run.series(args.series, start=None if last is None else last + 1)
         for i, v in zip(new.idx, new.values, strict=True):
             print(f"{i}\t{v}", flush=True)
         if len(new):
             last = int(new.idx[-1])
+        if status != "running":
+            print(f"run {run.name} {status}", file=sys.stderr)
+            return 0 if status == "finished" else 1
+        time.sleep(args.interval)
+    return 0
+
+
+def cmd_regenerate(lab: reader.Lab, args: argparse.Namespace) -> int:
+    run = lab.run(args.run)
+    p = run.regenerate_plan()
+    where = regenerate.checkout(p, run.diff(), run.freeze(), Path(args.dir))
+    for note in p.notes:
+        print(f"note: {note}", file=sys.stderr)
+    print(f"checked out {p.commit[:12]}{' with the recorded changes' if p.dirty else ''} in {args.dir}")
+    if (Path(args.dir) / "requirements.txt").exists():
+        print(
+            f"packages the run had: {Path(args.dir) / 'requirements.txt'} (pip install -r it in a fresh venv)"
+        )
+    command = " ".join(shlex.quote(a) for a in [*(f"{k}={v}" for k, v in p.env.items()), *p.command])
+    print(f"run it:\n  cd {shlex.quote(str(where))} && {command}")
+    if args.execute:
+        return regenerate.run_command(p, where, args.python)
     return 0
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labstats", description=__doc__)
+    parser = argparse.ArgumentParser(
+        prog="labstats", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--url", help="redis://user:password@host:port/db (default: $LABSTATS_URL or config)")
     parser.add_argument("--prefix", help="key prefix (default: ls)")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -134,7 +180,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--name", help="name contains this")
     p.add_argument("--tag")
     p.add_argument("--status", choices=["running", "finished", "crashed"])
-    p.add_argument("--param", action="append", metavar="KEY=JSON", help="config equality, e.g. lr=0.001")
+    p.add_argument("--param", action="append", metavar="KEY=VALUE",
+                   help="config value (lr=0.001, opt=adam) or range (lr=1e-4..1e-2); repeatable")  # fmt: skip
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_ls)
@@ -142,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("show", help="a run's metadata, recipe and series")
     p.add_argument("run", help="run name or id")
     p.add_argument("--diff", action="store_true", help="print only the git diff the run started with")
+    p.add_argument("--freeze", action="store_true", help="print only the packages it had (pip freeze)")
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("export", help="write a run's scalar series to CSV or Parquet")
@@ -157,6 +205,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("-f", "--follow", action="store_true")
     p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_tail)
+
+    p = sub.add_parser(
+        "regenerate",
+        help="check out a run's code with its changes into an empty DIR, and run it again",
+        description=regenerate.__doc__,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    p.add_argument("run", help="run name or id")
+    p.add_argument("dir", help="an empty or new directory")
+    p.add_argument("--run", dest="execute", action="store_true", help="run the recorded command there")
+    p.add_argument("--python", default=sys.executable, help="interpreter for --run (default: this one)")
+    p.set_defaults(func=cmd_regenerate)
 
     p = sub.add_parser(
         "replay",

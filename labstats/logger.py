@@ -64,6 +64,7 @@ class Stats:
         on_conflict: str = "suffix",
         flush_interval: float = 0.2,
         capture_git: bool = True,
+        capture_freeze: bool | None = None,
         handle_signals: bool = True,
         resend_window: float = 5.0,
     ) -> None:
@@ -73,9 +74,12 @@ class Stats:
             "name": name, "config": dict(config or {}), "tags": [str(t) for t in tags], "seed": seed,
             "url": url, "prefix": prefix, "on_conflict": on_conflict, "flush_interval": flush_interval,
             "capture_git": capture_git, "handle_signals": handle_signals, "resend_window": resend_window,
+            "capture_freeze": capture_freeze if capture_freeze is not None
+            else os.environ.get("LABSTATS_CAPTURE_FREEZE", "1") != "0",
         }  # fmt: skip
         self._watched: dict[str, Any] = {}
         self._writer: Writer | None = None
+        self._freeze_thread: threading.Thread | None = None
         self._closed = False
         self._last_step = -1
         self._last_epoch: Any = None
@@ -104,7 +108,7 @@ class Stats:
         self.name = self._reserve_now(wanted, opts["on_conflict"])
 
         started = time.time()
-        meta = runmeta.collect(opts["capture_git"])
+        meta = runmeta.collect(opts["capture_git"], capture_freeze=False)
         diff = meta.pop("git_diff", "")
         fields: dict[str, Any] = {
             "id": self.run_id,
@@ -145,6 +149,12 @@ class Stats:
         )
         self._writer.put_commands(commands)
         self._writer.start()
+        if opts["capture_freeze"]:
+            # pip freeze takes a second: done beside the training, sent when it is ready.
+            self._freeze_thread = threading.Thread(
+                target=self._record_freeze, name="labstats-freeze", daemon=True
+            )
+            self._freeze_thread.start()
         _open_runs.add(self)
         _install_hooks(opts["handle_signals"])
         return self
@@ -161,6 +171,12 @@ class Stats:
         except (redis.RedisError, OSError) as exc:
             log.warning("labstats: cannot reserve run name %r now (%s); it is reserved later", wanted, exc)
             return wanted
+
+    def _record_freeze(self) -> None:
+        text = runmeta.freeze()
+        writer = self._writer
+        if writer is not None and text:
+            writer.put_commands([cmd("SET", self.keys.freeze(self.run_id), text)])
 
     def _named(self, name: str) -> None:
         if name != self.name:
@@ -269,6 +285,8 @@ class Stats:
             if self._closed or self._writer is None:
                 return
             self._closed = True
+        if self._freeze_thread is not None:
+            self._freeze_thread.join(timeout)  # its record goes out with the rest
         k, run = self.keys, self.run_id
         fields = ["status", status, "ended", f"{time.time():.3f}"]
         if reason:

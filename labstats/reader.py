@@ -111,25 +111,21 @@ class Run:
         raw = self.lab.redis.get(self.lab.keys.diff(self.id))
         return raw.decode("utf-8", "replace") if raw else ""
 
-    def regenerate_command(self) -> str:
-        """A shell recipe that reruns this run from its recorded commit and command line.
-        Every recorded field is shell-quoted: a record is data, never code to paste."""
-        import shlex
+    def freeze(self) -> str:
+        """The packages installed when the run started (pip freeze or conda list), or ''."""
+        raw = self.lab.redis.get(self.lab.keys.freeze(self.id))
+        return raw.decode("utf-8", "replace") if raw else ""
 
-        meta = self.meta
-        lines = ["set -e"]
-        if meta.get("cwd"):
-            lines.append(f"cd {shlex.quote(str(meta['cwd']))}")
-        if meta.get("git_commit"):
-            lines.append(f"git checkout {shlex.quote(str(meta['git_commit']))}")
-            if meta.get("git_dirty"):
-                lines.append(f"labstats show {shlex.quote(self.id)} --diff | git apply")
-        argv = meta.get("argv") or []
-        if isinstance(argv, str):
-            argv = [argv]
-        if isinstance(argv, list) and argv:
-            lines.append(" ".join(shlex.quote(str(a)) for a in argv))
-        return "\n".join(lines)
+    def regenerate_plan(self):
+        from labstats.regenerate import plan
+
+        return plan(self.id, self.meta)
+
+    def regenerate_command(self) -> str:
+        """A shell recipe that regenerates this run from an empty directory (or the one
+        command `labstats regenerate RUN DIR --run`). Every recorded field is shell-quoted:
+        a record is data, never code to paste."""
+        return self.regenerate_plan().shell()
 
     def series_info(self) -> dict[str, dict[str, Any]]:
         """Every series' info by name. An entry that cannot be read has kind "?" and an
@@ -480,7 +476,7 @@ def _parse_meta(raw: dict[bytes, bytes]) -> dict[str, Any]:
         k, v = key.decode("utf-8", "replace"), value.decode("utf-8", "replace")
         if "\ufffd" in k or "\ufffd" in v:
             meta.setdefault("_malformed", []).append(k)
-        if k in ("config", "tags", "argv", "packages"):
+        if k in ("config", "tags", "argv", "packages", "env", "git_notes"):
             try:
                 meta[k] = json.loads(v)
             except ValueError:

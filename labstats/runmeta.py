@@ -1,7 +1,11 @@
-"""What regenerates a run: command, code version, environment. Gathered once at start."""
+"""What regenerates a run, gathered once at start: the code (repository, remote, commit and
+every uncommitted change, new untracked source files included), the environment (pip freeze,
+Python and its path, allowlisted variables) and the command (argv, working directory
+relative to the repository root)."""
 
 from __future__ import annotations
 
+import fnmatch
 import getpass
 import importlib.metadata
 import os
@@ -12,38 +16,89 @@ import sys
 from pathlib import Path
 from typing import Any
 
-# Packages whose versions matter for reproducing a training run, recorded when installed.
+# Packages whose versions are shown with a run (the full freeze is kept too).
 KEY_PACKAGES = (
     "labstats", "numpy", "torch", "torchvision", "tensorflow", "jax", "jaxlib",
     "scipy", "pandas", "scikit-learn", "transformers", "lightning", "redis",
 )  # fmt: skip
-MAX_DIFF_BYTES = 1 << 20  # a bigger dirty diff is cut (and the cut is said)
+MAX_DIFF_BYTES = 1 << 20  # the whole recorded diff, untracked files included; past it: cut, and said
+MAX_UNTRACKED_FILE = 256 << 10  # an untracked file larger than this is not recorded (said)
+# Environment variables recorded when set (a run's behaviour may depend on them), besides
+# those named in $LABSTATS_ENV_ALLOWLIST (comma-separated, * wildcards allowed).
+ENV_ALLOWLIST = (
+    "CUDA_VISIBLE_DEVICES", "PYTHONHASHSEED", "OMP_NUM_THREADS", "MKL_NUM_THREADS",
+    "CUBLAS_WORKSPACE_CONFIG", "TF_DETERMINISTIC_OPS", "TORCH_*", "XLA_FLAGS", "PYTHONPATH",
+)  # fmt: skip
+# Never recorded, whatever the allowlist says.
+ENV_SECRET_PATTERNS = ("*KEY*", "*TOKEN*", "*PASSWORD*", "*SECRET*", "*CREDENTIAL*", "*AUTH*")
 
 
-def _git(args: list[str], cwd: Path) -> str | None:
+def _git(args: list[str], cwd: Path, ok_codes: tuple[int, ...] = (0,)) -> str | None:
     try:
         out = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, timeout=5, check=True, text=True, errors="replace"
+            ["git", *args], cwd=cwd, capture_output=True, timeout=10, text=True, errors="replace"
         )
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout
+    return out.stdout if out.returncode in ok_codes else None
 
 
-def git_state(cwd: Path) -> dict[str, Any]:
-    """Commit, branch, dirty flag and diff against HEAD, if ``cwd`` is inside a git work tree."""
-    commit = _git(["rev-parse", "HEAD"], cwd)
-    if not commit:
+def _is_text(path: Path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(8192)
+    except OSError:
+        return False
+    return b"\0" not in head
+
+
+def untracked_diff(root: Path) -> tuple[str, list[str]]:
+    """New-file diffs of the untracked, not ignored text files under ``root`` (a module the
+    script imports may be one), and what was left out."""
+    listing = _git(["ls-files", "--others", "--exclude-standard", "-z"], root) or ""
+    parts, skipped = [], []
+    for rel in sorted(p for p in listing.split("\0") if p):
+        path = root / rel
+        if path.is_symlink() or not path.is_file():
+            continue
+        if path.stat().st_size > MAX_UNTRACKED_FILE or not _is_text(path):
+            skipped.append(rel)
+            continue
+        # git diff --no-index exits 1 when the files differ: here, always.
+        diff = _git(["diff", "--no-index", "--binary", "--", "/dev/null", rel], root, ok_codes=(1,))
+        if diff:
+            parts.append(diff)
+    return "".join(parts), skipped
+
+
+def git_state(where: Path) -> dict[str, Any]:
+    """Repository root and remote, commit, branch, dirty flag and the full diff from the
+    commit to the working tree (untracked text files as new files), if ``where`` is in git."""
+    root_out = _git(["rev-parse", "--show-toplevel"], where)
+    commit = _git(["rev-parse", "HEAD"], where)
+    if not root_out or not commit:
         return {}
-    status = _git(["status", "--porcelain", "--untracked-files=no"], cwd) or ""
-    diff = (_git(["diff", "HEAD"], cwd) or "") if status.strip() else ""
-    if len(diff) > MAX_DIFF_BYTES:
-        diff = diff[:MAX_DIFF_BYTES] + f"\n[labstats: diff cut at {MAX_DIFF_BYTES} bytes]\n"
+    root = Path(root_out.strip())
+    remote = ""
+    for name in (_git(["remote"], root) or "").split():
+        remote = (_git(["remote", "get-url", name], root) or "").strip()
+        if name == "origin" or remote:
+            break
+    tracked = _git(["diff", "--binary", "HEAD"], root) or ""
+    untracked, skipped = untracked_diff(root)
+    diff = tracked + untracked
+    notes = [f"untracked file not recorded (binary or over {MAX_UNTRACKED_FILE} bytes): {p}" for p in skipped]
+    if len(diff.encode()) > MAX_DIFF_BYTES:
+        diff = diff.encode()[:MAX_DIFF_BYTES].decode("utf-8", "ignore")
+        notes.append(f"diff cut at {MAX_DIFF_BYTES} bytes: the run cannot be regenerated exactly")
     return {
+        "git_root": str(root),
+        "git_remote": remote,
         "git_commit": commit.strip(),
-        "git_branch": (_git(["rev-parse", "--abbrev-ref", "HEAD"], cwd) or "").strip(),
-        "git_dirty": bool(status.strip()),
+        "git_branch": (_git(["rev-parse", "--abbrev-ref", "HEAD"], root) or "").strip(),
+        "git_dirty": bool(diff),
         "git_diff": diff,
+        "git_notes": notes,
     }
 
 
@@ -57,7 +112,39 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def collect(capture_git: bool = True) -> dict[str, Any]:
+def freeze() -> str:
+    """What is installed, as the tool in use writes it: conda's list in a conda env (it
+    covers non-Python packages), else pip freeze (uv's venvs have no pip: uv pip freeze)."""
+    commands = []
+    if os.environ.get("CONDA_PREFIX") and os.environ.get("CONDA_EXE"):
+        commands.append([os.environ["CONDA_EXE"], "list", "--export"])
+    commands.append([sys.executable, "-m", "pip", "freeze", "--all"])
+    commands.append(["uv", "pip", "freeze", "--python", sys.executable])
+    for command in commands:
+        try:
+            out = subprocess.run(command, capture_output=True, text=True, timeout=60)
+        except (OSError, subprocess.SubprocessError):
+            continue
+        if out.returncode == 0 and out.stdout.strip():
+            return out.stdout
+    # No tool answered: what importlib sees.
+    dists = {d.metadata["Name"]: d.version for d in importlib.metadata.distributions()}
+    return "".join(f"{n}=={v}\n" for n, v in sorted(dists.items(), key=lambda kv: str(kv[0]).lower()))
+
+
+def environment(allow: tuple[str, ...] = ENV_ALLOWLIST) -> dict[str, str]:
+    extra = tuple(p.strip() for p in os.environ.get("LABSTATS_ENV_ALLOWLIST", "").split(",") if p.strip())
+    chosen = {}
+    for name, value in os.environ.items():
+        upper = name.upper()
+        if any(fnmatch.fnmatchcase(upper, p) for p in ENV_SECRET_PATTERNS):
+            continue
+        if any(fnmatch.fnmatchcase(name, p) for p in (*allow, *extra)):
+            chosen[name] = value
+    return dict(sorted(chosen.items()))
+
+
+def collect(capture_git: bool = True, capture_freeze: bool = True) -> dict[str, Any]:
     main = sys.modules.get("__main__")
     script = Path(getattr(main, "__file__", "") or ".").resolve()
     where = script.parent if script.is_file() else Path.cwd()
@@ -68,9 +155,28 @@ def collect(capture_git: bool = True) -> dict[str, Any]:
         "user": getpass.getuser(),
         "pid": os.getpid(),
         "python": platform.python_version(),
+        "python_path": sys.executable,
         "platform": platform.platform(),
         "packages": package_versions(),
+        "env": environment(),
     }
+    if script.is_file():
+        meta["script"] = str(script)
     if capture_git:
         meta.update(git_state(where))
+        root = meta.get("git_root")
+        if root:
+            meta["cwd_in_repo"] = _relative(Path.cwd(), Path(root))
+            if script.is_file():
+                meta["script_in_repo"] = _relative(script, Path(root))
+    if capture_freeze:
+        meta["freeze"] = freeze()
     return meta
+
+
+def _relative(path: Path, root: Path) -> str:
+    """``path`` relative to ``root``, or "" when it is outside it."""
+    try:
+        return str(path.resolve().relative_to(root.resolve()))
+    except ValueError:
+        return ""

@@ -110,6 +110,9 @@ class Keys:
     def diff(self, run_id: str) -> str:  # string: git diff at start
         return f"{self.prefix}:run:{run_id}:diff"
 
+    def freeze(self, run_id: str) -> str:  # string: pip freeze (or conda list) at start
+        return f"{self.prefix}:run:{run_id}:freeze"
+
     def seq(self, run_id: str) -> str:  # string: last batch number applied
         return f"{self.prefix}:run:{run_id}:seq"
 

@@ -166,3 +166,9 @@ def same(a, b) -> bool:
     if isinstance(a, dict):
         return a.keys() == b.keys() and all(same(a[k], b[k]) for k in a)
     return type(a) is type(b) and a == b
+
+
+@pytest.fixture(autouse=True)
+def no_freeze_by_default(monkeypatch):
+    """pip freeze costs a second per run; the tests that need it turn it back on."""
+    monkeypatch.setenv("LABSTATS_CAPTURE_FREEZE", "0")

@@ -144,6 +144,7 @@ def test_short_series_overview_is_the_series(tmp_path, lab):
 
 def test_the_regenerate_recipe_quotes_every_recorded_field(url, tmp_path):
     """A record is data: run in a shell, the recipe passes each hostile field as one word."""
+    import json
     import subprocess
 
     from labstats import schema
@@ -151,18 +152,19 @@ def test_the_regenerate_recipe_quotes_every_recorded_field(url, tmp_path):
     pwned = tmp_path / "pwned"
     hostile = f"main && touch {pwned}; $(touch {pwned}) `touch {pwned}` ' \" \n"
     r = labstats.connect(url).redis
-    keys = schema.Keys()
-    r.hset(keys.run("evil"), mapping={
-        "name": "evil", "cwd": hostile, "git_commit": hostile, "git_dirty": "1",
-        "argv": __import__("json").dumps(["python", hostile, "--lr", "0.1"]),
+    r.hset(schema.Keys().run("evil"), mapping={
+        "name": "evil", "git_root": "/repo", "git_remote": hostile, "git_commit": hostile, "git_dirty": "1",
+        "cwd_in_repo": hostile, "argv": json.dumps(["python", hostile, "--lr", "0.1"]),
+        "env": json.dumps({"A": hostile}),
     })  # fmt: skip
     recipe = labstats.connect(url).run("evil").regenerate_command()
-    assert recipe.startswith("set -e\n")
+    assert recipe.splitlines()[1] == "set -e"
     # Stand-ins record their arguments instead of acting.
-    stubs = "cd() { printf 'cd<%s>\\n' \"$@\"; }; git() { printf 'git<%s>\\n' \"$@\"; }; "
-    stubs += "labstats() { :; }; python() { printf 'python<%s>\\n' \"$@\"; }; "
+    stubs = "".join(f"{c}() {{ printf '{c}<%s>\\n' \"$@\"; }}; " for c in ("cd", "git", "env", "python"))
+    stubs += "labstats() { :; }; "
     out = subprocess.run(["bash", "-c", stubs + recipe], capture_output=True, text=True, check=True).stdout
     assert not pwned.exists()
+    assert f"git<clone>\ngit<{hostile}>\ngit<DIR>" in out
+    assert f"git<--detach>\ngit<{hostile}>" in out
     assert f"cd<{hostile}>" in out
-    assert f"git<{hostile}>" in out
-    assert f"python<{hostile}>\npython<--lr>" in out
+    assert f"env<A={hostile}>\nenv<python>\nenv<{hostile}>\nenv<--lr>" in out

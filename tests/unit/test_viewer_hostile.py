@@ -60,7 +60,9 @@ def store(acl_server, tmp_path):
     )
     hostile_run(r, "config-list", {"name": "config-list", "config": "[1, 2]", "tags": '[1, null, {"a": 2}]'})
     hostile_run(
-        r, "bad-series", {"name": "bad-series", "heartbeat": "1e400", "git_commit": "main && rm -rf ~"}
+        r,
+        "bad-series",
+        {"name": "bad-series", "heartbeat": "1e400", "git_root": "/r", "git_commit": "main && rm -rf ~"},
     )
     series = {
         "not-json": b"\xff{",
@@ -146,4 +148,4 @@ def test_every_page_and_endpoint_survives_hostile_records(store):
 def test_the_recipe_of_a_hostile_record_is_inert(store):
     app, _, _ = store
     recipe = app.test_client().get("/api/runs/local/bad-series").json["regenerate"]
-    assert "git checkout 'main && rm -rf ~'" in recipe
+    assert "git checkout --detach 'main && rm -rf ~'" in recipe
