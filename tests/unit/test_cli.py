@@ -32,10 +32,74 @@ def test_errors_are_one_clear_line(url, capsys):
     assert "cannot reach Redis at redis://127.0.0.1:1/0" in capsys.readouterr().err
 
 
-def test_every_command_has_help():
-    for command in ("ls", "show", "export", "tail"):
+def test_every_command_has_plain_help():
+    for command in ("ls", "show", "export", "tail", "regenerate", "replay"):
         out = subprocess.run(
             [sys.executable, "-m", "labstats.cli", command, "--help"], capture_output=True, text=True
         )
         assert out.returncode == 0
         assert "usage: labstats " + command in out.stdout
+        assert "``" not in out.stdout  # no reStructuredText markup
+
+
+def test_params_take_plain_values_and_ranges(tmp_path, url, capsys):
+    for name, config in (("a", {"lr": 0.01, "opt": "sweep-0.01"}), ("b", {"lr": 0.5, "opt": "adam"})):
+        with labstats.Stats(tmp_path / name, config=config):
+            pass
+
+    def listed(*params):
+        assert cli.main(["ls", *[x for p in params for x in ("--param", p)]]) == 0
+        lines = capsys.readouterr().out.splitlines()[1:]
+        return sorted(line.split()[0] for line in lines)
+
+    assert listed("opt=sweep-0.01") == ["a"]
+    assert listed("lr=1e-3..0.1") == ["a"]
+    assert listed("lr=0.1..") == ["b"]
+    assert listed("lr=..1") == ["a", "b"]
+    assert listed('opt="adam"') == ["b"]
+
+
+def test_ls_json_says_the_status_the_table_says(tmp_path, url, capsys):
+    import json
+
+    stats = labstats.Stats(tmp_path / "stale")
+    stats.flush()
+    lab = labstats.connect(url)
+    lab.redis.hset(f"ls:run:{stats.run_id}", "heartbeat", "1")  # its process went silent long ago
+    assert cli.main(["ls", "--json"]) == 0
+    [row] = json.loads(capsys.readouterr().out)
+    assert row["status"] == "crashed"
+    stats.close()
+
+
+def test_tail_follow_ends_when_the_run_ends(tmp_path, url):
+    script = (
+        "import time, labstats\n"
+        "with labstats.Stats(__import__('sys').argv[1], name='live', flush_interval=0.05) as s:\n"
+        "    for i in range(20):\n"
+        "        s.log(step=i, v=float(i)); time.sleep(0.05)\n"
+    )
+    writer = subprocess.Popen([sys.executable, "-c", script, str(tmp_path / "live")])
+    labstats_ready = labstats.connect(url)
+    for _ in range(100):
+        if labstats_ready.runs(name="live"):
+            break
+        __import__("time").sleep(0.05)
+    follow = subprocess.run(
+        [sys.executable, "-m", "labstats.cli", "tail", "live", "v", "-f", "-n", "0", "--interval", "0.1"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    writer.wait(30)
+    assert follow.returncode == 0
+    assert follow.stderr.strip() == "run live finished"
+    assert follow.stdout.splitlines()[-1] == "19\t19.0"
+
+
+def test_output_to_a_closed_pipe_ends_quietly(tmp_path, url):
+    for n in range(30):
+        with labstats.Stats(tmp_path / f"r{n}"):
+            pass
+    shell = f"{sys.executable} -m labstats.cli ls | head -n 1"
+    out = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True)
+    assert out.returncode == 0
+    assert out.stderr == ""

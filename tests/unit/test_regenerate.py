@@ -1,0 +1,116 @@
+"""A run regenerates from an empty directory: trained from a real git repository with an
+uncommitted change and a new untracked module, started from outside the repository, it is
+checked out again (the recorded diff applied), rerun, and logs exactly the same losses."""
+
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+import labstats
+from labstats import cli, schema
+
+TRAIN_V1 = """
+import sys
+import numpy as np
+import labstats
+
+lr = 0.1
+rng = np.random.default_rng(int(sys.argv[sys.argv.index("--seed") + 1]))
+w = rng.normal(size=4)
+with labstats.Stats("runs/regen", config={"lr": lr}) as stats:
+    for step in range(50):
+        w -= lr * 2 * w
+        stats.log(step=step, loss=float((w ** 2).sum()))
+"""
+# The uncommitted change: another learning rate and a helper from a new, untracked module.
+TRAIN_V2 = TRAIN_V1.replace("lr = 0.1", "from helper import scale\nlr = scale(0.05)")
+HELPER = "def scale(x):\n    return x * 1.5\n"
+
+
+def git(cwd, *args):
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+@pytest.fixture
+def repo(tmp_path):
+    root = tmp_path / "proj"
+    root.mkdir()
+    git(root, "init", "-q", "-b", "main")
+    git(root, "config", "user.email", "test@example.org")
+    git(root, "config", "user.name", "test")
+    (root / "train.py").write_text(TRAIN_V1)
+    git(root, "add", "train.py")
+    git(root, "commit", "-q", "-m", "first")
+    (root / "train.py").write_text(TRAIN_V2)  # uncommitted
+    (root / "helper.py").write_text(HELPER)  # untracked
+    return root
+
+
+def train(cwd, script, url, monkeypatch) -> str:
+    monkeypatch.setenv("LABSTATS_URL", url)
+    monkeypatch.setenv("LABSTATS_CAPTURE_FREEZE", "1")
+    subprocess.run([sys.executable, str(script), "--seed", "7"], cwd=cwd, check=True, timeout=120)
+    return labstats.connect(url).runs(limit=1)[0].id
+
+
+def test_a_run_started_outside_its_repository_regenerates_exactly(repo, tmp_path, url, monkeypatch, capsys):
+    scratch = tmp_path / "scratch"
+    scratch.mkdir()
+    original = train(scratch, repo / "train.py", url, monkeypatch)
+    lab = labstats.connect(url)
+    run = lab.run(original)
+    assert run.meta["git_root"] == str(repo)
+    assert run.meta["cwd_in_repo"] == ""  # started outside it
+    assert "helper.py" in run.diff()  # the untracked module is part of the recorded diff
+    assert "numpy==" in run.freeze()
+    assert run.regenerate_command().splitlines()[1] == "set -e"
+
+    target = tmp_path / "again"
+    assert cli.main(["--url", url, "regenerate", original, str(target), "--run"]) == 0
+    said = capsys.readouterr()
+    assert "the run started outside its repository" in said.err
+    assert (target / "requirements.txt").read_text() == run.freeze()
+    regenerated = lab.runs(limit=1)[0]
+    assert regenerated.id != original
+    assert regenerated.config == run.config
+    assert run.config["lr"] == pytest.approx(0.075)  # the uncommitted change and the helper ran
+    assert regenerated.series("loss").values.tolist() == run.series("loss").values.tolist()
+
+
+def test_a_run_with_a_remote_regenerates_from_the_remote(repo, tmp_path, url, monkeypatch):
+    remote = tmp_path / "remote.git"
+    git(tmp_path, "init", "-q", "--bare", str(remote))
+    git(repo, "remote", "add", "origin", str(remote))
+    git(repo, "push", "-q", "origin", "main")
+    original = train(repo, "train.py", url, monkeypatch)
+    run = labstats.connect(url).run(original)
+    assert run.meta["git_remote"] == str(remote)
+    assert run.meta["cwd_in_repo"] == "."
+    target = tmp_path / "fresh"
+    assert cli.main(["--url", url, "regenerate", original, str(target), "--run"]) == 0
+    again = labstats.connect(url).runs(limit=1)[0]
+    assert again.series("loss").values.tolist() == run.series("loss").values.tolist()
+
+
+def test_a_diff_that_does_not_apply_is_refused_and_nothing_runs(repo, tmp_path, url, monkeypatch, capsys):
+    original = train(repo, "train.py", url, monkeypatch)
+    lab = labstats.connect(url)
+    broken = textwrap.dedent("""\
+        diff --git a/train.py b/train.py
+        --- a/train.py
+        +++ b/train.py
+        @@ -1,1 +1,1 @@
+        -this line is not there
+        +nor this one
+    """)
+    lab.redis.set(schema.Keys().diff(original), broken)
+    runs_before = len(lab.runs(limit=None))
+    assert cli.main(["--url", url, "regenerate", original, str(tmp_path / "x"), "--run"]) == 1
+    assert "does not apply" in capsys.readouterr().err
+    assert len(lab.runs(limit=None)) == runs_before
+    (tmp_path / "busy").mkdir()
+    (tmp_path / "busy" / "file").write_text("mine")
+    assert cli.main(["--url", url, "regenerate", original, str(tmp_path / "busy")]) == 1
+    assert "is not empty" in capsys.readouterr().err
