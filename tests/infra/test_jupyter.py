@@ -175,19 +175,17 @@ def test_a_person_uses_the_example_notebook_in_a_browser(host, logged_run):
         menu(page, "Edit", "Clear Outputs of All Cells")  # so what is checked below is new
         assert page.locator(".jp-OutputArea-output").count() == 0
         menu(page, "Run", "Run All Cells")
-        # Every cell ran (no [*] left), none failed, and the Bokeh charts were drawn.
-        page.wait_for_function(
-            r"""() => {
-                const prompts = [...document.querySelectorAll('.jp-CodeCell .jp-InputPrompt')];
-                return prompts.length > 0 && prompts.every(p => /\[\d+\]/.test(p.textContent));
-            }""",
-            timeout=120_000,
+        # The kernel works through the cells (busy), then is idle again: all of them ran.
+        # (Cells out of view may not be in the page at all: the saved file is checked below.)
+        indicator = (
+            "() => document.querySelector('.jp-Notebook-ExecutionIndicator')?.getAttribute('data-status')"
         )
+        page.wait_for_function(f"{indicator} === 'busy'", timeout=30_000)
+        page.wait_for_function(f"{indicator} === 'idle'", timeout=180_000)
         errors = page.locator(".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr']")
         assert errors.count() == 0, errors.all_inner_texts()
-        page.wait_for_function("() => window.Bokeh && Bokeh.documents.length >= 3", timeout=30_000)
-        canvases = page.evaluate("""() => Bokeh.documents.flatMap(d => [...d.roots()]).length""")
-        assert canvases >= 3
+        page.wait_for_function("() => window.Bokeh && Bokeh.documents.length >= 2", timeout=30_000)
+        assert page.evaluate("() => Bokeh.documents.flatMap(d => [...d.roots()]).length") >= 2  # drawn
         assert name in page.locator(".jp-Notebook").inner_text()  # the run just logged is listed
         menu(page, "File", "Save Notebook")
         time.sleep(2)  # the kernel's websocket must outlive the run and the save
@@ -198,6 +196,14 @@ def test_a_person_uses_the_example_notebook_in_a_browser(host, logged_run):
         page.screenshot(path=str(ARTIFACTS / "jupyter-notebook.png"), full_page=True)
         browser.close()
     assert int(host.check_output("sudo stat -c %%Y %s", NOTEBOOK)) > before  # saved
+    saved = json.loads(host.check_output("sudo cat %s", NOTEBOOK))
+    code = [cell for cell in saved["cells"] if cell["cell_type"] == "code"]
+    counts = [cell["execution_count"] for cell in code]
+    assert None not in counts
+    assert counts == sorted(counts)  # every cell, once, in order, in this session
+    outputs = [o for cell in code for o in cell["outputs"]]
+    assert not [o for o in outputs if o["output_type"] == "error"]
+    assert sum("application/vnd.bokehjs_exec.v0+json" in o.get("data", {}) for o in outputs) >= 3
     with host.sudo():
         assert host.file(
             "/var/lib/labstats-jupyter/notebooks/.ipynb_checkpoints/labstats-example-checkpoint.ipynb"

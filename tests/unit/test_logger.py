@@ -121,8 +121,9 @@ def test_a_taken_name_gets_a_suffix_and_nothing_is_merged(tmp_path, lab):
     names = []
     for value in (1, 2, 3):
         with labstats.Stats(tmp_path / "exp42") as stats:
+            names.append(stats.name)  # final as soon as the constructor returns
             stats.log(step=0, v=value)
-        names.append(stats.name)
+        assert stats.name == names[-1]
     assert names == ["exp42", "exp42.2", "exp42.3"]
     assert [lab.run(n).series("v").values.tolist() for n in names] == [[1], [2], [3]]
     assert len({lab.run(n).id for n in names}) == 3
