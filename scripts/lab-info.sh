@@ -8,6 +8,9 @@ cat <<INFO
 labstats lab is up.
   viewer         https://127.0.0.1:8443/   (self-signed certificate)
                  user: labstats   password: $credentials/web/labstats.password
+                 API token for scripts: $credentials/web/labstats.token
+  Jupyter        https://127.0.0.1:8443/jupyter/   password: $credentials/web/jupyter.password
+  restore drill  make restore-drill
   training box   ssh -i $credentials/lab_ssh_ed25519 labadmin@10.213.0.10
   web box        ssh -i $credentials/lab_ssh_ed25519 labadmin@10.213.0.20
   credentials    $credentials/ (git-ignored, mode 0600)
