@@ -72,9 +72,19 @@ class Spool:
                 log.warning("labstats: spool %s is locked by another process", self.path)
             register(self.path)
         payload = pack_batch(commands)
-        self._file.write(_HEADER.pack(_MAGIC, seq, len(payload), zlib.crc32(payload)) + payload)
-        # Into the OS now: a killed process loses nothing already spooled.
-        self._file.flush()
+        good = self._file.tell()
+        try:
+            self._file.write(_HEADER.pack(_MAGIC, seq, len(payload), zlib.crc32(payload)) + payload)
+            # Into the OS now: a killed process loses nothing already spooled.
+            self._file.flush()
+        except OSError:
+            # A full disk: cut back to the last whole frame, or a later frame would sit behind
+            # a torn one and never be read.
+            self._file.close()
+            self._file = None
+            with open(self.path, "r+b") as f:
+                f.truncate(good)
+            raise
 
     def batches(self) -> Iterator[tuple[int, list[Command]]]:
         yield from read_spool(self.path)
@@ -138,7 +148,7 @@ def register(path: Path) -> None:
         index.parent.mkdir(parents=True, exist_ok=True)
         with open(index, "a") as f:
             f.write(f"{path.resolve()}\n")
-    except OSError as exc:
+    except Exception as exc:  # (an index problem must never cost the spooled batch)
         log.warning("labstats: cannot note spool %s in %s (%s)", path, index_path(), exc)
 
 

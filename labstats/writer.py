@@ -116,6 +116,10 @@ class Writer(threading.Thread):
         self._backoff = 0.5
         self._last_heartbeat = 0.0
         self._warned_backpressure = False
+        self._warned_disk = False
+        # Batches neither Redis nor the spool's disk would take yet: (seq, commands, size).
+        self._held: deque[tuple[int, list[Command], int]] = deque()
+        self.held_bytes = 0
         self.last_error: str | None = None
 
     # ---- called from the training thread -------------------------------------------------
@@ -130,7 +134,7 @@ class Writer(threading.Thread):
         if nbytes:
             with self._bytes_lock:
                 self.queued_bytes += nbytes
-        if len(self.queue) >= self.max_queue or self.queued_bytes > self.max_queue_bytes:
+        if self._full():
             self._wait_for_space()
         self.queue.append((_POINTS, idx, values, nbytes))
 
@@ -161,10 +165,15 @@ class Writer(threading.Thread):
             log.warning("labstats: writer queue full (%d items); logging waits for it", len(self.queue))
             self._warned_backpressure = True
         self._wake.set()
-        while (
-            len(self.queue) >= self.max_queue or self.queued_bytes > self.max_queue_bytes
-        ) and self.is_alive():
+        while self._full() and self.is_alive():
             time.sleep(0.005)
+
+    def _full(self) -> bool:
+        return (
+            len(self.queue) >= self.max_queue
+            or self.queued_bytes > self.max_queue_bytes
+            or self.held_bytes > self.max_queue_bytes
+        )
 
     # ---- the writer thread ----------------------------------------------------------------
 
@@ -182,6 +191,10 @@ class Writer(threading.Thread):
         try:
             if self._spooling:
                 self._recover(force=True)
+            self._save_held()
+            if self._held:
+                log.error("labstats: %d batches of run %s could not be stored (Redis away, spool disk "
+                          "full) and are lost with this process", len(self._held), self.run_id)  # fmt: skip
         finally:
             self.spool.close()
 
@@ -237,7 +250,35 @@ class Writer(threading.Thread):
             except Exception as exc:  # anything else: this batch is kept, never dropped
                 log.exception("labstats: unexpected error sending a batch; it is spooled")
                 self._start_spooling(exc)
-        self.spool.append(self._seq, commands)
+        self._store(self._seq, commands)
+
+    def _store(self, seq: int, commands: list[Command]) -> None:
+        """Into the spool file; if the disk refuses (full), held in memory, in order, until the
+        disk or Redis takes them (the training thread waits when too much is held)."""
+        self._save_held()
+        if not self._held:
+            try:
+                self.spool.append(seq, commands)
+                return
+            except OSError as exc:
+                if not self._warned_disk:
+                    log.warning("labstats: cannot write the spool %s (%s); holding records in memory "
+                                "until the disk or Redis takes them", self.spool.path, exc)  # fmt: skip
+                    self._warned_disk = True
+        size = sum(len(arg) for command in commands for arg in command)
+        self._held.append((seq, commands, size))
+        self.held_bytes += size
+
+    def _save_held(self) -> None:
+        while self._held:
+            seq, commands, size = self._held[0]
+            try:
+                self.spool.append(seq, commands)
+            except OSError:
+                return
+            self._held.popleft()
+            self.held_bytes -= size
+        self._warned_disk = False
 
     def _remember(self, seq: int, commands: list[Command]) -> None:
         """Keep an acknowledged batch for a while: a server crash may still forget it."""
@@ -287,11 +328,14 @@ class Writer(threading.Thread):
             client = self._client()
             self._catch_up(client)  # first what the server acknowledged and then forgot
             applied = int(client.get(self.keys.seq(self.run_id)) or 0)
-            for seq, commands in self.spool.batches():
+            held = [(seq, commands) for seq, commands, _ in self._held]  # newer than the spool's
+            for seq, commands in [*self.spool.batches(), *held]:
                 if seq > applied:
                     self._execute(seq, commands)
                     self._remember(seq, commands)
                 self._seq = max(self._seq, seq)
+            self._held.clear()
+            self.held_bytes = 0
         except (*RETRYABLE, redis.ResponseError) as exc:
             self.last_error = f"{type(exc).__name__}: {exc}"
             self._redis = None

@@ -202,3 +202,52 @@ def test_whatever_is_logged_through_whatever_outage_is_stored_exactly(flaky_serv
                 want,
                 have,
             )
+
+
+def test_a_full_spool_disk_loses_nothing_once_redis_returns(tmp_path, own_redis, monkeypatch, caplog):
+    """Redis away and the spool's disk full for a while (the write fails part-way): the
+    training goes on, the spool stays readable (cut back to its last whole frame), the
+    records wait in memory, and everything arrives when Redis is back."""
+    from labstats import spool as spool_module
+
+    writes = {"n": 0}
+
+    class FullDisk:
+        """The spool's file, on a disk that is full for the 3rd to 8th write: half of the
+        frame gets written, then ENOSPC (what a real full disk does)."""
+
+        def __init__(self, f):
+            self.f = f
+
+        def write(self, data):
+            writes["n"] += 1
+            if 3 <= writes["n"] <= 8:
+                self.f.write(data[: len(data) // 2])
+                self.f.flush()
+                raise OSError(28, "No space left on device")
+            return self.f.write(data)
+
+        def __getattr__(self, name):
+            return getattr(self.f, name)
+
+    def spool_open(path, mode="r", *args, **kwargs):
+        f = open(path, mode, *args, **kwargs)  # noqa: SIM115
+        return FullDisk(f) if str(path).endswith(".spool") and "a" in mode else f
+
+    monkeypatch.setattr(spool_module, "open", spool_open, raising=False)
+    own_redis.stop()
+    stats = labstats.Stats(tmp_path / "r", url=own_redis.url, flush_interval=0.02)
+    for step in range(600):
+        stats.log(step=step, v=float(step))
+        if step % 50 == 0:
+            time.sleep(0.05)  # several batches, some refused by the "disk"
+    assert stats.flush(10)
+    assert writes["n"] > 8
+    assert "cannot write the spool" in caplog.text
+    kept = [seq for seq, _ in spool_module.read_spool(stats.pending_spool)]
+    assert kept == sorted(kept)  # readable to its end, in order
+    own_redis.start()
+    stats.close(timeout=30)
+    run = labstats.connect(own_redis.url).run(stats.run_id)
+    assert run.series("v").idx.tolist() == list(range(600))
+    assert run.status == "finished"
