@@ -120,13 +120,14 @@ def test_values_written_while_the_replica_is_down_arrive(host, web):
 
 
 def test_values_written_while_the_tunnel_is_down_arrive(host, web):
+    key = f"ls:test:gap2:{time.time_ns()}"  # a set of its own, also when run again on a lab
     with web.sudo():
         web.check_output("systemctl stop wg-quick@wg0")
     try:
         for i in range(50):
-            assert redis_cli(host, "trainer", "sadd", "ls:test:gap2", str(i)).stdout.strip() == "1"
+            assert redis_cli(host, "trainer", "sadd", key, str(i)).stdout.strip() == "1"
     finally:
         with web.sudo():
             web.check_output("systemctl start wg-quick@wg0")
     assert wait_until(lambda: replica_link_up(web), timeout=90)
-    assert wait_until(lambda: redis_cli(web, "viewer", "scard", "ls:test:gap2").stdout.strip() == "50")
+    assert wait_until(lambda: redis_cli(web, "viewer", "scard", key).stdout.strip() == "50")
