@@ -33,11 +33,17 @@ class Plan:
     command: list[str]
     env: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    cwd: str = ""  # where the run started (used when it was not in git)
 
     def shell(self, target: str = "DIR") -> str:
         """The same steps as a shell recipe that stops at the first failure."""
         q = shlex.quote
-        lines = [f"# or: labstats regenerate {q(self.run_id)} {q(target)} --run", "set -e"]
+        if self.source:
+            lines = [f"# or: labstats regenerate {q(self.run_id)} {q(target)} --run", "set -e"]
+        else:
+            lines = ["# not started from a git repository: its code was not recorded", "set -e"]
+            if self.cwd:
+                lines.append(f"cd {q(self.cwd)}")
         if self.source:
             lines += [f"git clone {q(self.source)} {q(target)}", f"cd {q(target)}",
                       f"git checkout --detach {q(self.commit)}"]  # fmt: skip
@@ -76,6 +82,7 @@ def plan(run_id: str, meta: dict[str, Any]) -> Plan:
         command=command,
         env={str(k): str(v) for k, v in env.items()},
         notes=[str(n) for n in notes],
+        cwd=str(meta.get("cwd") or ""),
     )
 
 

@@ -114,3 +114,13 @@ def test_a_diff_that_does_not_apply_is_refused_and_nothing_runs(repo, tmp_path, 
     (tmp_path / "busy" / "file").write_text("mine")
     assert cli.main(["--url", url, "regenerate", original, str(tmp_path / "busy")]) == 1
     assert "is not empty" in capsys.readouterr().err
+
+
+def test_a_run_outside_git_gets_an_honest_recipe(tmp_path, url):
+    with labstats.Stats(tmp_path / "plain", capture_git=False):
+        pass
+    run = labstats.connect(url).runs(limit=1)[0]
+    recipe = run.regenerate_command().splitlines()
+    assert recipe[0] == "# not started from a git repository: its code was not recorded"
+    assert recipe[1:3] == ["set -e", f"cd {run.meta['cwd']}"]
+    assert cli.main(["--url", url, "regenerate", run.id, str(tmp_path / "x")]) == 1
