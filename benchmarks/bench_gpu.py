@@ -193,6 +193,25 @@ def throughput(url: str, tmp: Path, dev: torch.device, part: int, count: int = 1
         schema.BLOB_PART = saved
 
 
+def call_costs(url: str, tmp: Path, dev: torch.device, n: int = 3000) -> None:
+    """Microseconds one call costs the calling thread, the GPU idle (no training loop)."""
+    loss = torch.tensor(0.5, device=dev)
+    stats = labstats.Stats(tmp / "calls", url=url, capture_git=False, handle_signals=False)
+
+    def per_call(label, f):
+        if dev.type == "cuda":
+            torch.cuda.synchronize()
+        started = time.perf_counter()
+        for i in range(n):
+            f(i)
+        print(f"{label}: {(time.perf_counter() - started) / n * 1e6:.1f} µs per call")
+
+    per_call("loss.item()", lambda i: loss.item())
+    per_call(f"labstats log(loss=loss), loss a {dev.type} scalar", lambda i: stats.log(step=i, loss=loss))
+    per_call("labstats log(loss=0.5), a Python float", lambda i: stats.log(step=n + i, loss=0.5))
+    stats.close()
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -254,10 +273,11 @@ def main() -> int:
                     cells.append(f"{ms:.2f} ms/step (1.00×)" if variant == "nothing" else f"{ms / base:.2f}×")
                 print(f"| {variant} | " + " | ".join(cells) + " |")
             print()
-            for part in () if args.only else (65536 - 6, 2**20 - 16):
+            for part in () if args.only else (65536 - 6, 2**20 - 16):  # blob part sizes compared
                 rates = [throughput(url, tmp, dev, part) for _ in range(2)]
                 print(f"writer tensor throughput, {dev.type} tensors of 4 MB, blob parts of {part} B: "
                       f"{max(rates):.2f} GB/s (best of 2)")  # fmt: skip
+            call_costs(url, tmp, dev)
             pool = device.pool()
             print(f"training thread waited for pinned memory: {pool.waited:.2f} s in all")
         finally:

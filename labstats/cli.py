@@ -168,6 +168,13 @@ def cmd_regenerate(lab: reader.Lab, args: argparse.Namespace) -> int:
     return 0
 
 
+def _documented(sub, name: str, module, help_text: str) -> argparse.ArgumentParser:
+    """A subcommand whose --help shows its module's docstring as written (plain text)."""
+    return sub.add_parser(
+        name, help=help_text, description=module.__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="labstats", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
@@ -206,11 +213,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--interval", type=float, default=1.0, help=argparse.SUPPRESS)
     p.set_defaults(func=cmd_tail)
 
-    p = sub.add_parser(
+    p = _documented(
+        sub,
         "regenerate",
-        help="check out a run's code with its changes into an empty DIR, and run it again",
-        description=regenerate.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+        regenerate,
+        "check out a run's code with its changes into an empty DIR, and run it again",
     )
     p.add_argument("run", help="run name or id")
     p.add_argument("dir", help="an empty or new directory")
@@ -218,11 +225,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--python", default=sys.executable, help="interpreter for --run (default: this one)")
     p.set_defaults(func=cmd_regenerate)
 
-    p = sub.add_parser(
-        "replay",
-        help="send records spooled while Redis was away, by runs whose process has ended",
-        description=replay.__doc__,
-        formatter_class=argparse.RawDescriptionHelpFormatter,
+    p = _documented(
+        sub, "replay", replay, "send records spooled while Redis was away, by runs whose process has ended"
     )
     p.add_argument("paths", nargs="*", help="spool files or folders to search (default: this user's index)")
     p.set_defaults(func=cmd_replay)

@@ -88,11 +88,18 @@ def _encode_array(out: bytearray, array: np.ndarray, path: str) -> None:
     out += body
 
 
+def check_array(array: np.ndarray, path: str = "value") -> None:
+    """Arrays of numbers, bool or str are stored; of Python objects or records, not."""
+    if array.dtype.hasobject or array.dtype.fields is not None:
+        raise EncodeError(
+            f"cannot store an array of dtype {array.dtype} at {path} (numbers, bool or str only)"
+        )
+
+
 def array_parts(array: np.ndarray, path: str = "value") -> tuple[bytes, memoryview]:
     """An array's encoding as (header, body): the body is a view of the array's own memory
     (no copy for a C-contiguous array), so large tensors go to Redis without being copied."""
-    if array.dtype.hasobject or array.dtype.fields is not None:
-        raise EncodeError(f"cannot store an array of dtype {array.dtype} at {path}")
+    check_array(array, path)
     if not array.flags.c_contiguous:
         array = array.copy(order="C")
     dtype = array.dtype.str.encode()  # e.g. b"<f4": byte order included

@@ -100,11 +100,7 @@ def is_cuda(tensor: Any) -> bool:
 
 def capture_cuda(tensor: Any, torch: Any) -> Pending:
     """Enqueue the copy of a (detached) CUDA tensor to pinned host memory; returns at once."""
-    t = tensor
-    if getattr(t, "is_sparse", False):
-        t = t.to_dense()
-    if t.dtype in _no_numpy_dtypes(torch):
-        t = t.float()  # NumPy has no such dtypes; float32 holds every value exactly (on the GPU)
+    t = numpy_ready(tensor, torch)
     numel = t.numel()
     nbytes = numel * t.element_size()
     buffer = _pool.acquire(torch, t.dtype, numel, nbytes)
@@ -129,9 +125,17 @@ def _several_gpus(torch: Any) -> bool:
     return _gpu_count > 1
 
 
-def _no_numpy_dtypes(torch: Any) -> tuple:
-    names = ("bfloat16", "float8_e4m3fn", "float8_e5m2")
-    return tuple(getattr(torch, n) for n in names if hasattr(torch, n))
+NO_NUMPY_DTYPES = ("bfloat16", "float8_e4m3fn", "float8_e5m2")
+
+
+def numpy_ready(tensor: Any, torch: Any) -> Any:
+    """The tensor as NumPy can hold it, on its own device (no copy to the host yet): dense,
+    and float32 for the dtypes NumPy lacks (float32 holds each of their values exactly)."""
+    t = tensor.to_dense() if getattr(tensor, "is_sparse", False) else tensor
+    dtype = getattr(t, "dtype", None)  # (duck-typed stand-ins may have none)
+    if dtype is not None and any(dtype == getattr(torch, name, None) for name in NO_NUMPY_DTYPES):
+        t = t.float()
+    return t
 
 
 def histogram_cuda(tensor: Any, torch: Any, bins: int) -> Pending:

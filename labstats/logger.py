@@ -347,7 +347,7 @@ _good_names: set[str] = set()  # names checked already: log() is called every st
 
 
 def _check_series_name(name: str) -> None:
-    if name in _good_names:
+    if isinstance(name, str) and name in _good_names:
         return
     problem = schema.series_name_problem(name)
     if problem is not None:

@@ -187,6 +187,15 @@ class Run:
                 break
         return np.concatenate(found)[-last:] if found else np.empty(0, dtype=np.int64)
 
+    def recent(self, name: str, last: int) -> list[tuple[int, Any]]:
+        """The series' newest ``last`` points as (idx, value), oldest first, reading only the
+        chunks that hold them (a long series of tensors costs its last few values)."""
+        steps = self.steps(name, last)
+        if not len(steps):
+            return []
+        shown = self.series(name, int(steps.min()), None)
+        return list(zip(shown.idx.tolist(), list(shown.values), strict=True))[-last:]
+
     def latest(self, name: str) -> tuple[int, Any] | None:
         """The last point written to a series, as (idx, value)."""
         info = self.series_meta(name)

@@ -19,7 +19,7 @@ from pathlib import Path
 import redis
 
 from labstats import schema, spool
-from labstats.writer import RETRYABLE, execute_batch
+from labstats.writer import RETRYABLE, apply_new
 
 MAX_DEPTH = 6  # how deep folders are searched for spools
 
@@ -66,20 +66,13 @@ def replay_file(path: Path, client: redis.Redis, keys: schema.Keys) -> Outcome:
             fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except OSError:
             return Outcome(path, "busy", detail="its process still holds it")
-        size = path.stat().st_size
-        batches = list(spool.read_spool(path))
+        batches, end, size = spool.scan(path)
         try:
-            applied = int(client.get(keys.seq(run_id)) or 0)
-            sent = 0
-            for seq, commands in batches:
-                if seq > applied:
-                    execute_batch(client, keys.seq(run_id), seq, commands)
-                    sent += 1
+            sent = apply_new(client, keys.seq(run_id), batches)
         except (*RETRYABLE, redis.ResponseError) as exc:
             return Outcome(path, "kept", detail=f"{type(exc).__name__}: {exc}")
-        read = sum(spool.frame_size(commands) for _, commands in batches)
         path.unlink()
-    detail = f"{size - read} bytes of a torn last frame dropped" if read < size else ""
+    detail = f"{size - end} bytes of a torn last frame dropped" if end < size else ""
     return Outcome(path, "replayed", sent, detail)
 
 

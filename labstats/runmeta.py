@@ -10,9 +10,11 @@ import getpass
 import importlib.metadata
 import os
 import platform
+import shutil
 import socket
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +35,15 @@ ENV_ALLOWLIST = (
 ENV_SECRET_PATTERNS = ("*KEY*", "*TOKEN*", "*PASSWORD*", "*SECRET*", "*CREDENTIAL*", "*AUTH*")
 
 
-def _git(args: list[str], cwd: Path, ok_codes: tuple[int, ...] = (0,)) -> str | None:
+def _git(args: list[str], cwd: Path, env: dict[str, str] | None = None) -> str | None:
     try:
         out = subprocess.run(
-            ["git", *args], cwd=cwd, capture_output=True, timeout=10, text=True, errors="replace"
-        )
+            ["git", *args], cwd=cwd, capture_output=True, timeout=10, text=True, errors="replace",
+            env={**os.environ, **env} if env else None,
+        )  # fmt: skip
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout if out.returncode in ok_codes else None
+    return out.stdout if out.returncode == 0 else None
 
 
 def _is_text(path: Path) -> bool:
@@ -52,23 +55,33 @@ def _is_text(path: Path) -> bool:
     return b"\0" not in head
 
 
-def untracked_diff(root: Path) -> tuple[str, list[str]]:
-    """New-file diffs of the untracked, not ignored text files under ``root`` (a module the
-    script imports may be one), and what was left out."""
+def working_tree_diff(root: Path) -> tuple[str, list[str]]:
+    """The diff from HEAD to the work tree, the untracked, not ignored text files (a module
+    the script imports may be one) included as new files, and what was left out.
+
+    Three git calls whatever the number of files: the untracked files are marked
+    intent-to-add in a copy of the index (the real index is never touched), so one
+    `git diff` shows them as new files."""
     listing = _git(["ls-files", "--others", "--exclude-standard", "-z"], root) or ""
-    parts, skipped = [], []
+    chosen, skipped = [], []
     for rel in sorted(p for p in listing.split("\0") if p):
         path = root / rel
         if path.is_symlink() or not path.is_file():
             continue
         if path.stat().st_size > MAX_UNTRACKED_FILE or not _is_text(path):
             skipped.append(rel)
-            continue
-        # git diff --no-index exits 1 when the files differ: here, always.
-        diff = _git(["diff", "--no-index", "--binary", "--", "/dev/null", rel], root, ok_codes=(1,))
-        if diff:
-            parts.append(diff)
-    return "".join(parts), skipped
+        else:
+            chosen.append(rel)
+    if not chosen:
+        return _git(["diff", "--binary", "HEAD"], root) or "", skipped
+    index = Path(root, (_git(["rev-parse", "--git-path", "index"], root) or "").strip())
+    with tempfile.TemporaryDirectory() as scratch:
+        copy = Path(scratch) / "index"
+        if index.is_file():
+            shutil.copyfile(index, copy)
+        env = {"GIT_INDEX_FILE": str(copy)}
+        _git(["add", "--intent-to-add", "--", *chosen], root, env)
+        return _git(["diff", "--binary", "HEAD"], root, env) or "", skipped
 
 
 def git_state(where: Path) -> dict[str, Any]:
@@ -84,9 +97,7 @@ def git_state(where: Path) -> dict[str, Any]:
         remote = (_git(["remote", "get-url", name], root) or "").strip()
         if name == "origin" or remote:
             break
-    tracked = _git(["diff", "--binary", "HEAD"], root) or ""
-    untracked, skipped = untracked_diff(root)
-    diff = tracked + untracked
+    diff, skipped = working_tree_diff(root)
     notes = [f"untracked file not recorded (binary or over {MAX_UNTRACKED_FILE} bytes): {p}" for p in skipped]
     if len(diff.encode()) > MAX_DIFF_BYTES:
         diff = diff.encode()[:MAX_DIFF_BYTES].decode("utf-8", "ignore")

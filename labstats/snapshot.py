@@ -30,6 +30,11 @@ class Deferred:
     def __init__(self, obj: Any) -> None:
         self.obj = obj
 
+    @property
+    def nbytes(self) -> int:
+        """Host memory the copy takes (what the writer's queue bound counts)."""
+        return getattr(self.obj, "nbytes", 0) or 0
+
     def to_numpy(self) -> np.ndarray:
         obj = self.obj
         if hasattr(obj, "numpy") and not isinstance(obj, np.ndarray):
@@ -50,7 +55,7 @@ def capture(value: Any) -> Any:
     if isinstance(value, np.ndarray):
         if value.ndim == 0:
             return _numpy_scalar(value[()])
-        _check_dtype(value)
+        codec.check_array(value)  # refused at the call, not left out later by the writer
         return Deferred(value.copy())
     if _is_torch_like(value):
         return _capture_torch(value)
@@ -87,14 +92,8 @@ def _numpy_scalar(value: np.generic) -> Any:
 def _from_array(array: np.ndarray) -> Any:
     if array.ndim == 0:
         return _numpy_scalar(array[()])
-    _check_dtype(array)
+    codec.check_array(array)
     return Deferred(array)
-
-
-def _check_dtype(array: np.ndarray) -> None:
-    """Refuse at the call what the writer could not encode (it would be left out later)."""
-    if array.dtype.hasobject or array.dtype.fields is not None:
-        raise codec.EncodeError(f"cannot store an array of dtype {array.dtype} (numbers, bool or str only)")
 
 
 def _is_torch_like(value: Any) -> bool:
@@ -117,7 +116,7 @@ class Histogram:
 
     @property
     def nbytes(self) -> int:
-        return getattr(self.source, "nbytes", 0) or getattr(getattr(self.source, "obj", None), "nbytes", 0)
+        return self.source.nbytes
 
     def result(self) -> np.ndarray:
         """float64 [min, max, count_0, ..., count_{bins-1}] (min, max of the finite values)."""
@@ -147,10 +146,7 @@ def _capture_torch(tensor: Any) -> Any:
         return device.capture_cuda(t, _framework(t))
     if t.dim() == 0:
         return t.item()
-    if getattr(t, "is_sparse", False):
-        t = t.to_dense()
-    if str(getattr(t, "dtype", "")) in ("torch.bfloat16", "torch.float8_e4m3fn", "torch.float8_e5m2"):
-        t = t.float()  # NumPy has no such dtypes; float32 holds every value exactly
+    t = device.numpy_ready(t, _framework(t))
     # On the CPU a clone; another device (not CUDA): .cpu() is the copy to host memory.
     return Deferred(t.clone() if t.device.type == "cpu" else t.cpu())
 

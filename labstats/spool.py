@@ -101,25 +101,27 @@ class Spool:
             self._file = None
 
 
-def frame_size(commands: list[Command]) -> int:
-    """Bytes one batch takes in a spool file."""
-    return _HEADER.size + len(pack_batch(commands))
-
-
-def read_spool(path: Path) -> Iterator[tuple[int, list[Command]]]:
-    """Yield (batch number, commands) in order, stopping at the first torn or corrupt frame."""
+def scan(path: Path) -> tuple[list[tuple[int, list[Command]]], int, int]:
+    """The batches of a spool file up to its first torn or corrupt frame, where those whole
+    frames end, and the file's size (a torn tail is size - end bytes)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
-        return
-    pos = 0
+        return [], 0, 0
+    batches, pos = [], 0
     while pos + _HEADER.size <= len(data):
         magic, seq, size, crc = _HEADER.unpack_from(data, pos)
         payload = data[pos + _HEADER.size : pos + _HEADER.size + size]
         if magic != _MAGIC or len(payload) != size or zlib.crc32(payload) != crc:
-            return
-        yield seq, unpack_batch(payload)
+            break
+        batches.append((seq, unpack_batch(payload)))
         pos += _HEADER.size + size
+    return batches, pos, len(data)
+
+
+def read_spool(path: Path) -> Iterator[tuple[int, list[Command]]]:
+    """Yield (batch number, commands) in order, stopping at the first torn or corrupt frame."""
+    yield from scan(path)[0]
 
 
 def spool_dir(savedir: str | os.PathLike) -> Path:

@@ -125,12 +125,7 @@ class Writer(threading.Thread):
     # ---- called from the training thread -------------------------------------------------
 
     def put_points(self, idx: int, values: dict[str, Any]) -> None:
-        nbytes = 0
-        for v in values.values():
-            if isinstance(v, Deferred):
-                nbytes += getattr(v.obj, "nbytes", 0) or 0
-            elif isinstance(v, Pending | Histogram):
-                nbytes += v.nbytes
+        nbytes = sum(v.nbytes for v in values.values() if isinstance(v, Deferred | Pending | Histogram))
         if nbytes:
             with self._bytes_lock:
                 self.queued_bytes += nbytes
@@ -265,7 +260,7 @@ class Writer(threading.Thread):
                     log.warning("labstats: cannot write the spool %s (%s); holding records in memory "
                                 "until the disk or Redis takes them", self.spool.path, exc)  # fmt: skip
                     self._warned_disk = True
-        size = sum(len(arg) for command in commands for arg in command)
+        size = batch_bytes(commands)
         self._held.append((seq, commands, size))
         self.held_bytes += size
 
@@ -283,7 +278,7 @@ class Writer(threading.Thread):
     def _remember(self, seq: int, commands: list[Command]) -> None:
         """Keep an acknowledged batch for a while: a server crash may still forget it."""
         now = time.monotonic()
-        size = sum(len(arg) for command in commands for arg in command)
+        size = batch_bytes(commands)
         self._acked.append((now, seq, commands, size))
         self._acked_bytes += size
         while self._acked and (
@@ -327,13 +322,10 @@ class Writer(threading.Thread):
         try:
             client = self._client()
             self._catch_up(client)  # first what the server acknowledged and then forgot
-            applied = int(client.get(self.keys.seq(self.run_id)) or 0)
             held = [(seq, commands) for seq, commands, _ in self._held]  # newer than the spool's
-            for seq, commands in [*self.spool.batches(), *held]:
-                if seq > applied:
-                    self._execute(seq, commands)
-                    self._remember(seq, commands)
-                self._seq = max(self._seq, seq)
+            batches = [*self.spool.batches(), *held]
+            apply_new(client, self.keys.seq(self.run_id), batches, self._remember, self.on_name)
+            self._seq = max([self._seq, *(seq for seq, _ in batches)])
             self._held.clear()
             self.held_bytes = 0
         except (*RETRYABLE, redis.ResponseError) as exc:
@@ -354,6 +346,30 @@ class Writer(threading.Thread):
 
     def _execute(self, seq: int, commands: list[Command]) -> None:
         execute_batch(self._client(), self.keys.seq(self.run_id), seq, commands, self.on_name)
+
+
+def batch_bytes(commands: list[Command]) -> int:
+    return sum(len(arg) for command in commands for arg in command)
+
+
+def apply_new(
+    client: redis.Redis,
+    seq_key: str,
+    batches: list[tuple[int, list[Command]]],
+    on_applied: Callable[[int, list[Command]], None] | None = None,
+    on_name: Callable[[str], None] | None = None,
+) -> int:
+    """Apply, in order, the batches the server does not have yet (numbered above the batch
+    number it stores); returns how many. The writer's recovery and `labstats replay`."""
+    applied = int(client.get(seq_key) or 0)
+    sent = 0
+    for seq, commands in batches:
+        if seq > applied:
+            execute_batch(client, seq_key, seq, commands, on_name)
+            sent += 1
+            if on_applied is not None:
+                on_applied(seq, commands)
+    return sent
 
 
 def execute_batch(

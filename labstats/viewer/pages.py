@@ -85,10 +85,8 @@ def _add_series(run, source, name, i, target, live, at_idx, plots, texts, tensor
         plots.append({"name": name, "target": target, "spec": spec, "count": i.get("count")})
         return
     if i.get("hint") == "histogram":
-        recent = run.steps(name, HISTOGRAM_STEPS)
-        shown = run.series(name, int(recent.min()), None) if len(recent) else None
-        pairs = [(s, v) for s, v in zip(shown.idx.tolist(), shown.values, strict=True)
-                 if isinstance(v, np.ndarray) and v.ndim == 1 and v.size > 2] if shown else []  # fmt: skip
+        pairs = [(s, v) for s, v in run.recent(name, HISTOGRAM_STEPS)
+                 if isinstance(v, np.ndarray) and v.ndim == 1 and v.size > 2]  # fmt: skip
         spec = charts.histogram_chart(name, [s for s, _ in pairs], [v for _, v in pairs], target)
         plots.append({"name": name, "target": target, "spec": spec, "count": i.get("count")})
         return
@@ -112,10 +110,7 @@ def _add_series(run, source, name, i, target, live, at_idx, plots, texts, tensor
             }
         )
         return
-    recent = run.steps(name, TEXT_ROWS)  # read only the newest values
-    shown = run.series(name, int(recent.min()), None) if len(recent) else None
-    pairs = list(zip(shown.idx.tolist(), list(shown.values), strict=True))[-TEXT_ROWS:] if shown else []
-    rows = [(i_, _text(v)) for i_, v in reversed(pairs)]
+    rows = [(i_, _text(v)) for i_, v in reversed(run.recent(name, TEXT_ROWS))]
     texts.append({"name": name, "rows": rows, "count": i.get("count", 0)})
 
 

@@ -120,6 +120,7 @@ import sys, numpy as np, labstats
 w = np.zeros((4, 8), dtype=np.float32)
 with labstats.Stats("runs/" + sys.argv[1], config={"lr": 0.01, "note": "<b>not bold</b>"}) as stats:
     stats.watch(w, "weights")
+    stats.watch(w, "weights_hist", kind="histogram", bins=8)
     for step in range(int(sys.argv[2])):
         w += 0.01
         stats.update(0, 100000, 1, step)

@@ -56,6 +56,16 @@ def test_a_logged_in_browser_sees_the_run_charted(host, browser):
         }""",
         timeout=20_000,
     ).json_value()
+    # Every chart of the page drew, the histogram series as a heat-map over steps among them.
+    page.wait_for_function(
+        """() => [...document.querySelectorAll('.bk-target')].every(t => t.dataset.rendered === 'true')""",
+        timeout=20_000,
+    )
+    titles = page.evaluate(
+        """() => Bokeh.documents.flatMap(d => [...d.all_models])
+                .filter(m => m.type === 'Title').map(m => m.text)"""
+    )
+    assert "weights_hist: distribution over steps" in titles, titles
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "viewer-run.png"), full_page=True)
     context.close()

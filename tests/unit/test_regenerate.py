@@ -55,7 +55,7 @@ def train(cwd, script, url, monkeypatch) -> str:
     return labstats.connect(url).runs(limit=1)[0].id
 
 
-def test_a_run_started_outside_its_repository_regenerates_exactly(repo, tmp_path, url, monkeypatch, capsys):
+def test_a_run_started_outside_its_repository_regenerates_exactly(repo, tmp_path, url, monkeypatch):
     scratch = tmp_path / "scratch"
     scratch.mkdir()
     original = train(scratch, repo / "train.py", url, monkeypatch)
@@ -64,13 +64,20 @@ def test_a_run_started_outside_its_repository_regenerates_exactly(repo, tmp_path
     assert run.meta["git_root"] == str(repo)
     assert run.meta["cwd_in_repo"] == ""  # started outside it
     assert "helper.py" in run.diff()  # the untracked module is part of the recorded diff
+    status = subprocess.run(["git", "status", "--porcelain"], cwd=repo, capture_output=True, text=True).stdout
+    assert "?? helper.py" in status.splitlines()  # recorded without touching the user's index
     assert "numpy==" in run.freeze()
     assert run.regenerate_command().splitlines()[1] == "set -e"
 
     target = tmp_path / "again"
-    assert cli.main(["--url", url, "regenerate", original, str(target), "--run"]) == 0
-    said = capsys.readouterr()
-    assert "the run started outside its repository" in said.err
+    # As a person types it in a terminal (the installed command, its own process).
+    said = subprocess.run(
+        [sys.executable, "-m", "labstats.cli", "regenerate", original, str(target), "--run"],
+        cwd=scratch, capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert said.returncode == 0, said.stderr
+    assert "note: the run started outside its repository" in said.stderr
+    assert f"run it:\n  cd {target} && python train.py --seed 7" in said.stdout
     assert (target / "requirements.txt").read_text() == run.freeze()
     regenerated = lab.runs(limit=1)[0]
     assert regenerated.id != original
