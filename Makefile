@@ -9,7 +9,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 0
 
-.PHONY: help host venv lock image lab lab-down lab-status lint unit molecule test restore-drill bench bench-gpu bench-logger bench-viewer bench-replication clean
+.PHONY: help host venv lock image lab lab-down lab-status lint unit molecule test restore-drill bench bench-gpu bench-logger bench-viewer bench-archive bench-replication clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -69,6 +69,9 @@ bench-gpu: venv ## Logging cost in a GPU training loop (CPU when no GPU), writer
 bench-viewer: venv ## Viewer: run page with 10 series x 1,000,000 points
 	$(BIN)/python benchmarks/bench_viewer.py
 
+bench-archive: venv ## Archive tier: Redis memory freed, 1,000-point window of 1,000,000 archived points
+	$(BIN)/python benchmarks/bench_archive.py
+
 bench-replication: ## Replication lag trainbox → webbox over WireGuard (needs `make lab`)
 	docker cp benchmarks/bench_replication.py labstats-lab-webbox:/tmp/bench_replication.py
 	docker exec -e LABSTATS_TRAINER_PASSWORD="$$(cat credentials/redis/trainer.password)" \
@@ -78,7 +81,7 @@ bench-replication: ## Replication lag trainbox → webbox over WireGuard (needs 
 restore-drill: ## Back up the lab's web box now, restore it into a scratch folder, compare with live
 	scripts/lab-ssh.sh webbox "sudo systemctl start labstats-backup.service && sudo /usr/local/sbin/labstats-restore-drill"
 
-bench: bench-logger bench-viewer bench-gpu ## All benchmarks (bench-replication needs the lab)
+bench: bench-logger bench-viewer bench-archive bench-gpu ## All benchmarks (bench-replication needs the lab)
 
 clean: ## Remove caches (not the venv, not credentials)
 	rm -rf .cache .pytest_cache .ruff_cache .hypothesis

@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from labstats import reader, regenerate, replay
+from labstats import archive, reader, regenerate, replay
 from labstats.config import LabstatsError
 
 EX_TEMPFAIL = 75  # replay: Redis cannot be reached now; try again later (the timer does)
@@ -88,6 +88,56 @@ def cmd_replay(lab: reader.Lab, args: argparse.Namespace) -> int:
     if not outcomes:
         print("no spooled records")
     return EX_TEMPFAIL if any(o.state == "kept" for o in outcomes) else 0
+
+
+def parse_bytes(text: str) -> int:
+    """A size: 8G, 512M, 1.5T or plain bytes (powers of 1024)."""
+    units = {"": 1, "K": 2**10, "M": 2**20, "G": 2**30, "T": 2**40}
+    raw = text.strip().upper().removesuffix("B").removesuffix("I")
+    unit = raw[-1:] if raw[-1:] in units else ""
+    try:
+        return int(float(raw[: len(raw) - len(unit)]) * units[unit])
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a size (like 8G, 512M or 1073741824)") from None
+
+
+def cmd_archive(lab: reader.Lab, args: argparse.Namespace) -> int:
+    directory = Path(args.dir) if args.dir else lab.archive_dir
+    if args.due:
+        if args.older_than is None and args.memory_above is None:
+            raise LabstatsError("--due needs --older-than DAYS and/or --memory-above SIZE")
+        runs = archive.due(lab, args.older_than, args.memory_above)
+    elif args.runs:
+        runs = [lab.run(ref) for ref in args.runs]
+    else:
+        raise LabstatsError("name the runs to archive, or use --due")
+    failed = 0
+    for run in runs:
+        try:
+            done = archive.archive(lab, run, directory, force=args.force)
+        except LabstatsError as exc:
+            print(f"labstats: {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        freed = (
+            ""
+            if done.redis_bytes_freed is None
+            else f", {done.redis_bytes_freed / 2**20:.1f} MiB freed in Redis"
+        )
+        print(
+            f"archived  {done.run}  {done.rows} points, {done.file_bytes / 2**20:.1f} MiB  {done.path}{freed}"
+        )
+    if not runs:
+        print("nothing to archive")
+    return 1 if failed else 0
+
+
+def cmd_unarchive(lab: reader.Lab, args: argparse.Namespace) -> int:
+    directory = Path(args.dir) if args.dir else lab.archive_dir
+    for ref in args.runs:
+        run = lab.run(ref)
+        print(f"restored  {run.name}  {archive.unarchive(lab, run, directory)} points")
+    return 0
 
 
 def cmd_show(lab: reader.Lab, args: argparse.Namespace) -> int:
@@ -230,6 +280,25 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("paths", nargs="*", help="spool files or folders to search (default: this user's index)")
     p.set_defaults(func=cmd_replay)
+
+    p = _documented(sub, "archive", archive, "move ended runs' points from Redis to Parquet files")
+    p.add_argument("runs", nargs="*", help="run names or ids")
+    p.add_argument("--due", action="store_true", help="every ended run that --older-than/--memory-above pick")
+    p.add_argument(
+        "--older-than", type=float, metavar="DAYS", help="with --due: runs that ended this long ago"
+    )
+    p.add_argument("--memory-above", type=parse_bytes, metavar="SIZE",
+                   help="with --due: oldest ended runs until Redis uses under SIZE (8G, 512M)")  # fmt: skip
+    p.add_argument(
+        "--force", action="store_true", help="also runs still marked running (their process is gone)"
+    )
+    p.add_argument("--dir", help="archive folder (default: archive_dir of the config, see labstats.config)")
+    p.set_defaults(func=cmd_archive)
+
+    p = sub.add_parser("unarchive", help="put archived runs' points back into Redis (the files are kept)")
+    p.add_argument("runs", nargs="+", help="run names or ids")
+    p.add_argument("--dir", help="archive folder (default: as for archive)")
+    p.set_defaults(func=cmd_unarchive)
     return parser
 
 

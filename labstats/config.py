@@ -7,6 +7,11 @@ credentials of the user that box should act as. A file looks like::
 
     url = "redis://trainer:secret@127.0.0.1:6379/0"
     prefix = "ls"          # optional
+    archive_dir = "/var/lib/labstats/archive"   # optional: where archived runs' files are
+
+The archive folder: ``$LABSTATS_ARCHIVE_DIR``, else the file's ``archive_dir``, else
+/var/lib/labstats/archive when that exists (the training box's), else
+~/.local/share/labstats/archive.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ import redis
 from labstats.schema import DEFAULT_PREFIX
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
+SYSTEM_ARCHIVE_DIR = Path("/var/lib/labstats/archive")
 
 
 class LabstatsError(Exception):
@@ -32,6 +38,15 @@ class Settings:
     url: str
     prefix: str
     source: str  # where the URL came from, for error messages
+    archive_dir: str = ""  # "" for the default (see default_archive_dir)
+
+
+def default_archive_dir() -> Path:
+    if os.environ.get("LABSTATS_ARCHIVE_DIR"):
+        return Path(os.environ["LABSTATS_ARCHIVE_DIR"])
+    if SYSTEM_ARCHIVE_DIR.is_dir():
+        return SYSTEM_ARCHIVE_DIR
+    return Path.home() / ".local" / "share" / "labstats" / "archive"
 
 
 def config_files() -> list[Path]:
@@ -59,7 +74,10 @@ def resolve(url: str | None = None, prefix: str | None = None) -> Settings:
             raise LabstatsError(f"{path}: not valid TOML ({exc})") from exc
         if "url" not in data:
             raise LabstatsError(f"{path}: no 'url' key")
-        return Settings(str(data["url"]), prefix or str(data.get("prefix", DEFAULT_PREFIX)), str(path))
+        archive_dir = "" if os.environ.get("LABSTATS_ARCHIVE_DIR") else str(data.get("archive_dir", ""))
+        return Settings(
+            str(data["url"]), prefix or str(data.get("prefix", DEFAULT_PREFIX)), str(path), archive_dir
+        )
     return Settings(DEFAULT_URL, prefix or DEFAULT_PREFIX, "default")
 
 

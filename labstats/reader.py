@@ -14,8 +14,10 @@ Only read commands are used, so the viewer's read-only Redis user is enough.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import math
+import threading
 import time
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from labstats import config as cfg
 from labstats.config import LabstatsError
 
 OVERVIEW_MIN = 4096  # series this short are read whole: cheaper than any summary
+ARCHIVES_OPEN = 32  # archive files a Lab keeps open
 STALE_AFTER = 60.0  # seconds without a heartbeat before a "running" run reads as crashed
 # schema.SUMMARY as a NumPy record: (idx, value) of the first, lowest, highest, last point.
 _SUMMARY_DTYPE = np.dtype(
@@ -106,13 +109,25 @@ class Run:
             bad.append("status")
         return bad
 
+    @property
+    def archived(self) -> bool:
+        """Whether the run's points live in its archive file (see labstats.archive)."""
+        return bool(self.meta.get("archived"))
+
+    def _archive(self):
+        return self.lab.archived_run(self.id)
+
     def diff(self) -> str:
         """The uncommitted git diff the run started with ('' if clean or not in git)."""
+        if self.archived:
+            return self._archive().diff()
         raw = self.lab.redis.get(self.lab.keys.diff(self.id))
         return raw.decode("utf-8", "replace") if raw else ""
 
     def freeze(self) -> str:
         """The packages installed when the run started (pip freeze or conda list), or ''."""
+        if self.archived:
+            return self._archive().freeze()
         raw = self.lab.redis.get(self.lab.keys.freeze(self.id))
         return raw.decode("utf-8", "replace") if raw else ""
 
@@ -149,6 +164,8 @@ class Run:
     def series(self, name: str, start: int | None = None, stop: int | None = None) -> Series:
         """Points with start <= idx <= stop (either end open when None), sorted by idx."""
         info = self.series_meta(name)
+        if self.archived:
+            return self._archive().series(name, info, start, stop)
         return self.lab._read_series(self.id, name, info, start, stop)
 
     def overview(self, name: str) -> Series:
@@ -159,6 +176,11 @@ class Run:
         chunks = info["last_chunk"] + 1
         if info.get("kind") not in ("f", "i", "b") or info["count"] <= max(4 * chunks, OVERVIEW_MIN):
             return self.series(name)
+        if self.archived:  # no chunk summaries there: the same four points per chunk's worth
+            whole = self.series(name)
+            if not isinstance(whole.values, np.ndarray):
+                return whole
+            return Series(name, *_block_summary(whole.idx, whole.values), info["kind"])
         raw = self.lab.redis.hgetall(self.lab.keys.chunk_summary(self.id, info["sid"]))
         if len(raw) < chunks:  # a chunk without summary (kind changed, all NaN): read it all
             return self.series(name)
@@ -174,8 +196,11 @@ class Run:
 
     def steps(self, name: str, last: int = 200) -> np.ndarray:
         """The idx of the series' last ``last`` points, in logging order, without reading
-        their values (cheap even for a series of large tensors)."""
+        their values (cheap even for a series of large tensors). Of an archived run: the
+        last in idx order (the same unless idx went back, as in a resumed run)."""
         info = self.series_meta(name)
+        if self.archived:
+            return self._archive().tail(name, last)[0]
         found: list[np.ndarray] = []
         total = 0
         for n in range(info["last_chunk"], -1, -1):
@@ -200,6 +225,12 @@ class Run:
         """The last point written to a series, as (idx, value)."""
         info = self.series_meta(name)
         last = info.get("last_idx")
+        if self.archived:  # the last point written is the last one stored at its idx
+            s = self._archive().series(name, info, last, last)
+            if not len(s):
+                return None
+            value = s.values[-1]
+            return int(s.idx[-1]), value.item() if isinstance(value, np.generic) else value
         records = self.lab._read_chunks(self.id, info["sid"], [info["last_chunk"]], last, last)
         if not len(records[0]):
             return None
@@ -243,11 +274,35 @@ class Lab:
         prefix: str = schema.DEFAULT_PREFIX,
         source: str = "",
         stale_after: float = STALE_AFTER,
+        archive_dir: str | Path | None = None,
     ) -> None:
         self.redis = client
         self.keys = schema.Keys(prefix)
         self.source = source
         self.stale_after = stale_after
+        self.archive_dir = Path(archive_dir) if archive_dir else cfg.default_archive_dir()
+        self._archives: dict[str, tuple[int, Any]] = {}  # run id -> (file mtime, ArchivedRun)
+        self._archives_lock = threading.Lock()
+
+    def archived_run(self, run_id: str):
+        """The archive file of an archived run, opened once (and again when it changes)."""
+        from labstats.archive import ArchivedRun, path_for
+
+        path = path_for(self.archive_dir, run_id)
+        try:
+            mtime = path.stat().st_mtime_ns
+        except OSError:
+            raise LabstatsError(
+                f"run {run_id} is archived, but its file {path} is not here (a web box gets it "
+                "with the next archive sync, within minutes)"
+            ) from None
+        with self._archives_lock:
+            cached = self._archives.get(run_id)
+            if cached is None or cached[0] != mtime:
+                if len(self._archives) >= ARCHIVES_OPEN:
+                    self._archives.pop(next(iter(self._archives)))
+                cached = self._archives[run_id] = (mtime, ArchivedRun(path))
+            return cached[1]
 
     # ---- runs --------------------------------------------------------------------------------
 
@@ -410,6 +465,25 @@ class Lab:
     ) -> Iterator[tuple[int, Any]]:
         """Records of an object chunk; only those inside [start, stop] are decoded (a record
         outside costs a header read, not a blob fetch)."""
+        for idx, payload in self._object_payloads(run_id, data, start, stop):
+            try:
+                if _is_blob_ref(payload):  # left as it was: the blob could not be read
+                    self._blob(run_id, payload)
+                yield idx, codec.decode(payload)
+            except (ValueError, TypeError) as exc:
+                yield idx, ValueError(f"unreadable record: {exc}")
+
+    def _object_payloads(
+        self,
+        run_id: str,
+        data: bytes,
+        start: int | None = None,
+        stop: int | None = None,
+        blobs: set[int] | None = None,
+    ) -> Iterator[tuple[int, bytes | memoryview]]:
+        """(idx, codec bytes) of an object chunk's records inside [start, stop], blobs joined
+        (a blob that cannot be read leaves its reference, which decodes as an error). The
+        numbers of the blobs read are added to ``blobs``."""
         view = memoryview(data)
         pos = 1
         header = schema.OBJECT_HEADER
@@ -422,13 +496,13 @@ class Lab:
                 return  # a record still being appended
             if (start is not None and idx < start) or (stop is not None and idx > stop):
                 continue
-            try:
-                if payload[:1] == schema.BLOB_TAG:
-                    yield idx, codec.decode(self._blob(run_id, payload))
-                else:
-                    yield idx, codec.decode(payload)
-            except (ValueError, TypeError) as exc:
-                yield idx, ValueError(f"unreadable record: {exc}")
+            if _is_blob_ref(payload):
+                number = schema.BLOB_REF.unpack(bytes(payload))[1]
+                if blobs is not None:
+                    blobs.add(number)
+                with contextlib.suppress(ValueError):
+                    payload = self._blob(run_id, payload)
+            yield idx, payload
 
     def _blob(self, run_id: str, ref: memoryview) -> bytes:
         _, n, parts, total = schema.BLOB_REF.unpack(bytes(ref))
@@ -439,6 +513,10 @@ class Lab:
         if len(data) != total:
             raise ValueError(f"blob {n} has {len(data)} bytes, expected {total}")
         return data
+
+
+def _is_blob_ref(payload: bytes | memoryview) -> bool:
+    return payload[:1] == schema.BLOB_TAG and len(payload) == schema.BLOB_REF.size
 
 
 def _chunk_idx(data: bytes) -> np.ndarray:
@@ -455,6 +533,24 @@ def _chunk_idx(data: bytes) -> np.ndarray:
         if pos <= len(data):
             idx.append(i)
     return np.array(idx, dtype=np.int64)
+
+
+def _block_summary(idx: np.ndarray, values: np.ndarray, block: int = 1023) -> tuple[np.ndarray, np.ndarray]:
+    """First, lowest, highest and last point of every ``block`` points (NaNs ignored for the
+    extremes), as a chunk summary keeps them; sorted by idx, repeats dropped."""
+    n = len(idx)
+    padded = -(-n // block) * block
+    v = np.full(padded, np.nan)
+    v[:n] = values
+    v = v.reshape(-1, block)
+    rows = np.arange(len(v))
+    lowest = np.argmin(np.where(np.isnan(v), np.inf, v), axis=1)
+    highest = np.argmax(np.where(np.isnan(v), -np.inf, v), axis=1)
+    first = np.zeros(len(v), dtype=np.int64)
+    last = np.minimum(block, n - rows * block) - 1
+    picks = np.sort(np.unique(np.concatenate([(rows * block + p) for p in (first, lowest, highest, last)])))
+    picks = picks[picks < n]
+    return idx[picks], values[picks]
 
 
 def number(value: Any) -> float | None:
@@ -530,4 +626,4 @@ def connect(url: str | None = None, prefix: str | None = None, timeout: float = 
         ) from None
     except redis.ResponseError as exc:
         raise LabstatsError(f"Redis at {cfg.redacted(settings.url)}: {exc}") from None
-    return Lab(client, settings.prefix, settings.source)
+    return Lab(client, settings.prefix, settings.source, archive_dir=settings.archive_dir or None)

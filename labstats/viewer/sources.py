@@ -5,6 +5,7 @@ Config: the TOML file named by $LABSTATS_VIEWER_CONFIG (the viewer role writes i
     [[sources]]
     name = "gpu1"
     url = "redis://viewer:secret@127.0.0.1:6379/0"
+    archive_dir = "/var/lib/labstats/archive/gpu1"   # its archived runs (synced copy)
 
 or, for one store, the usual labstats lookup ($LABSTATS_URL, config file, local Redis).
 """
@@ -28,13 +29,19 @@ class Source:
     name: str
     url: str
     prefix: str = "ls"
+    archive_dir: str = ""  # where this source's archived runs' files are ("": the default)
     _lab: Lab | None = None
 
     @property
     def lab(self) -> Lab:
         if self._lab is None:
             settings = cfg.Settings(self.url, self.prefix, f"source {self.name}")
-            self._lab = Lab(cfg.client(settings, timeout=5), self.prefix, settings.source)
+            self._lab = Lab(
+                cfg.client(settings, timeout=5),
+                self.prefix,
+                settings.source,
+                archive_dir=self.archive_dir or None,
+            )
         return self._lab
 
 
@@ -57,9 +64,11 @@ def load_sources(path: str | None = None) -> dict[str, Source]:
             name = str(entry.get("name", ""))
             if not SOURCE_NAME.match(name) or "url" not in entry:
                 raise cfg.LabstatsError(f"{path}: each source needs a simple name and a url (got {name!r})")
-            sources[name] = Source(name, str(entry["url"]), str(entry.get("prefix", "ls")))
+            sources[name] = Source(
+                name, str(entry["url"]), str(entry.get("prefix", "ls")), str(entry.get("archive_dir", ""))
+            )
         if not sources:
             raise cfg.LabstatsError(f"{path}: no [[sources]]")
         return sources
     settings = cfg.resolve()
-    return {"local": Source("local", settings.url, settings.prefix)}
+    return {"local": Source("local", settings.url, settings.prefix, settings.archive_dir)}

@@ -96,7 +96,13 @@ def lab(url):
 
 
 # The Redis users exactly as the redis role writes them (roles/redis/templates/users.acl.j2).
-ACL_PASSWORDS = {"trainer": "trainer-pw", "viewer": "viewer-pw", "replication": "repl-pw", "ops": "ops-pw"}
+ACL_PASSWORDS = {
+    "trainer": "trainer-pw",
+    "viewer": "viewer-pw",
+    "replication": "repl-pw",
+    "ops": "ops-pw",
+    "archiver": "archiver-pw",
+}
 
 
 def render_acl(role: str = "master") -> str:

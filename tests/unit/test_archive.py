@@ -1,0 +1,253 @@
+"""The archive tier: a run moved to Parquet reads exactly as it did from Redis, frees its
+points in Redis, comes back with unarchive, and is refused when it is not safe to move."""
+
+import math
+
+import numpy as np
+import pyarrow.parquet as pq
+import pytest
+from conftest import ACL_PASSWORDS, same
+
+import labstats
+from labstats import archive, cli
+from labstats.reader import Lab
+
+WINDOWS = [(None, None), (0, 0), (5, 17), (100, 2500), (-10, 3), (2999, None), (None, 40), (10**6, None)]
+
+
+def everything(run, names, in_order=None):
+    """Every series of a run, whole and in windows, plus the other ways the reader reads.
+    The last points in logging order only for series whose idx never went back (``in_order``,
+    as the run was logged): an archive keeps idx order."""
+    in_order = in_order if in_order is not None else {n for n in names if run.series_meta(n)["monotonic"]}
+    out = {}
+    for name in names:
+        for start, stop in WINDOWS:
+            s = run.series(name, start, stop)
+            out[(name, start, stop)] = (s.idx, s.values, s.kind)
+        out[(name, "latest")] = run.latest(name)
+        if name in in_order:
+            out[(name, "recent")] = run.recent(name, 7)
+            out[(name, "steps")] = run.steps(name, 50)
+    out["diff"], out["freeze"] = run.diff(), run.freeze()
+    out["in_order"] = in_order
+    return out
+
+
+def assert_same_reads(before, after):
+    assert before.keys() == after.keys()
+    for key in before:
+        a, b = before[key], after[key]
+        if isinstance(a, tuple) and len(a) == 3 and isinstance(a[0], np.ndarray):
+            assert same(a[0], b[0]), key
+            assert a[2] == b[2], key
+            if isinstance(a[1], np.ndarray):
+                assert same(a[1], b[1]), key
+            else:
+                assert len(a[1]) == len(b[1]), key
+                for x, y in zip(a[1], b[1], strict=True):
+                    assert _same_value(x, y), (key, x, y)
+        elif isinstance(a, np.ndarray):
+            assert same(a, b), key
+        elif isinstance(a, list):
+            assert len(a) == len(b), key
+            assert all(i == j and _same_value(x, y) for (i, x), (j, y) in zip(a, b, strict=True)), key
+        else:
+            assert _same_value(a, b), key
+
+
+def _same_value(a, b):
+    if isinstance(a, Exception):
+        return type(a) is type(b) and str(a) == str(b)
+    if isinstance(a, float) and math.isnan(a):
+        return isinstance(b, float) and math.isnan(b)
+    return same(a, b)
+
+
+def log_mixed_run(tmp_path, name="mixed"):
+    rng = np.random.default_rng(3)
+    with labstats.Stats(tmp_path / name, config={"lr": 0.1}, flush_interval=0.01) as stats:
+        for step in range(3000):
+            values = {"loss": float(rng.normal()), "count": step * 7, "ok": step % 3 == 0}
+            if step == 1500:
+                values["loss"] = float("nan")
+            if step % 100 == 0:
+                values["note"] = f"step {step}: λ ok"
+                values["weights"] = rng.normal(size=(64, 32)).astype(np.float32)  # a blob (8 KiB)
+                values["pair"] = {"a": [1, 2.5, None], "b": "x"}
+            if step % 500 == 0:
+                values["mixed"] = step if step % 1000 else "text"
+            stats.log(step=step, **values)
+        # a resumed run: idx goes back for one series
+        for step in range(10, 20):
+            stats.log(step=step, loss=float(step))
+    return stats.name
+
+
+def test_an_archived_run_reads_exactly_as_before_and_frees_redis(tmp_path, lab, redis_server):
+    name = log_mixed_run(tmp_path)
+    run = lab.run(name)
+    names = run.series_names(include_internal=True)
+    before = everything(run, names)
+    overview_before = run.overview("loss")
+    keys_before = redis_server.client().dbsize()
+
+    done = archive.archive(lab, run, tmp_path / "archive")
+
+    assert done.rows == sum(i["count"] for i in run.series_info().values())
+    assert done.redis_bytes_freed > 200_000
+    assert redis_server.client().dbsize() < keys_before / 3  # chunks, indexes and blobs gone
+    archived = lab.run(name)
+    assert archived.archived
+    assert archived.meta["archive_digest"] == done.digest
+    lab.archive_dir = tmp_path / "archive"
+    assert archived.series_names(include_internal=True) == names
+    assert_same_reads(before, everything(archived, names, before["in_order"]))
+    # The overview keeps the series' extremes whichever tier it comes from.
+    overview_after = archived.overview("loss")
+    assert np.nanmax(overview_after.values) == np.nanmax(overview_before.values)
+    assert np.nanmin(overview_after.values) == np.nanmin(overview_before.values)
+    # The run list, filters and names work on the stub.
+    assert [r.name for r in lab.runs(params={"lr": 0.1})] == [name]
+
+
+def test_the_file_is_plain_parquet_with_typed_columns(tmp_path, lab):
+    name = log_mixed_run(tmp_path)
+    done = archive.archive(lab, lab.run(name), tmp_path / "archive")
+    table = pq.read_table(done.path)
+    assert str(table.schema.field("f").type) == "double"
+    assert str(table.schema.field("i").type) == "int64"
+    assert pq.ParquetFile(done.path).metadata.row_group(0).column(1).compression == "ZSTD"
+    frame = table.to_pandas()
+    count = frame[frame.series == "count"]
+    assert count.idx.tolist() == list(range(3000))
+    assert count.i.tolist() == [s * 7 for s in range(3000)]
+
+
+def test_unarchive_brings_the_points_back_into_redis(tmp_path, lab):
+    name = log_mixed_run(tmp_path)
+    run = lab.run(name)
+    names = run.series_names(include_internal=True)
+    before = everything(run, names)
+    archive.archive(lab, run, tmp_path / "archive")
+    restored = archive.unarchive(lab, lab.run(name), tmp_path / "archive")
+    run = lab.run(name)
+    assert not run.archived
+    assert restored == sum(i["count"] for i in run.series_info().values())
+    assert_same_reads(before, everything(run, names, before["in_order"]))
+    # ...and it can be archived again, to the same result.
+    again = archive.archive(lab, run, tmp_path / "archive")
+    lab.archive_dir = tmp_path / "archive"
+    assert_same_reads(before, everything(lab.run(name), names, before["in_order"]))
+    assert again.rows == restored
+
+
+def test_a_window_of_a_long_archived_series_reads_few_row_groups(tmp_path, lab):
+    with labstats.Stats(tmp_path / "long", flush_interval=0.05) as stats:
+        for step in range(200_000):
+            stats.log(step=step, v=float(step))
+    done = archive.archive(lab, lab.run("long"), tmp_path / "archive")
+    reader = archive.ArchivedRun(done.path)
+    assert len(reader.meta["index"]["v"]["groups"]) >= 6
+    s = reader.series("v", {"kind": "f"}, 150_000, 150_999)
+    assert s.idx.tolist() == list(range(150_000, 151_000))
+    assert s.values.tolist() == [float(i) for i in range(150_000, 151_000)]
+
+
+def test_running_runs_are_refused_and_writes_during_archiving_abort_it(tmp_path, lab, monkeypatch):
+    stats = labstats.Stats(tmp_path / "live", flush_interval=0.01)
+    stats.log(step=0, v=1.0)
+    assert stats.flush()
+    with pytest.raises(labstats.LabstatsError, match="never said it ended"):
+        archive.archive(lab, lab.run("live"), tmp_path / "archive")
+    stats.close()
+
+    # A write lands while the file is being written: nothing in Redis is deleted.
+    real = archive._redis_batches
+
+    def write_meanwhile(lab_, run_id, info, blobs):
+        lab.redis.hset(lab.keys.series(run_id), "late", b'{"sid":9,"kind":"f","count":0,"last_chunk":-1}')
+        yield from real(lab_, run_id, info, blobs)
+
+    monkeypatch.setattr(archive, "_redis_batches", write_meanwhile)
+    with pytest.raises(labstats.LabstatsError, match="written to while it was archived"):
+        archive.archive(lab, lab.run("live"), tmp_path / "archive")
+    run = lab.run("live")
+    assert not run.archived
+    assert run.series("v").values.tolist() == [1.0]
+
+
+def test_a_missing_archive_file_is_said_clearly(tmp_path, lab):
+    with labstats.Stats(tmp_path / "gone") as stats:
+        stats.log(step=0, v=1.0)
+    done = archive.archive(lab, lab.run("gone"), tmp_path / "archive")
+    done.path.unlink()
+    lab.archive_dir = tmp_path / "archive"
+    with pytest.raises(labstats.LabstatsError, match=r"is archived, but its file .* is not here"):
+        lab.run("gone").series("v")
+    assert archive.path_for(tmp_path, "20261125-163012-5f3a9c").name == "20261125-163012-5f3a9c.parquet"
+    with pytest.raises(labstats.LabstatsError, match="cannot name an archive file"):
+        archive.path_for(tmp_path, "../../etc/passwd")
+
+
+def test_due_picks_old_ended_runs_and_the_cli_archives_them(tmp_path, lab, capsys, monkeypatch):
+    for name in ("old", "new"):
+        with labstats.Stats(tmp_path / name) as stats:
+            stats.log(step=0, v=1.0)
+    lab.redis.hset(lab.keys.run(lab.run("old").id), "ended", "1000")
+    assert [r.name for r in archive.due(lab, 30, None)] == ["old"]
+    assert [r.name for r in archive.due(lab, None, 1)] == ["old", "new"]  # oldest first
+    assert archive.due(lab, None, 10**15) == []
+    monkeypatch.setenv("LABSTATS_ARCHIVE_DIR", str(tmp_path / "archive"))
+    assert cli.main(["archive", "--due", "--older-than", "30"]) == 0
+    assert "archived  old" in capsys.readouterr().out
+    assert (tmp_path / "archive" / f"{lab.run('old').id}.parquet").exists()
+    assert cli.main(["unarchive", "old"]) == 0
+    assert "restored  old  1 points" in capsys.readouterr().out
+    assert cli.main(["archive", "--due"]) == 1
+    assert "--due needs" in capsys.readouterr().err
+    assert cli.parse_bytes("8G") == 8 * 2**30
+    assert cli.parse_bytes("512MiB") == 512 * 2**20
+
+
+def test_the_archiver_redis_user_may_archive_and_the_trainer_may_not(tmp_path, acl_server):
+    ops = acl_server.client()
+    ops.flushall()
+    with labstats.Stats(
+        tmp_path / "acl", url=acl_server.url_for("trainer", ACL_PASSWORDS["trainer"])
+    ) as stats:
+        stats.log(step=0, v=1.0)
+    trainer = Lab(acl_server.client("trainer", ACL_PASSWORDS["trainer"]))
+    with pytest.raises(
+        labstats.LabstatsError, match=r"Redis refused .*no permissions to run the .del. command"
+    ):
+        archive.archive(trainer, trainer.run("acl"), tmp_path / "archive")
+    assert not trainer.run("acl").archived
+    archiver = Lab(acl_server.client("archiver", ACL_PASSWORDS["archiver"]), archive_dir=tmp_path / "archive")
+    done = archive.archive(archiver, archiver.run("acl"), tmp_path / "archive")
+    assert done.redis_bytes_freed
+    assert archiver.run("acl").series("v").values.tolist() == [1.0]
+    assert archive.unarchive(archiver, archiver.run("acl"), tmp_path / "archive") == 1
+
+
+def test_the_viewer_shows_an_archived_run_and_says_when_its_file_is_missing(tmp_path, url, lab):
+    from labstats.viewer import create_app
+    from labstats.viewer.sources import Source
+
+    with labstats.Stats(tmp_path / "shown") as stats:
+        for step in range(50):
+            stats.log(step=step, loss=1.0 / (step + 1), note=f"n{step}")
+    run_id = lab.run("shown").id
+    done = archive.archive(lab, lab.run("shown"), tmp_path / "archive")
+    app = create_app({"local": Source("local", url, archive_dir=str(tmp_path / "archive"))})
+    client = app.test_client()
+    body = client.get(f"/api/runs/local/{run_id}/series/loss?start=10&stop=12").get_json()
+    assert body["idx"] == [10, 11, 12]
+    assert body["values"] == [1 / 11, 1 / 12, 1 / 13]
+    page = client.get(f"/runs/local/{run_id}")
+    assert page.status_code == 200
+    assert b"n49" in page.data
+    done.path.unlink()
+    missing = client.get(f"/api/runs/local/{run_id}/series/loss")
+    assert missing.status_code == 404
+    assert "not here" in missing.get_json()["error"]
