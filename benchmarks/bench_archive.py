@@ -90,7 +90,8 @@ def main() -> None:
     print(f"Redis used_memory after archiving:  {used_after / mib:8.1f} MiB "
           f"(freed {(used_before - used_after) / mib:.1f} MiB; the run's keys: "
           f"{(done.redis_bytes_freed or 0) / mib:.1f} MiB)")  # fmt: skip
-    print(f"Parquet file: {done.file_bytes / mib:.1f} MiB (zstd), {done.rows:,} rows, archived in {archive_s:.1f} s")
+    size = done.file_bytes / mib
+    print(f"Parquet file: {size:.1f} MiB (zstd), {done.rows:,} rows, archived in {archive_s:.1f} s")
     print("1,000-point window of the 1,000,000-point series (median of 50 random windows):")
     print(f"  from Redis:                        {redis_ms:7.2f} ms")
     print(f"  from the archive, file open:       {warm_ms:7.2f} ms ({warm_ms / redis_ms:.1f}x Redis)")

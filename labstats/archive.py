@@ -85,8 +85,13 @@ class _Digest:
     def __init__(self) -> None:
         self.series: dict[str, list[Any]] = {}
 
+    def start(self, name: str) -> None:
+        """Count a series (also one without points)."""
+        self.series.setdefault(name, [0, hashlib.sha256(), hashlib.sha256(), hashlib.sha256()])
+
     def add(self, name: str, idx: np.ndarray, kinds: np.ndarray, values: dict[str, Any]) -> None:
-        state = self.series.setdefault(name, [0, hashlib.sha256(), hashlib.sha256(), hashlib.sha256()])
+        self.start(name)
+        state = self.series[name]
         state[0] += len(idx)
         state[1].update(np.ascontiguousarray(idx, dtype="<i8").tobytes())
         state[2].update(np.ascontiguousarray(kinds, dtype="S1").tobytes())
@@ -305,6 +310,7 @@ def archive(lab: Lab, run: Run, directory: str | Path, *, force: bool = False) -
                 for name in sorted(infos):
                     info = infos[name]
                     entry = index[name] = {"kinds": [], "groups": []}
+                    digest.start(name)
                     for batch in _redis_batches(lab, run.id, info, blobs):
                         digest.add(name, batch.idx, batch.kinds, batch.values)
                         for piece in _split(batch):
@@ -371,6 +377,18 @@ def archive(lab: Lab, run: Run, directory: str | Path, *, force: bool = False) -
                 "changed in Redis. Archive as a user that may (the archiver user on a training box)"
             ) from None
     return Archived(run.name, final, meta["rows"], final.stat().st_size, meta["digest"], before)
+
+
+def points_digest(lab: Lab, run_id: str) -> str:
+    """The archive digest of a run's points as they are in Redis (what ``archive_digest``
+    of an archived run must equal)."""
+    digest = _Digest()
+    for raw_name, raw_info in lab.redis.hgetall(lab.keys.series(run_id)).items():
+        name = raw_name.decode("utf-8", "surrogateescape")
+        digest.start(name)
+        for batch in _redis_batches(lab, run_id, json.loads(raw_info), set()):
+            digest.add(name, batch.idx, batch.kinds, batch.values)
+    return digest.hexdigest()
 
 
 def _point_keys(lab: Lab, run_id: str, infos: dict[str, dict], blobs: set[int]) -> list[str]:
@@ -522,6 +540,7 @@ class ArchivedRun:
         """The digest of what the file holds (read in full), to compare with the stored one."""
         digest = _Digest()
         for name in self.meta["index"]:
+            digest.start(name)
             for idx, kinds, values in self._groups(name, raw=True):
                 digest.add(name, idx, kinds, values)
         return digest.hexdigest()

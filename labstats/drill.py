@@ -5,8 +5,9 @@
 The restored copy is older than the live store, so runs may have been added or grown since.
 What must hold: every run of the copy is live; every series of a run that had finished
 when the backup was taken (the canaries) is identical, byte for byte, in both; running runs
-have at least as many points live as in the copy. Prints what it checked, or what differs;
-exits 1 when something differs.
+have at least as many points live as in the copy; a run archived since the backup holds in
+the copy exactly the points its archive holds (the digest the archive stored). Prints what
+it checked, or what differs; exits 1 when something differs.
 """
 
 from __future__ import annotations
@@ -20,7 +21,8 @@ from dataclasses import dataclass, field
 
 import redis
 
-from labstats import schema
+from labstats import archive, schema
+from labstats.reader import Lab
 
 
 @dataclass
@@ -75,7 +77,13 @@ def compare(restored: redis.Redis, live: redis.Redis, prefix: str = schema.DEFAU
         copy_digest, n_series, n_points = run_digest(restored, keys, run_id)
         report.series += n_series
         report.points += n_points
-        if status == schema.FINISHED.encode() or status == schema.CRASHED.encode():
+        live_archived = live.hget(keys.run(run_id), "archive_digest")
+        if live_archived and not restored.hget(keys.run(run_id), "archive_digest"):
+            # Archived since the backup: the copy's points must be those the archive holds.
+            report.canaries += 1
+            if archive.points_digest(Lab(restored, prefix), run_id) != live_archived.decode():
+                report.differences.append(f"run {run_id}: archived since the backup, and the archive differs")
+        elif status == schema.FINISHED.encode() or status == schema.CRASHED.encode():
             report.canaries += 1
             live_digest, _, _ = run_digest(live, keys, run_id)
             if live_digest != copy_digest:

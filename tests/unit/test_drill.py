@@ -51,3 +51,19 @@ def test_differences_are_reported(stores):
     ]
     live.zadd("ls:runs", {run_id: 1})
     assert "data differ" in drill.compare(restored, live).differences[0]
+
+
+def test_a_run_archived_since_the_backup_is_checked_against_its_archive(stores, tmp_path):
+    from labstats import archive
+    from labstats.reader import Lab
+
+    restored, live, run_id = stores
+    lab = Lab(live, archive_dir=tmp_path / "archive")
+    archive.archive(lab, lab.run(run_id), tmp_path / "archive")
+    report = drill.compare(restored, live)
+    assert report.equal, report.differences
+    assert report.canaries == 1
+    restored.setrange(f"ls:run:{run_id}:s:0:c:0", 20, b"\xff")  # the copy differs from the archive
+    assert (
+        "archived since the backup, and the archive differs" in drill.compare(restored, live).differences[0]
+    )
