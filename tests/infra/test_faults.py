@@ -1,12 +1,15 @@
 """Faults while a training script logs about 1,000 points a second, counted: the tunnel
 cut, the web box's replica restarted, the master killed with SIGKILL (and restarted by
-systemd). What the script logged must be on the web box's replica afterwards: every point
+systemd), the whole web box restarted, and the run's spool on a full filesystem while Redis
+is away. What the script logged must be on the web box's replica afterwards: every point
 once, none lost, none twice."""
 
+import json
 import shlex
+import subprocess
 import time
 
-from conftest import box, wait_until
+from conftest import box, https_get, wait_until, web_token
 
 testinfra_hosts = ["trainbox"]
 REPLICA = "redis-server@replica-trainbox"
@@ -39,12 +42,49 @@ def researcher(host, command: str) -> str:
         return host.check_output(f"cd ~ && {command}")
 
 
+def start_logger(host, name: str, seconds: int) -> None:
+    """The logging script in the background, as the training user; returns once it logs."""
+    researcher(host, f"(nohup /opt/labstats/venv/bin/python -c {shlex.quote(LOGGER)} {name} {seconds} "
+                     f">{name}.log 2>&1 &)")  # fmt: skip
+    assert wait_until(lambda: host.run(f"sudo -u researcher test -s ~researcher/{name}.id").rc == 0, 20)
+
+
+def logged_count(host, name: str) -> int:
+    """Waits for the script to end; the number of points it logged."""
+    assert wait_until(lambda: host.run(f"sudo -u researcher test -s ~researcher/{name}.count").rc == 0, 90)
+    return int(researcher(host, f"cat {name}.count"))
+
+
+def assert_replica_has_all(host, name: str, count: int) -> None:
+    web = box("webbox")
+
+    def replica_has_all() -> bool:
+        with web.sudo("jupyter"):
+            out = web.run(
+                f"cd /tmp && /opt/labstats-jupyter/venv/bin/python -c {shlex.quote(CHECK)} {name} {count}"
+            )
+        return out.rc == 0 and out.stdout.split() == ["finished", str(count), "True", "True"]
+
+    assert wait_until(replica_has_all, timeout=120), researcher(host, f"cat {name}.log")
+
+
+def container_of(name: str) -> str:
+    """The Docker container of a box, found by its address (Molecule and `make lab` name
+    them differently)."""
+    address = box(name).ansible.get_variables()["ansible_host"]
+    for cid in subprocess.check_output(["docker", "ps", "-q"], text=True).split():
+        networks = subprocess.check_output(
+            ["docker", "inspect", "-f", "{{json .NetworkSettings.Networks}}", cid], text=True
+        )
+        if any(n.get("IPAddress") == address for n in json.loads(networks).values()):
+            return cid
+    raise AssertionError(f"no container has {name}'s address {address}")
+
+
 def test_link_cut_replica_restart_and_master_sigkill_lose_and_duplicate_nothing(host):
     web = box("webbox")
     name = f"faults-{int(time.time())}"
-    researcher(host, f"(nohup /opt/labstats/venv/bin/python -c {shlex.quote(LOGGER)} {name} 40 "
-                     f">{name}.log 2>&1 &)")  # fmt: skip
-    assert wait_until(lambda: host.run(f"sudo -u researcher test -s ~researcher/{name}.id").rc == 0, 20)
+    start_logger(host, name, 40)
     time.sleep(3)
     with web.sudo():
         web.check_output("systemctl stop wg-quick@wg0")  # the tunnel is cut...
@@ -57,17 +97,49 @@ def test_link_cut_replica_restart_and_master_sigkill_lose_and_duplicate_nothing(
     with host.sudo():
         host.check_output("systemctl kill --signal=SIGKILL redis-server")  # systemd restarts it
         assert wait_until(lambda: host.run("systemctl is-active redis-server").rc == 0, 30)
-    assert wait_until(lambda: host.run(f"sudo -u researcher test -s ~researcher/{name}.count").rc == 0, 90)
-    count = int(researcher(host, f"cat {name}.count"))
+    count = logged_count(host, name)
     assert count > 10_000  # about 1,000 points a second, through all of the above
-
-    def replica_has_all() -> bool:
-        with web.sudo("jupyter"):
-            out = web.run(
-                f"cd /tmp && /opt/labstats-jupyter/venv/bin/python -c {shlex.quote(CHECK)} {name} {count}"
-            )
-        return out.rc == 0 and out.stdout.split() == ["finished", str(count), "True", "True"]
-
-    assert wait_until(replica_has_all, timeout=120), researcher(host, f"cat {name}.log")
+    assert_replica_has_all(host, name, count)
     print(f"{count} points logged through a 10 s tunnel cut, a replica restart and a master SIGKILL: "
           "all on the replica, once")  # fmt: skip
+
+
+def test_a_web_box_restart_loses_and_duplicates_nothing(host):
+    name = f"webrestart-{int(time.time())}"
+    start_logger(host, name, 30)
+    time.sleep(3)
+    subprocess.run(["docker", "restart", "--time", "20", container_of("webbox")], check=True, timeout=120)
+    count = logged_count(host, name)
+    assert count > 10_000
+    assert_replica_has_all(host, name, count)
+    # The web front is back by itself (every unit enabled, the tunnel up again).
+    assert wait_until(lambda: https_get("/api/health", token=web_token())[0] == 200, timeout=60)
+    print(f"{count} points logged through a web box restart: all on the replica, once")
+
+
+def test_a_full_spool_disk_warns_keeps_training_and_loses_nothing(host):
+    """Redis away and the run's spool on a 64 KiB filesystem: the script is told once and goes
+    on; what the disk refuses waits in memory; when Redis returns every point arrives."""
+    name = f"fulldisk-{int(time.time())}"
+    folder = f"/home/researcher/runs/{name}"
+    with host.sudo():
+        host.check_output(f"install -d -o researcher -g researcher {folder}")
+        host.check_output(f"mount -t tmpfs -o size=64k,uid=researcher,gid=researcher tmpfs {folder}")
+        host.check_output("systemctl stop redis-server")
+    try:
+        start_logger(host, name, 15)
+        time.sleep(6)
+        with host.sudo():
+            host.check_output("systemctl start redis-server")
+        count = logged_count(host, name)
+        log = researcher(host, f"cat {name}.log")
+        assert "cannot write the spool" in log
+        assert log.count("cannot write the spool") == 1  # told once, not per batch
+        assert "Traceback" not in log
+        assert count > 8_000
+        assert_replica_has_all(host, name, count)
+    finally:
+        with host.sudo():
+            host.run("systemctl start redis-server")
+            host.run(f"umount {folder}")
+    print(f"{count} points logged with Redis away and the spool's disk full: all on the replica, once")
