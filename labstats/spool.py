@@ -8,6 +8,7 @@ length-prefixed and checksummed, so a frame torn by a killed process is detected
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import logging
 import os
@@ -79,9 +80,11 @@ class Spool:
             self._file.flush()
         except OSError:
             # A full disk: cut back to the last whole frame, or a later frame would sit behind
-            # a torn one and never be read.
-            self._file.close()
-            self._file = None
+            # a torn one and never be read. Closing flushes what is still buffered, which the
+            # full disk refuses again: the file is closed all the same, and forgotten first.
+            broken, self._file = self._file, None
+            with contextlib.suppress(OSError):
+                broken.close()
             with open(self.path, "r+b") as f:
                 f.truncate(good)
             raise

@@ -204,8 +204,12 @@ def test_whatever_is_logged_through_whatever_outage_is_stored_exactly(flaky_serv
             )
 
 
-def test_a_full_spool_disk_loses_nothing_once_redis_returns(tmp_path, own_redis, monkeypatch, caplog):
-    """Redis away and the spool's disk full for a while (the write fails part-way): the
+@pytest.mark.parametrize("fails_at", ["write", "flush"])
+def test_a_full_spool_disk_loses_nothing_once_redis_returns(
+    tmp_path, own_redis, monkeypatch, caplog, fails_at
+):
+    """Redis away and the spool's disk full for a while (the write fails part-way, or, as
+    on a real full filesystem, the buffered frame fails at flush and again at close): the
     training goes on, the spool stays readable (cut back to its last whole frame), the
     records wait in memory, and everything arrives when Redis is back."""
     from labstats import spool as spool_module
@@ -214,18 +218,34 @@ def test_a_full_spool_disk_loses_nothing_once_redis_returns(tmp_path, own_redis,
 
     class FullDisk:
         """The spool's file, on a disk that is full for the 3rd to 8th write: half of the
-        frame gets written, then ENOSPC (what a real full disk does)."""
+        frame gets written, then ENOSPC."""
 
         def __init__(self, f):
             self.f = f
+            self.buffered = b""
 
         def write(self, data):
             writes["n"] += 1
             if 3 <= writes["n"] <= 8:
+                if fails_at == "flush":
+                    self.buffered = data  # kept in the buffer: the error comes with flush
+                    return len(data)
                 self.f.write(data[: len(data) // 2])
                 self.f.flush()
                 raise OSError(28, "No space left on device")
             return self.f.write(data)
+
+        def flush(self):
+            if self.buffered:
+                self.f.write(self.buffered[: len(self.buffered) // 2])
+                self.f.flush()
+                raise OSError(28, "No space left on device")
+            return self.f.flush()
+
+        def close(self):
+            self.f.close()
+            if self.buffered:  # close flushes the buffer, which fails again
+                raise OSError(28, "No space left on device")
 
         def __getattr__(self, name):
             return getattr(self.f, name)
