@@ -9,7 +9,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 0
 
-.PHONY: help host venv lock image lab lab-down lab-status lint unit molecule test restore-drill bench bench-gpu bench-logger bench-viewer bench-archive bench-replication clean
+.PHONY: help host venv lock image lab lab-down lab-status lint unit molecule test restore-drill bench bench-gpu bench-logger bench-viewer bench-archive bench-replication bench-outage lab-test clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -44,6 +44,9 @@ lab-down: ## Remove the lab's containers and network (credentials/ stays)
 
 lab-status: ## Show the lab's containers
 	docker/lab.sh status
+
+lab-test: venv ## The infra tests (Molecule's verify) against the `make lab` boxes
+	scripts/lab-test.sh
 
 lint: venv ## yamllint, ansible-lint (production profile), ruff, role spec/defaults check
 	yamllint --strict .
@@ -80,6 +83,9 @@ bench-replication: ## Replication lag trainbox → webbox over WireGuard (needs 
 
 restore-drill: ## Back up the lab's web box now, restore it into a scratch folder, compare with live
 	scripts/lab-ssh.sh webbox "sudo systemctl start labstats-backup.service && sudo /usr/local/sbin/labstats-restore-drill"
+
+bench-outage: venv ## Counted 5-minute tunnel cut while logging 1,000 points/s (needs `make lab`, ~7 min)
+	LABSTATS_OUTAGE_SECONDS=300 scripts/lab-test.sh -s tests/infra/test_faults.py -k long_tunnel_cut
 
 bench: bench-logger bench-viewer bench-archive bench-gpu ## All benchmarks (bench-replication needs the lab)
 

@@ -5,14 +5,17 @@ is away. What the script logged must be on the web box's replica afterwards: eve
 once, none lost, none twice."""
 
 import json
+import os
 import shlex
 import subprocess
 import time
 
-from conftest import box, https_get, wait_until, web_token
+from conftest import box, https_get, redis_cli, wait_until, web_token
 
 testinfra_hosts = ["trainbox"]
 REPLICA = "redis-server@replica-trainbox"
+# The long cut: 30 s in `make test`; `make bench-outage` runs it for 5 minutes on the lab.
+OUTAGE_SECONDS = int(os.environ.get("LABSTATS_OUTAGE_SECONDS", "30"))
 
 LOGGER = """
 import sys, time, labstats
@@ -102,6 +105,38 @@ def test_link_cut_replica_restart_and_master_sigkill_lose_and_duplicate_nothing(
     assert_replica_has_all(host, name, count)
     print(f"{count} points logged through a 10 s tunnel cut, a replica restart and a master SIGKILL: "
           "all on the replica, once")  # fmt: skip
+
+
+def sync_counts(host) -> tuple[int, int]:
+    """The master's count of full and of partial resyncs it has served."""
+    out = redis_cli(host, "ops", "info", "stats").stdout
+    stats = dict(line.split(":", 1) for line in out.split() if ":" in line)
+    return int(stats["sync_full"]), int(stats["sync_partial_ok"])
+
+
+def test_a_long_tunnel_cut_loses_and_duplicates_nothing(host):
+    """The tunnel down for OUTAGE_SECONDS while the script logs: the master keeps the
+    backlog and the replica catches up by itself when the link returns."""
+    web = box("webbox")
+    name = f"outage-{int(time.time())}"
+    start_logger(host, name, OUTAGE_SECONDS + 20)
+    full_before, partial_before = sync_counts(host)
+    time.sleep(5)
+    with web.sudo():
+        web.check_output("systemctl stop wg-quick@wg0")
+    try:
+        time.sleep(OUTAGE_SECONDS)
+    finally:
+        with web.sudo():
+            web.check_output("systemctl start wg-quick@wg0")
+    count = logged_count(host, name)
+    ended = time.monotonic()
+    assert_replica_has_all(host, name, count)
+    caught_up = time.monotonic() - ended
+    full, partial = sync_counts(host)
+    print(f"\n{count} points logged through a {OUTAGE_SECONDS} s tunnel cut: all on the replica, once, "
+          f"{caught_up:.1f} s after the script ended (it ran on 15 s after the link returned); "
+          f"resyncs: {full - full_before} full, {partial - partial_before} partial")  # fmt: skip
 
 
 def test_a_web_box_restart_loses_and_duplicates_nothing(host):
