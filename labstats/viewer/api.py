@@ -130,6 +130,7 @@ def run_summary(source: str, run: Run) -> dict[str, Any]:
         "tags": run.tags,
         "config": run.config,
         "malformed": run.malformed,
+        "archived": run.archived,
     }
 
 

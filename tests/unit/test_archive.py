@@ -247,6 +247,10 @@ def test_the_viewer_shows_an_archived_run_and_says_when_its_file_is_missing(tmp_
     page = client.get(f"/runs/local/{run_id}")
     assert page.status_code == 200
     assert b"n49" in page.data
+    assert b'class="badge archived"' in page.data
+    listed = client.get("/api/runs").get_json()["runs"]
+    assert [r["archived"] for r in listed] == [True]
+    assert b'class="badge archived"' in client.get("/").data
     done.path.unlink()
     missing = client.get(f"/api/runs/local/{run_id}/series/loss")
     assert missing.status_code == 404
