@@ -171,7 +171,7 @@ def test_a_full_spool_disk_warns_keeps_training_and_loses_nothing(host):
         assert "cannot write the spool" in log
         assert log.count("cannot write the spool") == 1  # told once, not per batch
         assert "Traceback" not in log
-        assert count > 8_000
+        assert count > 5_000  # the script went on logging throughout
         assert_replica_has_all(host, name, count)
     finally:
         with host.sudo():
