@@ -9,6 +9,14 @@ credentials of the user that box should act as. A file looks like::
     prefix = "ls"          # optional
     archive_dir = "/var/lib/labstats/archive"   # optional: where archived runs' files are
 
+A file may name several stores instead, one per training box (the web box's Jupyter config
+does): ``labstats.connect()`` then reads them all (see ``labstats.reader.Labs``)::
+
+    [[sources]]
+    name = "gpu1"
+    url = "redis://viewer:secret@127.0.0.1:6379/0"
+    archive_dir = "/var/lib/labstats/archive/gpu1"   # optional
+
 The archive folder: ``$LABSTATS_ARCHIVE_DIR``, else the file's ``archive_dir``, else
 /var/lib/labstats/archive when that exists (the training box's), else
 ~/.local/share/labstats/archive.
@@ -17,6 +25,7 @@ The archive folder: ``$LABSTATS_ARCHIVE_DIR``, else the file's ``archive_dir``, 
 from __future__ import annotations
 
 import os
+import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +48,26 @@ class Settings:
     prefix: str
     source: str  # where the URL came from, for error messages
     archive_dir: str = ""  # "" for the default (see default_archive_dir)
+    # Several stores (a [[sources]] file): each one's settings, by source name. Empty for one.
+    sources: tuple[tuple[str, Settings], ...] = ()
+
+
+SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+
+
+def parse_sources(data: dict, path: str) -> tuple[tuple[str, Settings], ...]:
+    """The [[sources]] of a config file: (name, settings) each, checked."""
+    found = []
+    for entry in data.get("sources", []):
+        name = str(entry.get("name", "")) if isinstance(entry, dict) else ""
+        if not SOURCE_NAME.match(name) or "url" not in entry:
+            raise LabstatsError(f"{path}: each source needs a simple name and a url (got {name!r})")
+        if name in dict(found):
+            raise LabstatsError(f"{path}: two sources are named {name!r}")
+        settings = Settings(str(entry["url"]), str(entry.get("prefix", DEFAULT_PREFIX)), f"source {name}",
+                            str(entry.get("archive_dir", "")))  # fmt: skip
+        found.append((name, settings))
+    return tuple(found)
 
 
 def default_archive_dir() -> Path:
@@ -72,8 +101,11 @@ def resolve(url: str | None = None, prefix: str | None = None) -> Settings:
             continue
         except tomllib.TOMLDecodeError as exc:
             raise LabstatsError(f"{path}: not valid TOML ({exc})") from exc
+        if "url" not in data and data.get("sources"):
+            first = parse_sources(data, str(path))
+            return Settings(first[0][1].url, prefix or first[0][1].prefix, str(path), sources=first)
         if "url" not in data:
-            raise LabstatsError(f"{path}: no 'url' key")
+            raise LabstatsError(f"{path}: no 'url' key (or [[sources]])")
         archive_dir = "" if os.environ.get("LABSTATS_ARCHIVE_DIR") else str(data.get("archive_dir", ""))
         return Settings(
             str(data["url"]), prefix or str(data.get("prefix", DEFAULT_PREFIX)), str(path), archive_dir

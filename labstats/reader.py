@@ -19,6 +19,7 @@ import json
 import math
 import threading
 import time
+import warnings
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -284,6 +285,18 @@ class Lab:
         self._archives: dict[str, tuple[int, Any]] = {}  # run id -> (file mtime, ArchivedRun)
         self._archives_lock = threading.Lock()
 
+    def link_state(self) -> str | None:
+        """For a replica: "up" when its master (the training box) is connected, else "down".
+        None for a master, or when this user may not ask (ROLE)."""
+        try:
+            role = self.redis.execute_command("ROLE")
+        except redis.ResponseError:
+            return None
+        if not role or role[0] not in (b"slave", "slave"):
+            return None
+        state = role[3].decode() if isinstance(role[3], bytes) else str(role[3])
+        return "up" if state == "connected" else "down"
+
     def archived_run(self, run_id: str):
         """The archive file of an archived run, opened once (and again when it changes)."""
         from labstats.archive import ArchivedRun, path_for
@@ -368,15 +381,7 @@ class Lab:
 
     def compare(self, refs: Iterable[str], series: str, start: int | None = None, stop: int | None = None):
         """A pandas DataFrame: one column per run (by name) of one series, indexed by idx."""
-        import pandas as pd
-
-        columns = {}
-        for ref in refs:
-            run = self.run(ref)
-            columns[run.name] = run.series(series, start, stop).to_pandas().groupby(level=0).last()
-        frame = pd.DataFrame(columns)
-        frame.index.name = "idx"
-        return frame
+        return _compare([self.run(ref) for ref in refs], series, start, stop)
 
     # ---- series ------------------------------------------------------------------------------
 
@@ -612,18 +617,99 @@ def _matches(run: Run, name: str | None, status: str | None, params: dict[str, A
     return True
 
 
-def connect(url: str | None = None, prefix: str | None = None, timeout: float = 5.0) -> Lab:
-    """Connect to a labstats store; with no URL, find one as :mod:`labstats.config` says."""
-    settings = cfg.resolve(url, prefix)
-    client = cfg.client(settings, timeout=timeout)
+UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)  # a store that is away
+
+
+class Labs:
+    """Several stores read as one (one per training box, as on the web box): ``runs()`` lists
+    the runs of every source it can reach, newest first; ``run(ref)`` finds a run in any of
+    them ("source/name" picks one). A source that cannot be reached is left out with a
+    warning and named in ``unreachable`` (source -> why); its runs come back when it does."""
+
+    def __init__(self, labs: dict[str, Lab]) -> None:
+        self.labs = labs
+        self.unreachable: dict[str, str] = {}
+
+    def __repr__(self) -> str:
+        return f"Labs({', '.join(self.labs)})"
+
+    def _each(self, call) -> Iterator[tuple[str, Any]]:
+        """call(lab) for every source, leaving out (and noting) those that are away."""
+        for name, lab in self.labs.items():
+            try:
+                result = call(lab)
+            except UNREACHABLE as exc:
+                if name not in self.unreachable:
+                    warnings.warn(f"labstats: source {name} is unreachable ({exc}); its runs are left out",
+                                  stacklevel=3)  # fmt: skip
+                self.unreachable[name] = str(exc)
+                continue
+            self.unreachable.pop(name, None)
+            yield name, result
+
+    def runs(self, *, limit: int | None = 100, offset: int = 0, **filters: Any) -> list[Run]:
+        """As :meth:`Lab.runs`, over every reachable source."""
+        wanted = None if limit is None else offset + limit
+        found = [run for _, runs in self._each(lambda lab: lab.runs(limit=wanted, **filters)) for run in runs]
+        found.sort(key=lambda r: number(r.meta.get("started")) or 0.0, reverse=True)
+        return found[offset : None if limit is None else offset + limit]
+
+    def run(self, ref: str) -> Run:
+        """A run by name or id, in whichever source has it; "source/ref" looks in one."""
+        source, sep, rest = ref.partition("/")
+        if sep and source in self.labs:
+            return self.labs[source].run(rest)
+        for _, run in self._each(lambda lab: _find(lab, ref)):
+            if run is not None:
+                return run
+        away = f" ({', '.join(self.unreachable)} unreachable)" if self.unreachable else ""
+        raise LabstatsError(f"no run named {ref!r} in {', '.join(self.labs)}{away}")
+
+    def compare(self, refs: Iterable[str], series: str, start: int | None = None, stop: int | None = None):
+        """As :meth:`Lab.compare`, with runs from any source."""
+        return _compare([self.run(ref) for ref in refs], series, start, stop)
+
+
+def _compare(runs: list[Run], series: str, start: int | None, stop: int | None):
+    import pandas as pd
+
+    columns = {}
+    for run in runs:
+        columns[run.name] = run.series(series, start, stop).to_pandas().groupby(level=0).last()
+    frame = pd.DataFrame(columns)
+    frame.index.name = "idx"
+    return frame
+
+
+def _find(lab: Lab, ref: str) -> Run | None:
     try:
-        client.ping()
+        return lab.run(ref)
+    except LabstatsError:
+        return None
+
+
+def connect(url: str | None = None, prefix: str | None = None, timeout: float = 5.0) -> Lab | Labs:
+    """Connect to a labstats store; with no URL, find one as :mod:`labstats.config` says. A
+    config file with [[sources]] gives a :class:`Labs` over all of them."""
+    settings = cfg.resolve(url, prefix)
+    if settings.sources:
+        labs = Labs({name: _lab(s, timeout) for name, s in settings.sources})
+        list(labs._each(lambda lab: lab.redis.ping()))  # warns now about those that are away
+        return labs
+    lab = _lab(settings, timeout)
+    try:
+        lab.redis.ping()
     except redis.AuthenticationError as exc:
         raise LabstatsError(f"Redis at {cfg.redacted(settings.url)} refused the credentials: {exc}") from None
-    except (redis.ConnectionError, redis.TimeoutError, OSError) as exc:
+    except UNREACHABLE as exc:
         raise LabstatsError(
             f"cannot reach Redis at {cfg.redacted(settings.url)} (from {settings.source}): {exc}"
         ) from None
     except redis.ResponseError as exc:
         raise LabstatsError(f"Redis at {cfg.redacted(settings.url)}: {exc}") from None
+    return lab
+
+
+def _lab(settings: cfg.Settings, timeout: float) -> Lab:
+    client = cfg.client(settings, timeout=timeout)
     return Lab(client, settings.prefix, settings.source, archive_dir=settings.archive_dir or None)

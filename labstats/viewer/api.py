@@ -15,7 +15,7 @@ from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
 from labstats.codec import INT64_MAX, INT64_MIN
-from labstats.reader import LabstatsError, Run, Series, number
+from labstats.reader import UNREACHABLE, LabstatsError, Run, Series, number
 from labstats.viewer.downsample import MAX_POINTS, downsample
 from labstats.viewer.sources import Source
 
@@ -47,6 +47,29 @@ def get_run(source: str, run_id: str) -> Run:
         return src.lab.run(run_id)
     except LabstatsError as exc:
         raise ApiError(404, str(exc)) from None
+    except UNREACHABLE as exc:
+        raise SourceDown(source, exc) from None
+
+
+class SourceDown(ApiError):
+    """A source that cannot be read right now (its replica is down)."""
+
+    def __init__(self, source: str, exc: Exception) -> None:
+        super().__init__(503, f"source {source} cannot be read right now ({short(exc)}); "
+                              "its runs come back when it does")  # fmt: skip
+        self.source = source
+
+
+def short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def source_state(src: Source) -> dict[str, Any]:
+    """Whether a source can be read and whether its training box is connected to it."""
+    try:
+        return {"reachable": True, "link": src.lab.link_state(), "error": None}
+    except UNREACHABLE as exc:
+        return {"reachable": False, "link": None, "error": short(exc)}
 
 
 def int_arg(
@@ -134,7 +157,9 @@ def run_summary(source: str, run: Run) -> dict[str, Any]:
     }
 
 
-def list_runs() -> list[dict[str, Any]]:
+def list_runs() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+    """The runs of every source that can be read, and each source's state (see
+    source_state): one source that is away leaves the others listed."""
     q = request.args.get("q") or None
     status = request.args.get("status") or None
     tag = request.args.get("tag") or None
@@ -144,15 +169,20 @@ def list_runs() -> list[dict[str, Any]]:
     if sort not in ("started", "name", "status", "heartbeat"):
         raise ApiError(400, "sort must be started, name, status or heartbeat")
     limit = int_arg("limit", 200, 1, 10_000)
-    runs = []
+    runs, states = [], {}
     for name, src in sources().items():
-        for run in src.lab.runs(name=q, tag=tag, status=status, limit=limit):
-            runs.append(run_summary(name, run))
+        try:
+            found = src.lab.runs(name=q, tag=tag, status=status, limit=limit)
+        except UNREACHABLE as exc:
+            states[name] = {"reachable": False, "link": None, "error": short(exc)}
+            continue
+        states[name] = source_state(src)
+        runs += [run_summary(name, run) for run in found]
     if sort in ("started", "heartbeat"):  # newest first; runs without the time last
         runs.sort(key=lambda r: (r[sort] is None, -(r[sort] or 0)))
     else:
         runs.sort(key=lambda r: str(r[sort] or ""))
-    return runs[:limit]
+    return runs[:limit], states
 
 
 # ---- endpoints ---------------------------------------------------------------------------
@@ -172,7 +202,9 @@ def health():
 
 @bp.get("/runs")
 def runs():
-    return jsonify({"runs": list_runs()})
+    runs, states = list_runs()
+    unreachable = [name for name, state in states.items() if not state["reachable"]]
+    return jsonify({"runs": runs, "sources": states, "unreachable": unreachable})
 
 
 @bp.get("/runs/<source>/<run_id>")

@@ -11,7 +11,16 @@ from flask import Blueprint, abort, render_template, request
 
 from labstats.reader import LabstatsError
 from labstats.viewer import charts
-from labstats.viewer.api import ApiError, describe, get_run, int_arg, list_runs, run_summary, tensor_at
+from labstats.viewer.api import (
+    ApiError,
+    SourceDown,
+    describe,
+    get_run,
+    int_arg,
+    list_runs,
+    run_summary,
+    tensor_at,
+)
 
 bp = Blueprint("pages", __name__)
 
@@ -34,15 +43,18 @@ LIST_FILTERS = ("q", "status", "tag", "sort", "limit")
 
 @bp.get("/")
 def index():
-    runs = list_runs()
+    runs, states = list_runs()
     tags = sorted({t for r in runs for t in r["tags"]})
     filters = {k: request.args[k] for k in LIST_FILTERS if request.args.get(k)}
-    return render_template("runs.html", runs=runs, tags=tags, args=filters)
+    return render_template("runs.html", runs=runs, tags=tags, args=filters, sources=states)
 
 
 @bp.get("/runs/<source>/<run_id>")
 def run_page(source: str, run_id: str):
-    run = get_run(source, run_id)
+    try:
+        run = get_run(source, run_id)
+    except SourceDown as exc:  # said as a page of its own, which looks again every 30 s
+        return render_template("source_down.html", source=source, message=exc.message)
     summary = run_summary(source, run)
     info = run.series_info()
     live = summary["status"] == "running"

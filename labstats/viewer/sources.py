@@ -13,15 +13,12 @@ or, for one store, the usual labstats lookup ($LABSTATS_URL, config file, local 
 from __future__ import annotations
 
 import os
-import re
 import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
 from labstats import config as cfg
 from labstats.reader import Lab
-
-SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
 
 
 @dataclass
@@ -59,14 +56,9 @@ def load_sources(path: str | None = None) -> dict[str, Source]:
     path = config_path(path)
     if path:
         data = tomllib.loads(Path(path).read_text())
-        sources = {}
-        for entry in data.get("sources", []):
-            name = str(entry.get("name", ""))
-            if not SOURCE_NAME.match(name) or "url" not in entry:
-                raise cfg.LabstatsError(f"{path}: each source needs a simple name and a url (got {name!r})")
-            sources[name] = Source(
-                name, str(entry["url"]), str(entry.get("prefix", "ls")), str(entry.get("archive_dir", ""))
-            )
+        sources = {
+            name: Source(name, s.url, s.prefix, s.archive_dir) for name, s in cfg.parse_sources(data, path)
+        }
         if not sources:
             raise cfg.LabstatsError(f"{path}: no [[sources]]")
         return sources

@@ -168,3 +168,36 @@ def test_the_regenerate_recipe_quotes_every_recorded_field(url, tmp_path):
     assert f"git<--detach>\ngit<{hostile}>" in out
     assert f"cd<{hostile}>" in out
     assert f"env<A={hostile}>\nenv<python>\nenv<{hostile}>\nenv<--lr>" in out
+
+
+def test_a_config_with_several_sources_reads_them_all_and_warns_of_one_away(tmp_path, url, monkeypatch):
+    """Jupyter's config on the web box names one source per training box: connect() reads
+    them all; one that is away is left out with a warning, and named."""
+    from conftest import RedisServer
+
+    other = RedisServer(tmp_path / "other").start()
+    try:
+        with labstats.Stats(tmp_path / "a", url=url) as stats:
+            stats.log(step=0, loss=1.0)
+        with labstats.Stats(tmp_path / "b", url=other.url) as stats:
+            stats.log(step=0, loss=2.0)
+        config = tmp_path / "config.toml"
+        config.write_text(
+            f'[[sources]]\nname = "gpu1"\nurl = "{url}"\n\n'
+            f'[[sources]]\nname = "gpu2"\nurl = "{other.url}"\n\n'
+            '[[sources]]\nname = "off"\nurl = "redis://127.0.0.1:1/0"\n'
+        )
+        monkeypatch.delenv("LABSTATS_URL")
+        monkeypatch.setenv("LABSTATS_CONFIG", str(config))
+        with pytest.warns(UserWarning, match="source off is unreachable"):
+            lab = labstats.connect()
+        assert sorted(r.name for r in lab.runs()) == ["a", "b"]
+        assert lab.unreachable.keys() == {"off"}
+        assert lab.run("b").series("loss").values.tolist() == [2.0]
+        assert lab.run("gpu1/a").lab.source == "source gpu1"
+        assert lab.compare(["a", "b"], "loss").to_dict("list") == {"a": [1.0], "b": [2.0]}
+        away = r"no run named 'zz' in gpu1, gpu2, off \(off unreachable\)"
+        with pytest.raises(labstats.LabstatsError, match=away):
+            lab.run("zz")
+    finally:
+        other.stop()

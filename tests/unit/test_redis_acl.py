@@ -91,6 +91,7 @@ def test_the_logger_works_as_the_trainer_user(acl_server, tmp_path):
         runs.append(stats)
     assert [s.name for s in runs] == ["acl-run", "acl-run.2"]
     lab = labstats.connect(acl_server.url_for("viewer", ACL_PASSWORDS["viewer"]))
+    assert lab.link_state() is None  # ROLE is allowed (a master: no link to report)
     for stats in runs:
         run = lab.run(stats.run_id)
         assert run.name == stats.name

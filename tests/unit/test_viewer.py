@@ -121,11 +121,46 @@ def test_malformed_stored_metadata_is_shown_not_raised(client, url, redis_server
     assert client.get("/api/runs").status_code == 200
 
 
-def test_unreachable_store_is_a_503_not_a_traceback():
-    app = create_app({"down": Source("down", "redis://127.0.0.1:1/0")})
-    response = app.test_client().get("/api/runs")
-    assert response.status_code == 503
-    assert "unreachable" in response.json["error"]
+def test_one_source_away_leaves_the_others_listed_and_says_so(url, tmp_path):
+    """A training box's replica down: the runs list, the API and the run pages go on with
+    the other sources and name the one that is away; its run pages say so."""
+    with labstats.Stats(tmp_path / "kept", url=url) as stats:
+        stats.log(step=0, loss=1.0)
+    app = create_app({"up": Source("up", url), "down": Source("down", "redis://127.0.0.1:1/0")})
+    client = app.test_client()
+    body = client.get("/api/runs").get_json()
+    assert [r["name"] for r in body["runs"]] == ["kept"]
+    assert body["unreachable"] == ["down"]
+    assert body["sources"]["down"]["reachable"] is False
+    assert "refused" in body["sources"]["down"]["error"].lower()
+    page = client.get("/")
+    assert page.status_code == 200
+    assert b'data-source="down"' in page.data
+    assert b"cannot be read right now" in page.data
+    lost = client.get("/runs/down/20261125-163012-5f3a9c")
+    assert lost.status_code == 200
+    assert b"Source down is unreachable" in lost.data
+    assert b'http-equiv="refresh"' in lost.data
+    api = client.get("/api/runs/down/20261125-163012-5f3a9c/series/loss")
+    assert api.status_code == 503
+    assert "source down cannot be read right now" in api.get_json()["error"]
+    assert client.get("/api/health").status_code == 503  # health still says not all is well
+
+
+def test_a_replica_whose_training_box_is_away_is_noted(tmp_path, redis_server):
+    """A replica that is up but not connected to its master (the training box is off): its
+    runs are listed as last copied, with a notice."""
+    from conftest import RedisServer
+
+    replica = RedisServer(tmp_path / "replica", extra_args=("--replicaof", "127.0.0.1", "1")).start()
+    try:
+        app = create_app({"box": Source("box", replica.url), "other": Source("other", redis_server.url)})
+        body = app.test_client().get("/api/runs").get_json()
+        assert body["sources"]["box"] == {"reachable": True, "link": "down", "error": None}
+        assert body["sources"]["other"]["link"] is None  # a master
+        assert b"is not connected to the web box" in app.test_client().get("/").data
+    finally:
+        replica.stop()
 
 
 def test_openapi_document_lists_the_endpoints(client):
