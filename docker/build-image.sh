@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# Build the lab's base image locally, with no registry: debootstrap Debian 12 into a
-# folder, import it as a rootfs image, then add sshd, sudo and the admin user on top.
+# Build the lab's base image locally, with no registry: debootstrap Debian into a folder,
+# import it as a rootfs image, then add sshd, sudo and the admin user on top.
 # The image tag carries a hash of its recipe, so it is rebuilt only when the recipe changes.
-# Prints the image reference on stdout; progress goes to stderr.
+# Debian 12 (bookworm) by default, tagged labstats-lab:latest; LABSTATS_IMAGE_SUITE=trixie
+# builds Debian 13, tagged labstats-lab:trixie (the second training box of the Molecule
+# scenario). Prints the image reference on stdout; progress goes to stderr.
 set -o errexit -o pipefail -o nounset
 
 here=$(cd "$(dirname "$0")" && pwd)
@@ -23,11 +25,14 @@ if [[ -r $ca_bundle ]]; then cp "$ca_bundle" "$context/extra-ca.crt"; else : >"$
 
 recipe_hash=$( (echo "$suite $mirror $include"; cd "$context" && sha256sum $(ls | sort)) | sha256sum | cut -c1-12)
 rootfs_hash=$(echo "$suite $mirror $include" | sha256sum | cut -c1-12)
-image=labstats-lab:$recipe_hash
+image=labstats-lab:$suite-$recipe_hash
+# The moving tag the lab and Molecule use: "latest" for Debian 12, the suite's name otherwise.
+alias=labstats-lab:$([[ $suite == bookworm ]] && echo latest || echo "$suite")
 rootfs_image=labstats-rootfs:$suite-$rootfs_hash
 
 if docker image inspect "$image" >/dev/null 2>&1; then
   log "image $image is up to date"
+  docker tag "$image" "$alias"
   echo "$image"
   exit 0
 fi
@@ -46,5 +51,5 @@ if ! docker image inspect "$rootfs_image" >/dev/null 2>&1; then
 fi
 
 log "building $image"
-docker build --quiet >/dev/null --build-arg "BASE=$rootfs_image" -t "$image" -t labstats-lab:latest "$context"
+docker build --quiet >/dev/null --build-arg "BASE=$rootfs_image" -t "$image" -t "$alias" "$context"
 echo "$image"

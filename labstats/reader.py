@@ -629,6 +629,16 @@ class Labs:
     def __init__(self, labs: dict[str, Lab]) -> None:
         self.labs = labs
         self.unreachable: dict[str, str] = {}
+        self.disconnected: list[str] = []  # replicas whose training box is not connected
+
+    def check(self) -> None:
+        """Look at every source now: warn of those that are away, and of replicas whose
+        training box is not connected (their runs are as last copied)."""
+        states = dict(self._each(lambda lab: lab.link_state()))
+        self.disconnected = [name for name, state in states.items() if state == "down"]
+        for name in self.disconnected:
+            warnings.warn(f"labstats: the training box of source {name} is not connected; its runs are "
+                          "as last copied", stacklevel=2)  # fmt: skip
 
     def __repr__(self) -> str:
         return f"Labs({', '.join(self.labs)})"
@@ -694,7 +704,7 @@ def connect(url: str | None = None, prefix: str | None = None, timeout: float = 
     settings = cfg.resolve(url, prefix)
     if settings.sources:
         labs = Labs({name: _lab(s, timeout) for name, s in settings.sources})
-        list(labs._each(lambda lab: lab.redis.ping()))  # warns now about those that are away
+        labs.check()
         return labs
     lab = _lab(settings, timeout)
     try:

@@ -45,6 +45,13 @@ def box(name: str):
     return testinfra.get_host(f"ansible://{name}?ansible_inventory={inventory_file()}")
 
 
+def hosts_in(group: str) -> list[str]:
+    """The inventory's hosts of a group (training boxes: two in Molecule, one in the lab)."""
+    from testinfra.utils.ansible_runner import AnsibleRunner
+
+    return sorted(AnsibleRunner(inventory_file()).get_hosts(group))
+
+
 def group_of(host) -> str:
     names = host.ansible.get_variables()["group_names"]
     for group in ("training", "web", "outsiders"):

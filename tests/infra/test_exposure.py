@@ -4,11 +4,11 @@ equal the allowlist exactly (no more, and no fewer: a scan that sees nothing pro
 import re
 
 import pytest
-from conftest import EXPOSED_TCP, box
+from conftest import EXPOSED_TCP, box, hosts_in
 
 testinfra_hosts = ["outsiders"]
 
-TARGETS = {"trainbox": "training", "webbox": "web"}
+TARGETS = {name: group for group in ("training", "web") for name in hosts_in(group)}
 
 
 def open_tcp_ports(host, address: str) -> set[int]:

@@ -193,6 +193,7 @@ def test_a_config_with_several_sources_reads_them_all_and_warns_of_one_away(tmp_
             lab = labstats.connect()
         assert sorted(r.name for r in lab.runs()) == ["a", "b"]
         assert lab.unreachable.keys() == {"off"}
+        assert lab.disconnected == []
         assert lab.run("b").series("loss").values.tolist() == [2.0]
         assert lab.run("gpu1/a").lab.source == "source gpu1"
         assert lab.compare(["a", "b"], "loss").to_dict("list") == {"a": [1.0], "b": [2.0]}
@@ -201,3 +202,20 @@ def test_a_config_with_several_sources_reads_them_all_and_warns_of_one_away(tmp_
             lab.run("zz")
     finally:
         other.stop()
+
+
+def test_a_replica_whose_training_box_is_away_is_warned_of(tmp_path, url, monkeypatch):
+    from conftest import RedisServer
+
+    replica = RedisServer(tmp_path / "replica", extra_args=("--replicaof", "127.0.0.1", "1")).start()
+    try:
+        config = tmp_path / "config.toml"
+        config.write_text(f'[[sources]]\nname = "box"\nurl = "{replica.url}"\n')
+        monkeypatch.delenv("LABSTATS_URL")
+        monkeypatch.setenv("LABSTATS_CONFIG", str(config))
+        with pytest.warns(UserWarning, match="the training box of source box is not connected"):
+            lab = labstats.connect()
+        assert lab.disconnected == ["box"]
+        assert lab.runs() == []
+    finally:
+        replica.stop()
