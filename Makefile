@@ -78,8 +78,10 @@ bench-archive: venv ## Archive tier: Redis memory freed, 1,000-point window of 1
 
 bench-replication: ## Replication lag trainbox → webbox over WireGuard (needs `make lab`)
 	docker cp benchmarks/bench_replication.py labstats-lab-webbox:/tmp/bench_replication.py
-	docker exec -e LABSTATS_TRAINER_PASSWORD="$$(cat credentials/redis/trainer.password)" \
-	  -e LABSTATS_VIEWER_PASSWORD="$$(cat credentials/redis/viewer.password)" \
+	# The passwords travel in the environment (docker exec -e NAME), never on a command line.
+	LABSTATS_TRAINER_PASSWORD="$$(cat credentials/redis/trainer.password)" \
+	  LABSTATS_VIEWER_PASSWORD="$$(cat credentials/redis/viewer.password)" \
+	  docker exec -e LABSTATS_TRAINER_PASSWORD -e LABSTATS_VIEWER_PASSWORD \
 	  labstats-lab-webbox /opt/labstats-jupyter/venv/bin/python /tmp/bench_replication.py
 
 restore-drill: ## Back up the lab's web box now, restore it into a scratch folder, compare with live

@@ -21,7 +21,7 @@ boxes=(
 
 log() { printf '[lab] %s\n' "$*" >&2; }
 
-# What systemd as PID 1 needs here (ENVIRONMENT.md: --privileged fails on these machines).
+# What systemd as PID 1 needs in a container (--privileged fails on some Docker hosts).
 systemd_run_args=(
   --cap-add SYS_ADMIN --cap-add NET_ADMIN
   --security-opt seccomp=unconfined --security-opt apparmor=unconfined

@@ -19,6 +19,8 @@ def test_generated_secrets_are_owner_only():
         "redis/viewer.password",
         "redis/replication.password",
         "redis/ops.password",
+        "redis/archiver.password",
+        "archive-sync/id_ed25519",
         "web/labstats.password",
         "web/jupyter.password",
     }
