@@ -41,6 +41,7 @@ import redis
 from labstats import codec, schema
 from labstats.chunks import ChunkEncoder, SeriesState
 from labstats.config import LabstatsError
+from labstats.reader import chunk_records
 from labstats.snapshot import Encoded
 
 if TYPE_CHECKING:
@@ -152,8 +153,7 @@ def _redis_batches(lab: Lab, run_id: str, info: dict[str, Any], blobs: set[int])
                 continue
             kind = data[:1]
             if kind in schema.RECORD_DTYPES:
-                dtype = schema.RECORD_DTYPES[kind]
-                records = np.frombuffer(data, dtype=dtype, offset=1, count=(len(data) - 1) // dtype.itemsize)
+                records = chunk_records(data)
                 idx_parts.append(records["idx"])
                 value_parts.append((kind.decode(), records["value"]))
             elif kind == schema.KIND_OBJECT:

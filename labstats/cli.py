@@ -80,7 +80,18 @@ def cmd_ls(lab: reader.Lab, args: argparse.Namespace) -> int:
     return 0
 
 
+def one_store(lab: reader.Lab | reader.Labs, command: str) -> reader.Lab:
+    """The store a writing command works on; several (the web box's config) is refused."""
+    if isinstance(lab, reader.Labs):
+        raise LabstatsError(
+            f"`labstats {command}` works on one store, a training box's Redis; this config names "
+            f"several ({', '.join(lab.labs)}): run it on the training box, or give --url"
+        )
+    return lab
+
+
 def cmd_replay(lab: reader.Lab, args: argparse.Namespace) -> int:
+    lab = one_store(lab, "replay")
     outcomes = replay.replay(args.paths, lab.redis, lab.keys)
     for o in outcomes:
         extra = f" ({o.detail})" if o.detail else ""
@@ -102,6 +113,7 @@ def parse_bytes(text: str) -> int:
 
 
 def cmd_archive(lab: reader.Lab, args: argparse.Namespace) -> int:
+    lab = one_store(lab, "archive")
     directory = Path(args.dir) if args.dir else lab.archive_dir
     if args.due:
         if args.older_than is None and args.memory_above is None:
@@ -133,6 +145,7 @@ def cmd_archive(lab: reader.Lab, args: argparse.Namespace) -> int:
 
 
 def cmd_unarchive(lab: reader.Lab, args: argparse.Namespace) -> int:
+    lab = one_store(lab, "unarchive")
     directory = Path(args.dir) if args.dir else lab.archive_dir
     for ref in args.runs:
         run = lab.run(ref)

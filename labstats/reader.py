@@ -445,9 +445,7 @@ class Lab:
                 continue
             kind = data[:1]
             if kind in schema.RECORD_DTYPES:
-                dtype = schema.RECORD_DTYPES[kind]
-                count = (len(data) - 1) // dtype.itemsize
-                records = np.frombuffer(data, dtype=dtype, offset=1, count=count)
+                records = chunk_records(data)
                 parts.append((records["idx"], records["value"]))
             elif kind == schema.KIND_OBJECT:
                 pairs = list(self._object_records(run_id, data, start, stop))
@@ -524,13 +522,17 @@ def _is_blob_ref(payload: bytes | memoryview) -> bool:
     return payload[:1] == schema.BLOB_TAG and len(payload) == schema.BLOB_REF.size
 
 
+def chunk_records(data: bytes) -> np.ndarray:
+    """The (idx, value) records of a numeric chunk, as a NumPy view of its bytes (a record
+    still being appended is left out)."""
+    dtype = schema.RECORD_DTYPES[data[:1]]
+    return np.frombuffer(data, dtype=dtype, offset=1, count=(len(data) - 1) // dtype.itemsize)
+
+
 def _chunk_idx(data: bytes) -> np.ndarray:
     """The idx column of a chunk, from record headers only."""
-    kind = data[:1]
-    if kind in schema.RECORD_DTYPES:
-        dtype = schema.RECORD_DTYPES[kind]
-        count = (len(data) - 1) // dtype.itemsize
-        return np.frombuffer(data, dtype=dtype, offset=1, count=count)["idx"].copy()
+    if data[:1] in schema.RECORD_DTYPES:
+        return chunk_records(data)["idx"].copy()
     idx, pos, header = [], 1, schema.OBJECT_HEADER
     while pos + header.size <= len(data):
         i, size = header.unpack_from(data, pos)

@@ -103,3 +103,19 @@ def test_output_to_a_closed_pipe_ends_quietly(tmp_path, url):
     out = subprocess.run(["bash", "-o", "pipefail", "-c", shell], capture_output=True, text=True)
     assert out.returncode == 0
     assert out.stderr == ""
+
+
+def test_commands_that_write_refuse_a_config_of_several_stores(tmp_path, url, monkeypatch, capsys):
+    from labstats import cli
+
+    with labstats.Stats(tmp_path / "r", url=url) as stats:
+        stats.log(step=0, loss=1.0)
+    config = tmp_path / "config.toml"
+    config.write_text(f'[[sources]]\nname = "a"\nurl = "{url}"\n\n[[sources]]\nname = "b"\nurl = "{url}"\n')
+    monkeypatch.delenv("LABSTATS_URL")
+    monkeypatch.setenv("LABSTATS_CONFIG", str(config))
+    assert cli.main(["ls"]) == 0
+    assert "r " in capsys.readouterr().out
+    for command in (["archive", "r"], ["unarchive", "r"], ["replay"]):
+        assert cli.main(command) == 1
+        assert "works on one store" in capsys.readouterr().err
