@@ -41,7 +41,6 @@ import redis
 from labstats import codec, schema
 from labstats.chunks import ChunkEncoder, SeriesState
 from labstats.config import LabstatsError
-from labstats.reader import chunk_records
 from labstats.snapshot import Encoded
 
 if TYPE_CHECKING:
@@ -146,23 +145,11 @@ def _redis_batches(lab: Lab, run_id: str, info: dict[str, Any], blobs: set[int])
     if not info.get("monotonic", True):
         groups = [numbers]  # idx went back somewhere: sort the whole series at once
     for group in groups:
-        raw = lab.redis.mget([lab.keys.chunk(run_id, info["sid"], n) for n in group])
         idx_parts, kind_parts, value_parts = [], [], []
-        for data in raw:
-            if not data:
-                continue
-            kind = data[:1]
-            if kind in schema.RECORD_DTYPES:
-                records = chunk_records(data)
-                idx_parts.append(records["idx"])
-                value_parts.append((kind.decode(), records["value"]))
-            elif kind == schema.KIND_OBJECT:
-                pairs = list(lab._object_payloads(run_id, data, blobs=blobs))
-                idx_parts.append(np.array([p[0] for p in pairs], dtype=np.int64))
-                value_parts.append(("o", [p[1] for p in pairs]))
-            else:
-                raise LabstatsError(f"run {run_id}: chunk of unknown kind {kind!r} (newer schema?)")
-            kind_parts.append(np.full(len(idx_parts[-1]), kind, dtype="S1"))
+        for kind, idx, values in lab._chunks(run_id, info["sid"], group, raw=True, blobs=blobs):
+            idx_parts.append(idx)
+            value_parts.append((kind, values))
+            kind_parts.append(np.full(len(idx), kind.encode(), dtype="S1"))
         if not idx_parts:
             continue
         idx = np.concatenate(idx_parts)

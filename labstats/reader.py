@@ -438,20 +438,7 @@ class Lab:
     ) -> tuple[np.ndarray, Any]:
         if not numbers:
             return np.empty(0, dtype=np.int64), np.empty(0)
-        raw = self.redis.mget([self.keys.chunk(run_id, sid, n) for n in numbers])
-        parts: list[tuple[np.ndarray, Any]] = []  # (idx, values) per chunk, in chunk order
-        for data in raw:
-            if not data:
-                continue
-            kind = data[:1]
-            if kind in schema.RECORD_DTYPES:
-                records = chunk_records(data)
-                parts.append((records["idx"], records["value"]))
-            elif kind == schema.KIND_OBJECT:
-                pairs = list(self._object_records(run_id, data, start, stop))
-                parts.append((np.array([p[0] for p in pairs], dtype=np.int64), [p[1] for p in pairs]))
-            else:
-                raise LabstatsError(f"run {run_id}: chunk of unknown kind {kind!r} (newer schema?)")
+        parts = [(idx, values) for _, idx, values in self._chunks(run_id, sid, numbers, start, stop)]
         if not parts:
             return np.empty(0, dtype=np.int64), np.empty(0)
         idx = np.concatenate([p[0] for p in parts])
@@ -462,6 +449,38 @@ class Lab:
         for _, part in parts:
             values += part.tolist() if isinstance(part, np.ndarray) else part
         return idx, values
+
+    def _chunks(
+        self,
+        run_id: str,
+        sid: int,
+        numbers: list[int],
+        start: int | None = None,
+        stop: int | None = None,
+        *,
+        raw: bool = False,
+        blobs: set[int] | None = None,
+    ) -> Iterator[tuple[str, np.ndarray, Any]]:
+        """(kind, idx, values) of each chunk, in chunk order (one MGET): a numeric chunk's
+        values as an array; an object chunk's as a list of decoded values inside [start, stop]
+        (``raw``: their codec bytes, the numbers of the blobs read added to ``blobs``)."""
+        for data in self.redis.mget([self.keys.chunk(run_id, sid, n) for n in numbers]) if numbers else []:
+            if not data:
+                continue
+            kind = data[:1]
+            if kind in schema.RECORD_DTYPES:
+                records = chunk_records(data)
+                yield kind.decode(), records["idx"], records["value"]
+            elif kind == schema.KIND_OBJECT:
+                found = (
+                    self._object_payloads(run_id, data, start, stop, blobs)
+                    if raw
+                    else self._object_records(run_id, data, start, stop)
+                )
+                pairs = list(found)
+                yield "o", np.array([p[0] for p in pairs], dtype=np.int64), [p[1] for p in pairs]
+            else:
+                raise LabstatsError(f"run {run_id}: chunk of unknown kind {kind!r} (newer schema?)")
 
     def _object_records(
         self, run_id: str, data: bytes, start: int | None = None, stop: int | None = None
