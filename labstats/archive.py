@@ -41,6 +41,7 @@ import redis
 from labstats import codec, schema
 from labstats.chunks import ChunkEncoder, SeriesState
 from labstats.config import LabstatsError
+from labstats.reader import number
 from labstats.snapshot import Encoded
 
 if TYPE_CHECKING:
@@ -308,9 +309,10 @@ def archive(lab: Lab, run: Run, directory: str | Path, *, force: bool = False) -
                             )  # fmt: skip
                             group += 1
                         entry["kinds"] = sorted(set(entry["kinds"]) | set(batch.values))
-                    if digest.counts().get(name, 0) != info["count"]:
+                    found = digest.counts()[name]
+                    if found != info["count"]:
                         raise LabstatsError(
-                            f"run {run.name!r}: series {name!r} has {digest.counts().get(name, 0)} "
+                            f"run {run.name!r}: series {name!r} has {found} "
                             f"points in Redis but its info says {info['count']}; not archived"
                         )
                 meta = {
@@ -462,11 +464,11 @@ def due(lab: Lab, older_than_days: float | None, memory_above: int | None) -> li
         for run in lab.runs(limit=None)
         if not run.archived and run.meta.get("status") in (schema.FINISHED, schema.CRASHED)
     ]
-    ended.sort(key=lambda run: _number(run.meta.get("ended")) or _number(run.meta.get("started")) or 0.0)
+    ended.sort(key=lambda run: number(run.meta.get("ended")) or number(run.meta.get("started")) or 0.0)
     chosen: list[Run] = []
     if older_than_days is not None:
         cutoff = time.time() - older_than_days * 86400
-        chosen = [run for run in ended if (_number(run.meta.get("ended")) or 0.0) < cutoff]
+        chosen = [run for run in ended if (number(run.meta.get("ended")) or 0.0) < cutoff]
     if memory_above is not None:
         used = int(lab.redis.info("memory")["used_memory"])
         for run in ended:
@@ -481,13 +483,6 @@ def due(lab: Lab, older_than_days: float | None, memory_above: int | None) -> li
 def _run_bytes(lab: Lab, run: Run) -> int:
     infos = {n: i for n, i in run.series_info().items() if "error" not in i}
     return _memory(lab.redis, _point_keys(lab, run.id, infos, set())) or 0
-
-
-def _number(value: Any) -> float | None:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return None
 
 
 # ---- reading an archive file ----------------------------------------------------------------

@@ -69,7 +69,11 @@ def source_state(src: Source) -> dict[str, Any]:
     try:
         return {"reachable": True, "link": src.lab.link_state(), "error": None}
     except UNREACHABLE as exc:
-        return {"reachable": False, "link": None, "error": short(exc)}
+        return unreachable_state(exc)
+
+
+def unreachable_state(exc: Exception) -> dict[str, Any]:
+    return {"reachable": False, "link": None, "error": short(exc)}
 
 
 def int_arg(
@@ -174,7 +178,7 @@ def list_runs() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
         try:
             found = src.lab.runs(name=q, tag=tag, status=status, limit=limit)
         except UNREACHABLE as exc:
-            states[name] = {"reachable": False, "link": None, "error": short(exc)}
+            states[name] = unreachable_state(exc)
             continue
         states[name] = source_state(src)
         runs += [run_summary(name, run) for run in found]
