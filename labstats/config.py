@@ -8,6 +8,7 @@ credentials of the user that box should act as. A file looks like::
     url = "redis://trainer:secret@127.0.0.1:6379/0"
     prefix = "ls"          # optional
     archive_dir = "/var/lib/labstats/archive"   # optional: where archived runs' files are
+    artifact_dir = "/var/lib/labstats/artifacts" # optional: where media files are
 
 A file may name several stores instead, one per training box (the web box's Jupyter config
 does): ``labstats.connect()`` then reads them all (see ``labstats.reader.Labs``)::
@@ -16,10 +17,13 @@ does): ``labstats.connect()`` then reads them all (see ``labstats.reader.Labs``)
     name = "gpu1"
     url = "redis://viewer:secret@127.0.0.1:6379/0"
     archive_dir = "/var/lib/labstats/archive/gpu1"   # optional
+    artifact_dir = "/var/lib/labstats/artifacts/gpu1" # optional
 
 The archive folder: ``$LABSTATS_ARCHIVE_DIR``, else the file's ``archive_dir``, else
 /var/lib/labstats/archive when that exists (the training box's), else
-~/.local/share/labstats/archive.
+~/.local/share/labstats/archive. The artifact store (media files) likewise:
+``$LABSTATS_ARTIFACT_DIR``, the file's ``artifact_dir``, /var/lib/labstats/artifacts when this
+user may write there, else ~/.local/share/labstats/artifacts (see labstats.media).
 """
 
 from __future__ import annotations
@@ -48,6 +52,7 @@ class Settings:
     prefix: str
     source: str  # where the URL came from, for error messages
     archive_dir: str = ""  # "" for the default (see default_archive_dir)
+    artifact_dir: str = ""  # "" for the default (see labstats.media.default_artifact_dir)
     # Several stores (a [[sources]] file): each one's settings, by source name. Empty for one.
     sources: tuple[tuple[str, Settings], ...] = ()
 
@@ -64,8 +69,10 @@ def parse_sources(data: dict, path: str) -> tuple[tuple[str, Settings], ...]:
             raise LabstatsError(f"{path}: each source needs a simple name and a url (got {name!r})")
         if name in dict(found):
             raise LabstatsError(f"{path}: two sources are named {name!r}")
-        settings = Settings(str(entry["url"]), str(entry.get("prefix", DEFAULT_PREFIX)), f"source {name}",
-                            str(entry.get("archive_dir", "")))  # fmt: skip
+        settings = Settings(
+            str(entry["url"]), str(entry.get("prefix", DEFAULT_PREFIX)), f"source {name}",
+            str(entry.get("archive_dir", "")), str(entry.get("artifact_dir", "")),
+        )  # fmt: skip
         found.append((name, settings))
     return tuple(found)
 
@@ -107,8 +114,13 @@ def resolve(url: str | None = None, prefix: str | None = None) -> Settings:
         if "url" not in data:
             raise LabstatsError(f"{path}: no 'url' key (or [[sources]])")
         archive_dir = "" if os.environ.get("LABSTATS_ARCHIVE_DIR") else str(data.get("archive_dir", ""))
+        artifact_dir = "" if os.environ.get("LABSTATS_ARTIFACT_DIR") else str(data.get("artifact_dir", ""))
         return Settings(
-            str(data["url"]), prefix or str(data.get("prefix", DEFAULT_PREFIX)), str(path), archive_dir
+            str(data["url"]),
+            prefix or str(data.get("prefix", DEFAULT_PREFIX)),
+            str(path),
+            archive_dir,
+            artifact_dir,
         )
     return Settings(DEFAULT_URL, prefix or DEFAULT_PREFIX, "default")
 

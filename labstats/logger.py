@@ -30,7 +30,7 @@ from typing import Any
 import redis
 
 from labstats import config as cfg
-from labstats import runmeta, schema
+from labstats import media, runmeta, schema
 from labstats.chunks import cmd
 from labstats.codec import EncodeError
 from labstats.snapshot import capture, capture_histogram
@@ -67,6 +67,7 @@ class Stats:
         capture_freeze: bool | None = None,
         handle_signals: bool = True,
         resend_window: float = 5.0,
+        artifact_dir: str | os.PathLike | None = None,
     ) -> None:
         if on_conflict not in ("suffix", "error"):
             raise ValueError("on_conflict must be 'suffix' or 'error'")
@@ -74,6 +75,7 @@ class Stats:
             "name": name, "config": dict(config or {}), "tags": [str(t) for t in tags], "seed": seed,
             "url": url, "prefix": prefix, "on_conflict": on_conflict, "flush_interval": flush_interval,
             "capture_git": capture_git, "handle_signals": handle_signals, "resend_window": resend_window,
+            "artifact_dir": artifact_dir,
             "capture_freeze": capture_freeze if capture_freeze is not None
             else os.environ.get("LABSTATS_CAPTURE_FREEZE", "1") != "0",
         }  # fmt: skip
@@ -147,6 +149,8 @@ class Stats:
             on_name=self._named,
             resend_window=opts["resend_window"],
         )
+        store = media.ArtifactStore(opts["artifact_dir"] or media.default_artifact_dir())
+        self._writer.media = media.MediaWriter(k, self.run_id, store)
         self._writer.put_commands(commands)
         self._writer.start()
         if opts["capture_freeze"]:
@@ -197,10 +201,12 @@ class Stats:
         values that are rebound rather than changed in place (``stats.watch(lambda: loss,
         "loss")``). ``kind="histogram"`` stores a histogram of the values instead (``bins``
         equal bins between their min and max, computed on the GPU for CUDA tensors): the
-        series' values are float64 arrays [min, max, count_0, ..., count_{bins-1}]."""
+        series' values are float64 arrays [min, max, count_0, ..., count_{bins-1}].
+        ``kind="image"``, ``"fits"`` or ``"points"`` records the object as that medium (see
+        :meth:`image`, :meth:`fits`, :meth:`points`)."""
         _check_series_name(name)
-        if kind not in ("value", "histogram"):
-            raise ValueError(f"labstats: watch kind must be 'value' or 'histogram', not {kind!r}")
+        if kind not in _WATCH_KINDS:
+            raise ValueError(f"labstats: watch kind must be one of {', '.join(_WATCH_KINDS)}, not {kind!r}")
         if int(every) < 1 or int(bins) < 1:
             raise ValueError("labstats: every and bins must be at least 1")
         self._watched[name] = _Watch(obj, int(every), kind, int(bins))
@@ -218,7 +224,9 @@ class Stats:
                 continue
             obj = watched.obj
             value = obj() if callable(obj) and not _is_array_like(obj) else obj
-            if watched.kind == "histogram":
+            if watched.kind in _MEDIA_KINDS:
+                self._media(watched.kind, name, value, idx)
+            elif watched.kind == "histogram":
                 values[name] = self._capture(value, name, bins=watched.bins)
             else:
                 values[name] = self._capture(value, name)
@@ -260,6 +268,97 @@ class Stats:
         self._options["config"].update(values)
         config = json.dumps(self._options["config"], default=str, sort_keys=True)
         writer.put_commands([cmd("HSET", self.keys.run(self.run_id), "config", config)])
+
+    # ---- media ------------------------------------------------------------------------------
+
+    def image(self, name: str, data: Any, step: int | None = None, *, caption: str | None = None,
+              dataformats: str | None = None) -> int:  # fmt: skip
+        """Record an image (NumPy/PyTorch/TF/JAX array in HW, HWC or CHW, uint8 or float in
+        [0, 1], or a PIL image) at ``step`` (default: the current step). Stored as PNG in the
+        artifact store, with a thumbnail in Redis. Returns the step."""
+        return self._media("image", name, data, step, caption=caption, dataformats=dataformats)
+
+    def images(self, name: str, batch: Any, step: int | None = None, *, caption: str | None = None,
+               dataformats: str | None = None) -> int:  # fmt: skip
+        """Record a batch of images (NHWC / NCHW array or a list), stored and shown as one grid."""
+        return self._media("image", name, batch, step, caption=caption, dataformats=dataformats, batch=True)
+
+    def fits(self, name: str, data: Any, step: int | None = None, *, header: Any = None,
+             caption: str | None = None) -> int:  # fmt: skip
+        """Record a 2-D image (or 3-D cube) as a FITS file with ``header`` (dict or astropy Header)."""
+        return self._media("fits", name, data, step, caption=caption, header=header)
+
+    def points(self, name: str, xyz: Any, step: int | None = None, *, colors: Any = None,
+               caption: str | None = None) -> int:  # fmt: skip
+        """Record a point cloud (N×3, or N×3×1) with optional N×3 colours, stored as binary PLY."""
+        return self._media("points", name, xyz, step, caption=caption, colors=colors)
+
+    def file(self, name: str, path: str | os.PathLike, step: int | None = None, *,
+             caption: str | None = None) -> int:  # fmt: skip
+        """Record any file (checkpoint, OBJ, CSV...) as an artifact of the run. The writer reads
+        it in the background: leave the file as it is until :meth:`flush` returns."""
+        source = Path(path)
+        if not source.is_file():
+            raise FileNotFoundError(f"labstats: file {name!r}: {source} is not a readable file")
+        return self._media("file", name, str(source.resolve()), step, caption=caption, filename=source.name)
+
+    def retain(self, name: str, *, every: int = 1, last: int = 0) -> None:
+        """Keep only every ``every``-th logged step of media ``name`` plus the last ``last``
+        (older records and thumbnails are removed from Redis; files stay in the store)."""
+        _check_series_name(name)
+        if int(every) < 1 or int(last) < 0:
+            raise ValueError("labstats: retain needs every >= 1 and last >= 0")
+        self._require_writer().media.retention[name] = (int(every), int(last))
+
+    def save_jpg(self, data: Any, savedir: str | os.PathLike, prefix: str, epoch: int, step: int,
+                 idx: int) -> Path:  # fmt: skip
+        """The original API: ``<savedir>/<prefix><epoch:03>_s<step:05>_i<idx:05>.jpg``, also
+        recorded as media ``prefix`` (item ``idx``) at the current step. Written in the
+        background; returns the file's path."""
+        path = Path(savedir) / f"{prefix}{int(epoch):03}_s{int(step):05}_i{int(idx):05}.jpg"
+        self._media("image", _seed_name(prefix, "jpg"), data, self._seed_step(step), item=int(idx),
+                    files=[(str(path), "data")], format="JPEG")  # fmt: skip
+        return path
+
+    def save_fits(self, data: Any, savedir: str | os.PathLike, prefix: str, epoch: int, step: int,
+                  idx: int, header: Any = None) -> Path:  # fmt: skip
+        """The original API: ``<savedir>/<prefix><epoch:03>_s<step:05>_i<idx:05>.fits``."""
+        path = Path(savedir) / f"{prefix}{int(epoch):03}_s{int(step):05}_i{int(idx):05}.fits"
+        self._media("fits", _seed_name(prefix, "fits"), data, self._seed_step(step), item=int(idx),
+                    files=[(str(path), "data")], header=header)  # fmt: skip
+        return path
+
+    def save_points(self, points: Any, savedir: str | os.PathLike, epoch: int, step: int,
+                    ply: bool = False) -> Path:  # fmt: skip
+        """The original API: ``<savedir>/shape_e<epoch:03>_s<step:05>.obj`` (and ``.ply`` when
+        asked), also recorded as media ``shape``. Returns the OBJ file's path."""
+        base = Path(savedir) / f"shape_e{int(epoch):03}_s{int(step):05}"
+        files = [(f"{base}.obj", "obj")] + ([(f"{base}.ply", "data")] if ply else [])
+        self._media("points", "shape", points, self._seed_step(step), files=files)
+        return Path(f"{base}.obj")
+
+    def _seed_step(self, step: int) -> int:
+        return self._last_step if self._last_step >= 0 else _as_step(step)
+
+    def _media(self, kind: str, name: str, value: Any, step: int | None, *, caption: str | None = None,
+               item: int = 0, files: list | None = None, batch: bool = False,
+               **options: Any) -> int:  # fmt: skip
+        writer = self._require_writer()
+        _check_series_name(name)
+        step = _as_step(step) if step is not None else max(self._last_step, 0)
+        try:
+            if kind == "image":
+                value, options["layout"] = media.capture_image(value, batch, options.pop("dataformats", None))
+            elif kind == "fits":
+                value, options["header"] = media.capture_fits(value, options.get("header"))
+            elif kind == "points":
+                value, options["colors"] = media.capture_points(value, options.get("colors"))
+        except media.MediaError as exc:
+            raise ValueError(f"labstats: {kind} {name!r}: {exc}") from None
+        except EncodeError as exc:
+            raise TypeError(f"labstats: {kind} {name!r}: {exc}") from None
+        writer.put_media(media.Capture(kind, name, step, item, value, caption or "", options, files or []))
+        return step
 
     def _capture(self, value: Any, name: str, bins: int | None = None) -> Any:
         try:
@@ -321,6 +420,16 @@ class Stats:
         """The spool file if records are waiting for Redis, else None."""
         path = self._writer.spool.path if self._writer else None
         return path if path is not None and path.exists() else None
+
+
+_MEDIA_KINDS = ("image", "fits", "points")
+_WATCH_KINDS = ("value", "histogram", *_MEDIA_KINDS)
+
+
+def _seed_name(prefix: str, default: str) -> str:
+    """The media name of the original save_* methods: the file prefix without its trailing
+    separators ("val_" -> "val")."""
+    return str(prefix).rstrip("_-. /") or default
 
 
 class _Watch:

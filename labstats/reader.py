@@ -132,6 +132,95 @@ class Run:
         raw = self.lab.redis.get(self.lab.keys.freeze(self.id))
         return raw.decode("utf-8", "replace") if raw else ""
 
+    # ---- media ---------------------------------------------------------------------------------
+
+    def media_names(self) -> dict[str, str]:
+        """Media names of the run → their kind (image, fits, points, file)."""
+        raw = self.lab.redis.hgetall(self.lab.keys.media(self.id))
+        out = {}
+        for name, info in raw.items():
+            with contextlib.suppress(ValueError, TypeError, KeyError):
+                out[name.decode("utf-8", "surrogatepass")] = json.loads(info)["kind"]
+        return dict(sorted(out.items()))
+
+    def media(self, name: str) -> list[dict[str, Any]]:
+        """The records of media ``name``, by step then item: step, item, kind, digest, type
+        (media type), shape, bytes, caption, time (and file, for files)."""
+        from labstats.media import media_id
+
+        raw = self.lab.redis.hvals(self.lab.keys.media_records(self.id, media_id(name)))
+        records = []
+        for value in raw:
+            with contextlib.suppress(ValueError, TypeError):
+                record = json.loads(value)
+                if isinstance(record, dict) and isinstance(record.get("step"), int):
+                    records.append(record)
+        return sorted(records, key=lambda r: (r["step"], r.get("item", 0)))
+
+    def media_steps(self, name: str) -> list[int]:
+        """The steps at which media ``name`` was logged."""
+        from labstats.media import media_id
+
+        fields = self.lab.redis.hkeys(self.lab.keys.media_records(self.id, media_id(name)))
+        steps = set()
+        for f in fields:
+            with contextlib.suppress(ValueError):
+                steps.add(int(f.split(b":", 1)[0]))
+        return sorted(steps)
+
+    def media_at(self, name: str, step: int) -> list[dict[str, Any]]:
+        """The records of media ``name`` at ``step`` (one per item), without reading the others."""
+        from labstats.media import media_id
+
+        key = self.lab.keys.media_records(self.id, media_id(name))
+        records = []
+        cursor = 0
+        while True:
+            cursor, found = self.lab.redis.hscan(key, cursor, match=f"{int(step)}:*", count=1000)
+            for value in found.values():
+                with contextlib.suppress(ValueError, TypeError):
+                    records.append(json.loads(value))
+            if not cursor:
+                break
+        return sorted(records, key=lambda r: r.get("item", 0))
+
+    def thumbnail(self, name: str, step: int, item: int = 0) -> bytes | None:
+        """The record's thumbnail (WebP, ≤ 256 px), from Redis."""
+        from labstats.media import field_name, media_id
+
+        return self.lab.redis.hget(
+            self.lab.keys.media_thumbs(self.id, media_id(name)), field_name(step, item)
+        )
+
+    def artifact(self, name: str, step: int | None = None, item: int = 0, *, as_: str = "bytes") -> Any:
+        """The original file of media ``name`` at ``step`` (default: the last one): ``as_``
+        "bytes", "path" (in the artifact store), or "array" (images as HWC uint8, FITS data,
+        points as N×3; files as bytes)."""
+        from labstats import media
+
+        records = self.media(name)
+        if step is not None:
+            records = [r for r in records if r["step"] == step and r.get("item", 0) == item]
+        if not records:
+            raise LabstatsError(
+                f"run {self.name!r} has no media {name!r}" + (f" at step {step}" if step is not None else "")
+            )
+        record = records[-1]
+        path = self.lab.artifacts.path(record["digest"])
+        if not path.is_file():
+            raise LabstatsError(
+                f"the file of {name!r} at step {record['step']} ({record['digest'][:12]}) is not in "
+                f"{self.lab.artifacts.root} yet (a web box gets it with the next artifact sync)"
+            )
+        if as_ == "path":
+            return path
+        data = path.read_bytes()
+        if as_ == "bytes":
+            return data
+        if as_ != "array":
+            raise ValueError("as_ must be 'bytes', 'path' or 'array'")
+        return media.decode_array(record, data)
+
     def regenerate_plan(self):
         from labstats.regenerate import plan
 
@@ -276,8 +365,12 @@ class Lab:
         source: str = "",
         stale_after: float = STALE_AFTER,
         archive_dir: str | Path | None = None,
+        artifact_dir: str | Path | None = None,
     ) -> None:
+        from labstats.media import ArtifactStore, default_artifact_dir
+
         self.redis = client
+        self.artifacts = ArtifactStore(artifact_dir or default_artifact_dir())
         self.keys = schema.Keys(prefix)
         self.source = source
         self.stale_after = stale_after
@@ -743,4 +836,5 @@ def connect(url: str | None = None, prefix: str | None = None, timeout: float = 
 
 def _lab(settings: cfg.Settings, timeout: float) -> Lab:
     client = cfg.client(settings, timeout=timeout)
-    return Lab(client, settings.prefix, settings.source, archive_dir=settings.archive_dir or None)
+    return Lab(client, settings.prefix, settings.source, archive_dir=settings.archive_dir or None,
+               artifact_dir=settings.artifact_dir or None)  # fmt: skip

@@ -133,3 +133,12 @@ class Keys:
 
     def blob(self, run_id: str, n: int) -> str:  # hash: part number -> bytes
         return f"{self.prefix}:run:{run_id}:b:{n}"
+
+    def media(self, run_id: str) -> str:  # hash: media name -> JSON {mid, kind}
+        return f"{self.prefix}:run:{run_id}:media"
+
+    def media_records(self, run_id: str, mid: str) -> str:  # hash: "step:item" -> JSON record
+        return f"{self.prefix}:run:{run_id}:m:{mid}"
+
+    def media_thumbs(self, run_id: str, mid: str) -> str:  # hash: "step:item" -> thumbnail
+        return f"{self.prefix}:run:{run_id}:m:{mid}:t"

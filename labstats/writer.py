@@ -31,6 +31,7 @@ import redis
 from labstats import schema
 from labstats.chunks import ChunkEncoder, cmd
 from labstats.device import Pending
+from labstats.media import Capture, MediaWriter
 from labstats.snapshot import Deferred, Histogram
 from labstats.spool import Command, Spool
 
@@ -40,7 +41,7 @@ log = logging.getLogger("labstats")
 RETRYABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError, OSError)
 
 # Queue item tags
-_POINTS, _COMMANDS, _MARKER = 0, 1, 2
+_POINTS, _COMMANDS, _MARKER, _MEDIA = 0, 1, 2, 3
 
 # A batch may hold this pseudo-command (never sent as is): reserve the run's name, then
 # record it in the run's hash. Arguments: names key, run key, wanted name, run id, policy.
@@ -121,6 +122,8 @@ class Writer(threading.Thread):
         self._held: deque[tuple[int, list[Command], int]] = deque()
         self.held_bytes = 0
         self.last_error: str | None = None
+        # Media (images, FITS, points, files): set by the logger; encoded and stored here.
+        self.media: MediaWriter | None = None
 
     # ---- called from the training thread -------------------------------------------------
 
@@ -132,6 +135,14 @@ class Writer(threading.Thread):
         if self._full():
             self._wait_for_space()
         self.queue.append((_POINTS, idx, values, nbytes))
+
+    def put_media(self, item: Capture) -> None:
+        nbytes = item.nbytes
+        with self._bytes_lock:
+            self.queued_bytes += nbytes
+        if self._full():
+            self._wait_for_space()
+        self.queue.append((_MEDIA, item, nbytes))
 
     def put_commands(self, commands: list[Command]) -> None:
         self.queue.append((_COMMANDS, commands))
@@ -205,11 +216,15 @@ class Writer(threading.Thread):
                     _, idx, values, nbytes = item
                     points.extend((idx, name, value) for name, value in values.items())
                     freed += nbytes
-                elif item[0] == _COMMANDS:
+                elif item[0] in (_COMMANDS, _MEDIA):
                     if points:
                         commands += self.encoder.encode(points)
                         points = []
-                    commands += item[1]
+                    if item[0] == _COMMANDS:
+                        commands += item[1]
+                    else:
+                        commands += self._media_commands(item[1])
+                        freed += item[2]
                 else:
                     markers.append(item[1])
             if points:
@@ -229,6 +244,15 @@ class Writer(threading.Thread):
                     marker.set()
             if not self.queue:
                 return
+
+    def _media_commands(self, item: Capture) -> list[Command]:
+        if self.media is None:
+            return []
+        failed = self.media.failed
+        commands = self.media.commands(item)
+        if self.media.failed != failed:
+            commands.append(cmd("HSET", self.keys.run(self.run_id), "media_failed", self.media.failed))
+        return commands
 
     def _send(self, commands: list[Command]) -> None:
         self._seq += 1

@@ -1,0 +1,595 @@
+"""Media of a run: images, FITS images, point clouds and any file.
+
+The training thread only checks and copies (as for tensors); the writer thread encodes:
+the original goes into a content-addressed artifact store (files named by SHA-256, written
+under a temporary name and renamed, so a half-written file is never seen), and Redis gets,
+per (run, name, step, item), a small record and a thumbnail of at most 256 px, so the web
+box has the thumbnails as soon as replication brings them (docs/schema.md, "Media").
+
+Layouts of images: HW (grey), HWC or CHW (detected from where the 1, 3 or 4 channels are,
+or forced with ``dataformats``); uint8, bool, or float in [0, 1] (clipped). Row 0 is the top.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import logging
+import mimetypes
+import os
+import re
+import tempfile
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labstats import schema
+from labstats.chunks import cmd
+from labstats.device import Pending
+from labstats.snapshot import Deferred, capture
+
+log = logging.getLogger("labstats")
+
+KINDS = ("image", "fits", "points", "file")
+THUMB_PX = 256
+THUMB_MAX_BYTES = 32_000
+SYSTEM_ARTIFACT_DIR = Path("/var/lib/labstats/artifacts")
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")
+
+
+class MediaError(ValueError):
+    """A media value that cannot be stored (said at the call, with what is wrong)."""
+
+
+# ---- the artifact store ----------------------------------------------------------------------
+
+
+def default_artifact_dir() -> Path:
+    """``$LABSTATS_ARTIFACT_DIR``, else the training box's shared store when this user may
+    write there, else ~/.local/share/labstats/artifacts (a pip install on a laptop)."""
+    if os.environ.get("LABSTATS_ARTIFACT_DIR"):
+        return Path(os.environ["LABSTATS_ARTIFACT_DIR"])
+    if SYSTEM_ARTIFACT_DIR.is_dir() and os.access(SYSTEM_ARTIFACT_DIR, os.W_OK | os.X_OK):
+        return SYSTEM_ARTIFACT_DIR
+    return Path.home() / ".local" / "share" / "labstats" / "artifacts"
+
+
+class ArtifactStore:
+    """Files by content: ``<root>/<first two hex digits>/<sha256>``. The same content is
+    stored once; a file is complete or absent (temporary name, then rename)."""
+
+    def __init__(self, root: str | os.PathLike) -> None:
+        self.root = Path(root)
+
+    def path(self, digest: str) -> Path:
+        """Where a digest's file is. Only a 64-hex-digit digest names a file: no path from
+        a user ever reaches the file system."""
+        if not isinstance(digest, str) or not _DIGEST.match(digest):
+            raise ValueError(f"not an artifact digest: {digest!r}")
+        return self.root / digest[:2] / digest
+
+    def has(self, digest: str) -> bool:
+        return self.path(digest).is_file()
+
+    def read(self, digest: str) -> bytes:
+        return self.path(digest).read_bytes()
+
+    def put(self, data: bytes | memoryview) -> str:
+        digest = hashlib.sha256(data).hexdigest()
+        target = self.path(digest)
+        if target.is_file():
+            return digest
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, temp = tempfile.mkstemp(prefix=".part-", dir=target.parent)
+        try:
+            with os.fdopen(fd, "wb") as out:
+                out.write(data)
+            os.chmod(temp, 0o644)  # readers on this box and the sync read it
+            os.replace(temp, target)
+        except BaseException:
+            Path(temp).unlink(missing_ok=True)
+            raise
+        return digest
+
+
+# ---- checks and copies on the calling thread ------------------------------------------------
+
+
+@dataclass
+class Capture:
+    """A media value taken on the training thread, encoded later on the writer thread."""
+
+    kind: str
+    name: str
+    step: int
+    item: int
+    value: Any  # a snapshot (array copy / Deferred / Pending), PIL image, or bytes for files
+    caption: str = ""
+    options: dict[str, Any] = field(default_factory=dict)  # layout, header, colors, file name
+    # Files the encoded value is also written to (the original save_* methods): (path, what),
+    # what being "data" (the stored file) or "obj" (the points as OBJ text).
+    files: list[tuple[str, str]] = field(default_factory=list)
+
+    @property
+    def nbytes(self) -> int:
+        value = self.value
+        if isinstance(value, Deferred | Pending | np.ndarray):
+            return value.nbytes
+        return len(value) if isinstance(value, bytes) else 0
+
+
+def _shape(value: Any) -> tuple[int, ...] | None:
+    shape = getattr(value, "shape", None)
+    return tuple(int(n) for n in shape) if shape is not None else None
+
+
+def image_layout(shape: tuple[int, ...], dataformats: str | None = None) -> str:
+    """HW, HWC or CHW for an image of this shape (NHWC / NCHW for batches)."""
+    if dataformats is not None:
+        form = dataformats.upper()
+        if form not in ("HW", "HWC", "CHW", "NHWC", "NCHW") or len(form) != len(shape):
+            raise MediaError(f"dataformats {dataformats!r} does not fit an array of shape {shape}")
+        return form
+    if len(shape) == 2:
+        return "HW"
+    if len(shape) == 3:
+        if shape[-1] in (1, 3, 4):
+            return "HWC"
+        if shape[0] in (1, 3, 4):
+            return "CHW"
+    if len(shape) == 4:
+        if shape[-1] in (1, 3, 4):
+            return "NHWC"
+        if shape[1] in (1, 3, 4):
+            return "NCHW"
+    raise MediaError(
+        f"an image must be HW, HWC or CHW with 1, 3 or 4 channels, not shape {shape} "
+        "(pass dataformats= to say which)"
+    )
+
+
+def capture_image(value: Any, batch: bool = False, dataformats: str | None = None) -> tuple[Any, str]:
+    """(copy, layout) of an image or a batch of them; refuses what cannot be one."""
+    if _is_pil(value):
+        if batch:
+            raise MediaError("images() takes a batch array (NHWC / NCHW) or a list of images")
+        return value.copy(), "PIL"
+    if isinstance(value, list | tuple):
+        if not value:
+            raise MediaError("an empty list of images")
+        arrays = [np.asarray(v) if _is_pil(v) else _to_host_now(v) for v in value]
+        try:
+            value = np.stack(arrays)
+        except ValueError as exc:
+            raise MediaError(f"the images of a batch must have one shape ({exc})") from None
+    shape = _shape(value)
+    if shape is None:
+        raise MediaError(f"an image must be an array, tensor or PIL image, not {type(value).__name__}")
+    layout = image_layout(shape, dataformats)
+    if batch != layout.startswith("N"):
+        raise MediaError(
+            f"{'images() takes a batch (N first)' if batch else 'image() takes one image'}, "
+            f"got shape {shape} read as {layout}"
+        )
+    if 0 in shape:
+        raise MediaError(f"an image of shape {shape} is empty")
+    snap = capture(value)
+    if isinstance(snap, Deferred) and isinstance(snap.obj, np.ndarray):
+        _check_pixels(snap.obj)
+    return snap, layout
+
+
+def _check_pixels(array: np.ndarray) -> None:
+    if array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise MediaError("the image holds NaN or infinite values")
+    elif array.dtype.kind not in "uib":
+        raise MediaError(f"an image must hold numbers (uint8, float in [0, 1] or bool), not {array.dtype}")
+
+
+def capture_points(xyz: Any, colors: Any = None) -> tuple[Any, Any]:
+    shape = _shape(xyz)
+    if shape is None:
+        raise MediaError(f"points must be an N×3 array or tensor, not {type(xyz).__name__}")
+    if len(shape) == 3 and shape[1:] == (3, 1):  # the original N×3×1 layout
+        shape = shape[:2]
+    if len(shape) != 2 or shape[1] != 3:
+        raise MediaError(f"points must be N×3 (or N×3×1), not shape {_shape(xyz)}")
+    if shape[0] == 0:
+        raise MediaError("an empty point set (N = 0)")
+    snap = capture(xyz)
+    host = snap.obj if isinstance(snap, Deferred) and isinstance(snap.obj, np.ndarray) else None
+    if host is not None and host.dtype.kind == "f" and not np.isfinite(host).all():
+        raise MediaError("the points hold NaN or infinite coordinates")
+    snap_colors = None
+    if colors is not None:
+        cshape = _shape(colors)
+        if cshape != (shape[0], 3):
+            raise MediaError(f"colors must be N×3 like the {shape[0]} points, not shape {cshape}")
+        snap_colors = capture(colors)
+    return snap, snap_colors
+
+
+def capture_fits(data: Any, header: Any = None) -> tuple[Any, dict[str, Any]]:
+    shape = _shape(data)
+    if shape is None or len(shape) not in (2, 3):
+        raise MediaError(f"a FITS image must be a 2-D array (or a 3-D cube), not shape {shape}")
+    if 0 in shape:
+        raise MediaError(f"a FITS image of shape {shape} is empty")
+    cards: dict[str, Any] = {}
+    if header is not None:
+        try:
+            cards = {str(k): v for k, v in dict(header).items()}
+        except (TypeError, ValueError):
+            raise MediaError("header must be a mapping (dict or astropy Header)") from None
+    return capture(data), cards
+
+
+def _is_pil(value: Any) -> bool:
+    return type(value).__module__.startswith("PIL.") and hasattr(value, "getbands")
+
+
+def _to_host_now(value: Any) -> np.ndarray:
+    snap = capture(value)
+    return _numpy(snap)
+
+
+def _numpy(snap: Any) -> np.ndarray:
+    if isinstance(snap, Pending):
+        snap = snap.result()
+    if isinstance(snap, Deferred):
+        snap = snap.to_numpy()
+    return np.asarray(snap)
+
+
+# ---- encoding on the writer thread -------------------------------------------------------------
+
+
+@dataclass
+class Encoded:
+    data: bytes
+    media_type: str
+    shape: list[int]
+    thumb: bytes
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+def to_uint8(array: np.ndarray, layout: str) -> np.ndarray:
+    """HW / HWC / CHW (or the batch forms) → uint8 HWC (NHWC), row 0 at the top."""
+    if layout in ("CHW", "NCHW"):
+        array = np.moveaxis(array, -3, -1)
+    if layout == "HW":
+        array = array[..., None]
+    if array.dtype == np.bool_:
+        array = array.astype(np.uint8) * 255
+    elif array.dtype.kind == "f":
+        if not np.isfinite(array).all():
+            raise MediaError("the image holds NaN or infinite values")
+        array = np.round(np.clip(array, 0.0, 1.0) * 255).astype(np.uint8)
+    elif array.dtype != np.uint8:
+        array = np.clip(array, 0, 255).astype(np.uint8)
+    return np.ascontiguousarray(array)
+
+
+def _pil_from_hwc(array: np.ndarray):
+    from PIL import Image
+
+    channels = array.shape[-1]
+    if channels == 1:
+        return Image.fromarray(array[..., 0], "L")
+    return Image.fromarray(array, "RGBA" if channels == 4 else "RGB")
+
+
+def grid(images: np.ndarray, columns: int | None = None, gap: int = 2) -> np.ndarray:
+    """NHWC uint8 → one HWC uint8 image, the images in rows of ``columns``."""
+    n, h, w, c = images.shape
+    columns = columns or int(np.ceil(np.sqrt(n)))
+    rows = int(np.ceil(n / columns))
+    out = np.zeros((rows * h + (rows - 1) * gap, columns * w + (columns - 1) * gap, c), np.uint8)
+    for i in range(n):
+        r, k = divmod(i, columns)
+        out[r * (h + gap) : r * (h + gap) + h, k * (w + gap) : k * (w + gap) + w] = images[i]
+    return out
+
+
+def thumbnail(image, max_px: int = THUMB_PX, max_bytes: int = THUMB_MAX_BYTES) -> bytes:
+    """A WebP of at most ``max_px`` on its longer side and ``max_bytes`` (lower quality, then
+    smaller, until it fits). Small images are scaled up with nearest neighbour (crisp pixels)."""
+    from PIL import Image
+
+    image = image.convert("RGBA" if image.mode in ("RGBA", "LA", "P") else "RGB")
+    w, h = image.size
+    scale = max_px / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    resample = Image.Resampling.NEAREST if scale > 1 else Image.Resampling.LANCZOS
+    image = image.resize(size, resample)
+    for quality in (85, 70, 50, 30):
+        out = io.BytesIO()
+        image.save(out, "WEBP", quality=quality, method=4)
+        if out.tell() <= max_bytes:
+            return out.getvalue()
+    image.thumbnail((max_px // 2, max_px // 2))
+    out = io.BytesIO()
+    image.save(out, "WEBP", quality=30)
+    return out.getvalue()
+
+
+def encode_image(value: Any, layout: str, fmt: str = "PNG") -> Encoded:
+    if layout == "PIL":
+        image = value
+        shape = [image.size[1], image.size[0], len(image.getbands())]
+    else:
+        array = to_uint8(_numpy(value), layout)
+        shape = list(array.shape)
+        image = _pil_from_hwc(grid(array) if array.ndim == 4 else array)
+    out = io.BytesIO()
+    if fmt == "JPEG":
+        image.convert("RGB" if image.mode not in ("L", "RGB") else image.mode).save(out, "JPEG", quality=92)
+    else:
+        image.save(out, "PNG")
+    return Encoded(out.getvalue(), f"image/{fmt.lower()}", shape, thumbnail(image))
+
+
+def fits_preview(data: np.ndarray):
+    """A PIL image of a FITS plane: ZScale interval, then an Asinh stretch (astropy's)."""
+    from astropy.visualization import AsinhStretch, ZScaleInterval
+    from PIL import Image
+
+    plane = np.asarray(data, dtype=np.float64)
+    while plane.ndim > 2:
+        plane = plane[plane.shape[0] // 2]
+    finite = np.isfinite(plane)
+    if not finite.any():
+        return Image.fromarray(np.zeros(plane.shape, np.uint8), "L")
+    plane = np.where(finite, plane, np.nanmedian(plane[finite]))
+    vmin, vmax = ZScaleInterval().get_limits(plane)
+    unit = np.clip((plane - vmin) / ((vmax - vmin) or 1.0), 0.0, 1.0)
+    scaled = np.clip(np.nan_to_num(AsinhStretch()(unit)), 0.0, 1.0)
+    # FITS rows count from the bottom: flip so that the preview has row 0 at the top.
+    return Image.fromarray(np.round(scaled[::-1] * 255).astype(np.uint8), "L")
+
+
+def encode_fits(value: Any, cards: dict[str, Any]) -> Encoded:
+    from astropy.io import fits
+
+    data = _numpy(value)
+    if data.dtype.kind not in "uif" or data.dtype == np.float16:
+        data = data.astype(np.float32)
+    header = fits.Header()
+    for key, card in cards.items():
+        header[key] = card
+    out = io.BytesIO()
+    fits.PrimaryHDU(data=data, header=header).writeto(out)
+    return Encoded(out.getvalue(), "application/fits", list(data.shape), thumbnail(fits_preview(data)))
+
+
+def _points_array(value: Any) -> np.ndarray:
+    xyz = _numpy(value)
+    if xyz.ndim == 3:
+        xyz = xyz[..., 0]
+    return np.ascontiguousarray(xyz, dtype=np.float32)
+
+
+def _colors_array(colors: Any, n: int) -> np.ndarray | None:
+    if colors is None:
+        return None
+    rgb = _numpy(colors)
+    if rgb.dtype.kind == "f":
+        rgb = np.round(np.clip(rgb, 0, 1) * 255)
+    return np.ascontiguousarray(np.clip(rgb, 0, 255).astype(np.uint8).reshape(n, 3))
+
+
+def ply_bytes(xyz: np.ndarray, rgb: np.ndarray | None) -> bytes:
+    """Binary little-endian PLY: x, y, z float32 (and red, green, blue uchar)."""
+    n = len(xyz)
+    props = "property float x\nproperty float y\nproperty float z\n"
+    if rgb is None:
+        body = xyz.tobytes()
+    else:
+        props += "property uchar red\nproperty uchar green\nproperty uchar blue\n"
+        rec = np.empty(n, dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3)])
+        rec["xyz"], rec["rgb"] = xyz, rgb
+        body = rec.tobytes()
+    header = f"ply\nformat binary_little_endian 1.0\nelement vertex {n}\n{props}end_header\n"
+    return header.encode() + body
+
+
+def read_ply(data: bytes) -> tuple[np.ndarray, np.ndarray | None]:
+    """The points (N×3 float32) and colours (N×3 uint8 or None) of a PLY made by ply_bytes."""
+    end = data.index(b"end_header\n") + len(b"end_header\n")
+    header = data[:end].decode("ascii")
+    n = int(re.search(r"element vertex (\d+)", header).group(1))
+    if "property uchar red" in header:
+        rec = np.frombuffer(data, dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3)], count=n, offset=end)
+        return rec["xyz"].copy(), rec["rgb"].copy()
+    return np.frombuffer(data, dtype="<f4", count=3 * n, offset=end).reshape(n, 3).copy(), None
+
+
+def obj_bytes(xyz: np.ndarray) -> bytes:
+    """Wavefront OBJ with one ``v x y z`` line per point (the original save_points)."""
+    return "".join(f"v {x:.6g} {y:.6g} {z:.6g}\n" for x, y, z in xyz.tolist()).encode()
+
+
+def points_preview(xyz: np.ndarray, rgb: np.ndarray | None, px: int = THUMB_PX):
+    """A PIL image: the points seen from an oblique angle (what a thumbnail can show)."""
+    from PIL import Image
+
+    a, b = np.radians(30), np.radians(20)
+    rot_y = np.array([[np.cos(a), 0, np.sin(a)], [0, 1, 0], [-np.sin(a), 0, np.cos(a)]])
+    rot_x = np.array([[1, 0, 0], [0, np.cos(b), -np.sin(b)], [0, np.sin(b), np.cos(b)]])
+    view = xyz.astype(np.float64) @ (rot_x @ rot_y).T
+    lo, hi = view.min(axis=0), view.max(axis=0)
+    span = float(max(hi[0] - lo[0], hi[1] - lo[1])) or 1.0
+    col = ((view[:, 0] - lo[0]) / span * (px - 1)).astype(int)
+    row = ((hi[1] - view[:, 1]) / span * (px - 1)).astype(int)
+    order = np.argsort(view[:, 2])  # far points first, near ones drawn over them
+    canvas = np.full((px, px, 3), 255, np.uint8)
+    depth = (view[:, 2] - lo[2]) / (float(hi[2] - lo[2]) or 1.0)
+    colors = rgb if rgb is not None else np.stack([40 + 150 * depth, 90 + 60 * depth, 200 - 80 * depth], 1)
+    canvas[row[order], col[order]] = np.asarray(colors)[order].astype(np.uint8)
+    return Image.fromarray(canvas, "RGB")
+
+
+def encode_points(value: Any, colors: Any) -> Encoded:
+    xyz = _points_array(value)
+    if not np.isfinite(xyz).all():
+        raise MediaError("the points hold NaN or infinite coordinates")
+    rgb = _colors_array(colors, len(xyz))
+    preview = thumbnail(points_preview(xyz, rgb))
+    return Encoded(ply_bytes(xyz, rgb), "application/x-ply", [len(xyz), 3], preview)
+
+
+def encode_file(data: bytes, filename: str) -> Encoded:
+    media_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
+    thumb = b""
+    if media_type.startswith("image/"):
+        try:
+            from PIL import Image
+
+            thumb = thumbnail(Image.open(io.BytesIO(data)))
+        except Exception:  # any file may be logged; a picture Pillow cannot read has no thumbnail
+            thumb = b""
+    return Encoded(data, media_type, [len(data)], thumb)
+
+
+def encode(capture_: Capture) -> Encoded:
+    opts = capture_.options
+    if capture_.kind == "image":
+        return encode_image(capture_.value, opts["layout"], opts.get("format", "PNG"))
+    if capture_.kind == "fits":
+        return encode_fits(capture_.value, opts.get("header", {}))
+    if capture_.kind == "points":
+        encoded = encode_points(capture_.value, opts.get("colors"))
+        if any(what == "obj" for _, what in capture_.files):
+            encoded.extra["obj"] = obj_bytes(_points_array(capture_.value))
+        return encoded
+    return encode_file(Path(capture_.value).read_bytes(), opts.get("filename", capture_.name))
+
+
+def decode_array(record: dict[str, Any], data: bytes) -> Any:
+    """An artifact's content as an array: images HWC uint8, FITS data, points N×3 float32."""
+    kind = record.get("kind")
+    if kind == "image":
+        from PIL import Image
+
+        return np.asarray(Image.open(io.BytesIO(data)))
+    if kind == "fits":
+        from astropy.io import fits
+
+        with fits.open(io.BytesIO(data)) as hdus:
+            return np.array(hdus[0].data)
+    if kind == "points":
+        return read_ply(data)[0]
+    return data
+
+
+def media_id(name: str) -> str:
+    """A media name's key part: stable (no counter to agree on) and short."""
+    return hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=8).hexdigest()
+
+
+def field_name(step: int, item: int) -> str:
+    return f"{step}:{item}"
+
+
+# ---- the writer side: store, then record --------------------------------------------------------
+
+
+class MediaWriter:
+    """Turns captures into files in the store and Redis commands (on the writer thread)."""
+
+    def __init__(self, keys: schema.Keys, run_id: str, store: ArtifactStore) -> None:
+        self.keys, self.run_id, self.store = keys, run_id, store
+        self.known: set[str] = set()
+        self.retention: dict[str, tuple[int, int]] = {}  # name -> (every, last)
+        self.retained: dict[str, _Retained] = {}
+        self.failed = 0
+        self._warned_disk = False
+
+    def commands(self, item: Capture) -> list:
+        try:
+            encoded = encode(item)
+        except Exception as exc:  # a value the checks let through but cannot be encoded
+            self.failed += 1
+            log.warning("labstats: media %r at step %d left out: %s", item.name, item.step, exc)
+            return []
+        try:
+            digest = self.store.put(encoded.data)
+            for path, what in item.files:
+                _write_atomic(Path(path), encoded.data if what == "data" else encoded.extra[what])
+        except OSError as exc:
+            self.failed += 1
+            if not self._warned_disk:
+                log.warning("labstats: cannot write media to %s (%s); media are left out until it "
+                            "can, everything else is logged", self.store.root, exc)  # fmt: skip
+                self._warned_disk = True
+            return []
+        self._warned_disk = False
+        mid = media_id(item.name)
+        key = self.keys.media_records(self.run_id, mid)
+        record = {
+            "step": item.step, "item": item.item, "kind": item.kind, "digest": digest,
+            "type": encoded.media_type, "shape": encoded.shape, "bytes": len(encoded.data),
+            "caption": item.caption, "time": round(time.time(), 3),
+        }  # fmt: skip
+        if item.options.get("filename"):
+            record["file"] = os.path.basename(item.options["filename"])
+        field_ = field_name(item.step, item.item)
+        out = []
+        if item.name not in self.known:
+            info = json.dumps({"mid": mid, "kind": item.kind}, separators=(",", ":"))
+            out.append(cmd("HSET", self.keys.media(self.run_id), item.name, info))
+            self.known.add(item.name)
+        out.append(cmd("HSET", key, field_, json.dumps(record, separators=(",", ":"))))
+        if encoded.thumb:
+            out.append(cmd("HSET", self.keys.media_thumbs(self.run_id, mid), field_, encoded.thumb))
+        out += self._retain(item.name, mid, item.step, item.item)
+        return out
+
+    def _retain(self, name: str, mid: str, step: int, item: int) -> list:
+        """Keep every ``every``-th logged step and the last ``last``; HDEL the rest."""
+        rule = self.retention.get(name)
+        if rule is None:
+            return []
+        every, last = rule
+        state = self.retained.setdefault(name, _Retained())
+        if step != state.step:
+            state.step, state.ordinal = step, state.ordinal + 1
+            if state.ordinal % every:
+                state.pending.append((state.ordinal, step, set()))
+        if state.pending and state.pending[-1][1] == step:
+            state.pending[-1][2].add(item)
+        fields = []
+        while state.pending and state.pending[0][0] <= state.ordinal - last:
+            _, old_step, items = state.pending.popleft()
+            fields += [field_name(old_step, i) for i in sorted(items)]
+        if not fields:
+            return []
+        return [cmd("HDEL", self.keys.media_records(self.run_id, mid), *fields),
+                cmd("HDEL", self.keys.media_thumbs(self.run_id, mid), *fields)]  # fmt: skip
+
+
+class _Retained:
+    __slots__ = ("ordinal", "pending", "step")
+
+    def __init__(self) -> None:
+        self.step: int | None = None
+        self.ordinal = -1
+        self.pending: deque[tuple[int, int, set[int]]] = deque()
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, temp = tempfile.mkstemp(prefix=".part-", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+        os.replace(temp, path)
+    except BaseException:
+        Path(temp).unlink(missing_ok=True)
+        raise

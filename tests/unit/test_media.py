@@ -1,0 +1,248 @@
+"""Media against a real redis-server and real Pillow / astropy: images, FITS, points, files,
+the original save_* methods, retention, bad input and a full artifact store."""
+
+import io
+import logging
+import os
+import time
+
+import numpy as np
+import pytest
+import torch
+from astropy.io import fits
+from PIL import Image
+
+import labstats
+from labstats import media
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    root = tmp_path / "artifacts"
+    monkeypatch.setenv("LABSTATS_ARTIFACT_DIR", str(root))
+    return media.ArtifactStore(root)
+
+
+def rgb_8x8():
+    image = np.zeros((8, 8, 3), np.uint8)
+    image[0, :, 0] = 255  # top row red
+    image[:, 0, 2] = 200  # left column blue
+    image[7, 7] = (10, 220, 30)
+    return image
+
+
+def test_image_layouts_round_trip_in_colour_row_0_on_top(tmp_path, store, lab):
+    hwc = rgb_8x8()
+    with labstats.Stats(tmp_path / "run") as stats:
+        stats.image("hwc", hwc, step=1, caption="red top")
+        stats.image("chw", torch.from_numpy(hwc).permute(2, 0, 1).contiguous(), step=2)
+        stats.image("float", hwc.astype(np.float32) / 255, step=3)
+        stats.image("grey", hwc[..., 1], step=4)
+        stats.image("pil", Image.fromarray(hwc), step=5)
+        stats.image("forced", np.ascontiguousarray(hwc.transpose(2, 0, 1)), step=6, dataformats="CHW")
+    run = lab.run("run")
+    assert run.media_names() == dict.fromkeys(["chw", "float", "forced", "grey", "hwc", "pil"], "image")
+    for name in ("hwc", "chw", "float", "pil", "forced"):
+        got = run.artifact(name, as_="array")
+        assert got.shape == (8, 8, 3), name
+        assert np.array_equal(got, hwc), name
+    assert np.array_equal(run.artifact("grey", as_="array"), hwc[..., 1])
+    (record,) = run.media("hwc")
+    assert record["caption"] == "red top"
+    assert record["type"] == "image/png"
+    assert record["shape"] == [8, 8, 3]
+    assert record["digest"] == media.hashlib.sha256(run.artifact("hwc")).hexdigest()
+    thumb = Image.open(io.BytesIO(run.thumbnail("hwc", 1)))
+    assert thumb.format == "WEBP" and max(thumb.size) == 256
+    assert np.asarray(thumb.convert("RGB"))[2, 128, 0] > 200  # still red at the top
+
+
+def test_images_batch_is_one_grid(tmp_path, store, lab):
+    batch = np.stack([rgb_8x8()] * 5)
+    with labstats.Stats(tmp_path / "run") as stats:
+        stats.images("batch", batch, step=3)
+        stats.images("nchw", torch.from_numpy(batch).permute(0, 3, 1, 2), step=3)
+    run = lab.run("run")
+    for name in ("batch", "nchw"):
+        (record,) = run.media(name)
+        assert record["shape"] == [5, 8, 8, 3]
+        grid = run.artifact(name, as_="array")
+        assert grid.shape == (2 * 8 + 2, 3 * 8 + 2 * 2, 3)  # 3 columns, 2 rows, 2 px gaps
+        assert np.array_equal(grid[8 + 2 : 16 + 2, 0:8], rgb_8x8())  # fourth image
+
+
+def test_fits_keeps_data_and_header_and_previews(tmp_path, store, lab):
+    data = np.random.default_rng(1).normal(100, 5, (32, 48)).astype(np.float32)
+    cube = np.random.default_rng(2).normal(0, 1, (3, 16, 16))
+    with labstats.Stats(tmp_path / "run") as stats:
+        stats.fits("sky", data, step=7, header={"OBJECT": "M31", "EXPTIME": 30.0})
+        stats.fits("cube", cube, step=7)
+    run = lab.run("run")
+    with fits.open(run.artifact("sky", as_="path")) as hdus:
+        assert hdus[0].header["OBJECT"] == "M31"
+        assert hdus[0].header["EXPTIME"] == 30.0
+        assert np.array_equal(hdus[0].data, data)
+    assert run.artifact("cube", as_="array").shape == (3, 16, 16)
+    assert run.media("sky")[0]["type"] == "application/fits"
+    preview = np.asarray(Image.open(io.BytesIO(run.thumbnail("sky", 7))).convert("L"))
+    assert preview.std() > 10  # a stretched picture, not one flat grey
+
+
+def test_points_round_trip_as_binary_ply(tmp_path, store, lab):
+    xyz = np.random.default_rng(3).normal(size=(500, 3)).astype(np.float32)
+    colors = np.random.default_rng(4).integers(0, 255, (500, 3), dtype=np.uint8)
+    with labstats.Stats(tmp_path / "run") as stats:
+        stats.points("cloud", xyz, step=1, colors=colors)
+        stats.points("seed_layout", xyz[..., None], step=1)
+    run = lab.run("run")
+    data = run.artifact("cloud")
+    assert data.startswith(b"ply\nformat binary_little_endian 1.0\nelement vertex 500\n")
+    got, got_colors = media.read_ply(data)
+    assert np.array_equal(got, xyz) and np.array_equal(got_colors, colors)
+    assert np.array_equal(run.artifact("seed_layout", as_="array"), xyz)
+    assert run.media("cloud")[0]["shape"] == [500, 3]
+
+
+def test_any_file_with_its_name_and_type(tmp_path, store, lab):
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(os.urandom(10_000))
+    table = tmp_path / "scores.csv"
+    table.write_text("a,b\n1,2\n")
+    with labstats.Stats(tmp_path / "run") as stats:
+        stats.file("checkpoint", checkpoint, step=10)
+        stats.file("scores", table, step=10)
+    run = lab.run("run")
+    assert run.artifact("checkpoint") == checkpoint.read_bytes()
+    assert run.media("checkpoint")[0]["file"] == "model.ckpt"
+    assert run.media("scores")[0]["type"] == "text/csv"
+    assert run.media_names()["scores"] == "file"
+
+
+def test_same_content_is_stored_once(tmp_path, store, lab):
+    with labstats.Stats(tmp_path / "run") as stats:
+        for step in range(5):
+            stats.image("same", rgb_8x8(), step=step)
+    files = [p for p in store.root.rglob("*") if p.is_file()]
+    assert len(files) == 1
+    assert not list(store.root.rglob(".part-*"))
+    assert lab.run("run").media_steps("same") == [0, 1, 2, 3, 4]
+
+
+def test_seed_methods_write_their_files_and_register_them(tmp_path, store, lab):
+    out = tmp_path / "out"
+    with labstats.Stats(tmp_path / "run") as stats:
+        stats.update(epoch=2, set_size=100, batch_size=10, step=3)  # idx 230
+        jpg = stats.save_jpg(rgb_8x8(), out, "val_", epoch=2, step=3, idx=4)
+        fit = stats.save_fits(np.ones((4, 4)), out, "sky_", epoch=2, step=3, idx=0)
+        obj = stats.save_points(np.ones((10, 3, 1)), out, epoch=2, step=3, ply=True)
+    assert jpg == out / "val_002_s00003_i00004.jpg"
+    assert fit == out / "sky_002_s00003_i00000.fits"
+    assert obj == out / "shape_e002_s00003.obj"
+    assert Image.open(jpg).format == "JPEG"
+    assert (out / "shape_e002_s00003.ply").read_bytes().startswith(b"ply\n")
+    assert obj.read_text().splitlines()[0] == "v 1 1 1"
+    run = lab.run("run")
+    assert run.media_names() == {"shape": "points", "sky": "fits", "val": "image"}
+    (record,) = run.media("val")
+    assert (record["step"], record["item"], record["type"]) == (230, 4, "image/jpeg")
+    assert run.artifact("val", 230, 4) == jpg.read_bytes()
+
+
+def test_watch_records_media_at_each_update(tmp_path, store, lab):
+    image = np.zeros((4, 4), np.uint8)
+    with labstats.Stats(tmp_path / "run") as stats:
+        stats.watch(image, "canvas", kind="image")
+        for step in range(3):
+            image[step, step] = 255
+            stats.update(0, 0, 1, step)
+    run = lab.run("run")
+    assert run.media_steps("canvas") == [0, 1, 2]
+    assert run.artifact("canvas", 1, as_="array").sum() == 2 * 255
+
+
+@pytest.mark.parametrize(
+    ("call", "message"),
+    [
+        (lambda s: s.image("x", np.zeros((5, 5, 7))), "1, 3 or 4 channels"),
+        (lambda s: s.image("x", np.full((4, 4), np.nan)), "NaN"),
+        (lambda s: s.image("x", np.zeros((0, 4)), step=1), "empty"),
+        (lambda s: s.image("x", np.zeros((2, 4, 4, 3))), "one image"),
+        (lambda s: s.images("x", np.zeros((4, 4, 3))), "batch"),
+        (lambda s: s.image("x", "not an image"), "array, tensor or PIL"),
+        (lambda s: s.image("x", np.zeros((4, 4)), dataformats="CHW"), "dataformats"),
+        (lambda s: s.points("x", np.zeros((0, 3))), "empty point set"),
+        (lambda s: s.points("x", np.zeros((5, 2))), "N×3"),
+        (lambda s: s.points("x", np.zeros((5, 3)), colors=np.zeros((4, 3))), "colors"),
+        (lambda s: s.points("x", np.full((5, 3), np.inf)), "infinite"),
+        (lambda s: s.fits("x", np.zeros(5)), "2-D"),
+        (lambda s: s.fits("x", np.zeros((2, 2)), header=5), "mapping"),
+    ],
+)
+def test_bad_media_is_refused_at_the_call_and_the_run_goes_on(tmp_path, store, lab, call, message):
+    with labstats.Stats(tmp_path / "run") as stats:
+        stats.log(step=1, loss=0.5)
+        with pytest.raises(ValueError, match=message):
+            call(stats)
+        stats.log(step=2, loss=0.25)
+    run = lab.run("run")
+    assert list(run.series("loss").values) == [0.5, 0.25]
+    assert run.media_names() == {}
+
+
+def test_missing_file_is_said_at_the_call(tmp_path, store, lab):
+    with labstats.Stats(tmp_path / "run") as stats, pytest.raises(FileNotFoundError, match="nope.bin"):
+        stats.file("ckpt", tmp_path / "nope.bin")
+
+
+def test_retention_keeps_every_nth_step_and_the_last_k(tmp_path, store, lab):
+    with labstats.Stats(tmp_path / "run") as stats:
+        stats.retain("sample", every=5, last=3)
+        for step in range(0, 200, 10):  # 20 logged steps
+            stats.image("sample", np.full((2, 2), step, np.uint8), step=step)
+    run = lab.run("run")
+    kept = [s for i, s in enumerate(range(0, 200, 10)) if i % 5 == 0 or i >= 17]
+    assert run.media_steps("sample") == kept == [0, 50, 100, 150, 170, 180, 190]
+    thumbs = lab.redis.hkeys(lab.keys.media_thumbs(run.id, media.media_id("sample")))
+    assert sorted(int(f.split(b":")[0]) for f in thumbs) == kept
+
+
+def test_full_artifact_store_warns_once_and_logging_goes_on(tmp_path, lab, monkeypatch, caplog):
+    root = tmp_path / "full"
+    root.mkdir()
+    monkeypatch.setenv("LABSTATS_ARTIFACT_DIR", str(root))
+
+    def no_space(self, data):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(media.ArtifactStore, "put", no_space)
+    with caplog.at_level(logging.WARNING, "labstats"), labstats.Stats(tmp_path / "run") as stats:
+        for step in range(5):
+            stats.image("img", rgb_8x8(), step=step)
+            stats.log(step=step, loss=float(step))
+    warnings = [r for r in caplog.records if "cannot write media" in r.getMessage()]
+    assert len(warnings) == 1
+    run = lab.run("run")
+    assert list(run.series("loss").values) == [0, 1, 2, 3, 4]
+    assert run.media_names() == {}  # nothing recorded whose file is not there
+    assert run.meta["media_failed"] == "5"
+    assert not list(root.rglob("*"))
+
+
+def test_store_refuses_anything_but_a_digest(tmp_path):
+    store = media.ArtifactStore(tmp_path)
+    for bad in ("../etc/passwd", "a" * 63, "A" * 64, "/" + "a" * 63, "a" * 64 + "/x"):
+        with pytest.raises(ValueError, match="digest"):
+            store.path(bad)
+
+
+def test_calling_thread_only_copies(tmp_path, store, lab):
+    """The image call returns before any encoding: the writer does PNG and thumbnail later."""
+    image = np.random.default_rng(0).integers(0, 255, (256, 256, 3), dtype=np.uint8)
+    with labstats.Stats(tmp_path / "run", flush_interval=5.0) as stats:
+        started = time.perf_counter()
+        stats.image("img", image, step=1)
+        image[:] = 0  # changed after the call: the copy was taken
+        elapsed = time.perf_counter() - started
+    got = lab.run("run").artifact("img", as_="array")
+    assert got.any()
+    print(f"calling-thread cost of a 256x256 RGB image: {elapsed * 1e6:.0f} µs")
