@@ -8,16 +8,17 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 from typing import Any
 
 import redis
 from bokeh.util.paths import bokehjs_path
-from flask import Flask, jsonify, render_template, request, send_from_directory
+from flask import Flask, jsonify, render_template, request, send_file, send_from_directory
 from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from labstats import __version__
-from labstats.viewer import api, auth, pages
+from labstats.viewer import api, auth, media, pages
 from labstats.viewer.sources import Source, load_auth, load_sources
 
 # Bokeh needs 'unsafe-eval' (it compiles chart callbacks) and inline styles; no inline
@@ -27,6 +28,10 @@ CSP = (
     "img-src 'self' data: blob:; connect-src 'self'; font-src 'self'; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
+
+
+# Debian's libjs-three (the viewer role installs it); config THREE_JS names another file.
+THREE_JS = "/usr/share/javascript/three/build/three.min.js"
 
 
 class StrictJSONProvider(DefaultJSONProvider):
@@ -77,6 +82,7 @@ def create_app(
         login = auth.AuthConfig.load(section) if section else None
     auth.init_app(app, login)
     app.register_blueprint(api.bp)
+    app.register_blueprint(media.bp)
     app.register_blueprint(pages.bp)
 
     bokeh_static = str(bokehjs_path() / "js")
@@ -85,6 +91,15 @@ def create_app(
     def bokeh_js(filename: str):
         # BokehJS from the installed bokeh package: no CDN, the boxes may be offline.
         return send_from_directory(bokeh_static, filename, max_age=86400)
+
+    three_js = Path(app.config.get("THREE_JS", THREE_JS))
+
+    @app.get("/vendor/three.min.js")
+    def three():
+        # three.js for the point-cloud view, from the box (Debian's libjs-three): no CDN.
+        if not three_js.is_file():
+            return "three.js is not installed on this box (Debian package libjs-three)", 404
+        return send_file(three_js, mimetype="text/javascript", max_age=86400)
 
     @app.get("/favicon.ico")
     def favicon():

@@ -21,6 +21,7 @@ from labstats.viewer.api import (
     run_summary,
     tensor_at,
 )
+from labstats.viewer.media import media_overview
 
 bp = Blueprint("pages", __name__)
 
@@ -86,6 +87,7 @@ def run_page(source: str, run_id: str):
         has_diff=bool(run.meta.get("git_dirty")),
         truncated=len(info) > MAX_CHARTS,
         live=live,
+        media=media_overview(run),
     )
 
 

@@ -6,6 +6,7 @@ Config: the TOML file named by $LABSTATS_VIEWER_CONFIG (the viewer role writes i
     name = "gpu1"
     url = "redis://viewer:secret@127.0.0.1:6379/0"
     archive_dir = "/var/lib/labstats/archive/gpu1"   # its archived runs (synced copy)
+    artifact_dir = "/var/lib/labstats/artifacts/gpu1" # its media files (synced copy)
 
 or, for one store, the usual labstats lookup ($LABSTATS_URL, config file, local Redis).
 """
@@ -27,6 +28,7 @@ class Source:
     url: str
     prefix: str = "ls"
     archive_dir: str = ""  # where this source's archived runs' files are ("": the default)
+    artifact_dir: str = ""  # where this source's media files are (its synced artifact store)
     _lab: Lab | None = None
 
     @property
@@ -38,6 +40,7 @@ class Source:
                 self.prefix,
                 settings.source,
                 archive_dir=self.archive_dir or None,
+                artifact_dir=self.artifact_dir or None,
             )
         return self._lab
 
@@ -57,10 +60,13 @@ def load_sources(path: str | None = None) -> dict[str, Source]:
     if path:
         data = tomllib.loads(Path(path).read_text())
         sources = {
-            name: Source(name, s.url, s.prefix, s.archive_dir) for name, s in cfg.parse_sources(data, path)
+            name: Source(name, s.url, s.prefix, s.archive_dir, s.artifact_dir)
+            for name, s in cfg.parse_sources(data, path)
         }
         if not sources:
             raise cfg.LabstatsError(f"{path}: no [[sources]]")
         return sources
     settings = cfg.resolve()
-    return {"local": Source("local", settings.url, settings.prefix, settings.archive_dir)}
+    return {
+        "local": Source("local", settings.url, settings.prefix, settings.archive_dir, settings.artifact_dir)
+    }

@@ -53,7 +53,8 @@ def test_image_layouts_round_trip_in_colour_row_0_on_top(tmp_path, store, lab):
     assert record["shape"] == [8, 8, 3]
     assert record["digest"] == media.hashlib.sha256(run.artifact("hwc")).hexdigest()
     thumb = Image.open(io.BytesIO(run.thumbnail("hwc", 1)))
-    assert thumb.format == "WEBP" and max(thumb.size) == 256
+    assert thumb.format == "WEBP"
+    assert max(thumb.size) == 256
     assert np.asarray(thumb.convert("RGB"))[2, 128, 0] > 200  # still red at the top
 
 
@@ -98,7 +99,8 @@ def test_points_round_trip_as_binary_ply(tmp_path, store, lab):
     data = run.artifact("cloud")
     assert data.startswith(b"ply\nformat binary_little_endian 1.0\nelement vertex 500\n")
     got, got_colors = media.read_ply(data)
-    assert np.array_equal(got, xyz) and np.array_equal(got_colors, colors)
+    assert np.array_equal(got, xyz)
+    assert np.array_equal(got_colors, colors)
     assert np.array_equal(run.artifact("seed_layout", as_="array"), xyz)
     assert run.media("cloud")[0]["shape"] == [500, 3]
 
@@ -190,7 +192,7 @@ def test_bad_media_is_refused_at_the_call_and_the_run_goes_on(tmp_path, store, l
 
 
 def test_missing_file_is_said_at_the_call(tmp_path, store, lab):
-    with labstats.Stats(tmp_path / "run") as stats, pytest.raises(FileNotFoundError, match="nope.bin"):
+    with labstats.Stats(tmp_path / "run") as stats, pytest.raises(FileNotFoundError, match=r"nope\.bin"):
         stats.file("ckpt", tmp_path / "nope.bin")
 
 

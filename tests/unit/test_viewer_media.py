@@ -1,0 +1,172 @@
+"""Media in the viewer (Flask's test client, real redis-server, real Pillow and astropy):
+panels, thumbnails, originals by digest only, FITS previews and headers, montages, GIFs and
+point clouds; hostile names and missing files answered safely."""
+
+import io
+import re
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import labstats
+from labstats import media
+from labstats.viewer import create_app
+from labstats.viewer.sources import Source
+
+HOSTILE = "<img src=x onerror=alert(1)>/pics"
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch):
+    root = tmp_path / "artifacts"
+    monkeypatch.setenv("LABSTATS_ARTIFACT_DIR", str(root))
+    return media.ArtifactStore(root)
+
+
+@pytest.fixture
+def client(url, store):
+    app = create_app({"local": Source("local", url, artifact_dir=str(store.root))})
+    app.testing = False
+    return app.test_client()
+
+
+def frame(k: int) -> np.ndarray:
+    image = np.zeros((16, 16, 3), np.uint8)
+    image[:, :, 0] = 15 * k  # red grows with the step
+    return image
+
+
+@pytest.fixture
+def run_id(tmp_path, store):
+    with labstats.Stats(tmp_path / "run") as stats:
+        for k in range(6):
+            stats.image(HOSTILE, frame(k), step=k * 10, caption=f"<b>step {k}</b>")
+        stats.images("batch", np.stack([frame(1), frame(5)]), step=3)
+        stats.fits("sky", np.random.default_rng(0).normal(size=(40, 30)), step=5, header={"OBJECT": "<M31>"})
+        xyz = np.random.default_rng(1).normal(size=(300_000, 3)).astype(np.float32)
+        stats.points("cloud", xyz, step=5)
+        stats.log(step=1, loss=0.5)
+    return stats.run_id
+
+
+def path(run_id: str, what: str, name: str) -> str:
+    from urllib.parse import quote
+
+    return f"/api/runs/local/{run_id}/{what}/{quote(name)}"
+
+
+def test_run_page_has_a_panel_per_name_and_escapes_them(client, run_id):
+    html = client.get(f"/runs/local/{run_id}").get_data(as_text=True)
+    assert html.count('class="media-panel"') == 4
+    assert "<img src=x" not in html
+    assert "three.min.js" in html  # a point cloud is shown with three.js
+    assert re.search(r'data-steps="\[0, 10, 20, 30, 40, 50\]"', html)
+
+
+def test_records_and_steps(client, run_id):
+    body = client.get(path(run_id, "media", HOSTILE) + "?step=20").get_json()
+    assert body["steps"] == [0, 10, 20, 30, 40, 50]
+    (record,) = body["records"]
+    assert record["step"] == 20
+    assert record["caption"] == "<b>step 2</b>"
+    listed = client.get(f"/api/runs/local/{run_id}/media").get_json()["media"]
+    assert {m["name"]: m["kind"] for m in listed} == {
+        HOSTILE: "image",
+        "batch": "image",
+        "sky": "fits",
+        "cloud": "points",
+    }
+
+
+def test_thumbnail_and_original_show_the_chosen_step(client, run_id):
+    thumb = client.get(path(run_id, "thumb", HOSTILE) + "?step=30")
+    assert thumb.status_code == 200
+    assert thumb.mimetype == "image/webp"
+    red = np.asarray(Image.open(io.BytesIO(thumb.data)).convert("RGB"))[..., 0].mean()
+    assert abs(red - 45) < 4
+    original = client.get(path(run_id, "file", HOSTILE) + "?step=30&download=1")
+    assert original.status_code == 200
+    assert "attachment" in original.headers["Content-Disposition"]
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(original.data))), frame(3))
+
+
+def test_fits_preview_and_header(client, run_id):
+    preview = client.get(path(run_id, "fits", "sky"))
+    assert preview.status_code == 200
+    assert preview.mimetype == "image/png"
+    assert Image.open(io.BytesIO(preview.data)).size == (30, 40)
+    header = client.get(path(run_id, "fitsheader", "sky")).get_json()["header"]
+    assert ["OBJECT", "<M31>", ""] in header
+
+
+def test_animation_has_one_frame_per_step(client, run_id):
+    gif = client.get(path(run_id, "animation", HOSTILE))
+    assert gif.status_code == 200
+    assert gif.mimetype == "image/gif"
+    image = Image.open(io.BytesIO(gif.data))
+    assert image.n_frames == 6
+    reds = []
+    for k in range(image.n_frames):
+        image.seek(k)
+        reds.append(np.asarray(image.convert("RGB"))[..., 0].mean())
+    assert reds == sorted(reds)
+    assert reds[-1] > reds[0] + 50
+
+
+def test_montage_of_chosen_steps(client, run_id):
+    montage = client.get(path(run_id, "montage", HOSTILE) + "?steps=0,50,999")
+    assert montage.status_code == 200
+    image = np.asarray(Image.open(io.BytesIO(montage.data)))
+    assert image.shape == (256, 2 * 256 + 2, 3)  # two logged steps of the three asked
+
+
+def test_point_cloud_is_decimated_and_binary(client, run_id):
+    answer = client.get(path(run_id, "points", "cloud"))
+    assert answer.status_code == 200
+    assert answer.mimetype == "application/octet-stream"
+    n = int(answer.headers["X-Points"])
+    assert n == 200_000
+    assert answer.headers["X-Points-Total"] == "300000"
+    assert len(answer.data) == n * 12 + n * 3
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        "/api/runs/local/{run}/file/nope",
+        "/api/runs/local/{run}/file/sky?step=999",
+        "/api/runs/local/{run}/file/..%2F..%2Fetc%2Fpasswd",
+        "/api/runs/local/{run}/thumb/sky?step=abc",
+        "/api/runs/local/{run}/points/sky",
+        "/api/runs/local/{run}/fits/cloud",
+        "/api/runs/local/{run}/montage/batch?steps=x",
+        "/api/runs/local/{run}/animation/batch?ms=fast",
+        "/api/runs/local/nosuchrun/file/sky",
+        "/api/runs/other/{run}/file/sky",
+    ],
+)
+def test_bad_requests_get_clear_errors_never_files(client, run_id, target):
+    answer = client.get(target.format(run=run_id))
+    assert 400 <= answer.status_code < 500
+    assert "error" in answer.get_json()
+
+
+def test_a_file_not_synced_yet_is_said(client, run_id, store):
+    for file in store.root.rglob("*"):
+        if file.is_file():
+            file.unlink()
+    answer = client.get(path(run_id, "file", "sky"))
+    assert answer.status_code == 404
+    assert "not reached this box yet" in answer.get_json()["error"]
+    # The thumbnail comes from Redis: it shows at once, before the file arrives.
+    assert client.get(path(run_id, "thumb", "sky")).status_code == 200
+
+
+def test_three_js_is_served_from_the_box_or_said_missing(client, tmp_path, url, store):
+    three = tmp_path / "three.min.js"
+    three.write_text("var THREE = {};")
+    app = create_app({"local": Source("local", url)}, config={"THREE_JS": str(three)})
+    assert app.test_client().get("/vendor/three.min.js").data == b"var THREE = {};"
+    missing = create_app({"local": Source("local", url)}, config={"THREE_JS": str(tmp_path / "none.js")})
+    assert missing.test_client().get("/vendor/three.min.js").status_code == 404
