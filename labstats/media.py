@@ -12,6 +12,7 @@ or forced with ``dataformats``); uint8, bool, or float in [0, 1] (clipped). Row 
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import io
 import json
@@ -84,7 +85,12 @@ class ArtifactStore:
         target = self.path(digest)
         if target.is_file():
             return digest
-        target.parent.mkdir(parents=True, exist_ok=True)
+        if not target.parent.is_dir():
+            target.parent.mkdir(parents=True, exist_ok=True)
+            # A shared store (the training box's, group-writable) stays writable for the
+            # other users of the group: the new folder gets the store's own mode.
+            with contextlib.suppress(OSError):
+                os.chmod(target.parent, self.root.stat().st_mode & 0o7777)
         fd, temp = tempfile.mkstemp(prefix=".part-", dir=target.parent)
         try:
             with os.fdopen(fd, "wb") as out:
@@ -469,6 +475,11 @@ def encode(capture_: Capture) -> Encoded:
             encoded.extra["obj"] = obj_bytes(_points_array(capture_.value))
         return encoded
     return encode_file(Path(capture_.value).read_bytes(), opts.get("filename", capture_.name))
+
+
+def digest_matches(data: bytes, digest: str) -> bool:
+    """Whether ``data`` is the file ``digest`` names (checked before a copy is served)."""
+    return hashlib.sha256(data).hexdigest() == digest
 
 
 def decode_array(record: dict[str, Any], data: bytes) -> Any:

@@ -215,6 +215,8 @@ class Run:
         if as_ == "path":
             return path
         data = path.read_bytes()
+        if not media.digest_matches(data, record["digest"]):
+            raise LabstatsError(f"the stored copy of {name!r} at step {record['step']} ({path}) is damaged")
         if as_ == "bytes":
             return data
         if as_ != "array":

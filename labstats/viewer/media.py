@@ -77,7 +77,10 @@ def _original(run: Run, record: dict[str, Any]) -> bytes:
         raise ApiError(
             404, "the file has not reached this box yet (the artifact sync brings it within a minute)"
         )
-    return path.read_bytes()
+    data = path.read_bytes()
+    if not media.digest_matches(data, record["digest"]):
+        raise ApiError(502, "the stored copy of this file is damaged (its SHA-256 differs); it is not served")
+    return data
 
 
 def _step_item() -> tuple[int | None, int]:

@@ -163,6 +163,14 @@ def test_a_file_not_synced_yet_is_said(client, run_id, store):
     assert client.get(path(run_id, "thumb", "sky")).status_code == 200
 
 
+def test_a_damaged_copy_is_never_served(client, run_id, store):
+    record = client.get(path(run_id, "media", "sky")).get_json()["records"][0]
+    store.path(record["digest"]).write_bytes(b"SIMPLE  = T truncated")
+    answer = client.get(path(run_id, "file", "sky"))
+    assert answer.status_code == 502
+    assert "damaged" in answer.get_json()["error"]
+
+
 def test_three_js_is_served_from_the_box_or_said_missing(client, tmp_path, url, store):
     three = tmp_path / "three.min.js"
     three.write_text("var THREE = {};")
