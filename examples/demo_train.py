@@ -3,7 +3,10 @@
     python examples/demo_train.py [--name demo] [--epochs 30]
 
 Logs what a real run logs: loss and accuracy per step, learning rate, the weight matrix
-(a tensor, shown as a heat-map), gradient norms and a note per epoch.
+(a tensor, shown as a heat-map), gradient norms and a note per epoch; and media: a picture
+of each class's weights every 5 epochs (an image with a step slider and a GIF on the web
+box), the weights as a FITS image, and the data as a 3-D point cloud coloured by the
+predicted class.
 """
 
 import argparse
@@ -58,7 +61,29 @@ def main() -> None:
                 )
             overall = float(((x @ weights).argmax(axis=1) == labels).mean())
             stats.log(step=(epoch + 1) * n - 1, epoch_note=f"epoch {epoch}: train accuracy {overall:.3f}")
+            if epoch % 5 == 0 or epoch == args.epochs - 1:
+                stats.image("class_weights", weight_picture(weights), caption=f"epoch {epoch}")
+        stats.fits("weights_fits", weights.T, header={"EPOCHS": args.epochs, "LR": args.lr})
+        # The data seen along its 3 main directions, coloured by the predicted class.
+        centred = x - x.mean(axis=0)
+        axes = np.linalg.svd(centred, full_matrices=False)[2][:3]
+        palette = np.array([[230, 60, 50], [50, 160, 70], [40, 90, 220], [240, 170, 0]], np.uint8)
+        stats.points("data_3d", centred @ axes.T, colors=palette[(x @ weights).argmax(axis=1) % len(palette)])
     print(f"logged run {stats.name!r} ({stats.run_id})")
+
+
+def weight_picture(weights: np.ndarray) -> np.ndarray:
+    """The weights of each class as a 4×4 tile, side by side, red for positive and blue
+    for negative (an RGB image, scaled up 16 times)."""
+    features, classes = weights.shape
+    side = int(np.sqrt(features))
+    tiles = weights.T.reshape(classes, side, side)
+    scaled = tiles / (np.abs(tiles).max() or 1.0)
+    row = np.concatenate(list(scaled), axis=1)
+    picture = np.zeros((*row.shape, 3))
+    picture[..., 0] = np.clip(row, 0, 1)
+    picture[..., 2] = np.clip(-row, 0, 1)
+    return np.kron(picture, np.ones((16, 16, 1)))
 
 
 if __name__ == "__main__":

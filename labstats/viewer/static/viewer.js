@@ -90,7 +90,8 @@ function mediaFigure(panel, record) {
   const kind = panel.dataset.kind;
   const query = `step=${record.step}&item=${record.item ?? 0}`;
   const figure = document.createElement("figure");
-  if (kind !== "file" || (record.type || "").startsWith("image/")) {
+  // A point cloud has its 3-D view instead of a picture; a file only a link (unless a picture).
+  if (kind === "image" || kind === "fits" || (kind === "file" && (record.type || "").startsWith("image/"))) {
     const img = document.createElement("img");
     img.alt = `${kind} at step ${record.step}`;
     img.src = `${kind === "fits" ? panel.dataset.fits : panel.dataset.thumb}?${query}`;

@@ -1,0 +1,266 @@
+"""Media on the real boxes: images, a FITS image and a point cloud logged on the training box
+as the training user reach the web box's copy of the store with the right digests within
+30 s, also after a tunnel outage; the receiving key can only write into its own folder; and
+a real browser (Chromium) shows them: the slider's image, the GIF's frames, the FITS preview
+and the 3-D view. Screenshots go to artifacts/."""
+
+import hashlib
+import io
+import json
+import shlex
+import shutil
+
+import pytest
+from conftest import box, https_get, tunnel_address, viewer_login, wait_until, web_token, web_url
+from playwright.sync_api import sync_playwright
+from test_browser import ARTIFACTS
+
+testinfra_hosts = ["trainbox"]
+
+COPIES = "/var/lib/labstats/artifacts/trainbox"
+LOG_MEDIA = """
+import sys, numpy as np, labstats
+name = sys.argv[1]
+with labstats.Stats("runs/" + name) as stats:
+    for k in range(5):
+        image = np.zeros((48, 64, 3), np.uint8)
+        image[:, :, 0] = 50 * k          # red grows with the step: each frame differs
+        image[: 8 * (k + 1), :, 1] = 200  # and a green band grows from the top
+        stats.log(step=k * 10, loss=1.0 / (k + 1))
+        stats.image("samples", image, caption=f"epoch {k}")
+    stats.fits("sky", np.random.default_rng(0).normal(100, 10, (64, 64)), header={"OBJECT": "M31"})
+    xyz = np.random.default_rng(1).normal(size=(20000, 3))
+    stats.points("cloud", xyz, colors=(xyz - xyz.min()) / (xyz.max() - xyz.min()))
+print(stats.run_id)
+"""
+RECEIVE_SSH = (
+    "ssh -i /var/lib/labstats-push/.ssh/id_ed25519 -o BatchMode=yes -o ConnectTimeout=10 "
+    "-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile=/var/lib/labstats-push/.ssh/known_hosts"
+)
+
+
+def log_media(host, name: str) -> str:
+    with host.sudo("researcher"):
+        result = host.run("cd ~ && /opt/labstats/venv/bin/python -c %s %s", LOG_MEDIA, name)
+    assert result.rc == 0, result.stderr
+    return result.stdout.split()[-1]
+
+
+def records(run_id: str, name: str) -> list[dict]:
+    status, _, body = https_get(f"/api/runs/trainbox/{run_id}/media/{name}", token=web_token())
+    assert status == 200, body
+    return json.loads(body)["records"]
+
+
+def digests(run_id: str) -> dict[str, str]:
+    """Every record's digest, by name and step, as the viewer on the web box lists them."""
+    status, _, body = https_get(f"/api/runs/trainbox/{run_id}/media", token=web_token())
+    assert status == 200, body
+    found = {}
+    for entry in json.loads(body)["media"]:
+        for step in entry["steps"]:
+            status, _, body = https_get(
+                f"/api/runs/trainbox/{run_id}/media/{entry['name']}?step={step}", token=web_token()
+            )
+            for record in json.loads(body)["records"]:
+                found[f"{entry['name']}@{step}"] = record["digest"]
+    return found
+
+
+def copies_match(web, wanted: dict[str, str]) -> bool:
+    with web.sudo():
+        for digest in wanted.values():
+            path = f"{COPIES}/{digest[:2]}/{digest}"
+            if not web.file(path).exists or web.file(path).sha256sum != digest:
+                return False
+    return True
+
+
+@pytest.fixture(scope="module")
+def media_run(host):
+    run_id = log_media(host, "media-check")
+    assert wait_until(lambda: https_get(f"/api/runs/trainbox/{run_id}", token=web_token())[0] == 200)
+    return run_id
+
+
+def test_the_store_is_shared_by_the_training_users_and_pushed_on_a_timer(host):
+    store = host.file("/var/lib/labstats/artifacts")
+    assert store.is_directory
+    assert store.group == "labstats"
+    assert store.mode == 0o2775
+    assert "labstats" in host.user("researcher").groups
+    timer = host.service("labstats-artifact-push.timer")
+    assert timer.is_enabled
+    assert timer.is_running
+
+
+def test_media_reach_the_web_box_with_their_digests_within_30_s(host, media_run):
+    wanted = digests(media_run)
+    assert len(wanted) == 7  # 5 images, the FITS image, the point cloud
+    with host.sudo():
+        for digest in wanted.values():  # the originals on the training box are what was recorded
+            assert host.file(f"/var/lib/labstats/artifacts/{digest[:2]}/{digest}").sha256sum == digest
+    assert wait_until(lambda: copies_match(box("webbox"), wanted), timeout=30)
+    # The viewer serves the synced original, byte for byte.
+    record = records(media_run, "sky")[0]
+    status, _, body = https_get(f"/api/runs/trainbox/{media_run}/file/sky?download=1", token=web_token())
+    assert status == 200
+    assert hashlib.sha256(body).hexdigest() == record["digest"]
+
+
+def test_jupyter_reads_the_media_of_a_run(host, media_run):
+    web = box("webbox")
+    script = (
+        "import labstats; run = labstats.connect().run('trainbox/media-check'); "
+        "print(run.artifact('samples', as_='array').shape, sorted(run.media_names()))"
+    )
+    assert wait_until(lambda: copies_match(web, digests(media_run)), timeout=30)
+    with web.sudo("jupyter"):
+        out = web.check_output("cd /tmp && /opt/labstats-jupyter/venv/bin/python -c %s", script)
+    assert out.splitlines()[-1] == "(48, 64, 3) ['cloud', 'samples', 'sky']"
+
+
+def test_media_logged_during_a_tunnel_outage_arrive_after_it(host):
+    web = box("webbox")
+    with web.sudo():
+        web.check_output("systemctl stop wg-quick@wg0")
+    try:
+        run_id = log_media(host, "media-outage")  # the logger spools, the store keeps the files
+        with host.sudo():
+            push = host.run(
+                "systemctl start labstats-artifact-push.service; systemctl is-failed labstats-artifact-push"
+            )
+        assert "failed" not in push.stdout  # "cannot reach" is a retry, not a failure
+    finally:
+        with web.sudo():
+            web.check_output("systemctl start wg-quick@wg0")
+    assert wait_until(lambda: https_get(f"/api/runs/trainbox/{run_id}", token=web_token())[0] == 200, 60)
+    assert wait_until(lambda: copies_match(web, digests(run_id)), timeout=60)
+
+
+def test_the_receiving_key_only_writes_into_its_own_folder(host):
+    web = box("webbox")
+    hub = tunnel_address(web)
+    public = web.ansible.get_variables()["ansible_host"]
+    ssh = shlex.quote(RECEIVE_SSH)
+    with host.sudo("labstats-push"):
+        probe = "/var/lib/labstats-push/probe.txt"
+        host.check_output(f"echo probe > {probe}")
+        ok = host.run(f"rsync -e {ssh} {probe} labstats-artifacts@{hub}:; echo status=$?")
+        assert "status=0" in ok.stdout, ok.stderr
+        shell = host.run(f"{RECEIVE_SSH} labstats-artifacts@{hub} cat /etc/passwd; echo status=$?")
+        assert "status=0" not in shell.stdout
+        assert "root:" not in shell.stdout
+        read = host.run(f"rsync -e {ssh} labstats-artifacts@{hub}:probe.txt /tmp/back.txt; echo status=$?")
+        assert "status=0" not in read.stdout  # write-only: nothing can be read back
+        host.run(f"rsync -e {ssh} {probe} labstats-artifacts@{hub}:../../archive/x")
+        outside = host.run(f"rsync -e {ssh} {probe} labstats-artifacts@{public}:; echo status=$?")
+        assert "status=0" not in outside.stdout
+        assert "Permission denied (publickey)" in outside.stderr  # the key is for the tunnel only
+    with web.sudo():
+        assert web.file(f"{COPIES}/probe.txt").exists
+        assert not web.file("/var/lib/labstats/archive/x").exists
+        assert not web.file("/var/lib/labstats/x").exists
+        web.check_output(f"rm -f {COPIES}/probe.txt")
+
+
+# ---- the browser ----------------------------------------------------------------------------
+
+BROWSER_ARGS = ["--no-sandbox", "--no-first-run", "--disable-background-networking", "--disable-sync",
+                "--use-angle=swiftshader", "--enable-unsafe-swiftshader"]  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def page(media_run):
+    chromium = shutil.which("chromium")
+    assert chromium, "Debian's chromium is missing (scripts/host-setup.sh installs it)"
+    assert wait_until(lambda: copies_match(box("webbox"), digests(media_run)), timeout=30)
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, args=BROWSER_ARGS)
+        context = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 1400})
+        page = context.new_page()
+        page.errors = []
+        page.on("pageerror", lambda exc: page.errors.append(str(exc)))
+        viewer_login(page)
+        page.goto(web_url(f"/runs/trainbox/{media_run}"))
+        yield page
+        browser.close()
+
+
+def shown_red(page, selector: str) -> float:
+    """Mean red of the image the page shows, as decoded by the browser itself."""
+    return page.evaluate(
+        """(selector) => {
+            const img = document.querySelector(selector);
+            const canvas = document.createElement("canvas");
+            canvas.width = img.naturalWidth; canvas.height = img.naturalHeight;
+            const ctx = canvas.getContext("2d");
+            ctx.drawImage(img, 0, 0);
+            const data = ctx.getImageData(0, 0, canvas.width, canvas.height).data;
+            let sum = 0;
+            for (let i = 0; i < data.length; i += 4) sum += data[i];
+            return sum / (data.length / 4);
+        }""",
+        selector,
+    )
+
+
+def test_the_slider_shows_the_image_of_the_chosen_step(page):
+    panel = 'section.media-panel[data-kind="image"]'
+    page.wait_for_selector(f'{panel} .media-items[data-step="40"] img.thumb', timeout=20_000)
+    page.wait_for_function(f"document.querySelector('{panel} img.thumb').complete")
+    assert abs(shown_red(page, f"{panel} img.thumb") - 200) < 6
+    page.fill(f"{panel} input.media-slider", "1")  # the slider stops at logged steps only
+    page.dispatch_event(f"{panel} input.media-slider", "input")
+    page.wait_for_selector(f'{panel} .media-items[data-step="10"] img.thumb', timeout=10_000)
+    page.wait_for_function(f"document.querySelector('{panel} img.thumb').complete")
+    assert abs(shown_red(page, f"{panel} img.thumb") - 50) < 6
+    assert page.text_content(f"{panel} figcaption").startswith("epoch 1")
+    ARTIFACTS.mkdir(exist_ok=True)
+    page.screenshot(path=str(ARTIFACTS / "viewer-media.png"), full_page=True)
+
+
+def test_the_animation_has_one_frame_per_step(page, media_run):
+    from PIL import Image
+
+    href = page.get_attribute('section.media-panel[data-kind="image"] a.animation', "href")
+    answer = page.request.get(web_url(href))
+    assert answer.ok
+    gif = Image.open(io.BytesIO(answer.body()))
+    assert gif.format == "GIF"
+    assert gif.n_frames == 5
+
+
+def test_the_fits_preview_loads_with_its_header(page):
+    panel = 'section.media-panel[data-kind="fits"]'
+    page.wait_for_function(
+        f"(() => {{ const i = document.querySelector('{panel} img.fits-preview');"
+        " return i && i.complete && i.naturalWidth === 64; })()",
+        timeout=20_000,
+    )
+    page.click(f"{panel} details.fits-header summary")
+    assert "M31" in page.text_content(f"{panel} details.fits-header table")
+
+
+def test_the_point_cloud_is_drawn_in_3d(page):
+    view = 'section.media-panel[data-kind="points"] .points-view'
+    page.wait_for_selector(f'{view}[data-rendered="three"] canvas', timeout=30_000)
+    assert page.get_attribute(view, "data-points") == "20000"
+    colours = page.evaluate(
+        """(selector) => {
+            const canvas = document.querySelector(selector + " canvas");
+            const copy = document.createElement("canvas");
+            copy.width = canvas.width; copy.height = canvas.height;
+            copy.getContext("2d").drawImage(canvas, 0, 0);
+            const data = copy.getContext("2d").getImageData(0, 0, copy.width, copy.height).data;
+            let drawn = 0;
+            for (let i = 0; i < data.length; i += 4) {
+                if (data[i] < 250 || data[i + 1] < 250 || data[i + 2] < 250) drawn++;
+            }
+            return drawn;
+        }""",
+        view,
+    )
+    assert colours > 500  # points drawn, not just the white background
+    page.locator(view).screenshot(path=str(ARTIFACTS / "viewer-points.png"))
+    assert page.errors == []
