@@ -477,6 +477,29 @@ def encode(capture_: Capture) -> Encoded:
     return encode_file(Path(capture_.value).read_bytes(), opts.get("filename", capture_.name))
 
 
+def montage(images: list, columns: int | None = None):
+    """One PIL image of several (resized to the largest), in rows: a batch or chosen steps."""
+    size = max(i.size[0] for i in images), max(i.size[1] for i in images)
+    batch = np.stack([np.asarray(i.convert("RGB").resize(size)) for i in images])
+    return _pil_from_hwc(grid(batch, columns))
+
+
+def animation(images: list, ms: int = 200) -> bytes:
+    """An animated GIF, one frame per image (resized to the first), looping."""
+    frames = [i.convert("RGB").resize(images[0].size) for i in images]
+    out = io.BytesIO()
+    frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], duration=ms, loop=0)
+    return out.getvalue()
+
+
+def evenly(items: list, limit: int) -> list:
+    """At most ``limit`` of ``items``, evenly spread, first and last included."""
+    if len(items) <= limit:
+        return list(items)
+    picks = np.linspace(0, len(items) - 1, limit).round().astype(int)
+    return [items[i] for i in sorted(set(picks.tolist()))]
+
+
 def digest_matches(data: bytes, digest: str) -> bool:
     """Whether ``data`` is the file ``digest`` names (checked before a copy is served)."""
     return hashlib.sha256(data).hexdigest() == digest

@@ -10,6 +10,9 @@ show(lp.series(run, "loss"))           # a long series, downsampled keeping extr
 show(lp.overlay(lab.runs(tag="sweep"), "loss"))
 show(lp.heatmap(run, "weights"))       # a tensor's values over steps
 show(lp.metadata_table(run))
+show(lp.images(run, "samples"))        # media: a grid of pictures at chosen steps (Bokeh)
+lp.montage(run, "samples")             # one PIL image (shown inline by Jupyter)
+lp.animation(run, "samples")           # an animated GIF (bytes, shown inline)
 """
 
 from __future__ import annotations
@@ -127,3 +130,59 @@ def metadata_table(run: Run):
         sizing_mode="stretch_width",
         index_position=None,
     )
+
+
+# ---- media -----------------------------------------------------------------------------------
+
+
+def _chosen(run: Run, name: str, steps: Iterable[int] | None, limit: int) -> list[int]:
+    from labstats import media
+
+    logged = run.media_steps(name)
+    if not logged:
+        raise LabstatsError(f"run {run.name!r} has no media {name!r}")
+    return media.evenly(logged if steps is None else [s for s in steps if s in set(logged)], limit)
+
+
+def images(run: Run, name: str, steps: Iterable[int] | None = None, columns: int = 4, original: bool = False,
+           limit: int = 16):  # fmt: skip
+    """Media ``name`` at ``steps`` (default: at most ``limit`` evenly chosen) as a grid of
+    Bokeh pictures, titled by step: thumbnails, or the full pictures with ``original=True``."""
+    from bokeh.layouts import gridplot
+
+    figures = []
+    for step, picture in run.pictures(name, _chosen(run, name, steps, limit), original=original):
+        rgba = np.asarray(picture.convert("RGBA"))[::-1]  # Bokeh's y axis points up
+        h, w = rgba.shape[:2]
+        fig = figure(title=f"step {step}", width=220, height=max(60, round(220 * h / w)), x_range=(0, w),
+                     y_range=(0, h), tools="pan,wheel_zoom,reset,save", match_aspect=True)  # fmt: skip
+        fig.image_rgba(image=[rgba.view(np.uint32).reshape(h, w)], x=0, y=0, dw=w, dh=h)
+        fig.axis.visible = False
+        figures.append(fig)
+    return gridplot(figures, ncols=columns)
+
+
+def montage(run: Run, name: str, steps: Iterable[int] | None = None, original: bool = False, limit: int = 64):
+    """Media ``name`` at ``steps`` as one PIL image (rows of pictures, by step)."""
+    from labstats import media
+
+    pictures = [p for _, p in run.pictures(name, _chosen(run, name, steps, limit), original=original)]
+    return media.montage(pictures)
+
+
+def animation(run: Run, name: str, steps: Iterable[int] | None = None, ms: int = 200, original: bool = False,
+              limit: int = 300):  # fmt: skip
+    """Media ``name`` over its steps as an animated GIF: the bytes, shown inline by Jupyter."""
+    from labstats import media
+
+    pictures = [p for _, p in run.pictures(name, _chosen(run, name, steps, limit), original=original)]
+    return Animation(media.animation(pictures, ms))
+
+
+class Animation(bytes):
+    """GIF bytes that Jupyter shows as the moving picture."""
+
+    def _repr_html_(self) -> str:
+        import base64
+
+        return f'<img src="data:image/gif;base64,{base64.b64encode(self).decode()}">'

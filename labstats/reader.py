@@ -192,6 +192,30 @@ class Run:
             self.lab.keys.media_thumbs(self.id, media_id(name)), field_name(step, item)
         )
 
+    def pictures(self, name: str, steps: Iterable[int] | None = None, *, original: bool = False) -> list:
+        """(step, PIL image) of media ``name`` (item 0) at ``steps`` (default: all): the
+        thumbnails from Redis, or with ``original=True`` the full pictures (images as logged,
+        FITS as their ZScale/Asinh preview, from the artifact store). Steps without one are left out."""
+        import io as _io
+
+        from PIL import Image
+
+        from labstats import media
+
+        kind = self.media_names().get(name)
+        out = []
+        for step in self.media_steps(name) if steps is None else steps:
+            if original and kind in ("image", "fits"):
+                array = self.artifact(name, step, as_="array")
+                picture = media.fits_preview(array) if kind == "fits" else Image.fromarray(array)
+            else:
+                data = self.thumbnail(name, step)
+                if not data:
+                    continue
+                picture = Image.open(_io.BytesIO(data))
+            out.append((step, picture.convert("RGB")))
+        return out
+
     def artifact(self, name: str, step: int | None = None, item: int = 0, *, as_: str = "bytes") -> Any:
         """The original file of media ``name`` at ``step`` (default: the last one): ``as_``
         "bytes", "path" (in the artifact store), or "array" (images as HWC uint8, FITS data,

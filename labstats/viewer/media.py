@@ -182,17 +182,6 @@ def fits_header(source: str, run_id: str, name: str):
     return {"name": name, "step": record["step"], "header": cards}
 
 
-def _thumb_images(run: Run, name: str, steps: list[int]):
-    from PIL import Image
-
-    images = []
-    for step in steps:
-        data = run.thumbnail(name, step, 0)
-        if data:
-            images.append((step, Image.open(io.BytesIO(data)).convert("RGB")))
-    return images
-
-
 def _steps_arg(all_steps: list[int], limit: int) -> list[int]:
     raw = request.args.get("steps")
     if raw:
@@ -203,9 +192,7 @@ def _steps_arg(all_steps: list[int], limit: int) -> list[int]:
         chosen = [s for s in wanted if s in set(all_steps)]
     else:
         chosen = all_steps
-    if len(chosen) > limit:
-        picks = np.linspace(0, len(chosen) - 1, limit).round().astype(int)
-        chosen = [chosen[i] for i in sorted(set(picks.tolist()))]
+    chosen = media.evenly(chosen, limit)
     if not chosen:
         raise ApiError(404, "none of the asked steps was logged")
     return chosen
@@ -225,15 +212,11 @@ def montage(source: str, run_id: str, name: str):
         images = [Image.open(io.BytesIO(t)).convert("RGB") for r in records[:MAX_MONTAGE]
                   if (t := run.thumbnail(name, step, r.get("item", 0)))]  # fmt: skip
     else:
-        images = [
-            image for _, image in _thumb_images(run, name, _steps_arg(run.media_steps(name), MAX_MONTAGE))
-        ]
+        images = [image for _, image in run.pictures(name, _steps_arg(run.media_steps(name), MAX_MONTAGE))]
     if not images:
         raise ApiError(404, f"media {name!r} has no thumbnails to show")
-    size = max(i.size[0] for i in images), max(i.size[1] for i in images)
-    batch = np.stack([np.asarray(i.resize(size)) for i in images])
     out = io.BytesIO()
-    media._pil_from_hwc(media.grid(batch)).save(out, "PNG")
+    media.montage(images).save(out, "PNG")
     return Response(out.getvalue(), mimetype="image/png")
 
 
@@ -250,14 +233,10 @@ def animation(source: str, run_id: str, name: str):
         raise ApiError(400, "ms must be an integer (milliseconds per frame)") from None
 
     def make():
-        frames = [image for _, image in _thumb_images(run, name, steps)]
+        frames = [image for _, image in run.pictures(name, steps)]
         if not frames:
             raise ApiError(404, f"media {name!r} has no thumbnails to animate")
-        size = frames[0].size
-        frames = [f.resize(size) for f in frames]
-        out = io.BytesIO()
-        frames[0].save(out, "GIF", save_all=True, append_images=frames[1:], duration=duration, loop=0)
-        return out.getvalue(), "image/gif"
+        return media.animation(frames, duration), "image/gif"
 
     key = ("gif", source, run.id, name, json.dumps(steps), duration)
     data, mimetype = _cached(key, make)

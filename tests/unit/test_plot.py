@@ -60,3 +60,38 @@ def test_metadata_table_and_errors(runs):
         lp.series(run, "note")
     with pytest.raises(labstats.LabstatsError, match="no tensors"):
         lp.heatmap(run, "loss")
+
+
+@pytest.fixture
+def media_run(tmp_path, url, monkeypatch):
+    monkeypatch.setenv("LABSTATS_ARTIFACT_DIR", str(tmp_path / "artifacts"))
+    with labstats.Stats(tmp_path / "pics") as stats:
+        for k in range(6):
+            stats.image("frame", np.full((8, 12, 3), 40 * k, np.uint8), step=k)
+        stats.fits("sky", np.random.default_rng(0).normal(size=(10, 10)), step=3)
+    return labstats.connect(url).run(stats.name)
+
+
+def test_images_are_a_grid_of_pictures_titled_by_step(media_run):
+    from bokeh.models import ImageRGBA
+
+    grid = lp.images(media_run, "frame", steps=[1, 3, 5], original=True)
+    figures = [child[0] for child in grid.children]
+    assert [f.title.text for f in figures] == ["step 1", "step 3", "step 5"]
+    glyph = next(r for r in figures[1].renderers if isinstance(r.glyph, ImageRGBA))
+    pixels = np.asarray(glyph.data_source.data["image"][0]).view(np.uint8).reshape(8, 12, 4)
+    assert pixels[0, 0].tolist() == [120, 120, 120, 255]
+
+
+def test_montage_and_animation(media_run):
+    from PIL import Image
+
+    montage = lp.montage(media_run, "frame", original=True)
+    assert montage.size == (3 * 12 + 2 * 2, 2 * 8 + 2)  # 6 pictures in rows of 3
+    gif = lp.animation(media_run, "frame")
+    frames = Image.open(__import__("io").BytesIO(gif))
+    assert frames.n_frames == 6
+    assert gif._repr_html_().startswith('<img src="data:image/gif;base64,')
+    assert lp.montage(media_run, "sky", original=True).size == (10, 10)  # a FITS preview
+    with pytest.raises(labstats.LabstatsError, match="no media"):
+        lp.montage(media_run, "nothing")
