@@ -76,6 +76,9 @@ bench-viewer: venv ## Viewer: run page with 10 series x 1,000,000 points
 bench-archive: venv ## Archive tier: Redis memory freed, 1,000-point window of 1,000,000 archived points
 	$(BIN)/python benchmarks/bench_archive.py
 
+bench-media: venv ## Media: calling-thread cost of an image against the original and tensorboardX; gallery, GIF, point cloud
+	$(BIN)/python benchmarks/bench_media.py
+
 bench-replication: ## Replication lag trainbox → webbox over WireGuard (needs `make lab`)
 	docker cp benchmarks/bench_replication.py labstats-lab-webbox:/tmp/bench_replication.py
 	# The passwords travel in the environment (docker exec -e NAME), never on a command line.
@@ -90,7 +93,7 @@ restore-drill: ## Back up the lab's web box now, restore it into a scratch folde
 bench-outage: venv ## Counted 5-minute tunnel cut while logging 1,000 points/s (needs `make lab`, ~7 min)
 	LABSTATS_OUTAGE_SECONDS=300 scripts/lab-test.sh -s tests/infra/test_faults.py -k long_tunnel_cut
 
-bench: bench-logger bench-viewer bench-archive bench-gpu ## All benchmarks (bench-replication needs the lab)
+bench: bench-logger bench-viewer bench-archive bench-media bench-gpu ## All benchmarks (bench-replication needs the lab)
 
 clean: ## Remove caches (not the venv, not credentials)
 	rm -rf .cache .pytest_cache .ruff_cache .hypothesis

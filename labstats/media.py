@@ -316,7 +316,7 @@ def thumbnail(image, max_px: int = THUMB_PX, max_bytes: int = THUMB_MAX_BYTES) -
     image = image.resize(size, resample)
     for quality in (85, 70, 50, 30):
         out = io.BytesIO()
-        image.save(out, "WEBP", quality=quality, method=4)
+        image.save(out, "WEBP", quality=quality, method=2)  # 2: half the time of 4, same size
         if out.tell() <= max_bytes:
             return out.getvalue()
     image.thumbnail((max_px // 2, max_px // 2))
@@ -475,6 +475,18 @@ def encode(capture_: Capture) -> Encoded:
             encoded.extra["obj"] = obj_bytes(_points_array(capture_.value))
         return encoded
     return encode_file(Path(capture_.value).read_bytes(), opts.get("filename", capture_.name))
+
+
+def open_picture(data: bytes | None):
+    """A thumbnail's picture (RGB), or None when it is missing or not a picture."""
+    from PIL import Image, UnidentifiedImageError
+
+    if not data:
+        return None
+    try:
+        return Image.open(io.BytesIO(data)).convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError):
+        return None
 
 
 def montage(images: list, columns: int | None = None):

@@ -149,13 +149,8 @@ class Run:
         from labstats.media import media_id
 
         raw = self.lab.redis.hvals(self.lab.keys.media_records(self.id, media_id(name)))
-        records = []
-        for value in raw:
-            with contextlib.suppress(ValueError, TypeError):
-                record = json.loads(value)
-                if isinstance(record, dict) and isinstance(record.get("step"), int):
-                    records.append(record)
-        return sorted(records, key=lambda r: (r["step"], r.get("item", 0)))
+        records = [r for r in map(_media_record, raw) if r is not None]
+        return sorted(records, key=lambda r: (r["step"], r["item"]))
 
     def media_steps(self, name: str) -> list[int]:
         """The steps at which media ``name`` was logged."""
@@ -177,12 +172,10 @@ class Run:
         cursor = 0
         while True:
             cursor, found = self.lab.redis.hscan(key, cursor, match=f"{int(step)}:*", count=1000)
-            for value in found.values():
-                with contextlib.suppress(ValueError, TypeError):
-                    records.append(json.loads(value))
+            records += [r for r in map(_media_record, found.values()) if r is not None and r["step"] == step]
             if not cursor:
                 break
-        return sorted(records, key=lambda r: r.get("item", 0))
+        return sorted(records, key=lambda r: r["item"])
 
     def thumbnail(self, name: str, step: int, item: int = 0) -> bytes | None:
         """The record's thumbnail (WebP, ≤ 256 px), from Redis."""
@@ -196,8 +189,6 @@ class Run:
         """(step, PIL image) of media ``name`` (item 0) at ``steps`` (default: all): the
         thumbnails from Redis, or with ``original=True`` the full pictures (images as logged,
         FITS as their ZScale/Asinh preview, from the artifact store). Steps without one are left out."""
-        import io as _io
-
         from PIL import Image
 
         from labstats import media
@@ -209,10 +200,9 @@ class Run:
                 array = self.artifact(name, step, as_="array")
                 picture = media.fits_preview(array) if kind == "fits" else Image.fromarray(array)
             else:
-                data = self.thumbnail(name, step)
-                if not data:
+                picture = media.open_picture(self.thumbnail(name, step))
+                if picture is None:
                     continue
-                picture = Image.open(_io.BytesIO(data))
             out.append((step, picture.convert("RGB")))
         return out
 
@@ -708,6 +698,24 @@ def number(value: Any) -> float | None:
 
 
 _FIELDS = (("sid", int), ("kind", str), ("count", int), ("last_chunk", int))  # of series info
+
+
+def _media_record(raw: bytes) -> dict[str, Any] | None:
+    """A media record, or None for one labstats did not write (not JSON, no int step...)."""
+    try:
+        record = json.loads(raw)
+    except (ValueError, TypeError):
+        return None
+    if not isinstance(record, dict):
+        return None
+    record.setdefault("item", 0)
+    if not all(
+        isinstance(record.get(k), int) and not isinstance(record.get(k), bool) for k in ("step", "item")
+    ):
+        return None
+    if not isinstance(record.get("digest"), str) or not isinstance(record.get("kind"), str):
+        return None
+    return record
 
 
 def _series_info(raw: bytes) -> dict[str, Any]:

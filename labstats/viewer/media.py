@@ -18,7 +18,17 @@ from flask import Blueprint, Response, request, send_file
 
 from labstats import media
 from labstats.reader import Run
-from labstats.viewer.api import ApiError, api_error, get_run, int_arg
+from labstats.viewer.api import (
+    _ERROR,
+    _JSON,
+    _RUN_PARAMS,
+    OPENAPI,
+    ApiError,
+    _ref,
+    api_error,
+    get_run,
+    int_arg,
+)
 
 bp = Blueprint("media", __name__, url_prefix="/api")
 bp.register_error_handler(ApiError, api_error)
@@ -206,11 +216,8 @@ def montage(source: str, run_id: str, name: str):
     _record(run, name, None, 0)
     step = int_arg("step")
     if step is not None:
-        from PIL import Image
-
-        records = run.media_at(name, step)
-        images = [Image.open(io.BytesIO(t)).convert("RGB") for r in records[:MAX_MONTAGE]
-                  if (t := run.thumbnail(name, step, r.get("item", 0)))]  # fmt: skip
+        thumbs = [run.thumbnail(name, step, r["item"]) for r in run.media_at(name, step)[:MAX_MONTAGE]]
+        images = [p for p in map(media.open_picture, thumbs) if p is not None]
     else:
         images = [image for _, image in run.pictures(name, _steps_arg(run.media_steps(name), MAX_MONTAGE))]
     if not images:
@@ -273,3 +280,54 @@ def points(source: str, run_id: str, name: str):
     return Response(body, mimetype="application/octet-stream", headers={
         "X-Points": str(sent), "X-Points-Total": str(total), "X-Points-Colored": "1" if colored else "0",
         "Cache-Control": "private, max-age=3600"})  # fmt: skip
+
+
+# ---- the API description of these endpoints (merged into /api/openapi.json) ------------------
+
+_STEP = {"name": "step", "in": "query", "schema": {"type": "integer"}, "description": "default: the last"}
+_ITEM = {"name": "item", "in": "query", "schema": {"type": "integer", "minimum": 0}}
+_STEPS = {"name": "steps", "in": "query", "schema": {"type": "string"}, "description": "e.g. 0,10,20"}
+
+
+def _binary(media_type: str) -> dict[str, Any]:
+    return {
+        "description": media_type,
+        "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
+    }
+
+
+def _get(summary: str, params: list, ok: dict[str, Any]) -> dict[str, Any]:
+    return {"get": {"summary": summary, "parameters": [*_RUN_PARAMS, *params],
+                    "responses": {"200": ok, "400": _ERROR, "404": _ERROR}}}  # fmt: skip
+
+
+_NAMED = [_ref("name")]
+_MS = {"name": "ms", "in": "query", "schema": {"type": "integer"}, "description": "per frame"}
+_PNG, _GIF, _BYTES = _binary("image/png"), _binary("image/gif"), _binary("application/octet-stream")
+_ENDPOINTS = [
+    ("media", "Media names of a run, with kind and logged steps", [], _JSON),
+    ("media/{name}", "Records of a media name at one step", [*_NAMED, _STEP], _JSON),
+    (
+        "thumb/{name}",
+        "A record's thumbnail (WebP, at most 256 px)",
+        [*_NAMED, _STEP, _ITEM],
+        _binary("image/webp"),
+    ),
+    ("file/{name}", "A record's original file, by its digest", [*_NAMED, _STEP, _ITEM], _BYTES),
+    ("fits/{name}", "A FITS record's preview (ZScale, Asinh)", [*_NAMED, _STEP, _ITEM], _PNG),
+    ("fitsheader/{name}", "A FITS record's header", [*_NAMED, _STEP, _ITEM], _JSON),
+    (
+        "montage/{name}",
+        "Thumbnails of chosen steps, or one step's items, as one PNG",
+        [*_NAMED, _STEP, _STEPS],
+        _PNG,
+    ),
+    ("animation/{name}", "An animated GIF over the steps", [*_NAMED, _STEPS, _MS], _GIF),
+    ("points/{name}", "A point cloud: N×3 float32, then N×3 uint8 colours", [*_NAMED, _STEP, _ITEM], _BYTES),
+]
+OPENAPI["paths"].update(
+    {
+        f"/api/runs/{{source}}/{{run_id}}/{path}": _get(summary, params, ok)
+        for path, summary, params, ok in _ENDPOINTS
+    }
+)

@@ -18,12 +18,15 @@ from labstats.viewer.sources import Source
 
 
 @pytest.fixture
-def app_and_run(url, tmp_path):
+def app_and_run(url, tmp_path, monkeypatch):
+    monkeypatch.setenv("LABSTATS_ARTIFACT_DIR", str(tmp_path / "artifacts"))
     with labstats.Stats(tmp_path / "fuzz", name="fuzz <b>run</b>") as stats:
         for i in range(3000):
             stats.log(step=i, loss=float(np.cos(i / 50)), text=f"t{i}" if i % 100 == 0 else None)
         stats.log(step=5, weights=np.arange(12, dtype=np.float32).reshape(3, 4), odd=float("nan"))
-    return create_app({"local": Source("local", url)}), stats.run_id
+        for step in (0, 5, 10):  # media under the example name too: the media endpoints find it
+            stats.image("loss", np.full((6, 6, 3), step * 20, np.uint8), step=step)
+    return create_app({"local": Source("local", url, artifact_dir=str(tmp_path / "artifacts"))}), stats.run_id
 
 
 def test_api_answers_every_input_without_a_server_error(app_and_run):

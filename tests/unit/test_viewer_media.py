@@ -3,6 +3,7 @@ panels, thumbnails, originals by digest only, FITS previews and headers, montage
 point clouds; hostile names and missing files answered safely."""
 
 import io
+import json
 import re
 
 import numpy as np
@@ -178,3 +179,26 @@ def test_three_js_is_served_from_the_box_or_said_missing(client, tmp_path, url, 
     assert app.test_client().get("/vendor/three.min.js").data == b"var THREE = {};"
     missing = create_app({"local": Source("local", url)}, config={"THREE_JS": str(tmp_path / "none.js")})
     assert missing.test_client().get("/vendor/three.min.js").status_code == 404
+
+
+def test_hostile_records_never_reach_the_file_system(client, run_id, url):
+    """Records not written by labstats (a digest that is a path, steps that are not numbers,
+    JSON that is not a record) give 4xx answers; nothing outside the store is read."""
+    import redis
+
+    r = redis.Redis.from_url(url)
+    mid = media.media_id("evil")
+    r.hset(f"ls:run:{run_id}:media", "evil", json.dumps({"mid": mid, "kind": "fits"}))
+    r.hset(f"ls:run:{run_id}:m:{mid}", mapping={
+        "1:0": '{"step": 1, "item": 0, "kind": "fits", "digest": "../../../../etc/passwd"}',
+        "x:0": "not json", "2:0": '["a list"]', "3:0": '{"step": "3"}',
+    })  # fmt: skip
+    r.hset(f"ls:run:{run_id}:m:{mid}:t", mapping={"1:0": b"not a picture", "3:0": b"RIFF...."})
+    r.hset(f"ls:run:{run_id}:m:{mid}", "4:0", json.dumps({"step": 4, "kind": "image", "digest": "ab" * 32}))
+    r.hset(f"ls:run:{run_id}:m:{mid}:t", "4:0", b"\x89PNG broken")
+    for what in ("file", "fits", "fitsheader", "points", "thumb", "montage", "animation", "media"):
+        for query in ("", "?step=1", "?step=2", "?step=3", "?step=4", "?steps=1,4"):
+            answer = client.get(path(run_id, what, "evil") + query)
+            assert answer.status_code < 500, (what, query, answer.status_code)
+            assert b"root:" not in answer.data
+    assert client.get(f"/runs/local/{run_id}").status_code == 200

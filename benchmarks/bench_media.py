@@ -1,0 +1,154 @@
+#!/usr/bin/env python3
+"""Media benchmark, side by side in one run (each against its own fresh redis-server):
+
+- calling-thread cost of logging one 256×256 RGB image: labstats `Stats.image`, the
+  original design (`save_jpg`: Pillow encodes a JPEG and writes it on the training thread)
+  and tensorboardX `add_image`;
+- bytes stored per image (artifact file, Redis record + thumbnail);
+- the viewer's media panel for a name with 1,000 images: server time of the run page and
+  of the records at one step (what the slider asks), plus a 300-frame GIF;
+- a point cloud of 1,000,000 points: bytes sent and server time of the first draw.
+
+    make bench-media            # or: python benchmarks/bench_media.py [--images 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from bench_logger import RedisServer
+
+import labstats
+from labstats.viewer import create_app
+from labstats.viewer.sources import Source
+
+
+def per_call_us(fn, images: list[np.ndarray]) -> float:
+    start = time.perf_counter()
+    for i, image in enumerate(images):
+        fn(i, image)
+    return (time.perf_counter() - start) / len(images) * 1e6
+
+
+def timed(client, url: str) -> tuple[float, int]:
+    start = time.perf_counter()
+    response = client.get(url)
+    assert response.status_code == 200, (url, response.status_code, response.data[:200])
+    return time.perf_counter() - start, len(response.data)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1000, help="images logged for the gallery")
+    parser.add_argument("--calls", type=int, default=300, help="images per calling-thread measurement")
+    parser.add_argument("--points", type=int, default=1_000_000)
+    args = parser.parse_args()
+    rng = np.random.default_rng(0)
+    # Natural-looking pictures (smooth gradients plus noise), not pure noise: JPEG/PNG sizes
+    # then resemble a real sample grid.
+    yy, xx = np.mgrid[0:256, 0:256]
+    base = np.stack([xx, yy, (xx + yy) // 2], axis=-1).astype(np.float64)
+    images = [
+        np.clip(base + rng.normal(0, 8, base.shape) + k, 0, 255).astype(np.uint8) for k in range(args.calls)
+    ]
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="labstats-bench-") as tmp:
+        tmp = Path(tmp)
+        server = RedisServer(str(tmp))
+        try:
+            store = tmp / "artifacts"
+            with labstats.Stats(tmp / "run", url=server.url, capture_git=False, capture_freeze=False,
+                                artifact_dir=store) as stats:  # fmt: skip
+                labstats_us = per_call_us(lambda i, im: stats.image("sample", im, step=i), images)
+                flush_start = time.perf_counter()
+                stats.flush(120)
+                writer_ms = (time.perf_counter() - flush_start) * 1e3
+                seed_dir = tmp / "seed"
+                seed_dir.mkdir()
+
+                def original(i, image):
+                    # The original design: encode and write on the training thread.
+                    Image.fromarray(image).save(seed_dir / f"img{0:03}_s{i:05}_i{0:05}.jpg", quality=92)
+
+                original_us = per_call_us(original, images)
+            from tensorboardX import SummaryWriter
+
+            tbx = SummaryWriter(str(tmp / "tbx"))
+            tbx_us = per_call_us(lambda i, im: tbx.add_image("sample", im, i, dataformats="HWC"), images)
+            tbx.close()
+            tbx_bytes = sum(p.stat().st_size for p in (tmp / "tbx").rglob("*") if p.is_file()) / len(images)
+
+            run = labstats.connect(server.url).run(stats.run_id)
+            record = run.media("sample")[0]
+            thumb = len(run.thumbnail("sample", 0))
+            files = sum(p.stat().st_size for p in store.rglob("*") if p.is_file()) / len(images)
+            jpg = sum(p.stat().st_size for p in seed_dir.glob("*.jpg")) / len(images)
+            rows += [
+                ("calling thread, one 256×256 RGB image: labstats image()", f"{labstats_us:.0f} µs",
+                 f"{labstats_us / tbx_us:.3f}× tensorboardX"),
+                ("  original design (save_jpg: Pillow JPEG + write, on the thread)", f"{original_us:.0f} µs",
+                 f"{original_us / tbx_us:.2f}× tensorboardX"),
+                ("  tensorboardX add_image", f"{tbx_us:.0f} µs", "1×"),
+                ("  labstats writer thread, after the calls (PNG + thumbnail + store)",
+                 f"{writer_ms / len(images) * 1e3:.0f} µs/image", "off the training thread"),
+                ("bytes per image: labstats PNG in the store", f"{files / 1e3:.1f} kB", ""),
+                ("  labstats record + thumbnail in Redis", f"{(len(str(record)) + thumb) / 1e3:.1f} kB",
+                 f"thumbnail {thumb / 1e3:.1f} kB"),
+                ("  original JPEG (quality 92)", f"{jpg / 1e3:.1f} kB", ""),
+                ("  tensorboardX event file (PNG inside)", f"{tbx_bytes / 1e3:.1f} kB", ""),
+            ]  # fmt: skip
+
+            # A gallery of 1,000 images (small ones: the gallery reads records and thumbnails).
+            with labstats.Stats(tmp / "gallery", url=server.url, capture_git=False, capture_freeze=False,
+                                artifact_dir=store) as stats:  # fmt: skip
+                for k in range(args.images):
+                    stats.image("samples", np.full((32, 32, 3), k % 256, np.uint8), step=k * 10)
+                cloud = rng.normal(size=(args.points, 3)).astype(np.float32)
+                stats.points("cloud", cloud, step=0, colors=np.abs(cloud) / np.abs(cloud).max())
+            client = create_app({"local": Source("local", server.url, artifact_dir=str(store))}).test_client()
+            gallery = stats.run_id
+            page = [timed(client, f"/runs/local/{gallery}") for _ in range(5)]
+            slider = [
+                timed(client, f"/api/runs/local/{gallery}/media/samples?step={k * 10}")
+                for k in range(0, 1000, 50)
+            ]
+            thumbs = [
+                timed(client, f"/api/runs/local/{gallery}/thumb/samples?step={k * 10}")
+                for k in range(0, 1000, 50)
+            ]
+            gif_cold = timed(client, f"/api/runs/local/{gallery}/animation/samples")
+            gif_warm = timed(client, f"/api/runs/local/{gallery}/animation/samples")
+            first = timed(client, f"/api/runs/local/{gallery}/points/cloud")
+            again = timed(client, f"/api/runs/local/{gallery}/points/cloud")
+        finally:
+            server.stop()
+    median = statistics.median
+    rows += [
+        (f"run page with a {args.images:,}-image name (server time, median of 5)",
+         f"{median(t for t, _ in page) * 1e3:.0f} ms", "target ≤ 300 ms"),
+        ("  slider: records at one step", f"{median(t for t, _ in slider) * 1e3:.1f} ms", ""),
+        ("  one thumbnail (from Redis)", f"{median(t for t, _ in thumbs) * 1e3:.1f} ms",
+         f"{median(b for _, b in thumbs) / 1e3:.1f} kB"),
+        ("  animated GIF of 300 frames, made / cached",
+         f"{gif_cold[0] * 1e3:.0f} / {gif_warm[0] * 1e3:.0f} ms", f"{gif_cold[1] / 1e6:.1f} MB"),
+        (f"point cloud of {args.points:,} points, first draw (server time)", f"{first[0] * 1e3:.0f} ms",
+         f"{first[1] / 1e6:.1f} MB binary (200,000 points)"),
+        ("  the same again (cached)", f"{again[0] * 1e3:.0f} ms", ""),
+    ]  # fmt: skip
+    width = max(len(r[0]) for r in rows)
+    for name, value, note in rows:
+        print(f"{name:<{width}}  {value:>14}  {note}")
+
+
+if __name__ == "__main__":
+    main()
