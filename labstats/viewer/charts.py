@@ -105,8 +105,11 @@ def _build_line_chart(title: str, lines: list[tuple[str, str]], live: bool, targ
 
 
 def tensor_chart(title: str, value: np.ndarray, idx: int, target: str) -> dict:
-    """A 1-D tensor as a line over its elements, anything else as a heat-map (first axis ×
-    the rest flattened)."""
+    """A 1-D tensor as a line over its elements; a uint8 H×W×3 (or ×4) array as the colour
+    picture it is; anything else as a heat-map (first axis × the rest flattened). Row 0 is
+    at the top, as in the array."""
+    if value.dtype == np.uint8 and value.ndim == 3 and value.shape[-1] in (3, 4):
+        return _picture_chart(title, value, idx, target)
     data = np.nan_to_num(np.asarray(value, dtype=np.float64), nan=np.nan)
     if data.ndim <= 1:
         fig = figure(
@@ -128,12 +131,29 @@ def tensor_chart(title: str, value: np.ndarray, idx: int, target: str) -> dict:
         height=320,
         sizing_mode="stretch_width",
         x_range=(0, image.shape[1]),
-        y_range=(0, image.shape[0]),
+        y_range=(image.shape[0], 0),  # row 0 at the top
         tools="pan,wheel_zoom,box_zoom,reset,save,hover",
         tooltips=[("row", "$y{0}"), ("column", "$x{0}"), ("value", "@image")],
     )
     fig.image(image=[image], x=0, y=0, dw=image.shape[1], dh=image.shape[0], color_mapper=mapper)
     fig.add_layout(ColorBar(color_mapper=mapper), "right")
+    return json_item(fig, target)
+
+
+def _picture_chart(title: str, value: np.ndarray, idx: int, target: str) -> dict:
+    h, w, channels = value.shape
+    rgba = np.full((h, w, 4), 255, np.uint8)
+    rgba[..., :channels] = value
+    fig = figure(
+        title=f"{title} at idx {idx} (picture {h}×{w})",
+        height=min(640, max(160, 4 * h)),
+        sizing_mode="stretch_width",
+        x_range=(0, w),
+        y_range=(h, 0),  # row 0 at the top
+        match_aspect=True,
+        tools="pan,wheel_zoom,box_zoom,reset,save",
+    )
+    fig.image_rgba(image=[rgba.view(np.uint32).reshape(h, w)], x=0, y=0, dw=w, dh=h)
     return json_item(fig, target)
 
 

@@ -38,6 +38,7 @@ MAX_FRAMES = 300  # an animation shows at most this many steps (evenly chosen)
 MAX_MONTAGE = 64  # images in one montage
 MAX_PREVIEW_PX = 2048  # longer side of a FITS preview
 _CACHE_ITEMS = 32
+INLINE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")  # the only types shown inline
 
 _cache: OrderedDict[tuple, tuple[bytes, str]] = OrderedDict()
 _cache_lock = threading.Lock()
@@ -128,17 +129,24 @@ def thumb(source: str, run_id: str, name: str):
 
 @bp.get("/runs/<source>/<run_id>/file/<path:name>")
 def original(source: str, run_id: str, name: str):
-    """The original file, from the artifact store by the record's digest."""
+    """The original file, from the artifact store by the record's digest; a point cloud also
+    as OBJ text (``format=obj``). Only pictures are shown in the page; anything else (HTML
+    a user logged as a file, say) is always a download, never rendered on this origin."""
     run = get_run(source, run_id)
     step, item = _step_item()
     record = _record(run, name, step, item)
     data = _original(run, record)
-    mimetype = record.get("type") if isinstance(record.get("type"), str) else "application/octet-stream"
-    if not mimetype.startswith(("image/png", "image/jpeg", "image/webp", "image/gif")):
-        mimetype = "application/octet-stream" if request.args.get("download") is None else mimetype
     filename = _download_name(run, name, record)
+    if request.args.get("format") == "obj":
+        if record.get("kind") != "points":
+            raise ApiError(400, "format=obj is for point clouds")
+        data = media.obj_bytes(media.read_ply(data)[0])
+        filename = filename.rsplit(".", 1)[0] + ".obj"
+    mimetype = str(record.get("type", ""))
+    inline = mimetype in INLINE_TYPES and request.args.get("format") is None
     return send_file(
-        io.BytesIO(data), mimetype=mimetype, as_attachment=request.args.get("download") is not None,
+        io.BytesIO(data), mimetype=mimetype if inline else "application/octet-stream",
+        as_attachment=not inline or request.args.get("download") is not None,
         download_name=filename, max_age=3600, etag=str(record["digest"]),
     )  # fmt: skip
 
@@ -302,6 +310,7 @@ def _get(summary: str, params: list, ok: dict[str, Any]) -> dict[str, Any]:
 
 
 _NAMED = [_ref("name")]
+_FORMAT = {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["obj"]}}
 _MS = {"name": "ms", "in": "query", "schema": {"type": "integer"}, "description": "per frame"}
 _PNG, _GIF, _BYTES = _binary("image/png"), _binary("image/gif"), _binary("application/octet-stream")
 _ENDPOINTS = [
@@ -313,7 +322,7 @@ _ENDPOINTS = [
         [*_NAMED, _STEP, _ITEM],
         _binary("image/webp"),
     ),
-    ("file/{name}", "A record's original file, by its digest", [*_NAMED, _STEP, _ITEM], _BYTES),
+    ("file/{name}", "A record's original file, by its digest", [*_NAMED, _STEP, _ITEM, _FORMAT], _BYTES),
     ("fits/{name}", "A FITS record's preview (ZScale, Asinh)", [*_NAMED, _STEP, _ITEM], _PNG),
     ("fitsheader/{name}", "A FITS record's header", [*_NAMED, _STEP, _ITEM], _JSON),
     (

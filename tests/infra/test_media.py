@@ -138,6 +138,71 @@ def test_media_logged_during_a_tunnel_outage_arrive_after_it(host):
     assert wait_until(lambda: copies_match(web, digests(run_id)), timeout=60)
 
 
+def test_a_damaged_copy_is_moved_aside_and_sent_again(host, media_run):
+    web = box("webbox")
+    wanted = digests(media_run)
+    assert wait_until(lambda: copies_match(web, wanted), timeout=30)
+    digest = (
+        wanted["sky@0"] if "sky@0" in wanted else next(v for k, v in wanted.items() if k.startswith("sky"))
+    )
+    copy = f"{COPIES}/{digest[:2]}/{digest}"
+    with web.sudo():
+        web.check_output(f"printf 'flipped' | dd of={copy} bs=1 seek=100 conv=notrunc status=none")
+        assert web.file(copy).sha256sum != digest
+    status, _, body = https_get(f"/api/runs/trainbox/{media_run}/file/sky", token=web_token())
+    assert status == 502  # never served while damaged
+    with web.sudo():
+        web.check_output("systemctl start labstats-artifact-verify.service")
+        assert web.run(f"ls {COPIES}/.damaged/ | grep -c {digest}").stdout.strip() == "1"
+    with host.sudo():
+        host.check_output("systemctl start labstats-artifact-push.service")
+    assert wait_until(lambda: copies_match(web, wanted), timeout=30)
+    status, _, body = https_get(f"/api/runs/trainbox/{media_run}/file/sky", token=web_token())
+    assert status == 200
+    assert hashlib.sha256(body).hexdigest() == digest
+
+
+FULL_STORE = """
+import sys, logging, numpy as np, labstats
+logging.basicConfig(level=logging.WARNING)
+with labstats.Stats("runs/" + sys.argv[1], artifact_dir=sys.argv[2]) as stats:
+    rng = np.random.default_rng(0)
+    for step in range(20):
+        stats.log(step=step, loss=1.0 / (step + 1))
+        stats.image("noise", rng.integers(0, 255, (128, 128, 3), dtype=np.uint8), step=step)
+print(stats.run_id)
+"""
+
+
+def test_a_full_artifact_store_warns_once_and_the_run_goes_on(host):
+    store = "/mnt/full-store"
+    with host.sudo():
+        host.check_output(f"mkdir -p {store} && mount -t tmpfs -o size=64k,mode=1777 tmpfs {store}")
+    try:
+        with host.sudo("researcher"):
+            result = host.run(
+                "cd ~ && /opt/labstats/venv/bin/python -c %s %s %s", FULL_STORE, "full-store", store
+            )
+        assert result.rc == 0, result.stderr
+        assert result.stderr.count("cannot write media") == 1, result.stderr
+        with host.sudo():
+            leftovers = host.check_output(f"find {store} -name '.part-*' | wc -l")
+    finally:
+        with host.sudo():
+            host.run(f"umount {store}")
+    assert leftovers == "0"  # nothing half-written stays
+    check = (
+        "import labstats; run = labstats.connect().run('full-store'); "
+        "print(len(run.series('loss')), run.meta.get('media_failed'), len(run.media('noise')))"
+    )
+    with host.sudo("researcher"):
+        out = host.check_output("cd ~ && /opt/labstats/venv/bin/python -c %s", check)
+    logged, failed, recorded = out.split()
+    assert logged == "20"  # every scalar arrived
+    assert int(failed) + int(recorded) == 20  # each image either stored whole or said lost
+    assert int(failed) > 0
+
+
 def test_the_receiving_key_only_writes_into_its_own_folder(host):
     web = box("webbox")
     hub = tunnel_address(web)

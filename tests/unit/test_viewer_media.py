@@ -132,6 +132,25 @@ def test_point_cloud_is_decimated_and_binary(client, run_id):
     assert len(answer.data) == n * 12 + n * 3
 
 
+def test_points_download_as_ply_or_obj_and_files_never_render(client, run_id, tmp_path, url, store):
+    ply = client.get(path(run_id, "file", "cloud"))
+    assert ply.data.startswith(b"ply\n")
+    assert "attachment" in ply.headers["Content-Disposition"]
+    obj = client.get(path(run_id, "file", "cloud") + "?format=obj")
+    assert (
+        obj.headers["Content-Disposition"].endswith('.obj"') or ".obj" in obj.headers["Content-Disposition"]
+    )
+    assert len(obj.data.decode().splitlines()) == 300_000
+    assert client.get(path(run_id, "file", "sky") + "?format=obj").status_code == 400
+    page = tmp_path / "evil.html"
+    page.write_text("<script>alert(1)</script>")
+    with labstats.Stats(tmp_path / "run2") as stats:
+        stats.file("page", page, step=1)
+    answer = client.get(path(stats.run_id, "file", "page"))
+    assert answer.mimetype == "application/octet-stream"
+    assert "attachment" in answer.headers["Content-Disposition"]
+
+
 @pytest.mark.parametrize(
     "target",
     [
@@ -202,3 +221,17 @@ def test_hostile_records_never_reach_the_file_system(client, run_id, url):
             assert answer.status_code < 500, (what, query, answer.status_code)
             assert b"root:" not in answer.data
     assert client.get(f"/runs/local/{run_id}").status_code == 200
+
+
+def test_a_picture_logged_as_a_tensor_is_shown_as_a_picture_row_0_on_top():
+    """An 8×8 RGB uint8 array logged with log() is drawn in colour (not an 8×24 heat-map),
+    and every array view has row 0 at the top."""
+    from labstats.viewer import charts
+
+    picture = np.zeros((8, 8, 3), np.uint8)
+    picture[0] = (255, 0, 0)
+    spec = json.dumps(charts.tensor_chart("img", picture, 3, "t"))
+    assert '"ImageRGBA"' in spec
+    assert '"Image"' not in spec.replace('"ImageRGBA"', "")
+    heat = json.dumps(charts.tensor_chart("w", np.eye(4), 3, "t"))
+    assert '"start":4' in heat.replace(" ", "")  # the y range runs from the last row down to 0

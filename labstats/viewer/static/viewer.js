@@ -106,6 +106,13 @@ function mediaFigure(panel, record) {
   link.textContent = ` original (${Math.max(1, Math.round((record.bytes || 0) / 1024))} KiB)`;
   link.className = "download";
   caption.append(link);
+  if (kind === "points") {
+    const obj = document.createElement("a");
+    obj.href = `${panel.dataset.file}?${query}&format=obj`;
+    obj.textContent = " as OBJ";
+    obj.className = "download";
+    caption.append(obj);
+  }
   figure.append(caption);
   return figure;
 }
