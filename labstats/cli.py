@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from labstats import archive, reader, regenerate, replay
+from labstats import archive, reader, regenerate, replay, tbimport
 from labstats.config import LabstatsError
 
 EX_TEMPFAIL = 75  # replay: Redis cannot be reached now; try again later (the timer does)
@@ -142,6 +142,14 @@ def cmd_archive(lab: reader.Lab, args: argparse.Namespace) -> int:
     if not runs:
         print("nothing to archive")
     return 1 if failed else 0
+
+
+def cmd_import_tb(lab: reader.Lab, args: argparse.Namespace) -> int:
+    one_store(lab, "import-tb")
+    results = tbimport.import_tb(args.logdir, url=args.url, prefix=args.prefix, progress=print)
+    imported = [r for r in results if r.run]
+    print(f"{len(imported)} runs imported, {len(results) - len(imported)} skipped")
+    return 0
 
 
 def cmd_unarchive(lab: reader.Lab, args: argparse.Namespace) -> int:
@@ -307,6 +315,10 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--dir", help="archive folder (default: archive_dir of the config, see labstats.config)")
     p.set_defaults(func=cmd_archive)
+
+    p = _documented(sub, "import-tb", tbimport, "import TensorBoard event files, one run per run folder")
+    p.add_argument("logdir", help="the folder TensorBoard would be given (--logdir)")
+    p.set_defaults(func=cmd_import_tb)
 
     p = sub.add_parser("unarchive", help="put archived runs' points back into Redis (the files are kept)")
     p.add_argument("runs", nargs="+", help="run names or ids")

@@ -249,6 +249,19 @@ class Stats:
         writer.put_points(step, captured)
         return step
 
+    def histogram(self, name: str, values: Any, step: int | None = None, *, bins: int = 64) -> int:
+        """Record a histogram of ``values`` (``bins`` equal bins between their finite min and
+        max; on the GPU for CUDA tensors) at ``step`` (default: the current step), like
+        ``watch(..., kind="histogram")`` does at every update. Returns the step."""
+        writer = self._require_writer()
+        _check_series_name(name)
+        if int(bins) < 1:
+            raise ValueError("labstats: bins must be at least 1")
+        step = _as_step(step) if step is not None else max(self._last_step, 0)
+        writer.put_points(step, {name: self._capture(values, name, bins=int(bins))})
+        self._last_step = step
+        return step
+
     def add_scalar(self, tag: str, value: Any, global_step: int | None = None) -> None:
         """TensorBoard-style alias of :meth:`log` for one value."""
         _check_series_name(tag)
@@ -337,6 +350,14 @@ class Stats:
         self._media("points", "shape", points, self._seed_step(step), files=files)
         return Path(f"{base}.obj")
 
+    def _backdate(self, started: float) -> None:
+        """Give the run an earlier start (an imported run: its first event's time)."""
+        k = self.keys
+        self._require_writer().put_commands([
+            cmd("HSET", k.run(self.run_id), "started", f"{started:.3f}"),
+            cmd("ZADD", k.runs, f"{started:.3f}", self.run_id),
+        ])  # fmt: skip
+
     def _seed_step(self, step: int) -> int:
         return self._last_step if self._last_step >= 0 else _as_step(step)
 
@@ -378,8 +399,16 @@ class Stats:
         """Wait until everything logged so far is in Redis or safely spooled on disk."""
         return self._writer.flush(timeout) if self._writer else True
 
-    def close(self, status: str = schema.FINISHED, reason: str = "", timeout: float = 10.0) -> None:
-        """Mark the run finished (or crashed), flush and stop the writer. Idempotent."""
+    def close(
+        self,
+        status: str = schema.FINISHED,
+        reason: str = "",
+        timeout: float = 10.0,
+        *,
+        ended: float | None = None,
+    ) -> None:
+        """Mark the run finished (or crashed), flush and stop the writer. Idempotent.
+        ``ended``: when the run ended (unix seconds), if not now (an imported run)."""
         with self._lock:
             if self._closed or self._writer is None:
                 return
@@ -387,7 +416,7 @@ class Stats:
         if self._freeze_thread is not None:
             self._freeze_thread.join(timeout)  # its record goes out with the rest
         k, run = self.keys, self.run_id
-        fields = ["status", status, "ended", f"{time.time():.3f}"]
+        fields = ["status", status, "ended", f"{time.time() if ended is None else ended:.3f}"]
         if reason:
             fields += ["reason", reason]
         self._writer.put_commands(

@@ -1,0 +1,235 @@
+"""Import TensorBoard event files: one labstats run per run folder.
+
+    labstats import-tb LOGDIR          # or: labstats.import_tb("LOGDIR")
+
+Every folder under LOGDIR that holds event files (``events.out.tfevents.*``, written by
+torch's SummaryWriter, tensorboardX or TensorFlow) becomes a run named after its path
+(``LOGDIR/exp1/seed2`` → ``exp1/seed2``; LOGDIR itself → its own name). Read with
+TensorBoard's own reader: scalars, histograms (their buckets spread onto 64 equal bins, as
+labstats stores histograms), images, text, and the hyperparameters of ``add_hparams`` (the
+run's config). Steps are kept; the run starts and ends at its first and last event's wall
+time, and the series ``_walltime`` holds the wall time of each step. A folder imported once
+is skipped the next time (the run records where it came from). Needs ``labstats[tb]``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import os
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from labstats import schema
+from labstats.chunks import cmd
+from labstats.config import LabstatsError
+from labstats.logger import Stats
+from labstats.snapshot import CountedHistogram
+from labstats.tb import HISTOGRAM_BINS
+
+EVENT_FILES = "events.out.tfevents.*"
+
+
+@dataclass
+class Imported:
+    folder: Path
+    run: str = ""  # the run's name ("" when skipped)
+    skipped: str = ""  # why it was skipped
+    counts: dict[str, int] = field(default_factory=dict)
+
+
+def run_folders(logdir: Path) -> list[Path]:
+    """Folders under (and including) ``logdir`` that hold event files, sorted."""
+    if not logdir.is_dir():
+        raise LabstatsError(f"{logdir} is not a folder")
+    return sorted({p.parent for p in logdir.rglob(EVENT_FILES) if p.is_file()})
+
+
+def import_tb(
+    logdir: str | os.PathLike,
+    *,
+    url: str | None = None,
+    prefix: str | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> list[Imported]:
+    """Import every run folder of ``logdir`` (see the module docstring); returns what was done."""
+    from labstats.reader import connect
+
+    root = Path(logdir).resolve()
+    say = progress or (lambda text: None)
+    folders = run_folders(root)
+    if not folders:
+        raise LabstatsError(f"no TensorBoard event files under {root}")
+    lab = connect(url, prefix)
+    if not hasattr(lab, "redis"):
+        raise LabstatsError("import into one store: give --url, or run it where the config names one")
+    done = _imported_folders(lab)
+    results = []
+    for n, folder in enumerate(folders, 1):
+        name = root.name if folder == root else folder.relative_to(root).as_posix()
+        if str(folder) in done:
+            results.append(Imported(folder, skipped=f"imported already as {done[str(folder)]}"))
+            say(f"[{n}/{len(folders)}] {name}: imported already as {done[str(folder)]}, skipped")
+            continue
+        result = _import_folder(folder, name, url, prefix, say, f"[{n}/{len(folders)}]")
+        results.append(result)
+    return results
+
+
+def _imported_folders(lab) -> dict[str, str]:
+    """Folder → run name of every run imported before."""
+    found = {}
+    for run in lab.runs(limit=None):
+        source = run.meta.get("imported_from")
+        if isinstance(source, str):
+            try:
+                found[json.loads(source)["folder"]] = run.name
+            except (ValueError, KeyError, TypeError):
+                continue
+    return found
+
+
+def _accumulator(folder: Path):
+    try:
+        from tensorboard.backend.event_processing import event_accumulator as ea
+    except ImportError:
+        raise LabstatsError(
+            "importing TensorBoard files needs the tensorboard package: pip install 'labstats[tb]'"
+        ) from None
+    everything = {ea.SCALARS: 0, ea.HISTOGRAMS: 0, ea.IMAGES: 0, ea.TENSORS: 0, ea.COMPRESSED_HISTOGRAMS: 1,
+                  ea.AUDIO: 1}  # fmt: skip
+    acc = ea.EventAccumulator(str(folder), size_guidance=everything)
+    acc.Reload()
+    return acc
+
+
+def _import_folder(folder: Path, name: str, url, prefix, say, position: str) -> Imported:
+    acc = _accumulator(folder)
+    tags = acc.Tags()
+    points: dict[int, dict[str, Any]] = {}  # step -> series values (scalars, histograms, text)
+    walltimes: dict[int, float] = {}
+    counts = {"scalars": 0, "histograms": 0, "images": 0, "texts": 0}
+    hparams: dict[str, Any] = {}
+
+    def add(step: int, wall: float, tag: str, value: Any) -> None:
+        points.setdefault(step, {})[series_name(tag)] = value
+        walltimes[step] = min(wall, walltimes.get(step, wall))
+
+    for tag in tags.get("scalars", []):
+        for event in acc.Scalars(tag):
+            add(event.step, event.wall_time, tag, float(event.value))
+            counts["scalars"] += 1
+    for tag in tags.get("histograms", []):
+        for event in acc.Histograms(tag):
+            add(event.step, event.wall_time, tag, CountedHistogram(histogram_bins(event.histogram_value)))
+            counts["histograms"] += 1
+    with contextlib.suppress(KeyError):  # add_hparams: plugin metadata without values
+        for content in acc.PluginTagToContent("hparams").values():
+            hparams.update(_hparams(content))
+    for tag in tags.get("tensors", []):
+        plugin = acc.SummaryMetadata(tag).plugin_data.plugin_name
+        if plugin == "hparams":
+            continue
+        # torch and tensorboardX write add_text("note") as the tag "note/text_summary".
+        shown = tag.removesuffix("/text_summary") if plugin == "text" else tag
+        for event in acc.Tensors(tag):
+            value = _tensor_value(plugin, event.tensor_proto)
+            if value is not None:
+                add(event.step, event.wall_time, shown, value)
+                counts["texts" if isinstance(value, str) else "scalars"] += 1
+    images = [(tag, event) for tag in tags.get("images", []) for event in acc.Images(tag)]
+    for _, event in images:
+        walltimes[event.step] = min(event.wall_time, walltimes.get(event.step, event.wall_time))
+    if not walltimes and not hparams:
+        say(f"{position} {name}: no scalars, histograms, images or text, skipped")
+        return Imported(folder, skipped="nothing to import")
+
+    files = {p.name: p.stat().st_size for p in sorted(folder.glob(EVENT_FILES))}
+    stats = Stats(folder, name=name, url=url, prefix=prefix, config=hparams, tags=["tensorboard"],
+                  capture_git=False, capture_freeze=False, handle_signals=False)  # fmt: skip
+    try:
+        origin = json.dumps({"folder": str(folder), "files": files}, sort_keys=True)
+        stats._require_writer().put_commands(
+            [cmd("HSET", stats.keys.run(stats.run_id), "imported_from", origin)]
+        )
+        if walltimes:
+            stats._backdate(min(walltimes.values()))
+        for step in sorted(set(points) | set(walltimes)):
+            values = dict(points.get(step, {}))
+            if step in walltimes:
+                values["_walltime"] = walltimes[step]
+            stats._put(step, values)
+        for tag, event in images:
+            from PIL import Image
+
+            picture = Image.open(io.BytesIO(event.encoded_image_string))
+            stats.image(series_name(tag), picture, event.step)
+            counts["images"] += 1
+    except BaseException:
+        stats.close("crashed", "import interrupted")
+        raise
+    stats.close(ended=max(walltimes.values()) if walltimes else None)
+    shown = ", ".join(f"{v:,} {k}" for k, v in counts.items() if v)
+    say(f"{position} {name}: {shown or 'hyperparameters only'} → run {stats.name}")
+    return Imported(folder, run=stats.name, counts=counts)
+
+
+def histogram_bins(h, bins: int = HISTOGRAM_BINS) -> np.ndarray:
+    """TensorBoard's HistogramProto as labstats stores histograms: float64 [min, max,
+    count_0, ..., count_{bins-1}] over equal bins between min and max. Each of TensorBoard's
+    buckets (its upper limits, the first starting at min) goes to the bin of its middle."""
+    low, high = float(h.min), float(h.max)
+    counts = np.zeros(bins)
+    limits = np.asarray(h.bucket_limit, dtype=np.float64)
+    amounts = np.asarray(h.bucket, dtype=np.float64)
+    if len(limits) and high > low:
+        lower = np.maximum(np.concatenate([[low], limits[:-1]]), low)
+        upper = np.minimum(limits, high)
+        middle = (lower + np.maximum(upper, lower)) / 2
+        which = np.clip(((middle - low) / (high - low) * bins).astype(int), 0, bins - 1)
+        np.add.at(counts, which, amounts)
+    else:
+        counts[0] = amounts.sum()
+    return np.concatenate([[low, high], counts])
+
+
+def _tensor_value(plugin: str, proto) -> Any:
+    from tensorboard.util import tensor_util
+
+    array = tensor_util.make_ndarray(proto)
+    if plugin == "text":
+        flat = array.reshape(-1)
+        texts = [v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in flat]
+        return texts[0] if len(texts) == 1 else "\n".join(texts)
+    if plugin == "scalars" and array.size == 1:
+        return float(array.reshape(-1)[0])
+    return None
+
+
+def _hparams(content: bytes) -> dict[str, Any]:
+    """The hyperparameters of add_hparams (the hparams plugin's session start info)."""
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    data = plugin_data_pb2.HParamsPluginData.FromString(content)
+    if not data.HasField("session_start_info"):
+        return {}
+    out = {}
+    for key, value in data.session_start_info.hparams.items():
+        kind = value.WhichOneof("kind")
+        out[key] = getattr(value, kind) if kind else None
+    return out
+
+
+def series_name(tag: str) -> str:
+    """A TensorBoard tag as a labstats series name (which travels in URL paths): empty,
+    "." and ".." parts and control characters are dropped."""
+    if schema.series_name_problem(tag) is None:
+        return tag
+    clean = "".join(c for c in tag if ord(c) >= 32 and ord(c) != 127)
+    clean = "/".join(part for part in clean.split("/") if part not in ("", ".", ".."))
+    return clean[: schema.MAX_NAME_CHARS] or "unnamed"
