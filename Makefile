@@ -64,8 +64,9 @@ molecule: image venv ## Molecule scenarios: converge, idempotence, testinfra ver
 
 test: lint unit molecule ## Everything CI runs
 
-bench-logger: venv ## Logger overhead against the original design and tensorboardX
+bench-logger: venv ## Logger overhead against the original design and tensorboardX; the SummaryWriter shim and import-tb
 	$(BIN)/python benchmarks/bench_logger.py
+	$(BIN)/python benchmarks/bench_tb.py
 
 bench-gpu: venv ## Logging cost in a GPU training loop (CPU when no GPU), writer throughput
 	$(BIN)/python benchmarks/bench_gpu.py

@@ -70,8 +70,12 @@ class SummaryWriter:
         new_style: bool = False,
         double_precision: bool = False,
     ) -> None:
-        self._walltime(walltime)
-        self.stats.log(step=self._step(global_step), **{tag: scalar_value})
+        # The call made every step: kept to the one call into the logger.
+        if walltime is not None:
+            self._walltime(walltime)
+        self.stats.log(
+            max(self.stats._last_step, 0) if global_step is None else global_step, **{tag: scalar_value}
+        )
 
     def add_scalars(
         self,
