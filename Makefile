@@ -9,7 +9,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 0
 
-.PHONY: help host venv lock image lab lab-down lab-status lint unit molecule test restore-drill bench bench-gpu bench-logger bench-viewer bench-archive bench-replication bench-outage lab-test clean
+.PHONY: help host venv lock image lab lab-down lab-status lint unit package molecule test bench-media restore-drill bench bench-gpu bench-logger bench-viewer bench-archive bench-replication bench-outage lab-test clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -62,7 +62,11 @@ unit: venv ## Unit tests: the labstats package against a real redis-server, role
 molecule: image venv ## Molecule scenarios: converge, idempotence, testinfra verify
 	molecule test --all
 
-test: lint unit molecule ## Everything CI runs
+package: venv ## Build the sdist and wheel into dist/ (python -m build) and check the wheel holds what the viewer serves
+	rm -rf dist && $(BIN)/python -m build --no-isolation --outdir dist . >/dev/null
+	$(BIN)/python scripts/check-wheel.py dist/*.whl
+
+test: lint unit package molecule ## Everything CI runs
 
 bench-logger: venv ## Logger overhead against the original design and tensorboardX; the SummaryWriter shim and import-tb
 	$(BIN)/python benchmarks/bench_logger.py
