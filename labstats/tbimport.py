@@ -33,6 +33,7 @@ from labstats.snapshot import CountedHistogram
 from labstats.tb import HISTOGRAM_BINS
 
 EVENT_FILES = "events.out.tfevents.*"
+FLUSH_EVERY = 50_000  # steps
 
 
 @dataclass
@@ -159,11 +160,13 @@ def _import_folder(folder: Path, name: str, url, prefix, say, position: str) -> 
         )
         if walltimes:
             stats._backdate(min(walltimes.values()))
-        for step in sorted(set(points) | set(walltimes)):
+        for n, step in enumerate(sorted(set(points) | set(walltimes)), 1):
             values = dict(points.get(step, {}))
             if step in walltimes:
                 values["_walltime"] = walltimes[step]
             stats._put(step, values)
+            if n % FLUSH_EVERY == 0:  # an import is faster than any training loop: let the writer keep up
+                stats.flush(600)
         for tag, event in images:
             from PIL import Image
 
