@@ -117,9 +117,15 @@ def _import_folder(folder: Path, name: str, url, prefix, say, position: str) -> 
     counts = {"scalars": 0, "histograms": 0, "images": 0, "texts": 0}
     hparams: dict[str, Any] = {}
 
+    last = [0.0]  # the latest wall time seen: when the run ended
+
+    def seen(step: int, wall: float) -> None:
+        walltimes[step] = min(wall, walltimes.get(step, wall))
+        last[0] = max(last[0], wall)
+
     def add(step: int, wall: float, tag: str, value: Any) -> None:
         points.setdefault(step, {})[series_name(tag)] = value
-        walltimes[step] = min(wall, walltimes.get(step, wall))
+        seen(step, wall)
 
     for tag in tags.get("scalars", []):
         for event in acc.Scalars(tag):
@@ -132,6 +138,9 @@ def _import_folder(folder: Path, name: str, url, prefix, say, position: str) -> 
     with contextlib.suppress(KeyError):  # add_hparams: plugin metadata without values
         for content in acc.PluginTagToContent("hparams").values():
             hparams.update(_hparams(content))
+    images = [(tag, e.step, e.wall_time, e.encoded_image_string) for tag in tags.get("images", [])
+              for e in acc.Images(tag)]  # fmt: skip
+    # TensorFlow 2 (tf.summary) writes everything as tensors, told apart by their plugin.
     for tag in tags.get("tensors", []):
         plugin = acc.SummaryMetadata(tag).plugin_data.plugin_name
         if plugin == "hparams":
@@ -140,12 +149,13 @@ def _import_folder(folder: Path, name: str, url, prefix, say, position: str) -> 
         shown = tag.removesuffix("/text_summary") if plugin == "text" else tag
         for event in acc.Tensors(tag):
             value = _tensor_value(plugin, event.tensor_proto)
-            if value is not None:
+            if isinstance(value, bytes):
+                images.append((tag, event.step, event.wall_time, value))
+            elif value is not None:
                 add(event.step, event.wall_time, shown, value)
-                counts["texts" if isinstance(value, str) else "scalars"] += 1
-    images = [(tag, event) for tag in tags.get("images", []) for event in acc.Images(tag)]
-    for _, event in images:
-        walltimes[event.step] = min(event.wall_time, walltimes.get(event.step, event.wall_time))
+                counts[_kind(value)] += 1
+    for _, step, wall, _ in images:
+        seen(step, wall)
     if not walltimes and not hparams:
         say(f"{position} {name}: no scalars, histograms, images or text, skipped")
         return Imported(folder, skipped="nothing to import")
@@ -167,37 +177,47 @@ def _import_folder(folder: Path, name: str, url, prefix, say, position: str) -> 
             stats._put(step, values)
             if n % FLUSH_EVERY == 0:  # an import is faster than any training loop: let the writer keep up
                 stats.flush(600)
-        for tag, event in images:
+        for tag, step, _, encoded in images:
             from PIL import Image
 
-            picture = Image.open(io.BytesIO(event.encoded_image_string))
-            stats.image(series_name(tag), picture, event.step)
+            stats.image(series_name(tag), Image.open(io.BytesIO(encoded)), step)
             counts["images"] += 1
     except BaseException:
         stats.close("crashed", "import interrupted")
         raise
-    stats.close(ended=max(walltimes.values()) if walltimes else None)
+    stats.close(ended=last[0] if walltimes else None)
     shown = ", ".join(f"{v:,} {k}" for k, v in counts.items() if v)
     say(f"{position} {name}: {shown or 'hyperparameters only'} → run {stats.name}")
     return Imported(folder, run=stats.name, counts=counts)
 
 
+def _kind(value: Any) -> str:
+    if isinstance(value, str):
+        return "texts"
+    return "histograms" if isinstance(value, CountedHistogram) else "scalars"
+
+
 def histogram_bins(h, bins: int = HISTOGRAM_BINS) -> np.ndarray:
-    """TensorBoard's HistogramProto as labstats stores histograms: float64 [min, max,
-    count_0, ..., count_{bins-1}] over equal bins between min and max. Each of TensorBoard's
-    buckets (its upper limits, the first starting at min) goes to the bin of its middle."""
-    low, high = float(h.min), float(h.max)
-    counts = np.zeros(bins)
+    """TensorBoard's HistogramProto (torch, tensorboardX, TF1) as labstats stores histograms:
+    float64 [min, max, count_0, ..., count_{bins-1}] over equal bins between min and max.
+    Its buckets are upper limits, the first one starting at min."""
     limits = np.asarray(h.bucket_limit, dtype=np.float64)
-    amounts = np.asarray(h.bucket, dtype=np.float64)
-    if len(limits) and high > low:
-        lower = np.maximum(np.concatenate([[low], limits[:-1]]), low)
-        upper = np.minimum(limits, high)
+    lower = np.concatenate([[h.min], limits[:-1]]) if len(limits) else limits
+    return spread(float(h.min), float(h.max), lower, limits, np.asarray(h.bucket, dtype=np.float64), bins)
+
+
+def spread(low: float, high: float, lower, upper, amounts, bins: int = HISTOGRAM_BINS) -> np.ndarray:
+    """Buckets [lower, upper] with counts onto ``bins`` equal bins between low and high:
+    each bucket goes to the bin of its middle."""
+    counts = np.zeros(bins)
+    if len(amounts) and high > low:
+        lower = np.maximum(np.asarray(lower, dtype=np.float64), low)
+        upper = np.minimum(np.asarray(upper, dtype=np.float64), high)
         middle = (lower + np.maximum(upper, lower)) / 2
         which = np.clip(((middle - low) / (high - low) * bins).astype(int), 0, bins - 1)
         np.add.at(counts, which, amounts)
     else:
-        counts[0] = amounts.sum()
+        counts[0] = float(np.sum(amounts))
     return np.concatenate([[low, high], counts])
 
 
@@ -211,6 +231,13 @@ def _tensor_value(plugin: str, proto) -> Any:
         return texts[0] if len(texts) == 1 else "\n".join(texts)
     if plugin == "scalars" and array.size == 1:
         return float(array.reshape(-1)[0])
+    if plugin == "histograms" and array.ndim == 2 and array.shape[1] == 3:  # rows: left, right, count
+        if not len(array):
+            return CountedHistogram(spread(0.0, 0.0, [], [], []))
+        low, high = float(array[0, 0]), float(array[-1, 1])
+        return CountedHistogram(spread(low, high, array[:, 0], array[:, 1], array[:, 2]))
+    if plugin == "images" and array.ndim == 1 and len(array) > 2:  # width, height, then encoded pictures
+        return bytes(array[2])
     return None
 
 

@@ -178,3 +178,60 @@ def test_import_of_a_folder_without_event_files_is_refused(tmp_path, url, capsys
 )
 def test_tags_become_valid_series_names(tag, name):
     assert tbimport.series_name(tag) == name
+
+
+def write_tf2_style(folder):
+    """Event files as TensorFlow 2's tf.summary writes them: every value a tensor told apart
+    by its plugin (built with TensorBoard's own summary protos and event writer, so no
+    TensorFlow install is needed)."""
+    from tensorboard.compat.proto import event_pb2, summary_pb2
+    from tensorboard.plugins.histogram import summary_v2 as histogram
+    from tensorboard.plugins.image import metadata as image_metadata
+    from tensorboard.plugins.scalar import summary_v2 as scalar
+    from tensorboard.plugins.text import summary_v2 as text
+    from tensorboard.summary.writer.event_file_writer import EventFileWriter
+    from tensorboard.util import tensor_util
+
+    png = io.BytesIO()
+    Image.fromarray(np.full((6, 4, 3), 200, np.uint8)).save(png, "PNG")
+    encoded = tensor_util.make_tensor_proto(np.array([b"4", b"6", png.getvalue()], dtype=object))
+    metadata = image_metadata.create_summary_metadata("picture", "")
+    picture = summary_pb2.Summary(
+        value=[summary_pb2.Summary.Value(tag="picture", metadata=metadata, tensor=encoded)]
+    )
+    writer = EventFileWriter(str(folder))
+    rng = np.random.default_rng(1)
+    for step in range(5):
+        weights = histogram.histogram_pb("tf/weights", rng.normal(step, 1, 500), buckets=20)
+        for summary in (scalar.scalar_pb("tf/loss", 1.0 / (step + 1)), weights):
+            writer.add_event(event_pb2.Event(wall_time=1_700_000_000 + step, step=step, summary=summary))
+    writer.add_event(event_pb2.Event(wall_time=1_700_000_010, step=4, summary=picture))
+    writer.add_event(
+        event_pb2.Event(wall_time=1_700_000_011, step=4, summary=text.text_pb("tf/note", "fine"))
+    )
+    writer.close()
+
+
+def test_import_of_tensorflow_2_style_summaries(tmp_path, store, lab, url):
+    write_tf2_style(tmp_path / "tf2" / "run1")
+    (result,) = labstats.import_tb(tmp_path / "tf2", url=url)
+    run = lab.run(result.run)
+    acc = accumulated(result.folder)
+    losses = [float(tensor_util_value(e)) for e in acc.Tensors("tf/loss")]
+    assert run.series("tf/loss").values.tolist() == losses  # float32 in the file, exactly
+    assert losses == pytest.approx([1.0, 0.5, 1 / 3, 0.25, 0.2])
+    weights = run.series("tf/weights")
+    for stored, event in zip(weights.values, acc.Tensors("tf/weights"), strict=True):
+        buckets = tensor_util_value(event)
+        assert stored[2:].sum() == buckets[:, 2].sum() == 500
+        assert stored[:2].tolist() == [buckets[0, 0], buckets[-1, 1]]
+    assert run.artifact("picture", 4, as_="array").shape == (6, 4, 3)
+    assert run.series("tf/note").values == ["fine"]
+    assert float(run.meta["started"]) == 1_700_000_000
+    assert float(run.meta["ended"]) == 1_700_000_011
+
+
+def tensor_util_value(event):
+    from tensorboard.util import tensor_util
+
+    return tensor_util.make_ndarray(event.tensor_proto)
