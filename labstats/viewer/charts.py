@@ -11,7 +11,7 @@ from urllib.parse import quote
 import numpy as np
 from bokeh import events
 from bokeh.embed import json_item
-from bokeh.models import AjaxDataSource, ColorBar, CustomJS, HoverTool, LinearColorMapper
+from bokeh.models import AjaxDataSource, ColorBar, ColumnDataSource, CustomJS, HoverTool, LinearColorMapper
 from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
 
@@ -45,12 +45,15 @@ def series_url(source: str, run_id: str, name: str) -> str:
     )
 
 
-def line_chart(title: str, lines: list[tuple[str, str]], live: bool, target: str) -> dict:
-    """A chart with one line per (legend label, data URL), as a Bokeh JSON item.
+def line_chart(
+    title: str, lines: list[tuple[str, str]], live: bool, target: str, log_y: bool = False
+) -> dict:
+    """A chart with one line per (legend label, data URL), as a Bokeh JSON item; ``log_y``
+    for a logarithmic y axis.
 
-    Building a Bokeh figure costs ~25 ms, so one is built per (line count, live) and
+    Building a Bokeh figure costs ~25 ms, so one is built per (line count, live, log) and
     reused: its model ids are made unique per chart and the placeholders filled in."""
-    text = _ID.sub(lambda m: f'"{target}-{m.group(1)}"', _chart_template(len(lines), live))
+    text = _ID.sub(lambda m: f'"{target}-{m.group(1)}"', _chart_template(len(lines), live, log_y))
     fills = {"__TITLE__": title, "__TARGET__": target}
     for k, (label, url) in enumerate(lines):
         fills[f"__LABEL_{k}__"] = label
@@ -65,17 +68,23 @@ _ID = re.compile(r'"(p\d+)"')
 
 
 @functools.lru_cache(maxsize=32)
-def _chart_template(n_lines: int, live: bool) -> str:
+def _chart_template(n_lines: int, live: bool, log_y: bool) -> str:
     lines = [(f"__LABEL_{k}__", f"__URL_{k}__") for k in range(n_lines)]
-    return json.dumps(_build_line_chart("__TITLE__", lines, live, "__TARGET__"))
+    return json.dumps(_build_line_chart("__TITLE__", lines, live, "__TARGET__", log_y))
 
 
-def _build_line_chart(title: str, lines: list[tuple[str, str]], live: bool, target: str) -> dict:
+# When a line's points arrive, viewer.js redraws what depends on them: the smoothed line,
+# the marker of a one-point series, the clipped y range (labstatsRedraw, page controls).
+_REDRAW_JS = "if (window.labstatsRedraw) window.labstatsRedraw(fig);"
+
+
+def _build_line_chart(title: str, lines: list[tuple[str, str]], live: bool, target: str, log_y: bool) -> dict:
     fig = figure(
         title=title,
         height=260,
         sizing_mode="stretch_width",
         x_axis_label="idx",
+        y_axis_type="log" if log_y else "linear",
         tools="xpan,xwheel_zoom,box_zoom,reset,save",
         active_scroll="xwheel_zoom",
         output_backend="canvas",
@@ -93,7 +102,13 @@ def _build_line_chart(title: str, lines: list[tuple[str, str]], live: bool, targ
         )
         color = Category10_10[n % 10]
         kwargs = {"legend_label": label} if len(lines) > 1 else {}
-        fig.line("idx", "values", source=source, color=color, line_width=1.5, **kwargs)
+        fig.line("idx", "values", source=source, color=color, line_width=1.5, name=f"raw-{n}", **kwargs)
+        # The smoothed line (an EMA viewer.js computes from the raw points) and the marker a
+        # series of one point needs (a line of one point draws nothing): shown on demand.
+        smooth = ColumnDataSource({"idx": [], "values": []})
+        fig.line("idx", "values", source=smooth, color=color, line_width=2, name=f"smooth-{n}", visible=False)
+        fig.scatter("idx", "values", source=source, color=color, size=7, name=f"dot-{n}", visible=False)
+        source.js_on_change("data", CustomJS(args={"fig": fig}, code=_REDRAW_JS))
         pairs.append((source, url))
     fig.add_tools(HoverTool(tooltips=[("idx", "@idx"), ("value", "@values")], mode="vline"))
     if len(lines) > 1:

@@ -95,14 +95,20 @@ def _add_series(run, source, name, i, target, live, at_idx, plots, texts, tensor
     if "error" in i:
         raise ValueError(i["error"])
     if i.get("kind") in ("f", "i", "b"):
-        spec = charts.line_chart(name, [(name, charts.series_url(source, run.id, name))], live, target)
-        plots.append({"name": name, "target": target, "spec": spec, "count": i.get("count")})
+        url = charts.series_url(source, run.id, name)
+        spec = charts.line_chart(name, [(name, url)], live, target, log_y=request.args.get("y") == "log")
+        last = run.latest(name)
+        plots.append({"name": name, "target": target, "spec": spec, "count": i.get("count"),
+                      "group": _group(name),
+                      "latest": (last[0], _short(last[1])) if last else None})  # fmt: skip
         return
     if i.get("hint") == "histogram":
         pairs = [(s, v) for s, v in run.recent(name, HISTOGRAM_STEPS)
                  if isinstance(v, np.ndarray) and v.ndim == 1 and v.size > 2]  # fmt: skip
         spec = charts.histogram_chart(name, [s for s, _ in pairs], [v for _, v in pairs], target)
-        plots.append({"name": name, "target": target, "spec": spec, "count": i.get("count")})
+        plots.append(
+            {"name": name, "target": target, "spec": spec, "count": i.get("count"), "group": _group(name)}
+        )
         return
     last = run.latest(name)
     if last is not None and isinstance(last[1], np.ndarray):
@@ -126,6 +132,16 @@ def _add_series(run, source, name, i, target, live, at_idx, plots, texts, tensor
         return
     rows = [(i_, _text(v)) for i_, v in reversed(run.recent(name, TEXT_ROWS))]
     texts.append({"name": name, "rows": rows, "count": i.get("count", 0)})
+
+
+def _short(value: Any) -> str:
+    """A latest value as the table shows it: floats to 6 significant digits."""
+    return f"{value:.6g}" if isinstance(value, float) else str(value)
+
+
+def _group(name: str) -> str:
+    """The chart group of a series: its name's first part (train/loss → train), or ""."""
+    return name.split("/", 1)[0] if "/" in name else ""
 
 
 def _text(value: Any) -> str:
@@ -158,7 +174,9 @@ def compare():
                 {
                     "name": name,
                     "target": f"chart-{n}",
-                    "spec": charts.line_chart(name, lines, live, f"chart-{n}"),
+                    "spec": charts.line_chart(
+                        name, lines, live, f"chart-{n}", log_y=request.args.get("y") == "log"
+                    ),
                 }
             )
     keys = sorted({k for _, r in runs for k in (r.config if isinstance(r.config, dict) else {})})

@@ -130,3 +130,106 @@ def test_a_running_run_updates_in_the_browser_within_two_seconds_with_one_reques
     context.close()
     print(f"live update lags (s): {[round(lag, 2) for lag in lags]}")
     assert max(lags) < 2.0
+
+
+CONTROLS_SCRIPT = """
+import math, labstats
+with labstats.Stats("runs/controls-check") as stats:
+    for i in range(400):
+        noise = 0.5 if i % 2 else -0.5
+        stats.log(step=i, **{"train/loss": math.exp(-i / 100) + 1 + noise, "train/acc": i / 400,
+                             "val/loss": 2.0 + (1000.0 if i == 200 else 0.0) + noise})
+    stats.log(step=399, final_score=0.93)  # a series of one point
+print(stats.run_id)
+"""
+
+
+def bokeh_eval(page, body: str, arg=None):
+    """Evaluate JS over the page's Bokeh renderers by name (raw-0, smooth-0, dot-0), per chart title."""
+    return page.evaluate(
+        """([body, arg]) => {
+            const charts = {};
+            for (const doc of Bokeh.documents) for (const fig of doc.roots()) {
+                if (!fig.renderers || !fig.title) continue;
+                const r = {};
+                for (const x of fig.renderers) r[x.name] = x;
+                charts[fig.title.text] = {fig, r};
+            }
+            return new Function("charts", "arg", body)(charts, arg);
+        }""",
+        [body, arg],
+    )
+
+
+def test_chart_controls_filter_smooth_clip_and_log_scale_what_is_drawn(host, browser):
+    train = box("trainbox")
+    with train.sudo("researcher"):
+        run_id = train.check_output("cd ~ && /opt/labstats/venv/bin/python -c %s", CONTROLS_SCRIPT).split()[
+            -1
+        ]
+    assert wait_until(lambda: https_get(f"/api/runs/trainbox/{run_id}", token=web_token())[0] == 200)
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 1400})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    viewer_login(page)
+    page.goto(web_url(f"/runs/trainbox/{run_id}"))
+    page.wait_for_function(
+        "[...document.querySelectorAll('.bk-target')].every(t => t.dataset.rendered === 'true')"
+    )
+    page.wait_for_function(
+        "Bokeh.documents.flatMap(d => [...d.all_models]).filter(m => 'data_url' in m)"
+        ".every(m => m.data && m.data.idx && m.data.idx.length > 0)"
+    )
+    # Charts are grouped by prefix, and the latest value of every series is listed.
+    groups = page.eval_on_selector_all(".chart-group", "gs => gs.map(g => g.dataset.group)")
+    assert groups == ["", "train", "val"]
+    assert page.text_content('table.latest tr[data-name="final_score"] td:last-child') == "0.93"
+    # A series of one point shows its marker.
+    assert bokeh_eval(page, "return charts['final_score'].r['dot-0'].visible") is True
+    assert bokeh_eval(page, "return charts['train/loss'].r['dot-0'].visible") is False
+
+    # Smoothing: a second, smooth line appears; the raw one stays, faint.
+    page.fill("#smoothing", "0.9")
+    page.dispatch_event("#smoothing", "input")
+    drawn = bokeh_eval(
+        page,
+        """
+        const {r} = charts['train/loss'];
+        const raw = Array.from(r['raw-0'].data_source.data.values);
+        const smooth = Array.from(r['smooth-0'].data_source.data.values);
+        const wiggle = (v) => v.slice(1).reduce((s, x, i) => s + Math.abs(x - v[i]), 0);
+        const alpha = r['raw-0'].glyph.line_alpha;
+        return [r['smooth-0'].visible, typeof alpha === 'object' ? alpha.value : alpha, smooth.length,
+                wiggle(raw), wiggle(smooth)];""",
+    )
+    visible, alpha, length, raw_wiggle, smooth_wiggle = drawn
+    assert visible is True
+    assert alpha < 0.5
+    assert length == 400
+    assert smooth_wiggle < raw_wiggle / 5  # the ±0.5 alternation is smoothed away
+    page.screenshot(path=str(ARTIFACTS / "viewer-controls.png"), full_page=True)
+
+    # Clipping outliers: the 1000-high spike of val/loss no longer sets the y range.
+    before = bokeh_eval(page, "return charts['val/loss'].fig.y_range.end")
+    page.check("#clip-outliers")
+    after = bokeh_eval(page, "return charts['val/loss'].fig.y_range.end")
+    assert before > 500
+    assert after < 10
+
+    # The filter hides the charts whose name does not match, and groups left empty.
+    page.fill("#series-filter", "^val/")
+    hidden = page.eval_on_selector_all(".chart-grid .chart", "cs => cs.map(c => [c.dataset.name, c.hidden])")
+    assert dict(hidden) == {"final_score": True, "train/acc": True, "train/loss": True, "val/loss": False}
+    assert page.eval_on_selector('.chart-group[data-group="train"]', "g => g.hidden") is True
+
+    # The y axis on a log scale: the page asks the server for log-scale charts.
+    page.select_option("#y-scale", "log")
+    page.wait_for_url("**y=log**")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.bk-target')].every(t => t.dataset.rendered === 'true')"
+    )
+    scales = bokeh_eval(page, "return Object.values(charts).map(c => c.fig.y_scale.type)")
+    assert set(scales) == {"LogScale"}
+    context.close()
+    assert errors == []

@@ -210,6 +210,92 @@ function mediaPanel(panel) {
   if (steps.length) show(steps[steps.length - 1]);
 }
 
+// ---- chart controls of the run page: filter, smoothing, outlier clipping, y scale ---------
+
+const chartControls = { weight: 0, clip: false };
+
+// TensorBoard's smoothing: an exponential moving average, debiased at the start.
+function ema(values, weight) {
+  const out = new Array(values.length);
+  let last = 0, n = 0;
+  for (let i = 0; i < values.length; i++) {
+    const v = values[i];
+    if (!Number.isFinite(v)) { out[i] = v; continue; }
+    last = last * weight + (1 - weight) * v;
+    n += 1;
+    out[i] = last / (1 - Math.pow(weight, n));
+  }
+  return out;
+}
+
+function quantile(sorted, q) {
+  return sorted[Math.min(sorted.length - 1, Math.max(0, Math.round(q * (sorted.length - 1))))];
+}
+
+// Called when a chart's points arrive (a CustomJS of its data source) and when a control changes.
+function labstatsRedraw(fig) {
+  const byName = {};
+  for (const r of fig.renderers) byName[r.name] = r;
+  const all = [];
+  for (let n = 0; byName[`raw-${n}`]; n++) {
+    const raw = byName[`raw-${n}`], smooth = byName[`smooth-${n}`], dot = byName[`dot-${n}`];
+    const { idx, values } = raw.data_source.data;
+    dot.visible = idx.length === 1; // a line of one point draws nothing
+    const smoothing = chartControls.weight > 0 && idx.length > 1;
+    if (smoothing) smooth.data_source.data = { idx: Array.from(idx), values: ema(Array.from(values), chartControls.weight) };
+    smooth.visible = smoothing;
+    raw.glyph.line_alpha = smoothing ? 0.25 : 1; // the raw line stays, faint
+    for (const v of values) if (Number.isFinite(v)) all.push(v);
+  }
+  if (chartControls.clip && all.length > 10) {
+    all.sort((a, b) => a - b);
+    const low = quantile(all, 0.01), high = quantile(all, 0.99), pad = (high - low) * 0.05 || 1;
+    // As a user's zoom would: the automatic range then leaves it alone.
+    fig.y_range.have_updated_interactively = true;
+    fig.y_range.setv({ start: low - pad, end: high + pad });
+    fig.y_range.tags = ["labstats-clipped"];
+  } else if ((fig.y_range.tags || []).includes("labstats-clipped") && all.length) {
+    const low = all.reduce((a, b) => Math.min(a, b)), high = all.reduce((a, b) => Math.max(a, b));
+    const pad = (high - low) * 0.05 || 1;
+    fig.y_range.setv({ start: low - pad, end: high + pad });
+    fig.y_range.have_updated_interactively = false; // automatic again from the next points
+    fig.y_range.tags = [];
+  }
+}
+window.labstatsRedraw = labstatsRedraw;
+
+function redrawAll() {
+  if (!window.Bokeh) return;
+  for (const doc of Bokeh.documents) for (const root of doc.roots()) if (root.renderers) labstatsRedraw(root);
+}
+
+function chartControlsForm(form) {
+  const filter = document.getElementById("series-filter");
+  filter.addEventListener("input", () => {
+    let pattern = null;
+    try { pattern = new RegExp(filter.value); filter.classList.remove("invalid"); }
+    catch (err) { filter.classList.add("invalid"); } // an unfinished pattern hides nothing
+    for (const chart of document.querySelectorAll(".chart-grid .chart")) {
+      chart.hidden = pattern !== null && !pattern.test(chart.dataset.name);
+    }
+    for (const group of document.querySelectorAll(".chart-group")) {
+      group.hidden = [...group.querySelectorAll(".chart")].every((c) => c.hidden);
+    }
+  });
+  const smoothing = document.getElementById("smoothing");
+  smoothing.addEventListener("input", () => {
+    chartControls.weight = Number(smoothing.value);
+    document.getElementById("smoothing-value").textContent = smoothing.value;
+    redrawAll();
+  });
+  document.getElementById("clip-outliers").addEventListener("change", (e) => {
+    chartControls.clip = e.target.checked;
+    redrawAll();
+  });
+  // The y scale is part of the chart itself: the page asks the server again.
+  document.getElementById("y-scale").addEventListener("change", () => form.submit());
+}
+
 document.addEventListener("DOMContentLoaded", () => {
   showTimes(document);
   embedCharts();
@@ -218,4 +304,6 @@ document.addEventListener("DOMContentLoaded", () => {
   const live = document.getElementById("live-runs");
   if (live) livePage(live);
   for (const panel of document.querySelectorAll(".media-panel")) mediaPanel(panel);
+  const controls = document.getElementById("chart-controls");
+  if (controls) chartControlsForm(controls);
 });
