@@ -50,6 +50,16 @@ class StrictJSONProvider(DefaultJSONProvider):
             return json.dumps(json_safe(obj), allow_nan=False, **kwargs)
 
 
+def _duration_text(seconds: float | None) -> str:
+    """1h 05m, 4m 12s, 37s: a run's duration as the runs table shows it."""
+    if seconds is None:
+        return ""
+    s = int(seconds)
+    if s >= 3600:
+        return f"{s // 3600}h {s % 3600 // 60:02d}m"
+    return f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s"
+
+
 def json_safe(value: Any) -> Any:
     if isinstance(value, float):
         return value if math.isfinite(value) else None
@@ -77,6 +87,7 @@ def create_app(
     app.jinja_env.globals["version"] = __version__
     # JSON as text to show (autoescape then escapes it); `tojson` is for data blocks only.
     app.jinja_env.filters["json"] = lambda value: json.dumps(value, default=str, ensure_ascii=False)
+    app.jinja_env.filters["duration"] = _duration_text
     if login is None and sources is None:
         section = load_auth()
         login = auth.AuthConfig.load(section) if section else None

@@ -158,12 +158,20 @@ def run_summary(source: str, run: Run) -> dict[str, Any]:
         "config": run.config,
         "malformed": run.malformed,
         "archived": run.archived,
+        "duration": _duration(meta),
     }
 
 
-def list_runs() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
+def _duration(meta: dict[str, Any]) -> float | None:
+    """Seconds from start to end (or to the last heartbeat of a run still going)."""
+    start, end = number(meta.get("started")), number(meta.get("ended")) or number(meta.get("heartbeat"))
+    return round(end - start, 3) if start is not None and end is not None and end >= start else None
+
+
+def list_runs(with_runs: bool = False):
     """The runs of every source that can be read, and each source's state (see
-    source_state): one source that is away leaves the others listed."""
+    source_state): one source that is away leaves the others listed. ``with_runs``: also
+    the Run objects, in the same order (the runs table reads their series)."""
     q = request.args.get("q") or None
     status = request.args.get("status") or None
     tag = request.args.get("tag") or None
@@ -173,7 +181,7 @@ def list_runs() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
     if sort not in ("started", "name", "status", "heartbeat"):
         raise ApiError(400, "sort must be started, name, status or heartbeat")
     limit = int_arg("limit", 200, 1, 10_000)
-    runs, states = [], {}
+    pairs, states = [], {}
     for name, src in sources().items():
         try:
             found = src.lab.runs(name=q, tag=tag, status=status, limit=limit)
@@ -181,12 +189,16 @@ def list_runs() -> tuple[list[dict[str, Any]], dict[str, dict[str, Any]]]:
             states[name] = unreachable_state(exc)
             continue
         states[name] = source_state(src)
-        runs += [run_summary(name, run) for run in found]
+        pairs += [(run_summary(name, run), run) for run in found]
     if sort in ("started", "heartbeat"):  # newest first; runs without the time last
-        runs.sort(key=lambda r: (r[sort] is None, -(r[sort] or 0)))
+        pairs.sort(key=lambda p: (p[0][sort] is None, -(p[0][sort] or 0)))
     else:
-        runs.sort(key=lambda r: str(r[sort] or ""))
-    return runs[:limit], states
+        pairs.sort(key=lambda p: str(p[0][sort] or ""))
+    pairs = pairs[:limit]
+    runs = [summary for summary, _ in pairs]
+    if with_runs:
+        return runs, states, [run for _, run in pairs]
+    return runs, states
 
 
 # ---- endpoints ---------------------------------------------------------------------------

@@ -44,10 +44,56 @@ LIST_FILTERS = ("q", "status", "tag", "sort", "limit")
 
 @bp.get("/")
 def index():
-    runs, states = list_runs()
+    runs, states, objects = list_runs(with_runs=True)
     tags = sorted({t for r in runs for t in r["tags"]})
     filters = {k: request.args[k] for k in LIST_FILTERS if request.args.get(k)}
-    return render_template("runs.html", runs=runs, tags=tags, args=filters, sources=states)
+    choices, metric = _metric_choices(objects, request.args.get("metric"))
+    for summary, run in zip(runs, objects, strict=True):
+        summary["metric"] = _metric_of(run, metric)
+    return render_template(
+        "runs.html", runs=runs, tags=tags, args=filters, sources=states, metric=metric,
+        metric_choices=choices, config_columns=_differing_config(runs),
+    )  # fmt: skip
+
+
+def _metric_choices(runs, wanted: str | None) -> tuple[list[str], str | None]:
+    """The numeric series of the listed runs, those most runs share first, and the one the
+    table shows: ``wanted``, else the most shared (a name with "loss" wins a tie)."""
+    counts: dict[str, int] = {}
+    for run in runs:
+        try:
+            info = run.series_info()
+        except (LabstatsError, ValueError, TypeError):
+            continue
+        for name, i in info.items():
+            if not name.startswith("_") and i.get("kind") in ("f", "i", "b"):
+                counts[name] = counts.get(name, 0) + 1
+    choices = sorted(counts, key=lambda n: (-counts[n], "loss" not in n, n))
+    if wanted in counts:
+        return choices, wanted
+    return choices, choices[0] if choices else None
+
+
+def _metric_of(run, metric: str | None) -> dict[str, Any] | None:
+    if metric is None:
+        return None
+    try:
+        return run.summary(metric)
+    except (LabstatsError, ValueError, TypeError, KeyError):
+        return None  # the run has no such series, or it cannot be read: an empty cell
+
+
+MAX_CONFIG_COLUMNS = 12
+
+
+def _differing_config(runs: list[dict[str, Any]]) -> list[str]:
+    """The config keys whose values differ across the listed runs: a column each."""
+    configs = [r["config"] if isinstance(r["config"], dict) else {} for r in runs]
+    keys = sorted({key for config in configs for key in config})
+    differing = [
+        k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1
+    ]
+    return differing[:MAX_CONFIG_COLUMNS]
 
 
 @bp.get("/runs/<source>/<run_id>")

@@ -233,3 +233,61 @@ def test_chart_controls_filter_smooth_clip_and_log_scale_what_is_drawn(host, bro
     assert set(scales) == {"LogScale"}
     context.close()
     assert errors == []
+
+
+TABLE_SCRIPT = """
+import labstats
+for k, (lr, final) in enumerate([(0.1, 0.4), (0.01, 0.2), (0.1, 0.3), (0.01, 0.1)]):
+    with labstats.Stats(f"runs/table-check-{k}", config={"lr": lr, "seed": k, "model": "mlp"}) as stats:
+        for step in range(50):
+            stats.log(step=step, loss=final + (49 - step) / 10, acc=step / 50)
+"""
+
+
+def test_the_runs_table_sorts_groups_and_chooses_columns(host, browser):
+    train = box("trainbox")
+    with train.sudo("researcher"):
+        train.check_output("cd ~ && /opt/labstats/venv/bin/python -c %s", TABLE_SCRIPT)
+    assert wait_until(
+        lambda: len(json.loads(https_get("/api/runs?q=table-check", token=web_token())[2])["runs"]) == 4
+    )
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 900})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    viewer_login(page)
+    page.goto(web_url("/?q=table-check"))
+    headers = page.eval_on_selector_all("table.runs thead th[data-col]", "hs => hs.map(h => h.dataset.col)")
+    # The metric most runs share (loss wins the tie with acc), and the config keys that differ.
+    assert {"metric-last", "metric-min", "metric-max", "config:lr", "config:seed", "duration"} <= set(headers)
+    assert "config:model" not in headers  # the same in every run: no column
+
+    def names():
+        return page.eval_on_selector_all(
+            "table.runs tbody tr[data-key] td[data-col=name]", "cs => cs.map(c => c.dataset.value)"
+        )
+
+    page.click('th[data-col="metric-last"]')
+    assert names() == ["table-check-3", "table-check-1", "table-check-2", "table-check-0"]
+    page.click('th[data-col="metric-last"]')  # again: descending
+    assert names() == ["table-check-0", "table-check-2", "table-check-1", "table-check-3"]
+    page.select_option("#group-by", "config:lr")
+    groups = page.eval_on_selector_all(
+        "tr.group-row td",
+        "cs => cs.map(c => [c.parentElement.dataset.group, c.dataset.count, c.textContent])",
+    )
+    assert [(g, n) for g, n, _ in groups] == [("0.01", "2"), ("0.1", "2")]
+    assert "best loss 0.100000" in groups[0][2]
+    page.click("details.column-chooser summary")
+    page.uncheck('#column-chooser input[data-col="host"]')
+    assert page.eval_on_selector('th[data-col="host"]', "h => h.hidden") is True
+    assert all(page.eval_on_selector_all('td[data-col="host"]', "cs => cs.map(c => c.hidden)"))
+    page.screenshot(path=str(ARTIFACTS / "viewer-runs-table.png"), full_page=True)
+    # Select two and compare.
+    boxes = page.query_selector_all("table.runs tbody input[name=run]")
+    boxes[0].check()
+    boxes[1].check()
+    page.click("text=Compare selected")
+    page.wait_for_url("**/compare?**")
+    context.close()
+    assert errors == []
