@@ -46,14 +46,23 @@ def series_url(source: str, run_id: str, name: str) -> str:
 
 
 def line_chart(
-    title: str, lines: list[tuple[str, str]], live: bool, target: str, log_y: bool = False
+    title: str,
+    lines: list[tuple[str, str]],
+    live: bool,
+    target: str,
+    log_y: bool = False,
+    colors: list[str] | None = None,
 ) -> dict:
     """A chart with one line per (legend label, data URL), as a Bokeh JSON item; ``log_y``
-    for a logarithmic y axis.
+    for a logarithmic y axis; ``colors`` one per line (default: Category10 in order; the
+    compare page gives each run its own colour on every chart).
 
     Building a Bokeh figure costs ~25 ms, so one is built per (line count, live, log) and
     reused: its model ids are made unique per chart and the placeholders filled in."""
     text = _ID.sub(lambda m: f'"{target}-{m.group(1)}"', _chart_template(len(lines), live, log_y))
+    # Colours first: the title and labels filled in below are user text.
+    for k, color in enumerate(colors or [Category10_10[k % 10] for k in range(len(lines))]):
+        text = text.replace(f'"{_slot_color(k)}"', json.dumps(color))
     fills = {"__TITLE__": title, "__TARGET__": target}
     for k, (label, url) in enumerate(lines):
         fills[f"__LABEL_{k}__"] = label
@@ -65,6 +74,11 @@ def line_chart(
 
 
 _ID = re.compile(r'"(p\d+)"')
+
+
+def _slot_color(k: int) -> str:
+    """The placeholder colour of line k in a chart template (replaced by the real one)."""
+    return f"#0c0{k:03x}"
 
 
 @functools.lru_cache(maxsize=32)
@@ -100,7 +114,7 @@ def _build_line_chart(title: str, lines: list[tuple[str, str]], live: bool, targ
             data={"idx": [], "values": []},
             tags=[LIVE_TAG] if live else [],
         )
-        color = Category10_10[n % 10]
+        color = _slot_color(n)
         kwargs = {"legend_label": label} if len(lines) > 1 else {}
         fig.line("idx", "values", source=source, color=color, line_width=1.5, name=f"raw-{n}", **kwargs)
         # The smoothed line (an EMA viewer.js computes from the raw points) and the marker a

@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 import numpy as np
+from bokeh.palettes import Category10_10, Category20_20
 from flask import Blueprint, abort, render_template, request
 
 from labstats.reader import LabstatsError
@@ -209,22 +210,19 @@ def compare():
         {n for info in infos.values() for n, i in info.items() if i.get("kind") in ("f", "i", "b")}
     )
     wanted = request.args.getlist("series") or names
+    # A colour per run, the same on every chart (a run without a series leaves a gap, not a shift).
+    palette = Category10_10 if len(runs) <= 10 else Category20_20
+    colors = [palette[k % len(palette)] for k in range(len(runs))]
+    live = any(r.status == "running" for _, r in runs)
+    log_y = request.args.get("y") == "log"
     plots = []
     for n, name in enumerate(wanted[:MAX_CHARTS]):
-        lines = [
-            (f"{r.name} ({s})", charts.series_url(s, r.id, name)) for s, r in runs if name in infos[r.id]
-        ]
+        chosen = [(k, s, r) for k, (s, r) in enumerate(runs) if name in infos[r.id]]
+        lines = [(f"{r.name} ({s})", charts.series_url(s, r.id, name)) for _, s, r in chosen]
         if lines:
-            live = any(r.status == "running" for _, r in runs)
-            plots.append(
-                {
-                    "name": name,
-                    "target": f"chart-{n}",
-                    "spec": charts.line_chart(
-                        name, lines, live, f"chart-{n}", log_y=request.args.get("y") == "log"
-                    ),
-                }
-            )
+            line_colors = [colors[k] for k, _, _ in chosen]
+            spec = charts.line_chart(name, lines, live, f"chart-{n}", log_y=log_y, colors=line_colors)
+            plots.append({"name": name, "target": f"chart-{n}", "spec": spec})
     keys = sorted({k for _, r in runs for k in (r.config if isinstance(r.config, dict) else {})})
     table = []
     for key in keys:
@@ -237,5 +235,5 @@ def compare():
         table.append({"key": key, "cells": values, "differs": len(set(values)) > 1})
     live_refs = [f"{s}/{r.id}" for s, r in runs if r.status == "running"]
     return render_template(
-        "compare.html", runs=runs, plots=plots, table=table, names=names, live_refs=live_refs
+        "compare.html", runs=runs, plots=plots, table=table, names=names, live_refs=live_refs, colors=colors
     )

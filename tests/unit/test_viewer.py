@@ -93,6 +93,22 @@ def test_tensor_endpoint_and_compare_page(client, run_id):
     assert "lr" in page.get_data(as_text=True)
 
 
+def test_compare_gives_each_run_one_colour_on_every_chart(client, tmp_path):
+    ids = []
+    for k in range(3):
+        with labstats.Stats(tmp_path / f"c{k}") as stats:
+            stats.log(step=0, a=1.0, **({} if k == 1 else {"b": 2.0}))  # the second run has no "b"
+        ids.append(stats.run_id)
+    html = client.get("/compare?" + "&".join(f"run=local/{i}" for i in ids)).get_data(as_text=True)
+    specs = {json.loads(s)["target_id"]: s for s in re.findall(r'class="chart-spec">(.*?)</script>', html)}
+    colors = ["#1f77b4", "#ff7f0e", "#2ca02c"]  # Category10, in run order
+    chart_a, chart_b = specs["chart-0"], specs["chart-1"]
+    assert all(c in chart_a for c in colors)
+    assert colors[0] in chart_b and colors[2] in chart_b  # the third run keeps its own colour
+    assert colors[1] not in chart_b
+    assert "#0c0" not in html  # no placeholder left
+
+
 @pytest.mark.parametrize(
     ("path", "status"),
     [
