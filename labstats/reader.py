@@ -422,6 +422,43 @@ class Lab:
         state = role[3].decode() if isinstance(role[3], bytes) else str(role[3])
         return "up" if state == "connected" else "down"
 
+    def series_infos(self, runs: list[Run]) -> dict[str, dict[str, dict[str, Any]]]:
+        """Run.series_info of many runs of this store in one round trip (run id → info)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for run in runs:
+            pipe.hgetall(self.keys.series(run.id))
+        return {
+            run.id: {k.decode("utf-8", "replace"): _series_info(v) for k, v in raw.items()}
+            for run, raw in zip(runs, pipe.execute(), strict=True)
+        }
+
+    def summaries(self, runs: list[Run], name: str) -> dict[str, dict[str, float | None] | None]:
+        """Run.summary of one series for many runs of this store, in two round trips (the
+        runs table): the last, lowest and highest value from the chunk summaries."""
+        pipe = self.redis.pipeline(transaction=False)
+        for run in runs:
+            pipe.hget(self.keys.series(run.id), name)
+        out: dict[str, dict[str, float | None] | None] = {}
+        numeric = []
+        for run, raw in zip(runs, pipe.execute(), strict=True):
+            info = _series_info(raw) if raw is not None else {}
+            out[run.id] = None
+            if info.get("kind") in ("f", "i", "b") and "error" not in info:
+                numeric.append((run, info))
+        pipe = self.redis.pipeline(transaction=False)
+        for run, info in numeric:
+            pipe.hgetall(self.keys.chunk_summary(run.id, info["sid"]))
+        for (run, info), raw in zip(numeric, pipe.execute(), strict=True):
+            if run.archived or len(raw) < info["last_chunk"] + 1:
+                # No summaries (archived) or a chunk without one (all NaN, a kind change).
+                with contextlib.suppress(LabstatsError, ValueError, TypeError, KeyError):
+                    out[run.id] = run.summary(name)
+                continue
+            records = np.frombuffer(b"".join(raw[k] for k in sorted(raw, key=int)), dtype=_SUMMARY_DTYPE)
+            out[run.id] = {"last": float(records["v3"][-1]), "min": float(records["v1"].min()),
+                           "max": float(records["v2"].max())}  # fmt: skip
+        return out
+
     def archived_run(self, run_id: str):
         """The archive file of an archived run, opened once (and again when it changes)."""
         from labstats.archive import ArchivedRun, path_for

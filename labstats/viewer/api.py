@@ -168,10 +168,11 @@ def _duration(meta: dict[str, Any]) -> float | None:
     return round(end - start, 3) if start is not None and end is not None and end >= start else None
 
 
-def list_runs(with_runs: bool = False):
-    """The runs of every source that can be read, and each source's state (see
-    source_state): one source that is away leaves the others listed. ``with_runs``: also
-    the Run objects, in the same order (the runs table reads their series)."""
+def list_runs(with_runs: bool = False, default_limit: int = 200):
+    """A page of the runs of every source that can be read (``limit`` a page, ``page`` from
+    1), and each source's state (see source_state): one source that is away leaves the
+    others listed. ``with_runs``: also the Run objects in the same order (the runs table
+    reads their series), and whether more pages follow."""
     q = request.args.get("q") or None
     status = request.args.get("status") or None
     tag = request.args.get("tag") or None
@@ -180,11 +181,14 @@ def list_runs(with_runs: bool = False):
         raise ApiError(400, "status must be running, finished or crashed")
     if sort not in ("started", "name", "status", "heartbeat"):
         raise ApiError(400, "sort must be started, name, status or heartbeat")
-    limit = int_arg("limit", 200, 1, 10_000)
+    limit = int_arg("limit", default_limit, 1, 10_000)
+    page = int_arg("page", 1, 1, 10_000)
     pairs, states = [], {}
     for name, src in sources().items():
         try:
-            found = src.lab.runs(name=q, tag=tag, status=status, limit=limit)
+            # Each source's newest page * limit (and one more, to know whether more follow):
+            # enough for this page of the merged list.
+            found = src.lab.runs(name=q, tag=tag, status=status, limit=limit * page + 1)
         except UNREACHABLE as exc:
             states[name] = unreachable_state(exc)
             continue
@@ -194,10 +198,11 @@ def list_runs(with_runs: bool = False):
         pairs.sort(key=lambda p: (p[0][sort] is None, -(p[0][sort] or 0)))
     else:
         pairs.sort(key=lambda p: str(p[0][sort] or ""))
-    pairs = pairs[:limit]
+    more = len(pairs) > limit * page
+    pairs = pairs[limit * (page - 1) : limit * page]
     runs = [summary for summary, _ in pairs]
     if with_runs:
-        return runs, states, [run for _, run in pairs]
+        return runs, states, [run for _, run in pairs], more
     return runs, states
 
 

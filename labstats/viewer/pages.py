@@ -40,32 +40,41 @@ bp.register_error_handler(ApiError, _page_error)
 
 # The runs list's own query parameters: only these are ever copied into a URL the page
 # builds (url_for would take _external, _scheme, _method... as its own options).
-LIST_FILTERS = ("q", "status", "tag", "sort", "limit")
+LIST_FILTERS = ("q", "status", "tag", "sort", "limit", "metric")
+PAGE_RUNS = 50  # runs on a page of the runs table
 
 
 @bp.get("/")
 def index():
-    runs, states, objects = list_runs(with_runs=True)
+    runs, states, objects, more = list_runs(with_runs=True, default_limit=PAGE_RUNS)
+    page = int_arg("page", 1, 1, 10_000)
     tags = sorted({t for r in runs for t in r["tags"]})
     filters = {k: request.args[k] for k in LIST_FILTERS if request.args.get(k)}
-    choices, metric = _metric_choices(objects, request.args.get("metric"))
+    by_lab: dict[int, tuple[Any, list]] = {}  # the listed runs of each source, read together
+    for run in objects:
+        by_lab.setdefault(id(run.lab), (run.lab, []))[1].append(run)
+    infos = {}
+    for lab, members in by_lab.values():
+        infos.update(lab.series_infos(members))
+    choices, metric = _metric_choices(infos.values(), request.args.get("metric"))
+    summaries = {}
+    if metric is not None:
+        for lab, members in by_lab.values():
+            summaries.update(lab.summaries(members, metric))
     for summary, run in zip(runs, objects, strict=True):
-        summary["metric"] = _metric_of(run, metric)
+        summary["metric"] = summaries.get(run.id)
     return render_template(
         "runs.html", runs=runs, tags=tags, args=filters, sources=states, metric=metric,
-        metric_choices=choices, config_columns=_differing_config(runs),
+        metric_choices=choices, config_columns=_differing_config(runs), page=page, more=more,
     )  # fmt: skip
 
 
-def _metric_choices(runs, wanted: str | None) -> tuple[list[str], str | None]:
-    """The numeric series of the listed runs, those most runs share first, and the one the
-    table shows: ``wanted``, else the most shared (a name with "loss" wins a tie)."""
+def _metric_choices(infos, wanted: str | None) -> tuple[list[str], str | None]:
+    """The numeric series of the listed runs (their series infos), those most runs share
+    first, and the one the table shows: ``wanted``, else the most shared (a name with
+    "loss" wins a tie)."""
     counts: dict[str, int] = {}
-    for run in runs:
-        try:
-            info = run.series_info()
-        except (LabstatsError, ValueError, TypeError):
-            continue
+    for info in infos:
         for name, i in info.items():
             if not name.startswith("_") and i.get("kind") in ("f", "i", "b"):
                 counts[name] = counts.get(name, 0) + 1
@@ -73,15 +82,6 @@ def _metric_choices(runs, wanted: str | None) -> tuple[list[str], str | None]:
     if wanted in counts:
         return choices, wanted
     return choices, choices[0] if choices else None
-
-
-def _metric_of(run, metric: str | None) -> dict[str, Any] | None:
-    if metric is None:
-        return None
-    try:
-        return run.summary(metric)
-    except (LabstatsError, ValueError, TypeError, KeyError):
-        return None  # the run has no such series, or it cannot be read: an empty cell
 
 
 MAX_CONFIG_COLUMNS = 12

@@ -219,3 +219,25 @@ def test_a_replica_whose_training_box_is_away_is_warned_of(tmp_path, url, monkey
         assert lab.runs() == []
     finally:
         replica.stop()
+
+
+def test_summaries_of_many_runs_equal_each_runs_own(tmp_path, lab):
+    rng = np.random.default_rng(0)
+    expected = {}
+    for k in range(4):
+        values = rng.normal(size=3000 + 1500 * k)  # several chunks each
+        values[100] = np.nan
+        with labstats.Stats(tmp_path / f"s{k}") as stats:
+            for i, v in enumerate(values):
+                stats.log(step=i, loss=float(v))
+            if k == 3:
+                stats.log(step=0, other=1.0)
+        expected[stats.run_id] = {"last": values[-1], "min": np.nanmin(values), "max": np.nanmax(values)}
+    with labstats.Stats(tmp_path / "without") as stats:
+        stats.log(step=0, acc=1.0)  # no loss series: None
+    runs = lab.runs(limit=None)
+    got = lab.summaries(runs, "loss")
+    assert got[stats.run_id] is None
+    for run in runs:
+        if run.id in expected:
+            assert got[run.id] == run.summary("loss") == pytest.approx(expected[run.id])

@@ -104,7 +104,8 @@ def test_compare_gives_each_run_one_colour_on_every_chart(client, tmp_path):
     colors = ["#1f77b4", "#ff7f0e", "#2ca02c"]  # Category10, in run order
     chart_a, chart_b = specs["chart-0"], specs["chart-1"]
     assert all(c in chart_a for c in colors)
-    assert colors[0] in chart_b and colors[2] in chart_b  # the third run keeps its own colour
+    assert colors[0] in chart_b
+    assert colors[2] in chart_b
     assert colors[1] not in chart_b
     assert "#0c0" not in html  # no placeholder left
 
@@ -281,3 +282,23 @@ def test_a_histogram_series_is_drawn_as_a_distribution_over_steps(client, tmp_pa
     specs = [json.loads(block) for block in re.findall(r'class="chart-spec">(.*?)</script>', html, re.S)]
     assert "w: distribution over steps" in json.dumps(specs)
     assert '<table class="text">' not in html  # not printed as text rows of arrays
+
+
+def test_runs_table_pages_and_metric_columns(client, tmp_path):
+    for k in range(5):
+        with labstats.Stats(tmp_path / f"p{k}", config={"lr": 0.1 * (k % 2), "same": 1}) as stats:
+            for i in range(3):
+                stats.log(step=i, loss=float(k + i), acc=0.5)
+    html = client.get("/?limit=2&page=2").get_data(as_text=True)
+    assert re.findall(r'data-col="name" data-value="(p\d)"', html) == ["p2", "p1"]  # newest first
+    assert 'rel="prev"' in html
+    assert 'rel="next"' in html
+    last = client.get("/?limit=2&page=3").get_data(as_text=True)
+    assert re.findall(r'data-col="name" data-value="(p\d)"', last) == ["p0"]
+    assert 'rel="next"' not in last
+    # The metric most runs share ("loss" wins the tie with "acc"), its last, min and max; the
+    # config key that differs has a column, the one that does not has none.
+    assert 'data-col="metric-last" class="number" data-value="2.0"' in last  # p0: loss 0, 1, 2
+    assert 'data-col="metric-max" class="number" data-value="2.0"' in last
+    assert 'data-col="config:lr"' in html  # p2 and p1 differ in lr
+    assert 'data-col="config:same"' not in html
