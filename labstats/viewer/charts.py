@@ -223,3 +223,62 @@ def histogram_chart(
     fig.image(image=[image], x=first, y=low, dw=last + width - first, dh=high - low, color_mapper=mapper)
     fig.add_layout(ColorBar(color_mapper=mapper), "right")
     return json_item(fig, target)
+
+
+def parallel_coordinates(axes: list[tuple[str, list]], lines: list[tuple[str, str]], target: str) -> dict:
+    """Parallel coordinates: one vertical axis per (name, values) — numbers scaled between
+    their min and max, anything else placed by its sorted distinct values — and one line per
+    run (label, page URL), coloured by the last axis (the metric). Clicking a line opens
+    its run. A run without a value on an axis has a gap there."""
+    from bokeh.models import FixedTicker, LabelSet, OpenURL, TapTool
+    from bokeh.transform import linear_cmap
+
+    n_axes = len(axes)
+    positions, labels = [], []
+    for k, (_, values) in enumerate(axes):
+        numbers = [
+            v for v in values if isinstance(v, int | float) and not isinstance(v, bool) and np.isfinite(v)
+        ]
+        if len(numbers) == len([v for v in values if v is not None]) and numbers:
+            low, high = min(numbers), max(numbers)
+            span = (high - low) or 1.0
+            positions.append([(v - low) / span if v in numbers else np.nan for v in values])
+            labels += [(k, 0.0, _tick(low)), (k, 1.0, _tick(high))]
+        else:
+            distinct = sorted({json.dumps(v, sort_keys=True, default=str) for v in values if v is not None})
+            place = {
+                v: (i / (len(distinct) - 1) if len(distinct) > 1 else 0.5) for i, v in enumerate(distinct)
+            }
+            positions.append([place[json.dumps(v, sort_keys=True, default=str)] if v is not None else np.nan
+                              for v in values])  # fmt: skip
+            labels += [(k, place[v], json.loads(v) if v.startswith('"') else v) for v in distinct]
+    metric = positions[-1]
+    source = ColumnDataSource({
+        "xs": [list(range(n_axes)) for _ in lines],
+        "ys": [[positions[k][i] for k in range(n_axes)] for i in range(len(lines))],
+        "name": [label for label, _ in lines],
+        "url": [url for _, url in lines],
+        "metric": [m if np.isfinite(m) else 0.5 for m in metric],
+    })  # fmt: skip
+    fig = figure(title="hyperparameters against " + axes[-1][0], height=420, sizing_mode="stretch_width",
+                 x_range=(-0.3, n_axes - 0.7), y_range=(-0.08, 1.08), tools="tap,save,reset",
+                 toolbar_location="right")  # fmt: skip
+    fig.multi_line("xs", "ys", source=source, line_width=2, line_alpha=0.8, name="runs",
+                   line_color=linear_cmap("metric", Viridis256, 0, 1), hover_line_width=4,
+                   selection_line_width=4, nonselection_line_alpha=0.2)  # fmt: skip
+    for k in range(n_axes):
+        fig.line([k, k], [0, 1], color="#555", line_width=1)
+    ticks = ColumnDataSource({"x": [x for x, _, _ in labels], "y": [y for _, y, _ in labels],
+                              "text": [str(t) for _, _, t in labels]})  # fmt: skip
+    fig.add_layout(LabelSet(x="x", y="y", text="text", source=ticks, x_offset=4, text_font_size="11px"))
+    fig.xaxis.ticker = FixedTicker(ticks=list(range(n_axes)))
+    fig.xaxis.major_label_overrides = {k: name for k, (name, _) in enumerate(axes)}
+    fig.yaxis.visible = False
+    fig.ygrid.visible = False
+    fig.add_tools(HoverTool(tooltips=[("run", "@name")], renderers=fig.select(name="runs")))
+    fig.select_one(TapTool).callback = OpenURL(url="@url", same_tab=True)
+    return json_item(fig, target)
+
+
+def _tick(value: float) -> str:
+    return f"{value:.4g}"

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 from bokeh.palettes import Category10_10, Category20_20
-from flask import Blueprint, abort, render_template, request
+from flask import Blueprint, abort, render_template, request, url_for
 
 from labstats.reader import LabstatsError
 from labstats.viewer import charts
@@ -46,7 +46,32 @@ PAGE_RUNS = 50  # runs on a page of the runs table
 
 @bp.get("/")
 def index():
-    runs, states, objects, more = list_runs(with_runs=True, default_limit=PAGE_RUNS)
+    table = _runs_table(PAGE_RUNS)
+    return render_template("runs.html", **table)
+
+
+@bp.get("/hparams")
+def hparams():
+    """Hyperparameters against the chosen metric: parallel coordinates over the listed runs
+    (the runs list's filters; up to 500), one line per run coloured by the metric."""
+    table = _runs_table(HPARAMS_RUNS)
+    runs, metric = table["runs"], table["metric"]
+    keys = table["config_columns"]
+    axes = [(k, [r["config"].get(k) if isinstance(r["config"], dict) else None for r in runs]) for k in keys]
+    if metric is not None:
+        axes.append((f"{metric} (last)", [(r["metric"] or {}).get("last") for r in runs]))
+    lines = [(r["name"], url_for("pages.run_page", source=r["source"], run_id=r["id"])) for r in runs]
+    spec = charts.parallel_coordinates(axes, lines, "hparams-chart") if runs and len(axes) > 1 else None
+    return render_template("hparams.html", spec=spec, **table)
+
+
+HPARAMS_RUNS = 500
+
+
+def _runs_table(default_limit: int) -> dict[str, Any]:
+    """What the runs table and the hparams view show: a page of runs with the chosen
+    metric's last/min/max and the config keys that differ."""
+    runs, states, objects, more = list_runs(with_runs=True, default_limit=default_limit)
     page = int_arg("page", 1, 1, 10_000)
     tags = sorted({t for r in runs for t in r["tags"]})
     filters = {k: request.args[k] for k in LIST_FILTERS if request.args.get(k)}
@@ -63,10 +88,10 @@ def index():
             summaries.update(lab.summaries(members, metric))
     for summary, run in zip(runs, objects, strict=True):
         summary["metric"] = summaries.get(run.id)
-    return render_template(
-        "runs.html", runs=runs, tags=tags, args=filters, sources=states, metric=metric,
-        metric_choices=choices, config_columns=_differing_config(runs), page=page, more=more,
-    )  # fmt: skip
+    return {
+        "runs": runs, "tags": tags, "args": filters, "sources": states, "metric": metric,
+        "metric_choices": choices, "config_columns": _differing_config(runs), "page": page, "more": more,
+    }  # fmt: skip
 
 
 def _metric_choices(infos, wanted: str | None) -> tuple[list[str], str | None]:

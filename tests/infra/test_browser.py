@@ -236,27 +236,35 @@ def test_chart_controls_filter_smooth_clip_and_log_scale_what_is_drawn(host, bro
 
 
 TABLE_SCRIPT = """
-import labstats
+import sys, labstats
 for k, (lr, final) in enumerate([(0.1, 0.4), (0.01, 0.2), (0.1, 0.3), (0.01, 0.1)]):
-    with labstats.Stats(f"runs/table-check-{k}", config={"lr": lr, "seed": k, "model": "mlp"}) as stats:
+    with labstats.Stats(f"runs/{sys.argv[1]}-{k}", config={"lr": lr, "seed": k, "model": "mlp"}) as stats:
         for step in range(50):
             stats.log(step=step, loss=final + (49 - step) / 10, acc=step / 50)
 """
 
 
-def test_the_runs_table_sorts_groups_and_chooses_columns(host, browser):
+def log_four_runs(prefix: str) -> str:
+    """Four runs named <prefix>-<token>-0..3 (a fresh token: the tests may run again on a lab)."""
+    name = f"{prefix}-{int(time.time() * 1000) % 10**8}"
     train = box("trainbox")
     with train.sudo("researcher"):
-        train.check_output("cd ~ && /opt/labstats/venv/bin/python -c %s", TABLE_SCRIPT)
-    assert wait_until(
-        lambda: len(json.loads(https_get("/api/runs?q=table-check", token=web_token())[2])["runs"]) == 4
-    )
+        train.check_output(
+            "cd ~ && /opt/labstats/venv/bin/python -c %s", TABLE_SCRIPT.replace("sys.argv[1]", repr(name))
+        )
+    listed = lambda: json.loads(https_get(f"/api/runs?q={name}-", token=web_token())[2])["runs"]  # noqa: E731
+    assert wait_until(lambda: len(listed()) == 4)
+    return name
+
+
+def test_the_runs_table_sorts_groups_and_chooses_columns(host, browser):
+    name = log_four_runs("table-check")
     context = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 900})
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     viewer_login(page)
-    page.goto(web_url("/?q=table-check"))
+    page.goto(web_url(f"/?q={name}-"))
     headers = page.eval_on_selector_all("table.runs thead th[data-col]", "hs => hs.map(h => h.dataset.col)")
     # The metric most runs share (loss wins the tie with acc), and the config keys that differ.
     assert {"metric-last", "metric-min", "metric-max", "config:lr", "config:seed", "duration"} <= set(headers)
@@ -268,9 +276,9 @@ def test_the_runs_table_sorts_groups_and_chooses_columns(host, browser):
         )
 
     page.click('th[data-col="metric-last"]')
-    assert names() == ["table-check-3", "table-check-1", "table-check-2", "table-check-0"]
+    assert names() == [f"{name}-{k}" for k in (3, 1, 2, 0)]
     page.click('th[data-col="metric-last"]')  # again: descending
-    assert names() == ["table-check-0", "table-check-2", "table-check-1", "table-check-3"]
+    assert names() == [f"{name}-{k}" for k in (0, 2, 1, 3)]
     page.select_option("#group-by", "config:lr")
     groups = page.eval_on_selector_all(
         "tr.group-row td",
@@ -289,5 +297,28 @@ def test_the_runs_table_sorts_groups_and_chooses_columns(host, browser):
     boxes[1].check()
     page.click("text=Compare selected")
     page.wait_for_url("**/compare?**")
+    context.close()
+    assert errors == []
+
+
+def test_the_hparams_view_draws_a_line_per_run(host, browser):
+    name = log_four_runs("hp-check")
+    context = browser.new_context(ignore_https_errors=True, viewport={"width": 1280, "height": 900})
+    page = context.new_page()
+    errors = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    viewer_login(page)
+    page.goto(web_url(f"/?q={name}-"))
+    page.click("text=hyperparameters view")
+    page.wait_for_selector("#hparams-chart[data-rendered=true]", timeout=20_000)
+    lines = page.evaluate(
+        """() => Bokeh.documents.flatMap(d => [...d.all_models])
+            .filter(m => m.data && "xs" in m.data && "url" in m.data)
+            .map(m => [m.data.name, m.data.ys.map(y => Array.from(y).length)])[0]"""
+    )
+    run_names, lengths = lines
+    assert sorted(run_names) == [f"{name}-{k}" for k in range(4)]
+    assert set(lengths) == {3}  # lr, seed, loss (last): model is the same everywhere
+    page.screenshot(path=str(ARTIFACTS / "viewer-hparams.png"), full_page=True)
     context.close()
     assert errors == []

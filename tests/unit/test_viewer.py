@@ -302,3 +302,23 @@ def test_runs_table_pages_and_metric_columns(client, tmp_path):
     assert 'data-col="metric-max" class="number" data-value="2.0"' in last
     assert 'data-col="config:lr"' in html  # p2 and p1 differ in lr
     assert 'data-col="config:same"' not in html
+
+
+def test_hparams_view_draws_a_line_per_run_over_the_differing_keys(client, tmp_path):
+    for k in range(4):
+        config = {"lr": [0.1, 0.01, 0.001, 0.01][k], "opt": ["adam", "sgd", "adam", "sgd"][k], "same": 1}
+        with labstats.Stats(tmp_path / f"h{k}", config=config) as stats:
+            stats.log(step=0, loss=float(k))
+    html = client.get("/hparams").get_data(as_text=True)
+    (spec,) = re.findall(r'class="chart-spec">(.*?)</script>', html)
+    spec = json.loads(spec)
+    text = json.dumps(spec)
+    for axis in ('"lr"', '"opt"', "loss (last)"):
+        assert axis in text
+    assert '"same"' not in text  # the same in every run: no axis
+    assert text.count('"/runs/local/') == 4  # a line (and its link) per run
+    assert html.count('name="run"') == 4
+    # Hostile config values are data, never markup.
+    with labstats.Stats(tmp_path / "evil", config={"lr": "<script>x</script>"}) as stats:
+        stats.log(step=0, loss=1.0)
+    assert "<script>x" not in client.get("/hparams").get_data(as_text=True)
