@@ -129,6 +129,7 @@ def test_a_running_run_updates_in_the_browser_within_two_seconds_with_one_reques
         time.sleep(0.5)
     context.close()
     print(f"live update lags (s): {[round(lag, 2) for lag in lags]}")
+    assert sorted(lags)[len(lags) // 2] <= 1.0  # the median: the page polls once a second
     assert max(lags) < 2.0
 
 
