@@ -202,8 +202,41 @@ def _add_series(run, source, name, i, target, live, at_idx, plots, texts, tensor
             }
         )
         return
-    rows = [(i_, _text(v)) for i_, v in reversed(run.recent(name, TEXT_ROWS))]
-    texts.append({"name": name, "rows": rows, "count": i.get("count", 0)})
+    if last is not None and _elements(last[1]):
+        # A list or dict of arrays: each element drawn as an array, never printed as text.
+        idx, value = last
+        if at_idx is not None:
+            chosen = [(s, v) for s, v in run.recent(name, 200) if s <= at_idx and _elements(v)]
+            idx, value = chosen[-1] if chosen else last
+        for k, (key, element) in enumerate(_elements(value)[:MAX_ELEMENTS]):
+            spec = charts.tensor_chart(f"{name}{key}", element, idx, f"{target}-{k}")
+            tensors.append({"name": f"{name}{key}", "target": f"{target}-{k}", "spec": spec, "idx": idx,
+                            "dtype": str(element.dtype), "shape": list(element.shape),
+                            "steps": run.steps(name, 200).tolist() if k == 0 else []})  # fmt: skip
+        return
+    page = max(0, int_arg("text_page", 0, 0, 10_000) or 0)
+    newest = run.recent(name, TEXT_ROWS * (page + 1))
+    rows = [
+        (i_, _text(v)) for i_, v in reversed(newest[: max(0, len(newest) - TEXT_ROWS * page)][-TEXT_ROWS:])
+    ]
+    more = len(newest) == TEXT_ROWS * (page + 1) and i.get("count", 0) > TEXT_ROWS * (page + 1)
+    texts.append({"name": name, "rows": rows, "count": i.get("count", 0), "page": page, "more": more})
+
+
+MAX_ELEMENTS = 16  # arrays of one list/dict value drawn on the page
+
+
+def _elements(value: Any) -> list[tuple[str, np.ndarray]]:
+    """The numeric arrays of a list, tuple or dict value, keyed "[0]" / "['w']"; [] when it
+    is not a container of arrays only."""
+    if isinstance(value, dict):
+        items = [(f"[{k!r}]", v) for k, v in value.items()]
+    elif isinstance(value, list | tuple):
+        items = [(f"[{k}]", v) for k, v in enumerate(value)]
+    else:
+        return []
+    arrays = [(k, v) for k, v in items if isinstance(v, np.ndarray) and v.dtype.kind in "fiub" and v.size]
+    return arrays if arrays and len(arrays) == len(items) else []
 
 
 def _short(value: Any) -> str:

@@ -322,3 +322,26 @@ def test_hparams_view_draws_a_line_per_run_over_the_differing_keys(client, tmp_p
     with labstats.Stats(tmp_path / "evil", config={"lr": "<script>x</script>"}) as stats:
         stats.log(step=0, loss=1.0)
     assert "<script>x" not in client.get("/hparams").get_data(as_text=True)
+
+
+def test_lists_of_arrays_are_drawn_as_arrays_and_long_text_pages(client, tmp_path):
+    with labstats.Stats(tmp_path / "lists") as stats:
+        for step in range(3):
+            stats.log(step=step, weights=[np.full((2, 3), step, np.float32), np.eye(4)],
+                      named={"w": np.ones(5), "b": np.zeros(2)})  # fmt: skip
+        for step in range(120):
+            stats.log(step=step, note=f"line {step}")
+    html = client.get(f"/runs/local/{stats.run_id}").get_data(as_text=True)
+    assert "weights[0]" in html
+    assert "weights[1]" in html
+    assert "named[&#39;w&#39;]" in html
+    assert "[[2. 2. 2.]" not in html  # never printed NumPy text
+    assert "line 119" in html
+    assert "line 69" not in html
+    older = client.get(f"/runs/local/{stats.run_id}?text_page=1").get_data(as_text=True)
+    assert "line 69" in older
+    assert "line 119" not in older
+    assert "line 19" not in older
+    assert "line 19" in client.get(f"/runs/local/{stats.run_id}?text_page=2").get_data(as_text=True)
+    at_step = client.get(f"/runs/local/{stats.run_id}?step=1").get_data(as_text=True)
+    assert "weights[0] at idx 1" in at_step
