@@ -57,6 +57,11 @@ RUNNING, FINISHED, CRASHED = "running", "finished", "crashed"
 STATUSES = (RUNNING, FINISHED, CRASHED)
 
 
+# Internal series: the epoch of update() calls, and the wall-clock time of log()/update()
+# calls (unix seconds, at most one per 10 ms), which the viewer's time axes read.
+EPOCH_SERIES = "_epoch"
+TIME_SERIES = "_time"
+
 MAX_NAME_CHARS = 512
 
 

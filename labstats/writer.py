@@ -48,6 +48,11 @@ _POINTS, _COMMANDS, _MARKER, _MEDIA = 0, 1, 2, 3
 RESERVE = b"LABSTATS.RESERVE"
 MAX_SUFFIX = 10_000
 
+# The wall-clock time of a log()/update() call goes into schema.TIME_SERIES at the call's
+# idx, when at least TIME_RESOLUTION after the last one kept: every point's time is then
+# known to 10 ms (the viewer's time axes), for 16 bytes per kept time (docs/schema.md).
+TIME_RESOLUTION = 0.01
+
 
 class NameTaken(Exception):
     """The wanted run name belongs to another run and the policy is 'error'."""
@@ -122,6 +127,7 @@ class Writer(threading.Thread):
         self._held: deque[tuple[int, list[Command], int]] = deque()
         self.held_bytes = 0
         self.last_error: str | None = None
+        self._last_time = 0.0  # the last call time written to TIME_SERIES
         # Media (images, FITS, points, files): set by the logger; encoded and stored here.
         self.media: MediaWriter | None = None
 
@@ -134,7 +140,7 @@ class Writer(threading.Thread):
                 self.queued_bytes += nbytes
         if self._full():
             self._wait_for_space()
-        self.queue.append((_POINTS, idx, values, nbytes))
+        self.queue.append((_POINTS, idx, values, nbytes, time.time()))
 
     def put_media(self, item: Capture) -> None:
         nbytes = item.nbytes
@@ -213,8 +219,11 @@ class Writer(threading.Thread):
             while self.queue and len(points) < 50_000:
                 item = self.queue.popleft()
                 if item[0] == _POINTS:
-                    _, idx, values, nbytes = item
+                    _, idx, values, nbytes, when = item
                     points.extend((idx, name, value) for name, value in values.items())
+                    if when - self._last_time >= TIME_RESOLUTION:
+                        points.append((idx, schema.TIME_SERIES, when))
+                        self._last_time = when
                     freed += nbytes
                 elif item[0] in (_COMMANDS, _MEDIA):
                     if points:

@@ -11,6 +11,7 @@ from bokeh.palettes import Category10_10, Category20_20
 from flask import Blueprint, abort, render_template, request, url_for
 
 from labstats.reader import LabstatsError
+from labstats.schema import TIME_SERIES
 from labstats.viewer import charts
 from labstats.viewer.api import (
     ApiError,
@@ -136,8 +137,12 @@ def run_page(source: str, run_id: str):
     except ApiError:
         at_idx = None  # a step picker typo shows the latest value
     plots, texts, tensors = [], [], []
-    # Internal series (_epoch) after the user's own.
-    for n, (name, i) in enumerate(sorted(info.items(), key=lambda item: (item[0].startswith("_"), item[0]))):
+    # Internal series (_epoch) after the user's own; the call times are the time axes, not a chart.
+    shown = sorted(
+        (item for item in info.items() if item[0] != TIME_SERIES),
+        key=lambda item: (item[0].startswith("_"), item[0]),
+    )
+    for n, (name, i) in enumerate(shown):
         if n >= MAX_CHARTS:
             break
         try:
@@ -266,6 +271,7 @@ def compare():
     infos = {r.id: r.series_info() for _, r in runs}  # read once per run, not per chart
     names = sorted(
         {n for info in infos.values() for n, i in info.items() if i.get("kind") in ("f", "i", "b")}
+        - {TIME_SERIES}
     )
     wanted = request.args.getlist("series") or names
     # A colour per run, the same on every chart (a run without a series leaves a gap, not a shift).

@@ -203,7 +203,7 @@ def test_due_picks_old_ended_runs_and_the_cli_archives_them(tmp_path, lab, capsy
     assert "archived  old" in capsys.readouterr().out
     assert (tmp_path / "archive" / f"{lab.run('old').id}.parquet").exists()
     assert cli.main(["unarchive", "old"]) == 0
-    assert "restored  old  1 points" in capsys.readouterr().out
+    assert "restored  old  2 points" in capsys.readouterr().out  # the value and its call's time
     assert cli.main(["archive", "--due"]) == 1
     assert "--due needs" in capsys.readouterr().err
     assert cli.parse_bytes("8G") == 8 * 2**30
@@ -227,7 +227,7 @@ def test_the_archiver_redis_user_may_archive_and_the_trainer_may_not(tmp_path, a
     done = archive.archive(archiver, archiver.run("acl"), tmp_path / "archive")
     assert done.redis_bytes_freed
     assert archiver.run("acl").series("v").values.tolist() == [1.0]
-    assert archive.unarchive(archiver, archiver.run("acl"), tmp_path / "archive") == 1
+    assert archive.unarchive(archiver, archiver.run("acl"), tmp_path / "archive") == 2  # value + time
 
 
 def test_the_viewer_shows_an_archived_run_and_says_when_its_file_is_missing(tmp_path, url, lab):
