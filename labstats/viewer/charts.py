@@ -24,7 +24,8 @@ LIVE_TAG = "labstats-live"  # marks the data sources viewer.js refreshes while a
 _ZOOM_JS = """
 clearTimeout(fig._labstats_timer);
 fig._labstats_timer = setTimeout(() => {
-  const start = Math.floor(cb_obj.x0), stop = Math.ceil(cb_obj.x1);
+  // idx windows are whole numbers; the other axes (time, epoch) are sent as they are.
+  const start = exact ? cb_obj.x0 : Math.floor(cb_obj.x0), stop = exact ? cb_obj.x1 : Math.ceil(cb_obj.x1);
   for (const [source, url] of sources) {
     source.data_url = url + "&start=" + start + "&stop=" + stop;
     source.get_data("replace");
@@ -52,6 +53,7 @@ def line_chart(
     target: str,
     log_y: bool = False,
     colors: list[str] | None = None,
+    x_axis: str = "idx",
 ) -> dict:
     """A chart with one line per (legend label, data URL), as a Bokeh JSON item; ``log_y``
     for a logarithmic y axis; ``colors`` one per line (default: Category10 in order; the
@@ -59,7 +61,7 @@ def line_chart(
 
     Building a Bokeh figure costs ~25 ms, so one is built per (line count, live, log) and
     reused: its model ids are made unique per chart and the placeholders filled in."""
-    text = _ID.sub(lambda m: f'"{target}-{m.group(1)}"', _chart_template(len(lines), live, log_y))
+    text = _ID.sub(lambda m: f'"{target}-{m.group(1)}"', _chart_template(len(lines), live, log_y, x_axis))
     # Colours first: the title and labels filled in below are user text.
     for k, color in enumerate(colors or [Category10_10[k % 10] for k in range(len(lines))]):
         text = text.replace(f'"{_slot_color(k)}"', json.dumps(color))
@@ -81,10 +83,14 @@ def _slot_color(k: int) -> str:
     return f"#0c0{k:03x}"
 
 
-@functools.lru_cache(maxsize=32)
-def _chart_template(n_lines: int, live: bool, log_y: bool) -> str:
+@functools.lru_cache(maxsize=64)
+def _chart_template(n_lines: int, live: bool, log_y: bool, x_axis: str) -> str:
     lines = [(f"__LABEL_{k}__", f"__URL_{k}__") for k in range(n_lines)]
-    return json.dumps(_build_line_chart("__TITLE__", lines, live, "__TARGET__", log_y))
+    return json.dumps(_build_line_chart("__TITLE__", lines, live, "__TARGET__", log_y, x_axis))
+
+
+# The x axes a chart can have (the API's x parameter) and their labels.
+X_LABELS = {"idx": "idx", "epoch": "epoch", "time": "wall-clock time", "relative": "seconds since start"}
 
 
 # When a line's points arrive, viewer.js redraws what depends on them: the smoothed line,
@@ -92,12 +98,15 @@ def _chart_template(n_lines: int, live: bool, log_y: bool) -> str:
 _REDRAW_JS = "if (window.labstatsRedraw) window.labstatsRedraw(fig);"
 
 
-def _build_line_chart(title: str, lines: list[tuple[str, str]], live: bool, target: str, log_y: bool) -> dict:
+def _build_line_chart(
+    title: str, lines: list[tuple[str, str]], live: bool, target: str, log_y: bool, x_axis: str = "idx"
+) -> dict:
     fig = figure(
         title=title,
         height=260,
         sizing_mode="stretch_width",
-        x_axis_label="idx",
+        x_axis_label=X_LABELS[x_axis],
+        x_axis_type="datetime" if x_axis == "time" else "linear",
         y_axis_type="log" if log_y else "linear",
         tools="xpan,xwheel_zoom,box_zoom,reset,save",
         active_scroll="xwheel_zoom",
@@ -128,7 +137,8 @@ def _build_line_chart(title: str, lines: list[tuple[str, str]], live: bool, targ
     if len(lines) > 1:
         fig.legend.click_policy = "hide"
         fig.legend.location = "top_left"
-    fig.js_on_event(events.RangesUpdate, CustomJS(args={"fig": fig, "sources": pairs}, code=_ZOOM_JS))
+    zoom = CustomJS(args={"fig": fig, "sources": pairs, "exact": x_axis != "idx"}, code=_ZOOM_JS)
+    fig.js_on_event(events.RangesUpdate, zoom)
     fig.js_on_event(events.Reset, CustomJS(args={"sources": pairs}, code=_RESET_JS))
     return json_item(fig, target)
 

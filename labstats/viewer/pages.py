@@ -172,8 +172,10 @@ def _add_series(run, source, name, i, target, live, at_idx, plots, texts, tensor
     if "error" in i:
         raise ValueError(i["error"])
     if i.get("kind") in ("f", "i", "b"):
-        url = charts.series_url(source, run.id, name)
-        spec = charts.line_chart(name, [(name, url)], live, target, log_y=request.args.get("y") == "log")
+        x_axis = _x_axis()
+        url = charts.series_url(source, run.id, name) + ("" if x_axis == "idx" else f"&x={x_axis}")
+        spec = charts.line_chart(name, [(name, url)], live, target, log_y=request.args.get("y") == "log",
+                                 x_axis=x_axis)  # fmt: skip
         last = run.latest(name)
         plots.append({"name": name, "target": target, "spec": spec, "count": i.get("count"),
                       "group": _group(name),
@@ -244,6 +246,12 @@ def _elements(value: Any) -> list[tuple[str, np.ndarray]]:
     return arrays if arrays and len(arrays) == len(items) else []
 
 
+def _x_axis() -> str:
+    """The page's x axis (?x=idx|epoch|time|relative; anything else is idx)."""
+    x = request.args.get("x", "idx")
+    return x if x in charts.X_LABELS else "idx"
+
+
 def _short(value: Any) -> str:
     """A latest value as the table shows it: floats to 6 significant digits."""
     return f"{value:.6g}" if isinstance(value, float) else str(value)
@@ -279,13 +287,17 @@ def compare():
     colors = [palette[k % len(palette)] for k in range(len(runs))]
     live = any(r.status == "running" for _, r in runs)
     log_y = request.args.get("y") == "log"
+    x_axis = _x_axis()
     plots = []
     for n, name in enumerate(wanted[:MAX_CHARTS]):
         chosen = [(k, s, r) for k, (s, r) in enumerate(runs) if name in infos[r.id]]
-        lines = [(f"{r.name} ({s})", charts.series_url(s, r.id, name)) for _, s, r in chosen]
+        suffix = "" if x_axis == "idx" else f"&x={x_axis}"
+        lines = [(f"{r.name} ({s})", charts.series_url(s, r.id, name) + suffix) for _, s, r in chosen]
         if lines:
             line_colors = [colors[k] for k, _, _ in chosen]
-            spec = charts.line_chart(name, lines, live, f"chart-{n}", log_y=log_y, colors=line_colors)
+            spec = charts.line_chart(
+                name, lines, live, f"chart-{n}", log_y=log_y, colors=line_colors, x_axis=x_axis
+            )
             plots.append({"name": name, "target": f"chart-{n}", "spec": spec})
     keys = sorted({k for _, r in runs for k in (r.config if isinstance(r.config, dict) else {})})
     table = []

@@ -345,3 +345,44 @@ def test_lists_of_arrays_are_drawn_as_arrays_and_long_text_pages(client, tmp_pat
     assert "line 19" in client.get(f"/runs/local/{stats.run_id}?text_page=2").get_data(as_text=True)
     at_step = client.get(f"/runs/local/{stats.run_id}?step=1").get_data(as_text=True)
     assert "weights[0] at idx 1" in at_step
+
+
+def test_time_and_epoch_axes(client, tmp_path):
+    import time as clock
+
+    with labstats.Stats(tmp_path / "axes") as stats:
+        for step in range(6):
+            stats.log(step=step * 10, loss=float(step))
+            clock.sleep(0.03)
+    run = labstats.connect(stats.settings.url).run(stats.run_id)
+    assert len(run.series("_time")) == 6  # calls 30 ms apart: every one kept
+    base = f"/api/runs/local/{stats.run_id}/series/loss"
+    assert client.get(base).get_json()["idx"] == [0, 10, 20, 30, 40, 50]
+    by_time = client.get(base + "?x=time").get_json()["idx"]
+    started = float(run.meta["started"])
+    assert all(started * 1000 - 1 <= t <= clock.time() * 1000 for t in by_time)  # ms since 1970
+    assert by_time == sorted(by_time)
+    relative = client.get(base + "?x=relative").get_json()["idx"]
+    assert 0 <= relative[0] < 1
+    assert relative[-1] - relative[0] >= 0.15  # five sleeps of 30 ms at least
+    # A zoom window given in the axis' own units: seconds since start.
+    window = client.get(base + f"?x=relative&start={relative[2]}&stop={relative[3]}").get_json()
+    assert window["values"] == [2.0, 3.0]
+    assert client.get(base + "?x=bogus").status_code == 400
+    assert client.get(base + "?x=time&start=nan").status_code == 400
+    page = client.get(f"/runs/local/{stats.run_id}?x=time").get_data(as_text=True)
+    assert "DatetimeAxis" in page
+    assert "x=time" in page
+    assert "_time" not in re.findall(r'data-name="([^"]+)"', page)  # the call times are no chart
+
+    weights = np.zeros(3)
+    with labstats.Stats(tmp_path / "epochs") as stats:
+        stats.watch(weights, "w_mean_source")
+        for epoch in range(3):
+            for step in range(4):
+                weights += 1
+                stats.update(epoch, set_size=40, batch_size=10, step=step)  # idx = 40 epoch + 10 step
+    by_epoch = client.get(f"/api/runs/local/{stats.run_id}/series/_epoch?x=epoch").get_json()
+    assert by_epoch["idx"] == [0.0, 1.0, 2.0]
+    window = client.get(f"/api/runs/local/{stats.run_id}/series/_epoch?x=epoch&start=1&stop=1").get_json()
+    assert window["values"] == [1]

@@ -294,6 +294,7 @@ function chartControlsForm(form) {
   });
   // The y scale is part of the chart itself: the page asks the server again.
   document.getElementById("y-scale").addEventListener("change", () => form.submit());
+  document.getElementById("x-axis").addEventListener("change", () => form.submit());
 }
 
 // ---- the runs table: sort by any column, choose columns, group rows ---------------------
