@@ -232,6 +232,20 @@ def test_chart_controls_filter_smooth_clip_and_log_scale_what_is_drawn(host, bro
     )
     scales = bokeh_eval(page, "return Object.values(charts).map(c => c.fig.y_scale.type)")
     assert set(scales) == {"LogScale"}
+    # The x axis as wall-clock time: a datetime axis, and the points' x are times (ms).
+    page.select_option("#x-axis", "time")
+    page.wait_for_url("**x=time**")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.bk-target')].every(t => t.dataset.rendered === 'true')"
+    )
+    page.wait_for_function(
+        "Bokeh.documents.flatMap(d => [...d.all_models]).filter(m => 'data_url' in m)"
+        ".every(m => m.data && m.data.idx && m.data.idx.length > 0)"
+    )
+    axis = bokeh_eval(page, "return charts['train/loss'].fig.below[0].type")
+    first_x = bokeh_eval(page, "return charts['train/loss'].r['raw-0'].data_source.data.idx[0]")
+    assert axis == "DatetimeAxis"
+    assert abs(first_x / 1000 - time.time()) < 3600  # ms since 1970, within the hour
     context.close()
     assert errors == []
 
