@@ -150,8 +150,10 @@ def run_page(source: str, run_id: str):
         except (LabstatsError, ValueError, TypeError, KeyError) as exc:
             # One unreadable series (a record not written by labstats) must not hide the rest.
             texts.append({"name": name, "rows": [], "count": 0, "error": f"malformed series: {exc}"})
+    plots, group_links = _merge_groups(plots, live, source, run.id)
     return render_template(
         "run.html",
+        group_links=group_links,
         run=run,
         summary=summary,
         source=source,
@@ -168,6 +170,36 @@ def run_page(source: str, run_id: str):
     )
 
 
+def _merge_groups(plots: list[dict], live: bool, source: str, run_id: str) -> tuple[list[dict], dict]:
+    """The groups asked for as one chart (?merge=train): their line charts drawn as one, a
+    line per series. Returns the plots and, per group, the link that toggles it."""
+    merged = set(request.args.getlist("merge"))
+    out, done = [], set()
+    for plot in plots:
+        group = plot["group"]
+        if group not in merged or "url" not in plot:
+            out.append(plot)
+            continue
+        if group in done:
+            continue
+        done.add(group)
+        members = [p for p in plots if p["group"] == group and "url" in p]
+        target = f"merged-{len(done)}"
+        spec = charts.line_chart(f"{group}/*", [(p["name"], p["url"]) for p in members], live, target,
+                                 log_y=request.args.get("y") == "log", x_axis=_x_axis())  # fmt: skip
+        out.append({"name": f"{group}/*", "target": target, "spec": spec, "group": group,
+                    "count": sum(p["count"] or 0 for p in members)})  # fmt: skip
+        out += [
+            {**p, "spec": None, "hidden": True} for p in members if p.get("latest")
+        ]  # keep their latest values
+    links = {}
+    for group in {p["group"] for p in plots if p["group"]}:
+        wanted = sorted(merged ^ {group})
+        args = {k: v for k, v in request.args.items() if k != "merge"}
+        links[group] = url_for("pages.run_page", source=source, run_id=run_id, merge=wanted, **args)
+    return out, links
+
+
 def _add_series(run, source, name, i, target, live, at_idx, plots, texts, tensors) -> None:
     if "error" in i:
         raise ValueError(i["error"])
@@ -177,7 +209,7 @@ def _add_series(run, source, name, i, target, live, at_idx, plots, texts, tensor
         spec = charts.line_chart(name, [(name, url)], live, target, log_y=request.args.get("y") == "log",
                                  x_axis=x_axis)  # fmt: skip
         last = run.latest(name)
-        plots.append({"name": name, "target": target, "spec": spec, "count": i.get("count"),
+        plots.append({"name": name, "target": target, "spec": spec, "count": i.get("count"), "url": url,
                       "group": _group(name),
                       "latest": (last[0], _short(last[1])) if last else None})  # fmt: skip
         return

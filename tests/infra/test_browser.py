@@ -246,6 +246,18 @@ def test_chart_controls_filter_smooth_clip_and_log_scale_what_is_drawn(host, bro
     first_x = bokeh_eval(page, "return charts['train/loss'].r['raw-0'].data_source.data.idx[0]")
     assert axis == "DatetimeAxis"
     assert abs(first_x / 1000 - time.time()) < 3600  # ms since 1970, within the hour
+    # One chart for the train/ group, on demand: its two series as two lines.
+    page.click('.chart-group[data-group="train"] a.merge')
+    page.wait_for_url("**merge=train**")
+    page.wait_for_function(
+        "[...document.querySelectorAll('.bk-target')].every(t => t.dataset.rendered === 'true')"
+    )
+    charted = page.eval_on_selector_all(".chart-grid .chart", "cs => cs.map(c => c.dataset.name)")
+    assert charted == ["final_score", "train/*", "val/loss"]
+    assert (
+        bokeh_eval(page, "return Object.keys(charts['train/*'].r).filter(n => n.startsWith('raw-')).length")
+        == 2
+    )
     context.close()
     assert errors == []
 

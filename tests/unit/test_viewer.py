@@ -386,3 +386,20 @@ def test_time_and_epoch_axes(client, tmp_path):
     assert by_epoch["idx"] == [0.0, 1.0, 2.0]
     window = client.get(f"/api/runs/local/{stats.run_id}/series/_epoch?x=epoch&start=1&stop=1").get_json()
     assert window["values"] == [1]
+
+
+def test_a_group_drawn_as_one_chart_on_demand(client, tmp_path):
+    with labstats.Stats(tmp_path / "merge") as stats:
+        for step in range(5):
+            stats.log(step=step, **{"train/a": 1.0, "train/b": 2.0, "val/c": 3.0})
+    page = client.get(f"/runs/local/{stats.run_id}").get_data(as_text=True)
+    assert page.count('class="chart-spec"') == 3
+    assert "one chart" in page
+    merged = client.get(f"/runs/local/{stats.run_id}?merge=train&y=log").get_data(as_text=True)
+    assert merged.count('class="chart-spec"') == 2  # train/a and train/b on one chart, val/c alone
+    assert "train/*" in merged
+    assert "separate charts" in merged
+    assert 'tr data-name="train/a"' in merged  # their latest values stay listed
+    link = re.search(r'href="([^"]*)" class="merge"', merged).group(1)  # the train group's
+    assert "merge=train" not in link
+    assert "y=log" in link
