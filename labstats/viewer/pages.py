@@ -83,15 +83,24 @@ def _runs_table(default_limit: int) -> dict[str, Any]:
     for lab, members in by_lab.values():
         infos.update(lab.series_infos(members))
     choices, metric = _metric_choices(infos.values(), request.args.get("metric"))
-    summaries = {}
-    if metric is not None:
+    # More metrics (?also=acc&also=val/loss): their columns after the first one's.
+    also = [m for m in dict.fromkeys(request.args.getlist("also")) if m in choices and m != metric][
+        :MAX_METRICS
+    ]
+    if also:
+        filters["also"] = also
+    summaries: dict[str, dict] = {}
+    for name in ([metric] if metric else []) + also:
         for lab, members in by_lab.values():
-            summaries.update(lab.summaries(members, metric))
+            for run_id, found in lab.summaries(members, name).items():
+                summaries.setdefault(run_id, {})[name] = found
     for summary, run in zip(runs, objects, strict=True):
-        summary["metric"] = summaries.get(run.id)
+        summary["metric"] = summaries.get(run.id, {}).get(metric)
+        summary["metrics"] = summaries.get(run.id, {})
     return {
         "runs": runs, "tags": tags, "args": filters, "sources": states, "metric": metric,
         "metric_choices": choices, "config_columns": _differing_config(runs), "page": page, "more": more,
+        "also": also,
     }  # fmt: skip
 
 
@@ -111,6 +120,7 @@ def _metric_choices(infos, wanted: str | None) -> tuple[list[str], str | None]:
 
 
 MAX_CONFIG_COLUMNS = 12
+MAX_METRICS = 6  # more metric columns a table may have
 
 
 def _differing_config(runs: list[dict[str, Any]]) -> list[str]:

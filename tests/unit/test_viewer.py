@@ -403,3 +403,14 @@ def test_a_group_drawn_as_one_chart_on_demand(client, tmp_path):
     link = re.search(r'href="([^"]*)" class="merge"', merged).group(1)  # the train group's
     assert "merge=train" not in link
     assert "y=log" in link
+
+
+def test_more_metric_columns(client, tmp_path):
+    for k in range(2):
+        with labstats.Stats(tmp_path / f"m{k}") as stats:
+            stats.log(step=0, loss=1.0 + k, acc=0.5 + k / 10, lr=0.1)
+    html = client.get("/?also=acc&also=nope&also=loss").get_data(as_text=True)
+    assert 'data-col="metric-last"' in html  # loss, the most shared ("loss" wins the tie)
+    assert 'data-col="also:acc:last" class="number" data-value="0.6"' in html
+    assert "also:nope" not in html and "also:loss" not in html  # unknown, or the first metric already
+    assert 'name="also" value="acc" checked' in html
