@@ -314,13 +314,17 @@ def _window_args(args, axis: XAxis | None):
     return converted
 
 
-def series_body(r: Run, name: str, args) -> dict[str, Any]:
+def series_body(r: Run, name: str, args, axes: dict | None = None) -> dict[str, Any]:
     """A series window as the series endpoint answers it (``args``: its query parameters).
     ``x``: idx (default), epoch, time or relative; the points' x values are then those."""
     x = args.get("x") or "idx"
     if x not in X_AXES:
         raise ApiError(400, f"x must be one of {', '.join(X_AXES)}")
-    axis = XAxis(r, x) if x != "idx" else None
+    # ``axes``: one request's x axes by (run, kind), read once however many charts share them.
+    axis = None
+    if x != "idx":
+        cache = axes if axes is not None else {}
+        axis = cache.get((r.id, x)) or cache.setdefault((r.id, x), XAxis(r, x))
     args = _window_args(args, axis)
     max_points = int_arg("max_points", MAX_POINTS, 2, 100_000, args=args)
     whole = args.get("start") in (None, "") and args.get("stop") in (None, "")
@@ -377,6 +381,7 @@ def live():
         except ApiError as exc:
             answer["runs"][ref] = {"error": exc.message}
     adapter = current_app.url_map.bind("")
+    axes: dict = {}
     for url in urls:
         try:
             parts = urlsplit(str(url))
@@ -384,7 +389,7 @@ def live():
             if endpoint != "api.series":
                 raise ApiError(400, "not a series URL")
             r = run_of(values["source"], values["run_id"])
-            answer["series"].append(series_body(r, values["name"], MultiDict(parse_qsl(parts.query))))
+            answer["series"].append(series_body(r, values["name"], MultiDict(parse_qsl(parts.query)), axes))
         except ApiError as exc:
             answer["series"].append({"error": exc.message})
         except HTTPException:

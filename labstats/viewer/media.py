@@ -94,6 +94,19 @@ def _original(run: Run, record: dict[str, Any]) -> bytes:
     return data
 
 
+_KIND_NAMES = {"fits": "a FITS image", "points": "a point cloud"}
+
+
+def _asked(source: str, run_id: str, name: str, kind: str | None = None) -> tuple[Run, dict[str, Any]]:
+    """The run and the record a request names (?step=, ?item=), of ``kind`` if given."""
+    run = get_run(source, run_id)
+    step, item = _step_item()
+    record = _record(run, name, step, item)
+    if kind is not None and record.get("kind") != kind:
+        raise ApiError(400, f"media {name!r} is not {_KIND_NAMES[kind]}")
+    return run, record
+
+
 def _step_item() -> tuple[int | None, int]:
     return int_arg("step"), int_arg("item", 0) or 0
 
@@ -118,9 +131,7 @@ def media_records(source: str, run_id: str, name: str):
 
 @bp.get("/runs/<source>/<run_id>/thumb/<path:name>")
 def thumb(source: str, run_id: str, name: str):
-    run = get_run(source, run_id)
-    step, item = _step_item()
-    record = _record(run, name, step, item)
+    run, record = _asked(source, run_id, name)
     data = run.thumbnail(name, record["step"], record.get("item", 0))
     if not data:
         raise ApiError(404, f"media {name!r} has no thumbnail at step {record['step']}")
@@ -132,9 +143,7 @@ def original(source: str, run_id: str, name: str):
     """The original file, from the artifact store by the record's digest; a point cloud also
     as OBJ text (``format=obj``). Only pictures are shown in the page; anything else (HTML
     a user logged as a file, say) is always a download, never rendered on this origin."""
-    run = get_run(source, run_id)
-    step, item = _step_item()
-    record = _record(run, name, step, item)
+    run, record = _asked(source, run_id, name)
     data = _original(run, record)
     filename = _download_name(run, name, record)
     if request.args.get("format") == "obj":
@@ -165,11 +174,7 @@ def _download_name(run: Run, name: str, record: dict[str, Any]) -> str:
 @bp.get("/runs/<source>/<run_id>/fits/<path:name>")
 def fits_preview(source: str, run_id: str, name: str):
     """A PNG preview (ZScale interval, Asinh stretch) of a FITS record, at most 2048 px."""
-    run = get_run(source, run_id)
-    step, item = _step_item()
-    record = _record(run, name, step, item)
-    if record.get("kind") != "fits":
-        raise ApiError(400, f"media {name!r} is not a FITS image")
+    run, record = _asked(source, run_id, name, "fits")
 
     def make():
         from astropy.io import fits
@@ -188,11 +193,7 @@ def fits_preview(source: str, run_id: str, name: str):
 
 @bp.get("/runs/<source>/<run_id>/fitsheader/<path:name>")
 def fits_header(source: str, run_id: str, name: str):
-    run = get_run(source, run_id)
-    step, item = _step_item()
-    record = _record(run, name, step, item)
-    if record.get("kind") != "fits":
-        raise ApiError(400, f"media {name!r} is not a FITS image")
+    run, record = _asked(source, run_id, name, "fits")
     from astropy.io import fits
 
     with fits.open(io.BytesIO(_original(run, record))) as hdus:
@@ -263,11 +264,7 @@ def points(source: str, run_id: str, name: str):
     """A point cloud for the 3-D view, binary: N×3 float32 positions then N×3 uint8 colours
     (little-endian), decimated on the server to at most 200,000 points. Headers say N, the
     total and whether colours came with the points."""
-    run = get_run(source, run_id)
-    step, item = _step_item()
-    record = _record(run, name, step, item)
-    if record.get("kind") != "points":
-        raise ApiError(400, f"media {name!r} is not a point cloud")
+    run, record = _asked(source, run_id, name, "points")
 
     def make():
         xyz, rgb = media.read_ply(_original(run, record))
