@@ -1,6 +1,7 @@
 """What logging costs a GPU training loop: labstats against loss.item(), the original
 synchronous design and torch's SummaryWriter, side by side, interleaved, as ratios to the
-same loop logging nothing. Also the writer's tensor throughput into Redis.
+same loop logging nothing. Also the writer's tensor throughput: into files of the artifact
+store (the default for tensors of 1 MiB and more) against Redis blobs, side by side.
 
     python benchmarks/bench_gpu.py                      # `make bench-gpu`; CPU when no GPU
     python benchmarks/bench_gpu.py --steps 200 --repeats 3 --redis-server /usr/bin/redis-server
@@ -25,11 +26,12 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+import numpy as np
 import redis
 import torch
 
 import labstats
-from labstats import device, schema
+from labstats import device, tensorfiles
 
 W_FLOATS = 1_000_000  # the watched tensor: 1M floats (4 MB) of the first layer's weight
 
@@ -54,6 +56,12 @@ def start_redis(binary: str, workdir: Path) -> tuple[subprocess.Popen, str]:
         except redis.ConnectionError:
             time.sleep(0.05)
     raise RuntimeError("redis-server did not start")
+
+
+def new_stats(savedir: Path, url: str, **options) -> labstats.Stats:
+    """A run whose tensor files go to a store in the benchmark's temporary folder."""
+    return labstats.Stats(savedir, url=url, artifact_dir=savedir.parent / "store", capture_git=False,
+                          handle_signals=False, **options)  # fmt: skip
 
 
 def make_model(width: int, depth: int, dev: torch.device) -> torch.nn.Module:
@@ -100,12 +108,13 @@ def variants(url: str, tmp: Path, have_tb: bool):
         return lambda step, loss: loss.item(), lambda: None
 
     def ls_log(loop):
-        stats = labstats.Stats(tmp / "log", url=url, capture_git=False, handle_signals=False)
+        stats = new_stats(tmp / "log", url)
         return lambda step, loss: stats.log(step=step, loss=loss), stats.close
 
-    def ls_watch(kind="value", every=1):
+    def ls_watch(kind="value", every=1, files=True):
         def setup(loop):
-            stats = labstats.Stats(tmp / "watch", url=url, capture_git=False, handle_signals=False)
+            threshold = tensorfiles.DEFAULT_MIN_BYTES if files else 0
+            stats = new_stats(tmp / "watch", url, tensor_file_bytes=threshold)
             stats.watch(loop.w, "w", kind=kind, every=every)
 
             def hook(step, loss):
@@ -150,6 +159,7 @@ def variants(url: str, tmp: Path, have_tb: bool):
         ("loss.item() only", item),
         ("labstats log(loss=loss)", ls_log),
         ("labstats watch(w) + update(), w = 1M floats", ls_watch()),
+        ("labstats watch(w), as Redis blobs (tensor_file_bytes=0)", ls_watch(files=False)),
         ("labstats watch(w, every=10)", ls_watch(every=10)),
         ("labstats watch(w, kind='histogram')", ls_watch(kind="histogram")),
         ("original design: sync JSON ZADD of the loss", original(False)),
@@ -174,29 +184,49 @@ def time_variant(loop: Loop, setup, steps: int) -> float:
     return took / steps * 1e3
 
 
-def throughput(url: str, tmp: Path, dev: torch.device, part: int, count: int = 100) -> float:
-    """GB/s from logging 4 MB tensors until they are all in Redis."""
-    saved = schema.BLOB_PART
-    schema.BLOB_PART = part
-    try:
-        w = torch.randn(W_FLOATS, device=dev)
-        stats = labstats.Stats(tmp / "tput", url=url, capture_git=False, handle_signals=False)
-        started = time.perf_counter()
-        for step in range(count):
-            stats.log(step=step, w=w)
-        assert stats.flush(300)
-        took = time.perf_counter() - started
-        stats.close()
-        redis.Redis.from_url(url).flushall()
-        return count * w.numel() * 4 / took / 1e9
-    finally:
-        schema.BLOB_PART = saved
+def throughput(url: str, tmp: Path, dev: torch.device, files: bool, count: int = 100) -> float:
+    """GB/s from logging 4 MB tensors until they are all stored: as files of the artifact
+    store (the default for tensors of 1 MiB and more) or as blobs in Redis."""
+    w = torch.randn(W_FLOATS, device=dev)
+    stats = new_stats(tmp / "tput", url, tensor_file_bytes=tensorfiles.DEFAULT_MIN_BYTES if files else 0)
+    started = time.perf_counter()
+    for step in range(count):
+        w[0] = step  # a new value each step: the store keeps a tensor that did not change once
+        stats.log(step=step, w=w)
+    assert stats.flush(300)
+    took = time.perf_counter() - started
+    stats.close()
+    redis.Redis.from_url(url).flushall()
+    shutil.rmtree(tmp / "store", ignore_errors=True)
+    return count * w.numel() * 4 / took / 1e9
+
+
+def ceilings(url: str, tmp: Path, count: int = 100) -> tuple[float, float]:
+    """For scale, the same bytes without labstats: GB/s of redis-py SETs of 4 MB, and of
+    one thread writing 4 MB files into the same file system."""
+    data = np.random.default_rng(0).random(W_FLOATS, dtype=np.float32)
+    client = redis.Redis.from_url(url)
+    started = time.perf_counter()
+    for i in range(count):
+        data[0] = i
+        client.set(f"ceiling:{i}", memoryview(data.view(np.uint8)))
+    to_redis = count * data.nbytes / (time.perf_counter() - started) / 1e9
+    client.flushall()
+    folder = tmp / "ceiling"
+    folder.mkdir()
+    started = time.perf_counter()
+    for i in range(count):
+        data[0] = i
+        data.tofile(folder / str(i))
+    to_files = count * data.nbytes / (time.perf_counter() - started) / 1e9
+    shutil.rmtree(folder)
+    return to_redis, to_files
 
 
 def call_costs(url: str, tmp: Path, dev: torch.device, n: int = 3000) -> None:
     """Microseconds one call costs the calling thread, the GPU idle (no training loop)."""
     loss = torch.tensor(0.5, device=dev)
-    stats = labstats.Stats(tmp / "calls", url=url, capture_git=False, handle_signals=False)
+    stats = new_stats(tmp / "calls", url)
 
     def per_call(label, f):
         if dev.type == "cuda":
@@ -273,10 +303,16 @@ def main() -> int:
                     cells.append(f"{ms:.2f} ms/step (1.00×)" if variant == "nothing" else f"{ms / base:.2f}×")
                 print(f"| {variant} | " + " | ".join(cells) + " |")
             print()
-            for part in () if args.only else (65536 - 6, 2**20 - 16):  # blob part sizes compared
-                rates = [throughput(url, tmp, dev, part) for _ in range(2)]
-                print(f"writer tensor throughput, {dev.type} tensors of 4 MB, blob parts of {part} B: "
-                      f"{max(rates):.2f} GB/s (best of 2)")  # fmt: skip
+            if not args.only:
+                print(f"writer tensor throughput, {dev.type} tensors of 4 MB, 100 per try, best of 3:")
+                into_redis = max(throughput(url, tmp, dev, files=False) for _ in range(3))
+                into_files = max(throughput(url, tmp, dev, files=True) for _ in range(3))
+                print(f"  into Redis as blobs (tensor_file_bytes=0): {into_redis:.2f} GB/s (1.00×)")
+                print(f"  into files of the artifact store (the default): {into_files:.2f} GB/s "
+                      f"({into_files / into_redis:.2f}×)")  # fmt: skip
+                to_redis, to_files = ceilings(url, tmp)
+                print(f"  for scale, without labstats: redis-py SET {to_redis:.2f} GB/s, "
+                      f"one thread writing files {to_files:.2f} GB/s")  # fmt: skip
             call_costs(url, tmp, dev)
             pool = device.pool()
             print(f"training thread waited for pinned memory: {pool.waited:.2f} s in all")

@@ -38,11 +38,12 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import redis
 
-from labstats import codec, schema
+from labstats import codec, schema, tensorfiles
 from labstats.chunks import ChunkEncoder, SeriesState
 from labstats.config import LabstatsError
 from labstats.reader import number
 from labstats.snapshot import Encoded
+from labstats.store import ArtifactStore
 
 if TYPE_CHECKING:
     from labstats.reader import Lab, Run, Series
@@ -492,9 +493,10 @@ class ArchivedRun:
     """One archive file, read the way the reader reads Redis: windows by idx (only the row
     groups that hold them), the latest points, an overview of a long series."""
 
-    def __init__(self, path: str | Path) -> None:
+    def __init__(self, path: str | Path, artifacts: ArtifactStore | None = None) -> None:
         _, pq = _pa()
         self.path = Path(path)
+        self.artifacts = artifacts  # where the run's large tensors are (their files)
         self._lock = threading.Lock()  # one reader of the file at a time (viewer threads)
         try:
             self.file = pq.ParquetFile(self.path)
@@ -592,7 +594,7 @@ class ArchivedRun:
         if not groups:
             return Series(name, idx, self._empty(entry, info, lo), info.get("kind", "f"))
         mask = (idx >= lo) & (idx <= hi)
-        return Series(name, idx[mask], _values(kinds, values, mask), info.get("kind", "f"))
+        return Series(name, idx[mask], _values(kinds, values, mask, self.artifacts), info.get("kind", "f"))
 
     def tail(self, name: str, last: int) -> tuple[np.ndarray, Any]:
         """The last ``last`` points (idx order), reading only the row groups that hold them."""
@@ -605,12 +607,15 @@ class ArchivedRun:
         idx, kinds, values = self._read(name, groups)
         mask = np.zeros(len(idx), dtype=bool)
         mask[max(0, len(idx) - last) :] = True
-        return idx[mask], _values(kinds, values, mask)
+        return idx[mask], _values(kinds, values, mask, self.artifacts)
 
 
-def _values(kinds: np.ndarray, values: dict[str, Any], mask: np.ndarray) -> Any:
+def _values(
+    kinds: np.ndarray, values: dict[str, Any], mask: np.ndarray, artifacts: ArtifactStore | None
+) -> Any:
     """The values of the masked points as the reader gives them: one NumPy array when every
-    point is a number (of the common type), else a list (decoded objects)."""
+    point is a number (of the common type), else a list (decoded objects; large tensors read
+    from their files in ``artifacts``)."""
     present = [k for k in values if np.any(kinds[mask] == k.encode())] if mask.any() else list(values)
     if not present:
         return np.empty(0)
@@ -632,7 +637,7 @@ def _values(kinds: np.ndarray, values: dict[str, Any], mask: np.ndarray) -> Any:
         for pos, i in zip(where.tolist(), chosen.tolist(), strict=True):
             if kind == "o":
                 try:
-                    result[pos] = codec.decode(column[i])
+                    result[pos] = codec.decode(tensorfiles.resolve(column[i], artifacts))
                 except (ValueError, TypeError) as exc:
                     result[pos] = ValueError(f"unreadable record: {exc}")
             else:

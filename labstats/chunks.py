@@ -18,6 +18,7 @@ from labstats import codec, schema
 from labstats.device import Pending
 from labstats.snapshot import Deferred, Encoded, Histogram
 from labstats.spool import Command
+from labstats.tensorfiles import FileJob, TensorFiles
 
 log = logging.getLogger("labstats")
 
@@ -77,9 +78,10 @@ class SeriesState:
 class ChunkEncoder:
     """Builds the commands for one run's points; owns every series' state."""
 
-    def __init__(self, keys: schema.Keys, run_id: str) -> None:
+    def __init__(self, keys: schema.Keys, run_id: str, files: TensorFiles | None = None) -> None:
         self.keys = keys
         self.run_id = run_id
+        self.files = files  # large arrays go to files of the artifact store (labstats.tensorfiles)
         self.series: dict[str, SeriesState] = {}
         self.blobs = 0
         self.quarantined = 0  # values that could not be encoded and were left out
@@ -91,19 +93,20 @@ class ChunkEncoder:
         touched: dict[str, SeriesState] = {}
         commands: list[Command] = []
         quarantined = self.quarantined
+        # First every value is made ready, which starts the file writes of large tensors
+        # (several at once, in the pool), then the records are made in order.
+        staged: list[tuple[int, str, Any, str | None]] = []
         for idx, name, value in points:
-            blob_commands: list[Command] = []
-            hint = None
             try:
-                if isinstance(value, Histogram):
-                    value, hint = value.result(), "histogram"
-                elif isinstance(value, Pending):
-                    value = value.result()  # waits for the GPU copy here, on the writer thread
-                kind, record = self._record(idx, value, blob_commands)
+                staged.append((idx, name, *self._stage(value)))
             except Exception as exc:  # encoding only: nothing was changed yet
-                self.quarantined += 1
-                log.warning("labstats: series %r at idx %d: value left out, it cannot be stored (%s)",
-                            name, idx, exc)  # fmt: skip
+                self._quarantine(name, idx, exc)
+        for idx, name, value, hint in staged:
+            blob_commands: list[Command] = []
+            try:
+                kind, record = self._record(idx, value, blob_commands)
+            except Exception as exc:
+                self._quarantine(name, idx, exc)
                 continue
             commands += blob_commands
             state = self.series.get(name)
@@ -130,12 +133,38 @@ class ChunkEncoder:
             commands.append(cmd("HSET", self.keys.run(self.run_id), "quarantined", self.quarantined))
         return commands
 
+    def _quarantine(self, name: str, idx: int, exc: Exception) -> None:
+        self.quarantined += 1
+        log.warning("labstats: series %r at idx %d: value left out, it cannot be stored (%s)",
+                    name, idx, exc)  # fmt: skip
+
+    def _stage(self, value: Any) -> tuple[Any, str | None]:
+        """(value ready to encode, series hint): GPU copies waited for, device histograms
+        read, large arrays handed to the file writers (a :class:`FileJob`)."""
+        files = self.files
+        if isinstance(value, Histogram):
+            return value.result(), "histogram"
+        if isinstance(value, Pending):  # waits for the GPU copy here, on the writer thread
+            if files is not None and not value.scalar and files.wants(value.nbytes):
+                # The file is written from the pinned memory itself: no copy on the host.
+                return files.submit(*value.borrow()), None
+            return value.result(), None
+        if isinstance(value, Deferred):
+            value = value.to_numpy()
+        if files is not None and isinstance(value, np.ndarray) and files.wants(value.nbytes):
+            return files.submit(value), None
+        return value, None
+
     def _record(self, idx: int, value: Any, commands: list[Command]) -> tuple[bytes, bytes]:
+        if isinstance(value, FileJob):
+            ref = value.ref()
+            if ref is not None:
+                return schema.KIND_OBJECT, schema.OBJECT_HEADER.pack(idx, len(ref)) + ref
+            ref = self._blob(value.header, value.body, commands)  # no file: into Redis
+            return schema.KIND_OBJECT, schema.OBJECT_HEADER.pack(idx, len(ref)) + ref
         kind = kind_of(value)
         if kind != schema.KIND_OBJECT:
             return kind, schema.RECORD_STRUCTS[kind].pack(idx, value)
-        if isinstance(value, Deferred):
-            value = value.to_numpy()
         if isinstance(value, np.ndarray):
             header, body = codec.array_parts(value)
             if len(header) + len(body) > schema.INLINE_MAX:

@@ -23,7 +23,7 @@ The archive folder: ``$LABSTATS_ARCHIVE_DIR``, else the file's ``archive_dir``, 
 /var/lib/labstats/archive when that exists (the training box's), else
 ~/.local/share/labstats/archive. The artifact store (media files) likewise:
 ``$LABSTATS_ARTIFACT_DIR``, the file's ``artifact_dir``, /var/lib/labstats/artifacts when this
-user may write there, else ~/.local/share/labstats/artifacts (see labstats.media).
+user may write there, else ~/.local/share/labstats/artifacts (see labstats.store).
 """
 
 from __future__ import annotations
@@ -52,7 +52,7 @@ class Settings:
     prefix: str
     source: str  # where the URL came from, for error messages
     archive_dir: str = ""  # "" for the default (see default_archive_dir)
-    artifact_dir: str = ""  # "" for the default (see labstats.media.default_artifact_dir)
+    artifact_dir: str = ""  # "" for the default (see labstats.store.default_artifact_dir)
     # Several stores (a [[sources]] file): each one's settings, by source name. Empty for one.
     sources: tuple[tuple[str, Settings], ...] = ()
 

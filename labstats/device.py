@@ -93,6 +93,12 @@ class Pending:
         finally:
             self._pool.release(self.buffer, self.nbytes)
 
+    def borrow(self) -> tuple[np.ndarray, Any]:
+        """Wait for the copy; the pinned memory itself as an array (no copy) and the call
+        that gives it back to the pool, once it is no longer read."""
+        self.event.synchronize()
+        return self.buffer.numpy().reshape(self.shape), lambda: self._pool.release(self.buffer, self.nbytes)
+
 
 def is_cuda(tensor: Any) -> bool:
     return getattr(getattr(tensor, "device", None), "type", None) == "cuda"

@@ -30,11 +30,12 @@ from typing import Any
 import redis
 
 from labstats import config as cfg
-from labstats import media, runmeta, schema
+from labstats import media, runmeta, schema, tensorfiles
 from labstats.chunks import cmd
 from labstats.codec import EncodeError
 from labstats.snapshot import capture, capture_histogram
 from labstats.spool import spool_dir
+from labstats.store import ArtifactStore, default_artifact_dir
 from labstats.writer import RESERVE, NameTaken, Writer, reserve_name
 
 log = logging.getLogger("labstats")
@@ -68,6 +69,7 @@ class Stats:
         handle_signals: bool = True,
         resend_window: float = 5.0,
         artifact_dir: str | os.PathLike | None = None,
+        tensor_file_bytes: int = tensorfiles.DEFAULT_MIN_BYTES,
     ) -> None:
         if on_conflict not in ("suffix", "error"):
             raise ValueError("on_conflict must be 'suffix' or 'error'")
@@ -75,7 +77,7 @@ class Stats:
             "name": name, "config": dict(config or {}), "tags": [str(t) for t in tags], "seed": seed,
             "url": url, "prefix": prefix, "on_conflict": on_conflict, "flush_interval": flush_interval,
             "capture_git": capture_git, "handle_signals": handle_signals, "resend_window": resend_window,
-            "artifact_dir": artifact_dir,
+            "artifact_dir": artifact_dir, "tensor_file_bytes": int(tensor_file_bytes),
             "capture_freeze": capture_freeze if capture_freeze is not None
             else os.environ.get("LABSTATS_CAPTURE_FREEZE", "1") != "0",
         }  # fmt: skip
@@ -149,8 +151,10 @@ class Stats:
             on_name=self._named,
             resend_window=opts["resend_window"],
         )
-        store = media.ArtifactStore(opts["artifact_dir"] or media.default_artifact_dir())
+        store = ArtifactStore(opts["artifact_dir"] or default_artifact_dir())
         self._writer.media = media.MediaWriter(k, self.run_id, store)
+        if opts["tensor_file_bytes"] > 0:
+            self._writer.encoder.files = tensorfiles.TensorFiles(store, opts["tensor_file_bytes"])
         self._writer.put_commands(commands)
         self._writer.start()
         if opts["capture_freeze"]:

@@ -12,7 +12,6 @@ or forced with ``dataformats``); uint8, bool, or float in [0, 1] (clipped). Row 
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import io
 import json
@@ -33,74 +32,17 @@ from labstats import schema
 from labstats.chunks import cmd
 from labstats.device import Pending
 from labstats.snapshot import Deferred, capture
+from labstats.store import ArtifactStore
 
 log = logging.getLogger("labstats")
 
 KINDS = ("image", "fits", "points", "file")
 THUMB_PX = 256
 THUMB_MAX_BYTES = 32_000
-SYSTEM_ARTIFACT_DIR = Path("/var/lib/labstats/artifacts")
-_DIGEST = re.compile(r"^[0-9a-f]{64}$")
 
 
 class MediaError(ValueError):
     """A media value that cannot be stored (said at the call, with what is wrong)."""
-
-
-# ---- the artifact store ----------------------------------------------------------------------
-
-
-def default_artifact_dir() -> Path:
-    """``$LABSTATS_ARTIFACT_DIR``, else the training box's shared store when this user may
-    write there, else ~/.local/share/labstats/artifacts (a pip install on a laptop)."""
-    if os.environ.get("LABSTATS_ARTIFACT_DIR"):
-        return Path(os.environ["LABSTATS_ARTIFACT_DIR"])
-    if SYSTEM_ARTIFACT_DIR.is_dir() and os.access(SYSTEM_ARTIFACT_DIR, os.W_OK | os.X_OK):
-        return SYSTEM_ARTIFACT_DIR
-    return Path.home() / ".local" / "share" / "labstats" / "artifacts"
-
-
-class ArtifactStore:
-    """Files by content: ``<root>/<first two hex digits>/<sha256>``. The same content is
-    stored once; a file is complete or absent (temporary name, then rename)."""
-
-    def __init__(self, root: str | os.PathLike) -> None:
-        self.root = Path(root)
-
-    def path(self, digest: str) -> Path:
-        """Where a digest's file is. Only a 64-hex-digit digest names a file: no path from
-        a user ever reaches the file system."""
-        if not isinstance(digest, str) or not _DIGEST.match(digest):
-            raise ValueError(f"not an artifact digest: {digest!r}")
-        return self.root / digest[:2] / digest
-
-    def has(self, digest: str) -> bool:
-        return self.path(digest).is_file()
-
-    def read(self, digest: str) -> bytes:
-        return self.path(digest).read_bytes()
-
-    def put(self, data: bytes | memoryview) -> str:
-        digest = hashlib.sha256(data).hexdigest()
-        target = self.path(digest)
-        if target.is_file():
-            return digest
-        if not target.parent.is_dir():
-            target.parent.mkdir(parents=True, exist_ok=True)
-            # A shared store (the training box's, group-writable) stays writable for the
-            # other users of the group: the new folder gets the store's own mode.
-            with contextlib.suppress(OSError):
-                os.chmod(target.parent, self.root.stat().st_mode & 0o7777)
-        fd, temp = tempfile.mkstemp(prefix=".part-", dir=target.parent)
-        try:
-            with os.fdopen(fd, "wb") as out:
-                out.write(data)
-            os.chmod(temp, 0o644)  # readers on this box and the sync read it
-            os.replace(temp, target)
-        except BaseException:
-            Path(temp).unlink(missing_ok=True)
-            raise
-        return digest
 
 
 # ---- checks and copies on the calling thread ------------------------------------------------

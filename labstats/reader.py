@@ -28,7 +28,7 @@ from typing import Any
 import numpy as np
 import redis
 
-from labstats import codec, schema
+from labstats import codec, schema, tensorfiles
 from labstats import config as cfg
 from labstats.config import LabstatsError
 
@@ -399,7 +399,7 @@ class Lab:
         archive_dir: str | Path | None = None,
         artifact_dir: str | Path | None = None,
     ) -> None:
-        from labstats.media import ArtifactStore, default_artifact_dir
+        from labstats.store import ArtifactStore, default_artifact_dir
 
         self.redis = client
         self.artifacts = ArtifactStore(artifact_dir or default_artifact_dir())
@@ -476,7 +476,7 @@ class Lab:
             if cached is None or cached[0] != mtime:
                 if len(self._archives) >= ARCHIVES_OPEN:
                     self._archives.pop(next(iter(self._archives)))
-                cached = self._archives[run_id] = (mtime, ArchivedRun(path))
+                cached = self._archives[run_id] = (mtime, ArchivedRun(path, self.artifacts))
             return cached[1]
 
     # ---- runs --------------------------------------------------------------------------------
@@ -653,7 +653,7 @@ class Lab:
             try:
                 if _is_blob_ref(payload):  # left as it was: the blob could not be read
                     self._blob(run_id, payload)
-                yield idx, codec.decode(payload)
+                yield idx, codec.decode(tensorfiles.resolve(payload, self.artifacts))
             except (ValueError, TypeError) as exc:
                 yield idx, ValueError(f"unreadable record: {exc}")
 

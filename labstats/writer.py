@@ -208,6 +208,8 @@ class Writer(threading.Thread):
                 log.error("labstats: %d batches of run %s could not be stored (Redis away, spool disk "
                           "full) and are lost with this process", len(self._held), self.run_id)  # fmt: skip
         finally:
+            if self.encoder.files is not None:
+                self.encoder.files.close()
             self.spool.close()
 
     def _drain(self) -> None:

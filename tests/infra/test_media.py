@@ -10,10 +10,13 @@ import json
 import shlex
 import shutil
 
+import numpy as np
 import pytest
 from conftest import box, https_get, tunnel_address, viewer_login, wait_until, web_token, web_url
 from playwright.sync_api import sync_playwright
 from test_browser import ARTIFACTS
+
+from labstats import codec
 
 testinfra_hosts = ["trainbox"]
 
@@ -118,6 +121,45 @@ def test_jupyter_reads_the_media_of_a_run(host, media_run):
     with web.sudo("jupyter"):
         out = web.check_output("cd /tmp && /opt/labstats-jupyter/venv/bin/python -c %s", script)
     assert out.splitlines()[-1] == "(48, 64, 3) ['cloud', 'samples', 'sky']"
+
+
+LOG_TENSOR = """
+import numpy as np, labstats
+with labstats.Stats("runs/tensor-check") as stats:
+    w = np.arange(500_000, dtype=np.float32)  # 2 MB: a file of the artifact store
+    for step in range(3):
+        stats.log(step=step, w=w)
+        w *= 2
+print(stats.run_id)
+"""
+READ_TENSOR = (
+    "import labstats; run = labstats.connect().run('trainbox/tensor-check'); "
+    "print([v if isinstance(v, Exception) else float(v[-1]) for v in run.series('w').values])"
+)
+
+
+def test_a_large_tensor_logged_on_the_training_box_reads_in_jupyter_within_30_s(host):
+    with host.sudo("researcher"):
+        result = host.run("cd ~ && /opt/labstats/venv/bin/python -c %s", LOG_TENSOR)
+    assert result.rc == 0, result.stderr
+    web = box("webbox")
+
+    def read_in_jupyter() -> str:
+        with web.sudo("jupyter"):
+            found = web.run("cd /tmp && /opt/labstats-jupyter/venv/bin/python -c %s", READ_TENSOR)
+        return found.stdout.strip().splitlines()[-1] if found.rc == 0 and found.stdout.strip() else ""
+
+    assert wait_until(lambda: read_in_jupyter() == "[499999.0, 999998.0, 1999996.0]", timeout=30)
+    # The tensors are files of the store on both boxes, named by their content (Redis and its
+    # replica hold references of 41 bytes, not 6 MB).
+    w = np.arange(500_000, dtype=np.float32)
+    for _ in range(3):
+        digest = hashlib.sha256(b"".join(codec.array_parts(w))).hexdigest()
+        with host.sudo():
+            assert host.file(f"/var/lib/labstats/artifacts/{digest[:2]}/{digest}").sha256sum == digest
+        with web.sudo():
+            assert web.file(f"{COPIES}/{digest[:2]}/{digest}").sha256sum == digest
+        w *= 2
 
 
 def test_media_logged_during_a_tunnel_outage_arrive_after_it(host):

@@ -151,6 +151,8 @@ def start_acl_server(workdir: Path) -> RedisServer:
 def own_state_dir(tmp_path, monkeypatch):
     """Each test notes its spools in an index of its own, not the real user's."""
     monkeypatch.setenv("LABSTATS_STATE_DIR", str(tmp_path / "state"))
+    # ...and its media and tensor files in a store of its own (a test may point it elsewhere).
+    monkeypatch.setenv("LABSTATS_ARTIFACT_DIR", str(tmp_path / "artifacts"))
 
 
 def same(a, b) -> bool:

@@ -66,7 +66,10 @@ def _same_value(a, b):
 
 def log_mixed_run(tmp_path, name="mixed"):
     rng = np.random.default_rng(3)
-    with labstats.Stats(tmp_path / name, config={"lr": 0.1}, flush_interval=0.01) as stats:
+    # Tensors of 16 KiB and more are files of the artifact store: "layer" is one, "weights" a blob.
+    with labstats.Stats(
+        tmp_path / name, config={"lr": 0.1}, flush_interval=0.01, tensor_file_bytes=2**14
+    ) as stats:
         for step in range(3000):
             values = {"loss": float(rng.normal()), "count": step * 7, "ok": step % 3 == 0}
             if step == 1500:
@@ -77,6 +80,7 @@ def log_mixed_run(tmp_path, name="mixed"):
                 values["pair"] = {"a": [1, 2.5, None], "b": "x"}
             if step % 500 == 0:
                 values["mixed"] = step if step % 1000 else "text"
+                values["layer"] = rng.normal(size=(80, 64)).astype(np.float32)  # a file (20 KiB)
             stats.log(step=step, **values)
         # a resumed run: idx goes back for one series
         for step in range(10, 20):
@@ -92,8 +96,12 @@ def test_an_archived_run_reads_exactly_as_before_and_frees_redis(tmp_path, lab, 
     overview_before = run.overview("loss")
     keys_before = redis_server.client().dbsize()
 
+    tensor_files = sorted(p for p in (tmp_path / "artifacts").rglob("*") if p.is_file())
+    assert len(tensor_files) == 6  # "layer" at steps 0, 500... 2500
+
     done = archive.archive(lab, run, tmp_path / "archive")
 
+    assert sorted(p for p in (tmp_path / "artifacts").rglob("*") if p.is_file()) == tensor_files  # kept
     assert done.rows == sum(i["count"] for i in run.series_info().values())
     assert done.redis_bytes_freed > 200_000
     assert redis_server.client().dbsize() < keys_before / 3  # chunks, indexes and blobs gone

@@ -10,6 +10,7 @@ from fake_cuda import Tensor, calls
 
 import labstats
 from labstats import device
+from labstats.store import ArtifactStore
 
 
 @pytest.fixture(autouse=True)
@@ -86,3 +87,43 @@ def test_the_device_histogram_matches_the_numpy_one():
     assert packed[:2].tolist() == pytest.approx(expected[:2].tolist())
     assert np.abs(packed[2:].numpy() - expected[2:]).sum() <= 2  # float32 rounding at bin edges
     assert packed[2:].sum().item() == 10_000
+
+
+def test_a_large_cuda_tensor_is_written_to_its_file_from_the_pinned_memory(tmp_path, lab, monkeypatch):
+    pool = device.pool()
+    real_put = ArtifactStore.put
+    seen = []  # (bytes of the tensor's body, pinned memory still held, body memory) at each write
+
+    def watching_put(self, *parts):
+        seen.append((bytes(parts[-1]), pool.in_use, np.asarray(parts[-1])))
+        return real_put(self, *parts)
+
+    monkeypatch.setattr(ArtifactStore, "put", watching_put)
+    w = Tensor(np.arange(4, dtype=np.float32))
+    with labstats.Stats(tmp_path / "r", tensor_file_bytes=16) as stats:  # 4 floats: a file
+        for step in range(3):
+            stats.log(step=step, w=w)
+            w.mul_(2)
+    run = lab.run(stats.run_id)
+    assert [v.tolist() for v in run.series("w").values] == [[0, 1, 2, 3], [0, 2, 4, 6], [0, 4, 8, 12]]
+    assert len(list((tmp_path / "artifacts").rglob("??/*"))) == 3
+    assert len(seen) == 3
+    assert all(held >= 16 for _, held, _ in seen)  # the buffer goes back only after its write
+    assert pool.in_use == 0
+    pinned = [buffer.data for buffers in pool._free.values() for buffer in buffers]
+    assert all(any(np.shares_memory(body, p) for p in pinned) for _, _, body in seen)  # no host copy
+
+
+def test_a_cuda_tensor_whose_file_fails_goes_to_redis_intact(tmp_path, lab, monkeypatch):
+    def no_space(self, *parts):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(ArtifactStore, "put", no_space)
+    w = Tensor(np.arange(4, dtype=np.float32))
+    with labstats.Stats(tmp_path / "r", tensor_file_bytes=16) as stats:
+        for step in range(3):
+            stats.log(step=step, w=w)
+            w.mul_(2)  # the pinned buffer is reused for the next step once given back
+    values = lab.run(stats.run_id).series("w").values
+    assert [v.tolist() for v in values] == [[0, 1, 2, 3], [0, 2, 4, 6], [0, 4, 8, 12]]
+    assert device.pool().in_use == 0
