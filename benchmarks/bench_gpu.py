@@ -249,7 +249,12 @@ def main() -> int:
     parser.add_argument("--steps", type=int, default=None)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--only", help="run the variants whose name contains this (and 'nothing')")
-    parser.add_argument("--sizes", choices=["both", "small", "large"], default="both")
+    parser.add_argument(
+        "--sizes",
+        choices=["both", "small", "large", "none"],
+        default="both",
+        help="the training loops to run ('none': only the throughput and per-call costs)",
+    )
     parser.add_argument("--redis-server", default=shutil.which("redis-server") or "redis-server")
     args = parser.parse_args()
     gpu = torch.cuda.is_available()
@@ -277,7 +282,7 @@ def main() -> int:
         proc, url = start_redis(args.redis_server, tmp)
         try:
             results: dict[str, dict[str, list[float]]] = {}
-            chosen = {"both": sizes, "small": sizes[:1], "large": sizes[1:]}[args.sizes]
+            chosen = {"both": sizes, "small": sizes[:1], "large": sizes[1:], "none": []}[args.sizes]
             for label, width, batch in chosen:
                 loop = Loop(width, batch, depth=4, dev=dev)
                 found = variants(url, tmp, have_tb)
@@ -291,22 +296,25 @@ def main() -> int:
                         times[variant].append(time_variant(loop, setup, steps))
                 results[label] = times
                 redis.Redis.from_url(url).flushall()
-            header = "| what is logged each step | " + " | ".join(label for label in results) + " |"
-            print()
-            print(header)
-            print("|---" * (len(results) + 1) + "|")
-            for variant in next(iter(results.values())):
-                cells = []
-                for times in results.values():
-                    base = statistics.median(times["nothing"])
-                    ms = statistics.median(times[variant])
-                    cells.append(f"{ms:.2f} ms/step (1.00×)" if variant == "nothing" else f"{ms / base:.2f}×")
-                print(f"| {variant} | " + " | ".join(cells) + " |")
-            print()
+            if results:
+                header = "| what is logged each step | " + " | ".join(label for label in results) + " |"
+                print()
+                print(header)
+                print("|---" * (len(results) + 1) + "|")
+                for variant in next(iter(results.values())):
+                    cells = []
+                    for times in results.values():
+                        base = statistics.median(times["nothing"])
+                        ms = statistics.median(times[variant])
+                        first = variant == "nothing"
+                        cells.append(f"{ms:.2f} ms/step (1.00×)" if first else f"{ms / base:.2f}×")
+                    print(f"| {variant} | " + " | ".join(cells) + " |")
+                print()
             if not args.only:
-                print(f"writer tensor throughput, {dev.type} tensors of 4 MB, 100 per try, best of 3:")
-                into_redis = max(throughput(url, tmp, dev, files=False) for _ in range(3))
-                into_files = max(throughput(url, tmp, dev, files=True) for _ in range(3))
+                print(f"writer throughput, {dev.type} tensors of 4 MB, 100 a try, best of 3 interleaved:")
+                tries = [(throughput(url, tmp, dev, files=False), throughput(url, tmp, dev, files=True))
+                         for _ in range(3)]  # fmt: skip
+                into_redis, into_files = (max(rates) for rates in zip(*tries, strict=True))
                 print(f"  into Redis as blobs (tensor_file_bytes=0): {into_redis:.2f} GB/s (1.00×)")
                 print(f"  into files of the artifact store (the default): {into_files:.2f} GB/s "
                       f"({into_files / into_redis:.2f}×)")  # fmt: skip

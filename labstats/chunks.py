@@ -150,7 +150,7 @@ class ChunkEncoder:
                 return files.submit(*value.borrow()), None
             return value.result(), None
         if isinstance(value, Deferred):
-            value = value.to_numpy()
+            value = value.result()
         if files is not None and isinstance(value, np.ndarray) and files.wants(value.nbytes):
             return files.submit(value), None
         return value, None

@@ -32,14 +32,25 @@ class Deferred:
 
     @property
     def nbytes(self) -> int:
-        """Host memory the copy takes (what the writer's queue bound counts)."""
-        return getattr(self.obj, "nbytes", 0) or 0
+        """Memory the copy takes (what the writer's queue bound counts)."""
+        obj = self.obj
+        nbytes = getattr(obj, "nbytes", None)
+        if nbytes is None:  # a TensorFlow tensor: from its shape and its dtype's size
+            size = getattr(getattr(obj, "dtype", None), "size", 0)
+            nbytes = int(np.prod(tuple(getattr(obj, "shape", ())), dtype=np.int64)) * size
+        return int(nbytes or 0)
 
     def to_numpy(self) -> np.ndarray:
         obj = self.obj
         if hasattr(obj, "numpy") and not isinstance(obj, np.ndarray):
-            return obj.numpy()
+            return np.asarray(obj.numpy())
         return np.asarray(obj)
+
+    def result(self) -> Any:
+        """On the writer thread: the array, or a Python scalar for a 0-d value (a TensorFlow
+        or JAX loss is then stored as a number, as a float logged directly is)."""
+        array = self.to_numpy()
+        return _numpy_scalar(array[()]) if array.ndim == 0 else array
 
 
 _PLAIN_SCALARS = (bool, int, float)
@@ -61,12 +72,13 @@ def capture(value: Any) -> Any:
         return _capture_torch(value)
     module = getattr(kind, "__module__", "") or ""
     if module.startswith("tensorflow") and hasattr(value, "numpy"):
-        # EagerTensor and Variable: .numpy() copies to host memory.
-        return _from_array(np.asarray(value.numpy()))
+        return _capture_tf(value)
     if module.startswith(("jax", "jaxlib")):
-        # JAX arrays are immutable: keep a reference, copy to host on the writer thread.
-        if getattr(value, "ndim", None) == 0:
-            return _numpy_scalar(np.asarray(value)[()])
+        # JAX arrays are immutable: a reference is a snapshot. The copy to host memory
+        # starts now, beside the training, and the writer thread reads it (no wait here).
+        start_copy = getattr(value, "copy_to_host_async", None)
+        if start_copy is not None:
+            start_copy()
         return Deferred(value)
     if isinstance(value, bool):  # subclasses of the plain scalars, such as IntEnum
         return bool(value)
@@ -168,6 +180,19 @@ def _capture_torch(tensor: Any) -> Any:
     return Deferred(t.clone() if t.device.type == "cpu" else t.cpu())
 
 
+def _capture_tf(value: Any) -> Any:
+    """TensorFlow without a wait for the device: a tensor is immutable, so a reference is a
+    snapshot; a variable is read into one (an op queued on its device: an update after it
+    copies the variable's buffer rather than change what was read). ``.numpy()``, which
+    waits for the device, runs on the writer thread. Strings are read now (they are host
+    values, and an array of them is refused at the call)."""
+    if getattr(getattr(value, "dtype", None), "name", None) == "string":
+        return _from_array(np.asarray(value.numpy()))
+    if hasattr(value, "read_value"):  # tf.Variable
+        value = value.read_value()
+    return Deferred(value)
+
+
 def _plain(value: Any) -> Any:
     """Deep-convert containers so that tensors inside them become NumPy arrays now."""
     if isinstance(value, dict):
@@ -181,7 +206,7 @@ def _plain(value: Any) -> Any:
         return value  # the codec names what it cannot store
     captured = capture(value)
     if isinstance(captured, Deferred):
-        return captured.to_numpy()
+        return captured.result()
     if isinstance(captured, device.Pending):  # a GPU tensor inside a container: read it now
         return captured.result()
     if isinstance(captured, Encoded):
