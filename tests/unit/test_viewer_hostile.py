@@ -11,7 +11,7 @@ import pytest
 from conftest import ACL_PASSWORDS
 
 import labstats
-from labstats import schema
+from labstats import schema, tensorfiles
 from labstats.viewer import create_app
 from labstats.viewer.sources import Source
 
@@ -73,6 +73,7 @@ def store(acl_server, tmp_path):
         "torn-object": json.dumps({"sid": 2, "kind": "o", "count": 2, "last_chunk": 0}),
         "lost-blob": json.dumps({"sid": 3, "kind": "o", "count": 1, "last_chunk": 0}),
         "ragged-floats": json.dumps({"sid": 4, "kind": "f", "count": 2, "last_chunk": 0}),
+        "lost-tensor-file": json.dumps({"sid": 5, "kind": "o", "count": 1, "last_chunk": 0}),
     }
     r.hset(K.series("bad-series"), mapping=series)
     r.set(K.chunk("bad-series", 0, 0), b"Zgarbage")
@@ -80,6 +81,8 @@ def store(acl_server, tmp_path):
     ref = schema.BLOB_REF.pack(schema.BLOB_TAG, 7, 3, 100)
     r.set(K.chunk("bad-series", 3, 0), schema.KIND_OBJECT + schema.OBJECT_HEADER.pack(0, len(ref)) + ref)
     r.set(K.chunk("bad-series", 4, 0), schema.KIND_FLOAT + b"\x01" * 21)  # not a whole record
+    ref = tensorfiles.make_ref("0" * 64, 100)  # a tensor file that is in no store
+    r.set(K.chunk("bad-series", 5, 0), schema.KIND_OBJECT + schema.OBJECT_HEADER.pack(0, len(ref)) + ref)
     r.hset(K.names, mapping={"ghost": "no-such-run", "\u202eevil": "bad-json"})
     r.zadd(K.runs, {"no-hash-at-all": 1.8e9, "<script>alert(1)</script>": 1.8e9, "../../etc": 1.8e9})
     app = create_app({"local": Source("local", viewer_url)})
@@ -136,6 +139,8 @@ def test_every_page_and_endpoint_survives_hostile_records(store):
             get(client, f"/api/runs/{source}/{run_id}/series/{quoted}?start=0&stop=10")
             urls.append(f"/api/runs/{source}/{run_id}/series/{quoted}?columns=1")
     assert "bad-series" in "".join(refs)
+    lost = get(client, "/api/runs/local/bad-series/series/lost-tensor-file").get_data(as_text=True)
+    assert "not in the artifact store" in lost  # said, not a 500 or a silent gap
     compare = "&".join(f"run={ref}" for ref in refs[:20])
     assert get(client, f"/compare?{compare}").status_code == 200
     live = client.post("/api/live", json={"runs": [*refs, "nope/x", 5], "series": [*urls, "/etc/passwd", 7]})
