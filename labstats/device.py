@@ -84,8 +84,8 @@ class Pending:
 
     def result(self) -> Any:
         """Wait for the copy (this thread only), then a Python scalar or a NumPy array."""
-        self.event.synchronize()
         try:
+            self.event.synchronize()
             host = self.buffer.numpy()
             if self.scalar:
                 return host[0].item()
@@ -96,8 +96,13 @@ class Pending:
     def borrow(self) -> tuple[np.ndarray, Any]:
         """Wait for the copy; the pinned memory itself as an array (no copy) and the call
         that gives it back to the pool, once it is no longer read."""
-        self.event.synchronize()
-        return self.buffer.numpy().reshape(self.shape), lambda: self._pool.release(self.buffer, self.nbytes)
+        try:
+            self.event.synchronize()
+            array = self.buffer.numpy().reshape(self.shape)
+        except BaseException:  # a failed copy: the buffer goes back, the value is left out
+            self._pool.release(self.buffer, self.nbytes)
+            raise
+        return array, lambda: self._pool.release(self.buffer, self.nbytes)
 
 
 def is_cuda(tensor: Any) -> bool:

@@ -127,3 +127,22 @@ def test_a_cuda_tensor_whose_file_fails_goes_to_redis_intact(tmp_path, lab, monk
     values = lab.run(stats.run_id).series("w").values
     assert [v.tolist() for v in values] == [[0, 1, 2, 3], [0, 2, 4, 6], [0, 4, 8, 12]]
     assert device.pool().in_use == 0
+
+
+@pytest.mark.parametrize("threshold", [0, 16])  # read into a copy; written to a file from pinned memory
+def test_a_failed_gpu_copy_leaves_out_that_value_only_and_frees_its_buffer(
+    tmp_path, lab, monkeypatch, threshold
+):
+    import fake_cuda
+
+    def failing(self):
+        raise RuntimeError("CUDA error: an illegal memory access was encountered")
+
+    monkeypatch.setattr(fake_cuda.cuda.Event, "synchronize", failing)
+    with labstats.Stats(tmp_path / "r", tensor_file_bytes=threshold) as stats:
+        stats.log(step=0, w=Tensor(np.arange(4, dtype=np.float32)), loss=0.5)
+    run = lab.run(stats.run_id)
+    assert run.series("loss").values.tolist() == [0.5]
+    assert "w" not in run.series_names()
+    assert run.meta["quarantined"] == "1"
+    assert device.pool().in_use == 0
