@@ -1,7 +1,8 @@
 """On a real GPU (skipped, saying why, where there is none: CI has none; run it on a GPU box,
 see docs/benchmarks.md): a watched CUDA tensor changed in place by an optimizer is stored
-with its value at each step, the training thread makes no device sync (PyTorch's sync debug
-mode turns any into an error), and the device histogram counts what NumPy counts."""
+with its value at each step (in Redis, and as files of the artifact store), the training
+thread makes no device sync (PyTorch's sync debug mode turns any into an error), and the
+device histogram counts what NumPy counts."""
 
 import numpy as np
 import pytest
@@ -15,7 +16,8 @@ pytestmark = pytest.mark.skipif(
 )
 
 
-def test_watched_cuda_values_are_stored_as_they_were_at_each_step_without_a_sync(tmp_path, lab):
+@pytest.mark.parametrize("threshold", [0, 4096])  # the 16 KiB weight in Redis; as files from pinned memory
+def test_watched_cuda_values_are_stored_as_they_were_at_each_step_without_a_sync(tmp_path, lab, threshold):
     torch.manual_seed(0)
     model = torch.nn.Linear(64, 64).cuda()
     opt = torch.optim.SGD(model.parameters(), lr=0.5)
@@ -23,7 +25,7 @@ def test_watched_cuda_values_are_stored_as_they_were_at_each_step_without_a_sync
     weights, losses = [], []
     # The writer sleeps during the loop (long flush interval), so only the training thread
     # runs CUDA calls while sync debug mode is "error".
-    with labstats.Stats(tmp_path / "gpu", flush_interval=60) as stats:
+    with labstats.Stats(tmp_path / "gpu", flush_interval=60, tensor_file_bytes=threshold) as stats:
         stats.watch(model.weight, "w")
         stats.watch(model.weight, "h", kind="histogram", bins=8)
         for step in range(40):
