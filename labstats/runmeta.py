@@ -131,9 +131,12 @@ def freeze() -> str:
         commands.append([os.environ["CONDA_EXE"], "list", "--export"])
     commands.append([sys.executable, "-m", "pip", "freeze", "--all"])
     commands.append(["uv", "pip", "freeze", "--python", sys.executable])
+    # At the lowest CPU priority: it runs beside the first steps of the training, which
+    # must not wait for it (docs/benchmarks.md: a short loop ran 1.46-1.74x slower otherwise).
+    nice = ["nice", "-n", "19"] if shutil.which("nice") else []
     for command in commands:
         try:
-            out = subprocess.run(command, capture_output=True, text=True, timeout=60)
+            out = subprocess.run([*nice, *command], capture_output=True, text=True, timeout=60)
         except (OSError, subprocess.SubprocessError):
             continue
         if out.returncode == 0 and out.stdout.strip():

@@ -131,3 +131,22 @@ def test_a_run_outside_git_gets_an_honest_recipe(tmp_path, url):
     assert recipe[0] == "# not started from a git repository: its code was not recorded"
     assert recipe[1:3] == ["set -e", f"cd {run.meta['cwd']}"]
     assert cli.main(["--url", url, "regenerate", run.id, str(tmp_path / "x")]) == 1
+
+
+def test_the_freeze_runs_at_the_lowest_cpu_priority(monkeypatch):
+    # It runs beside the first steps of the training: on a busy box it must not slow them.
+    from labstats import runmeta
+
+    niceness = []
+    real_run = subprocess.run
+
+    def run_and_ask(command, **kwargs):
+        if sys.executable in command:  # pip freeze: ask the same way what niceness it gets
+            prefix = command[: command.index(sys.executable)]
+            asked = real_run([*prefix, sys.executable, "-c", "import os; print(os.nice(0))"], **kwargs)
+            niceness.append(asked.stdout.strip())
+        return real_run(command, **kwargs)
+
+    monkeypatch.setattr(runmeta.subprocess, "run", run_and_ask)
+    assert "numpy==" in runmeta.freeze()
+    assert niceness == ["19"]
