@@ -157,10 +157,7 @@ class ChunkEncoder:
 
     def _record(self, idx: int, value: Any, commands: list[Command]) -> tuple[bytes, bytes]:
         if isinstance(value, FileJob):
-            ref = value.ref()
-            if ref is not None:
-                return schema.KIND_OBJECT, schema.OBJECT_HEADER.pack(idx, len(ref)) + ref
-            ref = self._blob(value.header, value.body, commands)  # no file: into Redis
+            ref = value.ref() or self._blob(value.header, value.body, commands)  # no file: into Redis
             return schema.KIND_OBJECT, schema.OBJECT_HEADER.pack(idx, len(ref)) + ref
         kind = kind_of(value)
         if kind != schema.KIND_OBJECT:

@@ -74,10 +74,10 @@ class FileJob:
     def __init__(self, header: bytes, body: memoryview) -> None:
         self.header = header
         self.body = body
-        self.future: Future[str | None] | None = None
+        self.future: Future[str | None]  # set by TensorFiles.submit
 
     def ref(self) -> bytes | None:
-        digest = self.future.result() if self.future is not None else None
+        digest = self.future.result()
         return None if digest is None else make_ref(digest, len(self.header) + len(self.body))
 
 
@@ -90,11 +90,9 @@ class TensorFiles:
         self.store = store
         self.min_bytes = int(min_bytes)
         self.workers = workers
-        self.failed = 0  # tensors that went to Redis because their file could not be written
-        self.written = 0
         self._pool: ThreadPoolExecutor | None = None
         self._lock = threading.Lock()
-        self._warned = False
+        self._warned = False  # warned once until a file is written again
 
     def wants(self, nbytes: int) -> bool:
         return 0 < self.min_bytes <= nbytes
@@ -120,7 +118,6 @@ class TensorFiles:
             digest = self.store.put(job.header, job.body)
         except OSError as exc:
             with self._lock:
-                self.failed += 1
                 if not self._warned:
                     self._warned = True
                     log.warning("labstats: cannot write tensor files to %s (%s); large tensors go to "
@@ -131,9 +128,7 @@ class TensorFiles:
         finally:
             if release is not None:
                 release()
-        with self._lock:
-            self.written += 1
-            self._warned = False
+        self._warned = False
         return digest
 
     def close(self) -> None:

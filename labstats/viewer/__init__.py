@@ -19,6 +19,7 @@ from werkzeug.exceptions import HTTPException
 
 from labstats import __version__
 from labstats.viewer import api, auth, media, pages
+from labstats.viewer.api import X_AXES
 from labstats.viewer.sources import Source, load_auth, load_sources
 
 # Bokeh needs 'unsafe-eval' (it compiles chart callbacks) and inline styles; no inline
@@ -85,6 +86,7 @@ def create_app(
         app.config.update(config)
     app.extensions["labstats_sources"] = sources if sources is not None else load_sources()
     app.jinja_env.globals["version"] = __version__
+    app.jinja_env.globals["x_axes"] = X_AXES  # the charts' x axis control
     # JSON as text to show (autoescape then escapes it); `tojson` is for data blocks only.
     app.jinja_env.filters["json"] = lambda value: json.dumps(value, default=str, ensure_ascii=False)
     app.jinja_env.filters["duration"] = _duration_text

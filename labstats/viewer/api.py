@@ -253,7 +253,8 @@ def series(source: str, run_id: str, name: str):
     return jsonify(series_body(get_run(source, run_id), name, request.args))
 
 
-X_AXES = ("idx", "epoch", "time", "relative")
+# The x axes a chart can have (?x=), with the labels the axis and the page's control show.
+X_AXES = {"idx": "idx", "epoch": "epoch", "time": "wall-clock time", "relative": "seconds since start"}
 
 
 class XAxis:

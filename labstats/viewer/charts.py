@@ -15,6 +15,8 @@ from bokeh.models import AjaxDataSource, ColorBar, ColumnDataSource, CustomJS, H
 from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
 
+from labstats.viewer.api import X_AXES
+
 LIVE_TAG = "labstats-live"  # marks the data sources viewer.js refreshes while a run runs
 
 # A user's zoom or pan (not the automatic ranging as data arrives, which must not freeze a
@@ -40,10 +42,12 @@ for (const [source, url] of sources) {
 """
 
 
-def series_url(source: str, run_id: str, name: str) -> str:
-    return (
+def series_url(source: str, run_id: str, name: str, x_axis: str = "idx") -> str:
+    """The URL a chart's line loads its points from, against ``x_axis`` (one of X_AXES)."""
+    url = (
         f"/api/runs/{quote(source, safe='')}/{quote(run_id, safe='')}/series/{quote(name, safe='')}?columns=1"
     )
+    return url if x_axis == "idx" else f"{url}&x={x_axis}"
 
 
 def line_chart(
@@ -89,10 +93,6 @@ def _chart_template(n_lines: int, live: bool, log_y: bool, x_axis: str) -> str:
     return json.dumps(_build_line_chart("__TITLE__", lines, live, "__TARGET__", log_y, x_axis))
 
 
-# The x axes a chart can have (the API's x parameter) and their labels.
-X_LABELS = {"idx": "idx", "epoch": "epoch", "time": "wall-clock time", "relative": "seconds since start"}
-
-
 # When a line's points arrive, viewer.js redraws what depends on them: the smoothed line,
 # the marker of a one-point series, the clipped y range (labstatsRedraw, page controls).
 _REDRAW_JS = "if (window.labstatsRedraw) window.labstatsRedraw(fig);"
@@ -105,7 +105,7 @@ def _build_line_chart(
         title=title,
         height=260,
         sizing_mode="stretch_width",
-        x_axis_label=X_LABELS[x_axis],
+        x_axis_label=X_AXES[x_axis],
         x_axis_type="datetime" if x_axis == "time" else "linear",
         y_axis_type="log" if log_y else "linear",
         tools="xpan,xwheel_zoom,box_zoom,reset,save",

@@ -14,6 +14,7 @@ from labstats.reader import LabstatsError
 from labstats.schema import TIME_SERIES
 from labstats.viewer import charts
 from labstats.viewer.api import (
+    X_AXES,
     ApiError,
     SourceDown,
     describe,
@@ -215,7 +216,7 @@ def _add_series(run, source, name, i, target, live, at_idx, plots, texts, tensor
         raise ValueError(i["error"])
     if i.get("kind") in ("f", "i", "b"):
         x_axis = _x_axis()
-        url = charts.series_url(source, run.id, name) + ("" if x_axis == "idx" else f"&x={x_axis}")
+        url = charts.series_url(source, run.id, name, x_axis)
         spec = charts.line_chart(name, [(name, url)], live, target, log_y=request.args.get("y") == "log",
                                  x_axis=x_axis)  # fmt: skip
         last = run.latest(name)
@@ -291,7 +292,7 @@ def _elements(value: Any) -> list[tuple[str, np.ndarray]]:
 def _x_axis() -> str:
     """The page's x axis (?x=idx|epoch|time|relative; anything else is idx)."""
     x = request.args.get("x", "idx")
-    return x if x in charts.X_LABELS else "idx"
+    return x if x in X_AXES else "idx"
 
 
 def _short(value: Any) -> str:
@@ -333,8 +334,7 @@ def compare():
     plots = []
     for n, name in enumerate(wanted[:MAX_CHARTS]):
         chosen = [(k, s, r) for k, (s, r) in enumerate(runs) if name in infos[r.id]]
-        suffix = "" if x_axis == "idx" else f"&x={x_axis}"
-        lines = [(f"{r.name} ({s})", charts.series_url(s, r.id, name) + suffix) for _, s, r in chosen]
+        lines = [(f"{r.name} ({s})", charts.series_url(s, r.id, name, x_axis)) for _, s, r in chosen]
         if lines:
             line_colors = [colors[k] for k, _, _ in chosen]
             spec = charts.line_chart(

@@ -126,7 +126,7 @@ def test_jupyter_reads_the_media_of_a_run(host, media_run):
 LOG_TENSOR = """
 import numpy as np, labstats
 with labstats.Stats("runs/tensor-check") as stats:
-    w = np.arange(500_000, dtype=np.float32)  # 2 MB: a file of the artifact store
+    w = np.arange(500_000, dtype=np.float32).reshape(500, 1000)  # 2 MB: a file of the store
     for step in range(3):
         stats.log(step=step, w=w)
         w *= 2
@@ -134,14 +134,20 @@ print(stats.run_id)
 """
 READ_TENSOR = (
     "import labstats; run = labstats.connect().run('trainbox/tensor-check'); "
-    "print([v if isinstance(v, Exception) else float(v[-1]) for v in run.series('w').values])"
+    "print([v if isinstance(v, Exception) else float(v[-1, -1]) for v in run.series('w').values])"
 )
+TENSOR_LAST = [499999.0 * 2**step for step in range(3)]  # the last element at steps 0, 1, 2
 
 
-def test_a_large_tensor_logged_on_the_training_box_reads_in_jupyter_within_30_s(host):
+@pytest.fixture(scope="module")
+def tensor_run(host):
     with host.sudo("researcher"):
         result = host.run("cd ~ && /opt/labstats/venv/bin/python -c %s", LOG_TENSOR)
     assert result.rc == 0, result.stderr
+    return result.stdout.split()[-1]
+
+
+def test_a_large_tensor_logged_on_the_training_box_reads_in_jupyter_within_30_s(host, tensor_run):
     web = box("webbox")
 
     def read_in_jupyter() -> str:
@@ -149,10 +155,10 @@ def test_a_large_tensor_logged_on_the_training_box_reads_in_jupyter_within_30_s(
             found = web.run("cd /tmp && /opt/labstats-jupyter/venv/bin/python -c %s", READ_TENSOR)
         return found.stdout.strip().splitlines()[-1] if found.rc == 0 and found.stdout.strip() else ""
 
-    assert wait_until(lambda: read_in_jupyter() == "[499999.0, 999998.0, 1999996.0]", timeout=30)
+    assert wait_until(lambda: read_in_jupyter() == str(TENSOR_LAST), timeout=30)
     # The tensors are files of the store on both boxes, named by their content (Redis and its
     # replica hold references of 41 bytes, not 6 MB).
-    w = np.arange(500_000, dtype=np.float32)
+    w = np.arange(500_000, dtype=np.float32).reshape(500, 1000)
     for _ in range(3):
         digest = hashlib.sha256(b"".join(codec.array_parts(w))).hexdigest()
         with host.sudo():
@@ -370,4 +376,26 @@ def test_the_point_cloud_is_drawn_in_3d(page):
     )
     assert colours > 500  # points drawn, not just the white background
     page.locator(view).screenshot(path=str(ARTIFACTS / "viewer-points.png"))
+    assert page.errors == []
+
+
+def test_a_large_tensor_is_drawn_on_its_run_page_at_the_chosen_step(page, tensor_run):
+    """A person opens the run, sees the tensor (read from its synced file) as a heat-map, and
+    picks another step."""
+    head = page.locator(".chart-head", has_text="float32 [500, 1000]")
+
+    def shown() -> bool:
+        page.goto(web_url(f"/runs/trainbox/{tensor_run}"))
+        return head.count() == 1
+
+    assert wait_until(shown, timeout=30)
+    highest = """() => Math.max(...Bokeh.documents.flatMap(d => [...d.all_models])
+                                  .filter(m => m.type === "LinearColorMapper").map(m => m.high))"""
+    page.wait_for_selector(".chart .bk-target[data-rendered=true]", timeout=20_000)
+    assert page.evaluate(highest) == TENSOR_LAST[2]  # the latest step's values
+    head.locator("select[name=step]").select_option("1")
+    head.locator("button").click()
+    page.wait_for_url("**step=1**")
+    page.wait_for_selector(".chart .bk-target[data-rendered=true]", timeout=20_000)
+    assert page.evaluate(highest) == TENSOR_LAST[1]
     assert page.errors == []

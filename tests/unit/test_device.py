@@ -6,10 +6,11 @@ import threading
 
 import numpy as np
 import pytest
+from conftest import same
 from fake_cuda import Tensor, calls
 
 import labstats
-from labstats import device
+from labstats import codec, device
 from labstats.store import ArtifactStore
 
 
@@ -119,14 +120,28 @@ def test_a_cuda_tensor_whose_file_fails_goes_to_redis_intact(tmp_path, lab, monk
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(ArtifactStore, "put", no_space)
-    w = Tensor(np.arange(4, dtype=np.float32))
-    with labstats.Stats(tmp_path / "r", tensor_file_bytes=16) as stats:
-        for step in range(3):
-            stats.log(step=step, w=w)
-            w.mul_(2)  # the pinned buffer is reused for the next step once given back
+    pool = device.pool()
+    budget = pool.budget
+    n = 300_000  # 1.2 MB: more than one blob part, and the parts after the first are views
+    device.configure(pinned_bytes=4 * n)  # one buffer: each step's copy reuses the last one's
+    w = Tensor(np.arange(n, dtype=np.float32))
+    try:
+        with labstats.Stats(tmp_path / "r", tensor_file_bytes=16, resend_window=60) as stats:
+            for step in range(3):
+                stats.log(step=step, w=w)
+                assert stats.flush(10)
+                w.mul_(2)
+            # What the writer keeps to resend (after a Redis crash) is still each step's value,
+            # though the pinned buffer it was read from now holds another step's.
+            kept = [b"".join(c[3::2]) for _, _, commands, _ in stats._writer._acked
+                    for c in commands if c[0] == b"HSET" and b":b:" in c[1]]  # fmt: skip
+    finally:
+        device.configure(pinned_bytes=budget)
+    expected = [np.arange(n, dtype=np.float32) * 2**step for step in range(3)]
+    assert kept == [b"".join(codec.array_parts(e)) for e in expected]
     values = lab.run(stats.run_id).series("w").values
-    assert [v.tolist() for v in values] == [[0, 1, 2, 3], [0, 2, 4, 6], [0, 4, 8, 12]]
-    assert device.pool().in_use == 0
+    assert all(same(v, e) for v, e in zip(values, expected, strict=True))
+    assert pool.in_use == 0
 
 
 @pytest.mark.parametrize("threshold", [0, 16])  # read into a copy; written to a file from pinned memory
