@@ -454,11 +454,6 @@ def evenly(items: list, limit: int) -> list:
     return [items[i] for i in sorted(set(picks.tolist()))]
 
 
-def digest_matches(data: bytes, digest: str) -> bool:
-    """Whether ``data`` is the file ``digest`` names (checked before a copy is served)."""
-    return hashlib.sha256(data).hexdigest() == digest
-
-
 def decode_array(record: dict[str, Any], data: bytes) -> Any:
     """An artifact's content as an array: images HWC uint8, FITS data, points N×3 float32."""
     kind = record.get("kind")

@@ -228,9 +228,12 @@ class Run:
             )
         if as_ == "path":
             return path
-        data = path.read_bytes()
-        if not media.digest_matches(data, record["digest"]):
-            raise LabstatsError(f"the stored copy of {name!r} at step {record['step']} ({path}) is damaged")
+        try:
+            data = self.lab.artifacts.read(record["digest"])  # checked against its SHA-256
+        except ValueError:
+            raise LabstatsError(
+                f"the stored copy of {name!r} at step {record['step']} ({path}) is damaged"
+            ) from None
         if as_ == "bytes":
             return data
         if as_ != "array":

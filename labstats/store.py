@@ -45,7 +45,12 @@ class ArtifactStore:
         return self.path(digest).is_file()
 
     def read(self, digest: str) -> bytes:
-        return self.path(digest).read_bytes()
+        """The file's bytes, checked against its name: a damaged copy is never returned
+        (ValueError); a missing one raises FileNotFoundError."""
+        data = self.path(digest).read_bytes()
+        if hashlib.sha256(data).hexdigest() != digest:
+            raise ValueError(f"the stored copy of {digest} is damaged (its SHA-256 differs)")
+        return data
 
     def put(self, *parts: bytes | memoryview) -> str:
         """Store the concatenation of ``parts`` (written without joining them: a tensor's

@@ -98,3 +98,15 @@ def test_a_reference_is_only_what_the_writer_made():
     assert not tensorfiles.is_ref(b"F")  # the codec's False
     with pytest.raises(ValueError, match="none was given"):
         tensorfiles.resolve(ref, None)
+
+
+def test_a_damaged_tensor_file_is_never_decoded(tmp_path, lab):
+    with labstats.Stats(tmp_path / "r") as stats:
+        stats.log(step=0, w=np.zeros(BIG, dtype=np.float32))
+    (path,) = files_in(tmp_path / "artifacts")
+    data = bytearray(path.read_bytes())
+    data[-1] ^= 0xFF  # one flipped bit in the last value: same length, other content
+    path.write_bytes(bytes(data))
+    (value,) = lab.run(stats.run_id).series("w").values
+    assert isinstance(value, ValueError)
+    assert "damaged" in str(value)
