@@ -16,6 +16,7 @@ declare -A wanted=(
   [ssh-keygen]=openssh-client
   [git]=git
   [make]=make
+  [pgrep]=procps
   [chromium]=chromium
   [chromedriver]=chromium-driver
 )
@@ -44,6 +45,12 @@ if ! docker info >/dev/null 2>&1; then
     log "starting docker.service"
     systemctl start docker
   else
+    # A machine restored from a snapshot keeps the pid files of a dockerd that no longer
+    # runs, and dockerd refuses to start over them ("pid file found").
+    if ! pgrep -x dockerd >/dev/null; then
+      pgrep -x containerd >/dev/null || rm -f /run/docker/containerd/containerd.pid
+      rm -f /var/run/docker.pid
+    fi
     log "no systemd here: starting dockerd in the background (log: /var/log/labstats-dockerd.log)"
     nohup dockerd >/var/log/labstats-dockerd.log 2>&1 &
   fi
