@@ -143,40 +143,94 @@ def _build_line_chart(
     return json_item(fig, target)
 
 
+# A tensor is sent to the browser whole only while it is small: a 4096×4096 weight would be
+# ~100 MB of JSON and freeze the page. Larger ones are reduced to what a screen can show.
+MAX_LINE_BUCKETS = 2000  # a 1-D tensor longer than twice this is drawn as min/max per bucket
+MAX_IMAGE_SIDE = 1024  # a heat-map larger than this on a side is drawn as block means
+
+
 def tensor_chart(title: str, value: np.ndarray, idx: int, target: str) -> dict:
     """A 1-D tensor as a line over its elements; a uint8 H×W×3 (or ×4) array as the colour
     picture it is; anything else as a heat-map (first axis × the rest flattened). Row 0 is
-    at the top, as in the array."""
+    at the top, as in the array. Large tensors are reduced for the screen, and the title
+    says how."""
     if value.dtype == np.uint8 and value.ndim == 3 and value.shape[-1] in (3, 4):
         return _picture_chart(title, value, idx, target)
-    data = np.nan_to_num(np.asarray(value, dtype=np.float64), nan=np.nan)
+    # float32 where it is exact (float16, bfloat16 upcast, small ints, float32): half the bytes
+    data = np.asarray(value, dtype=np.result_type(value.dtype, np.float32))
     if data.ndim <= 1:
-        fig = figure(
-            title=f"{title} at idx {idx}",
-            height=260,
-            sizing_mode="stretch_width",
-            x_axis_label="element",
-            tools="pan,wheel_zoom,box_zoom,reset,save",
-        )
-        flat = data.reshape(-1)
-        fig.line(x=np.arange(len(flat)), y=flat, line_width=1.5)
-        return json_item(fig, target)
+        return _line_tensor_chart(title, data.reshape(-1), idx, target)
     image = data.reshape(data.shape[0], -1)
+    rows, cols = image.shape
+    image, note = block_means(image, MAX_IMAGE_SIDE)
     finite = image[np.isfinite(image)]
     low, high = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
     mapper = LinearColorMapper(palette=Viridis256, low=low, high=high if high > low else low + 1)
     fig = figure(
-        title=f"{title} at idx {idx} (shape {list(value.shape)})",
+        title=f"{title} at idx {idx} (shape {list(value.shape)}{note})",
         height=320,
         sizing_mode="stretch_width",
-        x_range=(0, image.shape[1]),
-        y_range=(image.shape[0], 0),  # row 0 at the top
+        x_range=(0, cols),
+        y_range=(rows, 0),  # row 0 at the top
         tools="pan,wheel_zoom,box_zoom,reset,save,hover",
         tooltips=[("row", "$y{0}"), ("column", "$x{0}"), ("value", "@image")],
     )
-    fig.image(image=[image], x=0, y=0, dw=image.shape[1], dh=image.shape[0], color_mapper=mapper)
+    # the (reduced) image still spans the tensor's own rows and columns, so the axes and
+    # the hover's row and column are the tensor's
+    fig.image(image=[image], x=0, y=0, dw=cols, dh=rows, color_mapper=mapper)
     fig.add_layout(ColorBar(color_mapper=mapper), "right")
     return json_item(fig, target)
+
+
+def block_means(image: np.ndarray, side: int) -> tuple[np.ndarray, str]:
+    """``image`` shrunk to at most ``side`` × ``side`` by the mean of each block (NaNs and
+    the padding of the last blocks left out), with a note for the title; small images
+    pass unchanged with an empty note."""
+    rows, cols = image.shape
+    fr, fc = -(-rows // side), -(-cols // side)  # ceiling division
+    if fr == 1 and fc == 1:
+        return image, ""
+    padded = np.full((-(-rows // fr) * fr, -(-cols // fc) * fc), np.nan, image.dtype)
+    padded[:rows, :cols] = image
+    blocks = padded.reshape(padded.shape[0] // fr, fr, padded.shape[1] // fc, fc)
+    finite = np.isfinite(blocks)
+    counts = finite.sum(axis=(1, 3))
+    sums = np.where(finite, blocks, 0).sum(axis=(1, 3))
+    with np.errstate(invalid="ignore", divide="ignore"):
+        means = (sums / counts).astype(image.dtype)  # a block with no finite value is NaN
+    return means, f", shown as means of {fr}×{fc} blocks"
+
+
+def _line_tensor_chart(title: str, flat: np.ndarray, idx: int, target: str) -> dict:
+    fig = figure(
+        title=f"{title} at idx {idx}",
+        height=260,
+        sizing_mode="stretch_width",
+        x_axis_label="element",
+        tools="pan,wheel_zoom,box_zoom,reset,save",
+    )
+    if len(flat) <= 2 * MAX_LINE_BUCKETS:
+        fig.line(x=np.arange(len(flat)), y=flat, line_width=1.5)
+        return json_item(fig, target)
+    # A line through a million points fills, in each pixel column, the band between that
+    # column's lowest and highest value: drawing that band per bucket looks the same and
+    # keeps every spike. Both edges are drawn, so a smooth tensor still shows as a line.
+    starts, low, high = bucket_extremes(flat, MAX_LINE_BUCKETS)
+    fig.title.text += f" ({len(flat):,} elements, min and max of {len(starts):,} buckets)"
+    fig.varea(x=starts, y1=low, y2=high, fill_alpha=0.35)
+    for edge in (low, high):
+        fig.line(x=starts, y=edge, line_width=1)
+    return json_item(fig, target)
+
+
+def bucket_extremes(flat: np.ndarray, buckets: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The first index, lowest and highest value of each of ``buckets`` equal runs of
+    ``flat`` (NaNs left out; a bucket of NaNs only gives NaN)."""
+    starts = np.linspace(0, len(flat), buckets, endpoint=False).astype(np.int64)
+    with np.errstate(invalid="ignore"):
+        low = np.fmin.reduceat(flat, starts)
+        high = np.fmax.reduceat(flat, starts)
+    return starts, low, high
 
 
 def _picture_chart(title: str, value: np.ndarray, idx: int, target: str) -> dict:

@@ -127,8 +127,10 @@ LOG_TENSOR = """
 import numpy as np, labstats
 with labstats.Stats("runs/tensor-check") as stats:
     w = np.arange(500_000, dtype=np.float32).reshape(500, 1000)  # 2 MB: a file of the store
+    spikes = np.zeros(1_000_000, np.float32)  # 4 MB, one element not 0
     for step in range(3):
-        stats.log(step=step, w=w)
+        spikes[654_321] = step + 1
+        stats.log(step=step, w=w, spikes=spikes)
         w *= 2
 print(stats.run_id)
 """
@@ -398,4 +400,26 @@ def test_a_large_tensor_is_drawn_on_its_run_page_at_the_chosen_step(page, tensor
     page.wait_for_url("**step=1**")
     page.wait_for_selector(".chart .bk-target[data-rendered=true]", timeout=20_000)
     assert page.evaluate(highest) == TENSOR_LAST[1]
+    assert page.errors == []
+
+
+def test_a_million_element_tensor_reaches_the_browser_as_min_and_max_per_bucket(page, tensor_run):
+    """Sent whole, a 1-D tensor of 1M floats made the run page 8 MB heavier; drawn as the
+    lowest and highest value of 2,000 buckets it looks the same and keeps its one spike."""
+    head = page.locator(".chart-head", has_text="float32 [1000000]")
+    sizes = []
+
+    def shown() -> bool:  # and read from its file, which the artifact sync brings
+        sizes.append(len(page.goto(web_url(f"/runs/trainbox/{tensor_run}")).body()))
+        return head.count() == 1 and page.locator("p.error").count() == 0
+
+    assert wait_until(shown, timeout=30)
+    assert sizes[-1] < 4_000_000  # with the 500×1000 heat-map (2.4 MB) beside it
+    page.wait_for_selector(".chart .bk-target[data-rendered=true]", timeout=20_000)
+    bands = page.evaluate(
+        """() => Bokeh.documents.flatMap(d => [...d.all_models])
+            .filter(m => m.data && "y1" in m.data && "y2" in m.data)
+            .map(m => [m.data.x.length, Math.max(...m.data.y2), Math.min(...m.data.y1)])"""
+    )
+    assert bands == [[2000, 3, 0]]  # the spike of the latest step, 3, is in its bucket's max
     assert page.errors == []

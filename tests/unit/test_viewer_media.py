@@ -235,3 +235,47 @@ def test_a_picture_logged_as_a_tensor_is_shown_as_a_picture_row_0_on_top():
     assert '"Image"' not in spec.replace('"ImageRGBA"', "")
     heat = json.dumps(charts.tensor_chart("w", np.eye(4), 3, "t"))
     assert '"start":4' in heat.replace(" ", "")  # the y range runs from the last row down to 0
+
+
+def test_a_long_1d_tensor_is_drawn_as_min_and_max_per_bucket_keeping_every_spike():
+    from labstats.viewer import charts
+
+    flat = np.zeros(1_000_000, np.float32)
+    flat[654_321], flat[17], flat[99] = 7, -3, np.nan
+    starts, low, high = charts.bucket_extremes(flat, 2000)
+    assert len(starts) == 2000
+    assert starts[0] == 0
+    assert starts[-1] == 999_500
+    assert high.max() == 7
+    assert high[654_321 // 500] == 7
+    assert low.min() == -3
+    assert low[0] == -3
+    assert not np.isnan(low).any()
+    assert not np.isnan(high).any()
+    spec = json.dumps(charts.tensor_chart("w", flat, 3, "t"))
+    assert len(spec) < 200_000  # sent whole, it was 7.7 MB
+    assert "1,000,000 elements, min and max of 2,000 buckets" in spec
+    short = json.dumps(charts.tensor_chart("b", np.arange(4000.0), 3, "t"))
+    assert "buckets" not in short
+    assert '"Line"' in short
+    assert '"VArea"' not in short
+
+
+def test_a_large_heat_map_is_drawn_as_block_means_over_the_tensors_own_rows_and_columns():
+    from labstats.viewer import charts
+
+    image = np.arange(2500 * 10, dtype=np.float64).reshape(2500, 10)
+    image[0, 0] = np.nan
+    means, note = charts.block_means(image, 1024)
+    assert means.shape == (834, 10)
+    assert note == ", shown as means of 3×1 blocks"
+    assert means[0, 0] == (10 + 20) / 2  # the NaN left out
+    assert means[1, 3] == image[3:6, 3].mean()
+    assert means[-1, 9] == image[2499, 9]  # the last block holds one row: padding left out
+    spec = json.dumps(charts.tensor_chart("w", image, 3, "t"), ensure_ascii=False)
+    assert "means of 3×1 blocks" in spec
+    assert '"start":2500' in spec.replace(" ", "")  # the y range: the tensor's 2,500 rows
+    small = np.eye(4)
+    shrunk, note = charts.block_means(small, 1024)
+    assert shrunk is small
+    assert note == ""
