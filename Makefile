@@ -75,9 +75,10 @@ bench-logger: venv ## Logger overhead against the original design and tensorboar
 bench-gpu: venv ## Logging cost in a GPU training loop (CPU when no GPU), writer throughput
 	$(BIN)/python benchmarks/bench_gpu.py
 
-bench-viewer: venv ## Viewer: run page with 10 series x 1,000,000 points; the runs list with 10,000 runs; a 20-run compare
+bench-viewer: venv ## Viewer: run page with 10 series x 1,000,000 points; the runs list with 10,000 runs; a 20-run compare; large tensors
 	$(BIN)/python benchmarks/bench_viewer.py
 	$(BIN)/python benchmarks/bench_viewer_list.py
+	$(BIN)/python benchmarks/bench_viewer_tensor.py
 
 bench-archive: venv ## Archive tier: Redis memory freed, 1,000-point window of 1,000,000 archived points
 	$(BIN)/python benchmarks/bench_archive.py

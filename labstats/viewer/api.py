@@ -23,7 +23,9 @@ from labstats.viewer.sources import Source
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 MAX_TEXT = 2000  # characters of a text/object value shown
-MAX_TENSOR_VALUES = 1_000_000  # elements of one tensor sent to a browser
+MAX_TENSOR_VALUES = 1_000_000  # elements of one tensor sent whole, as JSON, by the API
+# elements of one tensor a run page draws (reduced for the screen): a 4096×4096 weight
+MAX_DRAWN_TENSOR_VALUES = 4096 * 4096
 
 
 class ApiError(Exception):
@@ -433,9 +435,10 @@ def tensor(source: str, run_id: str, name: str):
     )
 
 
-def tensor_at(r: Run, name: str, at: int | None) -> tuple[int, np.ndarray]:
-    """The tensor of a series at idx ``at`` (the last one at or before it; default: latest).
-    Only the records at the chosen idx are decoded, however many tensors the series holds."""
+def tensor_at(r: Run, name: str, at: int | None, limit: int = MAX_TENSOR_VALUES) -> tuple[int, np.ndarray]:
+    """The tensor of a series at idx ``at`` (the last one at or before it; default: latest),
+    of at most ``limit`` elements. Only the records at the chosen idx are decoded, however
+    many tensors the series holds."""
     try:
         steps = r.steps(name, 10_000)
     except LabstatsError as exc:
@@ -444,8 +447,12 @@ def tensor_at(r: Run, name: str, at: int | None) -> tuple[int, np.ndarray]:
     for idx in sorted(set(candidates.tolist()), reverse=True)[:20]:
         for value in reversed(list(r.series(name, idx, idx).values)):
             if isinstance(value, np.ndarray):
-                if value.size > MAX_TENSOR_VALUES:
-                    raise ApiError(413, f"tensor of {value.size} values is too large to send")
+                if value.size > limit:
+                    raise ApiError(
+                        413,
+                        f"tensor of {value.size:,} values is over the {limit:,} this view sends "
+                        f"(read it whole in a notebook: run.series({name!r}))",
+                    )
                 return idx, value
     raise ApiError(404, f"series {name!r} has no tensor at or before idx {at}")
 

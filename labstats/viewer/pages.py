@@ -14,6 +14,7 @@ from labstats.reader import LabstatsError
 from labstats.schema import TIME_SERIES
 from labstats.viewer import charts
 from labstats.viewer.api import (
+    MAX_DRAWN_TENSOR_VALUES,
     X_AXES,
     ApiError,
     SourceDown,
@@ -235,7 +236,7 @@ def _add_series(run, source, name, i, target, live, at_idx, plots, texts, tensor
     last = run.latest(name)
     if last is not None and isinstance(last[1], np.ndarray):
         try:
-            idx, value = tensor_at(run, name, at_idx)
+            idx, value = tensor_at(run, name, at_idx, MAX_DRAWN_TENSOR_VALUES)
         except ApiError as exc:
             tensors.append({"name": name, "target": target, "spec": None, "error": exc.message})
             return

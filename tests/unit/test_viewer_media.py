@@ -279,3 +279,18 @@ def test_a_large_heat_map_is_drawn_as_block_means_over_the_tensors_own_rows_and_
     shrunk, note = charts.block_means(small, 1024)
     assert shrunk is small
     assert note == ""
+
+
+def test_a_tensor_over_the_apis_limit_is_still_drawn_on_its_run_page(client, tmp_path):
+    """The API sends a tensor whole (as JSON) up to 1M values; the run page draws a reduced
+    one up to 4096×4096, and says so clearly beyond."""
+    with labstats.Stats(tmp_path / "big") as stats:
+        stats.log(0, w=np.ones((2000, 1000), np.float32))
+        stats.log(0, huge=np.zeros(4096 * 4096 + 1, np.uint8))
+    answer = client.get(f"/api/runs/local/{stats.run_id}/tensor/w")
+    assert answer.status_code == 413
+    assert "2,000,000 values is over the 1,000,000" in answer.json["error"]
+    page = client.get(f"/runs/local/{stats.run_id}").data.decode()
+    assert "shown as means of 2\\u00d71 blocks" in page  # the chart's title, in its JSON
+    assert "16,777,217 values is over the 16,777,216 this view sends" in page
+    assert "run.series(&#39;huge&#39;)" in page  # where to read it whole
