@@ -34,6 +34,7 @@ class Plan:
     env: dict[str, str] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
     cwd: str = ""  # where the run started (used when it was not in git)
+    no_command: str = ""  # why there is no command to run again ("" when there is one)
 
     def shell(self, target: str = "DIR") -> str:
         """The same steps as a shell recipe that stops at the first failure."""
@@ -53,6 +54,9 @@ class Plan:
             lines.append("python -m pip install -r requirements.txt  # in a fresh venv")
         if self.workdir and self.workdir != ".":
             lines.append(f"cd {q(self.workdir)}")
+        if self.no_command:
+            lines.append(f"# {self.no_command}")
+            return "\n".join(lines)
         env = [f"{q(k)}={q(v)}" for k, v in self.env.items()]
         lines.append(" ".join([*(["env", *env] if env else []), *map(q, self.command)]))
         return "\n".join(lines)
@@ -83,7 +87,20 @@ def plan(run_id: str, meta: dict[str, Any]) -> Plan:
         env={str(k): str(v) for k, v in env.items()},
         notes=[str(n) for n in notes],
         cwd=str(meta.get("cwd") or ""),
+        no_command=_no_command(argv, meta),
     )
+
+
+def _no_command(argv: list[str], meta: dict[str, Any]) -> str:
+    """Why the recorded argv cannot start the run again, or "" when it can: only a script
+    (or ``python -m``) leaves a file that Python ran."""
+    if meta.get("script"):
+        return ""
+    if argv[1:2] == ["-c"]:
+        return "started with python -c, whose code is not recorded: no command to run again"
+    if any("ipykernel" in a for a in argv[1:2]):
+        return "started from a notebook: run its cells again (no command to run)"
+    return "started from an interactive session: no command to run again"
 
 
 def _run(args: list[str], cwd: Path | None = None, stdin: str | None = None) -> None:

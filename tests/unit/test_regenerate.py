@@ -150,3 +150,25 @@ def test_the_freeze_runs_at_the_lowest_cpu_priority(monkeypatch):
     monkeypatch.setattr(runmeta.subprocess, "run", run_and_ask)
     assert "numpy==" in runmeta.freeze()
     assert niceness == ["19"]
+
+
+def test_a_run_started_with_python_c_has_no_command_to_run_again(repo, tmp_path, url, monkeypatch, capsys):
+    """`python -c` records no code (nor does a notebook): the recipe says so, instead of a
+    `python -c` that fails, and `regenerate --run` refuses after the checkout."""
+    monkeypatch.setenv("LABSTATS_URL", url)
+    code = "import labstats\nwith labstats.Stats('runs/inline') as s: s.log(step=0, loss=1.0)"
+    subprocess.run([sys.executable, "-c", code], cwd=repo, check=True, timeout=120)
+    run = labstats.connect(url).runs(limit=1)[0]
+    recipe = run.regenerate_command().splitlines()
+    assert recipe[-1] == "# started with python -c, whose code is not recorded: no command to run again"
+    assert "python -c" not in recipe  # (which fails: "Argument expected for the -c option")
+    assert cli.main(["--url", url, "regenerate", run.id, str(tmp_path / "again"), "--run"]) == 1
+    assert "whose code is not recorded" in capsys.readouterr().err
+    assert (tmp_path / "again" / "train.py").exists()  # the code is still checked out
+    from labstats import regenerate
+
+    notebook = {"argv": ["/usr/bin/python3", "/venv/lib/ipykernel_launcher.py", "-f", "/k.json"]}
+    assert regenerate.plan("r", notebook).no_command.startswith("started from a notebook")
+    repl = {"argv": ["/usr/bin/python3", ""]}
+    assert regenerate.plan("r", repl).no_command.startswith("started from an interactive session")
+    assert regenerate.plan("r", {"argv": ["/usr/bin/python3", "t.py"], "script": "/p/t.py"}).no_command == ""
