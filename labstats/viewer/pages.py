@@ -240,7 +240,8 @@ def _add_series(run, source, name, i, target, live, at_idx, plots, texts, tensor
         except ApiError as exc:
             tensors.append({"name": name, "target": target, "spec": None, "error": exc.message})
             return
-        spec = charts.tensor_chart(name, value, idx, target) if value.dtype.kind in "fiub" else None
+        drawable = value.dtype.kind in "fiub" and value.size  # an empty one: its shape says it all
+        spec = charts.tensor_chart(name, value, idx, target) if drawable else None
         tensors.append(
             {
                 "name": name,

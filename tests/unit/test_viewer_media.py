@@ -294,3 +294,14 @@ def test_a_tensor_over_the_apis_limit_is_still_drawn_on_its_run_page(client, tmp
     assert "shown as means of 2\\u00d71 blocks" in page  # the chart's title, in its JSON
     assert "16,777,217 values is over the 16,777,216 this view sends" in page
     assert "run.series(&#39;huge&#39;)" in page  # where to read it whole
+
+
+def test_empty_tensors_show_their_shape_without_a_chart(client, tmp_path):
+    with labstats.Stats(tmp_path / "empty") as stats:
+        stats.log(0, rows=np.zeros((0, 5), np.float32), columns=np.zeros((5, 0)), flat=np.zeros(0))
+    answer = client.get(f"/runs/local/{stats.run_id}")
+    assert answer.status_code == 200
+    page = answer.data.decode()
+    for head in ("float32 [0, 5]", "float64 [5, 0]", "float64 [0]"):
+        assert f'<span class="muted">{head}</span>' in page
+    assert 'class="chart-spec"' not in page
