@@ -8,6 +8,9 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 import labstats
@@ -305,3 +308,26 @@ def test_empty_tensors_show_their_shape_without_a_chart(client, tmp_path):
     for head in ("float32 [0, 5]", "float64 [5, 0]", "float64 [0]"):
         assert f'<span class="muted">{head}</span>' in page
     assert 'class="chart-spec"' not in page
+
+
+@given(
+    value=hnp.arrays(
+        dtype=st.sampled_from([np.float16, np.float32, np.float64, np.int8, np.int64, np.uint8, np.bool_]),
+        shape=st.one_of(
+            hnp.array_shapes(min_dims=1, max_dims=3, min_side=1, max_side=12),
+            st.tuples(st.integers(4001, 9000)),  # reduced to buckets
+            st.tuples(st.integers(1025, 2100), st.integers(1, 3)),  # reduced to block means
+        ),
+    )
+)
+@settings(max_examples=60, deadline=None, database=None)
+def test_any_non_empty_numeric_tensor_is_drawn(value):
+    """Whatever its dtype, shape and values (NaN and ±inf included), a tensor gives a chart
+    whose title says how it was reduced, if it was."""
+    from labstats.viewer import charts
+
+    spec = json.dumps(charts.tensor_chart("w", value, 1, "t"), ensure_ascii=False, allow_nan=False)
+    assert ("buckets" in spec) == (value.ndim == 1 and value.size > 2 * charts.MAX_LINE_BUCKETS)
+    picture = value.dtype == np.uint8 and value.ndim == 3 and value.shape[-1] in (3, 4)
+    heat_map = value.ndim >= 2 and not picture
+    assert ("blocks" in spec) == (heat_map and value.shape[0] > charts.MAX_IMAGE_SIDE)
