@@ -63,8 +63,8 @@ class Plan:
 
 
 def plan(run_id: str, meta: dict[str, Any]) -> Plan:
-    argv = meta.get("argv") if isinstance(meta.get("argv"), list) else []
-    argv = [str(a) for a in argv] or ["python"]
+    recorded = meta.get("argv") if isinstance(meta.get("argv"), list) else []
+    argv = [str(a) for a in recorded] or ["python"]
     root = str(meta.get("git_root") or "")
     cwd_in_repo = str(meta.get("cwd_in_repo") or "")
     script_in_repo = str(meta.get("script_in_repo") or "")
@@ -87,20 +87,20 @@ def plan(run_id: str, meta: dict[str, Any]) -> Plan:
         env={str(k): str(v) for k, v in env.items()},
         notes=[str(n) for n in notes],
         cwd=str(meta.get("cwd") or ""),
-        no_command=_no_command(argv, meta),
+        no_command=_no_command(argv) if recorded else "its command line was not recorded: no command to run",
     )
 
 
-def _no_command(argv: list[str], meta: dict[str, Any]) -> str:
-    """Why the recorded argv cannot start the run again, or "" when it can: only a script
-    (or ``python -m``) leaves a file that Python ran."""
-    if meta.get("script"):
-        return ""
-    if argv[1:2] == ["-c"]:
-        return "started with python -c, whose code is not recorded: no command to run again"
-    if any("ipykernel" in a for a in argv[1:2]):
+def _no_command(argv: list[str]) -> str:
+    """Why the recorded command line cannot start the run again, or "" when it can."""
+    first = argv[1] if len(argv) > 1 else ""
+    if first in ("-c", "-"):
+        return f"started with python {first}, whose code is not recorded: no command to run again"
+    if "ipykernel" in first:
         return "started from a notebook: run its cells again (no command to run)"
-    return "started from an interactive session: no command to run again"
+    if not first:
+        return "started from an interactive session: no command to run again"
+    return ""
 
 
 def _run(args: list[str], cwd: Path | None = None, stdin: str | None = None) -> None:

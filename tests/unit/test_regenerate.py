@@ -171,4 +171,5 @@ def test_a_run_started_with_python_c_has_no_command_to_run_again(repo, tmp_path,
     assert regenerate.plan("r", notebook).no_command.startswith("started from a notebook")
     repl = {"argv": ["/usr/bin/python3", ""]}
     assert regenerate.plan("r", repl).no_command.startswith("started from an interactive session")
-    assert regenerate.plan("r", {"argv": ["/usr/bin/python3", "t.py"], "script": "/p/t.py"}).no_command == ""
+    assert regenerate.plan("r", {"argv": ["/usr/bin/python3", "t.py", "--lr", "1"]}).no_command == ""
+    assert regenerate.plan("r", {}).no_command == "its command line was not recorded: no command to run"
