@@ -435,10 +435,27 @@ def tensor(source: str, run_id: str, name: str):
     )
 
 
-def tensor_at(r: Run, name: str, at: int | None, limit: int = MAX_TENSOR_VALUES) -> tuple[int, np.ndarray]:
+def tensor_at(
+    r: Run, name: str, at: int | None, limit: int = MAX_TENSOR_VALUES, latest: tuple[int, Any] | None = None
+) -> tuple[int, np.ndarray]:
     """The tensor of a series at idx ``at`` (the last one at or before it; default: latest),
     of at most ``limit`` elements. Only the records at the chosen idx are decoded, however
-    many tensors the series holds."""
+    many tensors the series holds; ``latest``, the series' last point when the caller has
+    read it already, is not read again when it is the one asked for."""
+    if latest is not None and isinstance(latest[1], np.ndarray) and (at is None or at >= latest[0]):
+        idx, value = latest
+    else:
+        idx, value = _tensor_before(r, name, at)
+    if value.size > limit:
+        raise ApiError(
+            413,
+            f"tensor of {value.size:,} values is over the {limit:,} this view sends "
+            f"(read it whole in a notebook: run.series({name!r}))",
+        )
+    return idx, value
+
+
+def _tensor_before(r: Run, name: str, at: int | None) -> tuple[int, np.ndarray]:
     try:
         steps = r.steps(name, 10_000)
     except LabstatsError as exc:
@@ -447,12 +464,6 @@ def tensor_at(r: Run, name: str, at: int | None, limit: int = MAX_TENSOR_VALUES)
     for idx in sorted(set(candidates.tolist()), reverse=True)[:20]:
         for value in reversed(list(r.series(name, idx, idx).values)):
             if isinstance(value, np.ndarray):
-                if value.size > limit:
-                    raise ApiError(
-                        413,
-                        f"tensor of {value.size:,} values is over the {limit:,} this view sends "
-                        f"(read it whole in a notebook: run.series({name!r}))",
-                    )
                 return idx, value
     raise ApiError(404, f"series {name!r} has no tensor at or before idx {at}")
 

@@ -236,7 +236,7 @@ def _add_series(run, source, name, i, target, live, at_idx, plots, texts, tensor
     last = run.latest(name)
     if last is not None and isinstance(last[1], np.ndarray):
         try:
-            idx, value = tensor_at(run, name, at_idx, MAX_DRAWN_TENSOR_VALUES)
+            idx, value = tensor_at(run, name, at_idx, MAX_DRAWN_TENSOR_VALUES, latest=last)
         except ApiError as exc:
             tensors.append({"name": name, "target": target, "spec": None, "error": exc.message})
             return

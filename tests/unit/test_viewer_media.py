@@ -331,3 +331,25 @@ def test_any_non_empty_numeric_tensor_is_drawn(value):
     picture = value.dtype == np.uint8 and value.ndim == 3 and value.shape[-1] in (3, 4)
     heat_map = value.ndim >= 2 and not picture
     assert ("blocks" in spec) == (heat_map and value.shape[0] > charts.MAX_IMAGE_SIDE)
+
+
+def test_a_run_page_reads_a_tensor_file_once(client, tmp_path, store, monkeypatch):
+    """The latest tensor, read to see what the series holds, is the one drawn: its file
+    (64 MB for a 4096×4096 weight) is read and checked once, not twice."""
+    with labstats.Stats(tmp_path / "once") as stats:
+        for step in range(2):
+            stats.log(step, w=np.full((300, 1000), step, np.float32))  # 1.2 MB: a file
+    reads = []
+    read = media.ArtifactStore.read
+
+    def counted(self, digest):
+        reads.append(digest)
+        return read(self, digest)
+
+    monkeypatch.setattr(media.ArtifactStore, "read", counted)
+    page = client.get(f"/runs/local/{stats.run_id}").data.decode()
+    assert "w at idx 1" in page
+    assert len(reads) == 1
+    reads.clear()
+    assert "w at idx 0" in client.get(f"/runs/local/{stats.run_id}?step=0").data.decode()
+    assert len(set(reads)) == 2  # an earlier step: the latest and the chosen one
