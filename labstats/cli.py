@@ -233,7 +233,7 @@ def cmd_regenerate(lab: reader.Lab, args: argparse.Namespace) -> int:
             f"packages the run had: {Path(args.dir) / 'requirements.txt'} (pip install -r it in a fresh venv)"
         )
     if p.no_command:
-        print(f"labstats: run {p.run_id} was {p.no_command}", file=sys.stderr)
+        print(f"labstats: run {p.run_id}: {p.no_command}", file=sys.stderr)
         return 1 if args.execute else 0
     command = " ".join(shlex.quote(a) for a in [*(f"{k}={v}" for k, v in p.env.items()), *p.command])
     print(f"run it:\n  cd {shlex.quote(str(where))} && {command}")

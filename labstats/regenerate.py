@@ -63,8 +63,8 @@ class Plan:
 
 
 def plan(run_id: str, meta: dict[str, Any]) -> Plan:
-    recorded = meta.get("argv") if isinstance(meta.get("argv"), list) else []
-    argv = [str(a) for a in recorded] or ["python"]
+    recorded = [str(a) for a in meta.get("argv")] if isinstance(meta.get("argv"), list) else []
+    argv = recorded or ["python"]
     root = str(meta.get("git_root") or "")
     cwd_in_repo = str(meta.get("cwd_in_repo") or "")
     script_in_repo = str(meta.get("script_in_repo") or "")
@@ -87,12 +87,14 @@ def plan(run_id: str, meta: dict[str, Any]) -> Plan:
         env={str(k): str(v) for k, v in env.items()},
         notes=[str(n) for n in notes],
         cwd=str(meta.get("cwd") or ""),
-        no_command=_no_command(argv) if recorded else "its command line was not recorded: no command to run",
+        no_command=_no_command(recorded),
     )
 
 
 def _no_command(argv: list[str]) -> str:
     """Why the recorded command line cannot start the run again, or "" when it can."""
+    if not argv:
+        return "its command line was not recorded: no command to run"
     first = argv[1] if len(argv) > 1 else ""
     if first in ("-c", "-"):
         return f"started with python {first}, whose code is not recorded: no command to run again"

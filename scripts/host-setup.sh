@@ -45,8 +45,9 @@ if ! docker info >/dev/null 2>&1; then
     log "starting docker.service"
     systemctl start docker
   else
-    # A machine restored from a snapshot keeps the pid files of a dockerd that no longer
-    # runs, and dockerd refuses to start over them ("pid file found").
+    # An engine that was killed (CI ends every process a session left running) leaves its
+    # pid files behind; dockerd refuses to start over one whose pid now names another
+    # process ("pid file found").
     if ! pgrep -x dockerd >/dev/null; then
       pgrep -x containerd >/dev/null || rm -f /run/docker/containerd/containerd.pid
       rm -f /var/run/docker.pid

@@ -5,6 +5,7 @@ checked out again (the recorded diff applied), rerun, and logs exactly the same 
 import subprocess
 import sys
 import textwrap
+from pathlib import Path
 
 import pytest
 
@@ -152,19 +153,30 @@ def test_the_freeze_runs_at_the_lowest_cpu_priority(monkeypatch):
     assert niceness == ["19"]
 
 
-def test_a_run_started_with_python_c_has_no_command_to_run_again(repo, tmp_path, url, monkeypatch, capsys):
-    """`python -c` records no code (nor does a notebook): the recipe says so, instead of a
-    `python -c` that fails, and `regenerate --run` refuses after the checkout."""
+def test_a_run_started_with_python_c_has_no_command_to_run_again(repo, tmp_path, url, monkeypatch):
+    """`python -c` records no code (nor does a notebook): the recipe on the run page says
+    so, instead of a `python -c` that fails, and `labstats regenerate --run`, typed in a
+    terminal, refuses after the checkout."""
+    from labstats.viewer import create_app
+    from labstats.viewer.sources import Source
+
     monkeypatch.setenv("LABSTATS_URL", url)
     code = "import labstats\nwith labstats.Stats('runs/inline') as s: s.log(step=0, loss=1.0)"
     subprocess.run([sys.executable, "-c", code], cwd=repo, check=True, timeout=120)
     run = labstats.connect(url).runs(limit=1)[0]
+    said = "started with python -c, whose code is not recorded: no command to run again"
     recipe = run.regenerate_command().splitlines()
-    assert recipe[-1] == "# started with python -c, whose code is not recorded: no command to run again"
+    assert recipe[-1] == f"# {said}"
     assert "python -c" not in recipe  # (which fails: "Argument expected for the -c option")
-    assert cli.main(["--url", url, "regenerate", run.id, str(tmp_path / "again"), "--run"]) == 1
-    assert "whose code is not recorded" in capsys.readouterr().err
-    assert (tmp_path / "again" / "train.py").exists()  # the code is still checked out
+    page = create_app({"local": Source("local", url)}).test_client().get(f"/runs/local/{run.id}")
+    assert f"# {said}</pre>" in page.data.decode()
+    labstats_command = Path(sys.executable).with_name("labstats")  # the console script
+    again = tmp_path / "again"
+    done = subprocess.run([labstats_command, "--url", url, "regenerate", run.id, again, "--run"],
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert done.returncode == 1
+    assert done.stderr.strip().splitlines()[-1] == f"labstats: run {run.id}: {said}"
+    assert (again / "train.py").exists()  # the code is still checked out
     from labstats import regenerate
 
     notebook = {"argv": ["/usr/bin/python3", "/venv/lib/ipykernel_launcher.py", "-f", "/k.json"]}
