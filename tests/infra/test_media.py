@@ -406,7 +406,7 @@ def test_a_large_tensor_is_drawn_on_its_run_page_at_the_chosen_step(page, tensor
 
 
 def test_a_million_element_tensor_reaches_the_browser_as_min_and_max_per_bucket(page, tensor_run):
-    """Sent whole, a 1-D tensor of 1M floats made the run page 8 MB heavier; drawn as the
+    """Sent whole, a 1-D tensor of 1M floats made the run page ~7 MB heavier; drawn as the
     lowest and highest value of 2,000 buckets it looks the same and keeps its one spike."""
     head = page.locator(".chart-head", has_text="float32 [1000000]")
     sizes = []
