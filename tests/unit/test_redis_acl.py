@@ -119,3 +119,38 @@ def test_default_user_is_off_but_the_append_only_file_replays_after_a_restart(ow
     assert run.series("loss").values.tolist() == [float(s) for s in range(300)]
     log = (own_acl_server.workdir / "redis.log").read_text()
     assert "ACLs rules changed" not in log
+
+
+# With a negative count these answer more than the key holds: one SRANDMEMBER key -600 by
+# the viewer user grew a replica from 100 MB to 660 MB out of 1 MB of data.
+AMPLIFYING_READS = [
+    ("SRANDMEMBER", "ls:status:finished", "-600"),
+    ("HRANDFIELD", "ls:names", "-600", "WITHVALUES"),
+    ("ZRANDMEMBER", "ls:runs", "-600", "WITHSCORES"),
+]
+
+
+@pytest.mark.parametrize("user", ["trainer", "viewer", "archiver", "ops"])
+@pytest.mark.parametrize("command", AMPLIFYING_READS, ids=lambda c: c[0])
+def test_no_user_may_ask_for_more_than_a_key_holds(acl_server, user, command):
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        as_user(acl_server, user).execute_command(*command)
+
+
+def test_every_documented_media_call_works_as_the_trainer_user(acl_server, tmp_path):
+    """retain() drops old steps with HDEL: refused before, it left every later batch of the
+    run in a spool that could never be replayed."""
+    url = acl_server.url_for("trainer", ACL_PASSWORDS["trainer"])
+    with labstats.Stats(tmp_path / "media", name="acl-media", url=url) as stats:
+        stats.retain("sample", every=5, last=2)
+        for step in range(20):
+            stats.image("sample", np.full((4, 4), step, np.uint8), step=step)
+            stats.points("cloud", np.random.default_rng(step).random((10, 3)), step=step)
+            stats.log(step=step, loss=float(step))
+        (tmp_path / "ckpt.bin").write_bytes(b"weights")
+        stats.file("checkpoint", tmp_path / "ckpt.bin")
+    assert stats.pending_spool is None
+    run = labstats.connect(acl_server.url_for("viewer", ACL_PASSWORDS["viewer"])).run(stats.run_id)
+    assert run.media_steps("sample") == [0, 5, 10, 15, 18, 19]
+    assert len(run.media_steps("cloud")) == 20
+    assert run.series("loss").values.tolist() == [float(s) for s in range(20)]
