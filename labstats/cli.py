@@ -24,10 +24,16 @@ from labstats.config import LabstatsError
 EX_TEMPFAIL = 75  # replay: Redis cannot be reached now; try again later (the timer does)
 
 
-def _when(ts: str | None) -> str:
-    if not ts:
+def _when(ts: Any) -> str:
+    """A stored unix time as local time, or "-" when it is none (any training user may write
+    any run's record: NaN, text or a year past 9999 must not stop `ls` or `show` for all)."""
+    seconds = reader.number(ts)
+    if seconds is None:
         return "-"
-    return dt.datetime.fromtimestamp(float(ts)).strftime("%Y-%m-%d %H:%M:%S")
+    try:
+        return dt.datetime.fromtimestamp(seconds).strftime("%Y-%m-%d %H:%M:%S")
+    except (ValueError, OverflowError, OSError):
+        return "-"
 
 
 def parse_param(item: str) -> tuple[str, Any]:

@@ -119,3 +119,28 @@ def test_commands_that_write_refuse_a_config_of_several_stores(tmp_path, url, mo
     for command in (["archive", "r"], ["unarchive", "r"], ["replay"]):
         assert cli.main(command) == 1
         assert "works on one store" in capsys.readouterr().err
+
+
+def test_a_run_with_a_hostile_start_or_end_does_not_stop_ls_or_show(tmp_path, url, capsys):
+    """Any training user may write any run's record (and import-tb may store a NaN start):
+    such a time reads as unknown, in the list and on the run, and every other run still lists."""
+    import json
+
+    for name in ("good", "nan", "text", "huge", "inf"):
+        with labstats.Stats(tmp_path / name):
+            pass
+    lab = labstats.connect(url)
+    for name, value in (("nan", "nan"), ("text", "not-a-time"), ("huge", "1e300"), ("inf", "-inf")):
+        lab.redis.hset(f"ls:run:{lab.run(name).id}", mapping={"started": value, "ended": value})
+    assert cli.main(["ls"]) == 0
+    rows = {line.split()[0]: line for line in capsys.readouterr().out.splitlines()[1:]}
+    assert sorted(rows) == ["good", "huge", "inf", "nan", "text"]
+    assert rows["nan"].split()[2] == "-"  # STARTED: unknown
+    assert rows["good"].split()[2] != "-"
+    assert cli.main(["ls", "--json"]) == 0
+    assert len(json.loads(capsys.readouterr().out)) == 5
+    for name in ("nan", "text", "huge", "inf"):
+        assert cli.main(["show", name]) == 0
+        assert "started   -   ended -" in capsys.readouterr().out
+    assert cli.main(["ls", "--status", "finished"]) == 0  # the filtered list sorts by start
+    assert len(capsys.readouterr().out.splitlines()) == 6
