@@ -1,6 +1,9 @@
 """The viewer's login: a password checked once per session (bcrypt, the same cost for known
-and unknown users), then a signed, Secure, HttpOnly, SameSite=Strict cookie; API tokens for
-scripts; no open redirect; no login posted from another site."""
+and unknown users), then a Secure, HttpOnly, SameSite=Strict cookie holding a server-side
+session's id; API tokens for scripts; no open redirect and no 500 from any ``next=``; no login
+posted from another origin (scheme, host and port). Sessions ending: test_viewer_sessions.py."""
+
+from urllib.parse import urlsplit
 
 import bcrypt
 import pytest
@@ -25,6 +28,7 @@ def login(tmp_path):
             "users_file": str(users),
             "tokens_file": str(tmp_path / "tokens"),
             "secret_file": str(tmp_path / "secret"),
+            "sessions_file": str(tmp_path / "viewer-state" / "sessions.sqlite"),
         }
     )
 
@@ -59,8 +63,12 @@ def test_a_login_gives_a_hardened_session_cookie(app):
     answer = log_in(client)
     assert answer.status_code == 302
     cookie = answer.headers["Set-Cookie"]
-    for attribute in ("Secure", "HttpOnly", "SameSite=Strict", "Expires="):
+    # A name of its own, so nginx can strip it from requests to /jupyter/; __Host-: the browser
+    # keeps it to this host, Secure and Path=/ (no Domain, so no sibling host can set it).
+    assert cookie.startswith("__Host-labstats-viewer=")
+    for attribute in ("Secure", "HttpOnly", "SameSite=Strict", "Expires=", "Path=/"):
         assert attribute in cookie
+    assert "Domain" not in cookie
     assert client.get("/").status_code == 200
     assert client.get("/api/runs").json["runs"][0]["name"] == "authed"
     client.post("/logout")
@@ -107,8 +115,86 @@ def test_login_from_another_site_is_refused(app):
     client = app.test_client()
     assert log_in(client, Origin="https://evil.example").status_code == 403
     assert log_in(client, Origin="https://evil.localhost").status_code == 403
-    # The test client's host; nginx passes the Host without the public port, so ports differ.
-    assert log_in(client, Origin="https://localhost:8443").status_code == 302
+    assert log_in(client, Origin="http://localhost").status_code == 302  # the test client's origin
+
+
+@pytest.mark.parametrize(
+    "origin",
+    [
+        "https://localhost",  # another scheme
+        "http://localhost:8443",  # another port
+        "http://localhost:8080",
+        "http://localhost.evil.example",
+        "null",  # a sandboxed frame or a redirect chain
+        "http://localhost:notaport",
+        "http://[::1",
+        "",
+    ],
+)
+def test_an_origin_differing_in_scheme_host_or_port_is_refused(app, origin):
+    assert log_in(app.test_client(), Origin=origin).status_code == 403
+
+
+def test_behind_tls_on_a_port_only_that_scheme_and_port_may_post_the_login(app):
+    client = app.test_client()
+    site = {"base_url": "https://localhost:8443"}
+    post = {"user": "alice", "password": PASSWORD, "next": "/"}
+    for origin in ("http://localhost:8443", "https://localhost", "https://localhost:443", "http://localhost"):
+        assert client.post("/login", data=post, headers={"Origin": origin}, **site).status_code == 403, origin
+    for origin in ("https://localhost:8443", "HTTPS://LocalHost:8443"):
+        assert client.post("/login", data=post, headers={"Origin": origin}, **site).status_code == 302, origin
+
+
+def test_configured_public_origins_are_accepted_as_well(url, tmp_path, login):
+    # Where the app cannot see the public origin (a port mapped in front of nginx), the config
+    # names it; scheme and port still count.
+    login.origins = ("https://lab.example:8443",)
+    app = create_app({"local": Source("local", url)}, login=login)
+    client = app.test_client()
+    assert log_in(client, Origin="https://lab.example:8443").status_code == 302
+    assert log_in(client, Origin="http://lab.example:8443").status_code == 403
+    assert log_in(client, Origin="https://lab.example").status_code == 403
+    assert log_in(client, Origin="http://localhost").status_code == 302  # its own origin still
+
+
+HOSTILE_NEXT = [
+    "//evil.example/x",
+    "https://evil.example/",
+    "/\\evil.example",
+    "\\\\evil.example",
+    "/\\/evil.example",
+    "javascript:x",
+    "http:evil.example",
+    "///evil.example",
+    "/\r\nSet-Cookie: x=1",
+    "/\r\n\r\n<h1>x</h1>",
+    "/\n//evil.example",
+    "/\t/evil.example",
+    "/ /evil.example",
+    "\r\n",
+    "/ok\x00",
+    "/ok\x7f",
+    "/%0d%0aSet-Cookie:%20x=1",
+    "/runs/ü?q=ä b",
+    "/" + "a" * 5000,
+    "",
+]
+
+
+@pytest.mark.parametrize("target", HOSTILE_NEXT)
+def test_any_next_gives_a_local_redirect_never_a_500(app, target):
+    client = app.test_client()
+    answer = client.post("/login", data={"user": "alice", "password": PASSWORD, "next": target})
+    assert answer.status_code == 302
+    location = answer.headers["Location"]
+    assert location.startswith("/")
+    assert not location.startswith("//")
+    assert "\\" not in location
+    assert location.isascii()
+    assert all(" " < c < "\x7f" for c in location)  # no control characters, no spaces
+    assert not urlsplit(location).netloc
+    assert client.get("/login", query_string={"next": target}).status_code == 200
+    assert app.test_client().get("/login", query_string={"next": target}).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -120,15 +206,39 @@ def test_no_open_redirect_after_login(app, target):
     assert answer.headers["Location"] == "/"
 
 
+def test_a_local_next_is_kept(app):
+    answer = app.test_client().post(
+        "/login", data={"user": "alice", "password": PASSWORD, "next": "/runs?q=x"}
+    )
+    assert answer.headers["Location"] == "/runs?q=x"
+
+
+@pytest.mark.parametrize("path", ["/runs/%0d%0aX:%20y", "/%0a//evil.example", "/runs/%00"])
+def test_a_hostile_path_while_logged_out_leads_to_the_login_page(app, path):
+    answer = app.test_client().get(path)
+    assert answer.status_code == 302
+    assert answer.headers["Location"].startswith("/login?next=")
+
+
 def test_a_changed_password_ends_old_sessions(app, login, tmp_path):
     client = app.test_client()
     log_in(client)
     assert client.get("/api/runs").status_code == 200
-    login.users["alice"] = bcrypt.hashpw(b"new password", bcrypt.gensalt(4))
+    # The users file changes on disk (as Ansible's htpasswd or an admin changes it): no restart.
+    new = tmp_path / "users.new"
+    new.write_text(f"alice:{bcrypt.hashpw(b'new password', bcrypt.gensalt(4)).decode()}\n")
+    new.replace(tmp_path / "users")
     assert client.get("/api/runs").status_code == 401
+    assert log_in(client, password="new password").status_code == 302
+    assert client.get("/api/runs").status_code == 200
 
 
 def test_a_short_session_key_is_refused(tmp_path):
     (tmp_path / "secret").write_text("short")
     with pytest.raises(ValueError, match="at least 32 bytes"):
         AuthConfig.load({"secret_file": str(tmp_path / "secret")})
+
+
+@pytest.mark.parametrize("origin", ["http://localhost/path", "http://user@localhost", "http://localhost?x"])
+def test_an_origin_is_only_scheme_host_and_port(app, origin):
+    assert log_in(app.test_client(), Origin=origin).status_code == 403
