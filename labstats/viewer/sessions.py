@@ -272,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
 
     store = _store_for(args.config)  # the config is read first: it may be readable by root only
+    if not Path(store.path).exists():  # not made here: as root it would be root's
+        print(f"{store.path} does not exist yet: no sessions")
+        return 0
     _become_owner(Path(store.path).parent)
     try:
         if args.command == "list":

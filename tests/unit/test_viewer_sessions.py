@@ -327,3 +327,35 @@ def test_the_signed_cookie_of_before_is_not_accepted_and_is_removed_at_login(app
     assert client.get("/api/runs").status_code == 401
     answer = log_in(client)
     assert any(c.startswith("labstats_session=;") for c in answer.headers.getlist("Set-Cookie"))
+
+
+def test_the_admin_command_run_as_root_becomes_the_sessions_folders_owner(
+    app, config_file, section, monkeypatch
+):
+    # SQLite may create -wal and -shm files beside the database; made by root, they would
+    # lock the viewer out of its own sessions. So root first becomes the folder's owner.
+    import os
+
+    from labstats.viewer import sessions
+
+    log_in(app.test_client())
+    folder = os.path.dirname(section["sessions_file"])
+    if os.geteuid() == 0:
+        os.chown(folder, 65534, 65534)  # as the viewer's own account owns it on the web box
+    owner = os.stat(folder)
+    became = []
+    monkeypatch.setattr(os, "geteuid", lambda: 0)
+    monkeypatch.setattr(os, "setgroups", lambda groups: became.append(("groups", groups)))
+    monkeypatch.setattr(os, "setgid", lambda gid: became.append(("gid", gid)))
+    monkeypatch.setattr(os, "setuid", lambda uid: became.append(("uid", uid)))
+    assert sessions.main(["end", "alice", "--config", str(config_file)]) == 0
+    assert became == [("groups", []), ("gid", owner.st_gid), ("uid", owner.st_uid)]
+
+
+def test_the_admin_command_does_not_make_a_missing_sessions_file(config_file, section):
+    import os
+
+    from labstats.viewer import sessions
+
+    assert sessions.main(["end-all", "--config", str(config_file)]) == 0
+    assert not os.path.exists(os.path.dirname(section["sessions_file"]))
