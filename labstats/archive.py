@@ -5,6 +5,11 @@
     labstats archive --due --memory-above 8G # oldest ended runs until Redis uses under 8 GiB
     labstats unarchive RUN                   # back into Redis (the file is kept)
 
+--due takes a run only when its stored status is finished or crashed, its end is a valid
+past unix time, and its heartbeat is a valid time older than --older-than (and than the
+minute after which a silent run reads as crashed): any training user may write any run's
+record, and a live run forged as finished is still writing its heartbeat.
+
 A run's points go to one Parquet file, <archive dir>/<run id>.parquet (zstd), one row per
 point: series, idx, kind (f, i, b or o) and the value in the column of its kind: f (float64),
 i (int64), b (bool) or o (binary: the labstats codec's bytes of a text, list, dict, array or
@@ -457,19 +462,16 @@ def _latest_last(points: list[tuple[int, str, Any]], last_idx: int | None) -> li
 
 
 def due(lab: Lab, older_than_days: float | None, memory_above: int | None) -> list[Run]:
-    """Runs to archive: ended (finished or crashed, as stored) and not archived; with
-    ``older_than_days``, those that ended longer ago; with ``memory_above``, the oldest
+    """Runs to archive: ended (see :func:`is_over`) and not archived; with ``older_than_days``,
+    those that ended and were last written to longer ago; with ``memory_above``, the oldest
     first, as many as it takes (by their points' size) to bring Redis under that many bytes."""
-    ended = [
-        run
-        for run in lab.runs(limit=None)
-        if not run.archived and run.meta.get("status") in (schema.FINISHED, schema.CRASHED)
-    ]
-    ended.sort(key=lambda run: number(run.meta.get("ended")) or number(run.meta.get("started")) or 0.0)
+    now = time.time()
+    age = None if older_than_days is None else older_than_days * 86400
+    ended = [run for run in lab.runs(limit=None) if not run.archived and is_over(run, now)]
+    ended.sort(key=lambda run: number(run.meta.get("ended")) or 0.0)
     chosen: list[Run] = []
-    if older_than_days is not None:
-        cutoff = time.time() - older_than_days * 86400
-        chosen = [run for run in ended if (number(run.meta.get("ended")) or 0.0) < cutoff]
+    if age is not None:
+        chosen = [run for run in ended if is_over(run, now, age)]
     if memory_above is not None:
         used = int(lab.redis.info("memory")["used_memory"])
         for run in ended:
@@ -479,6 +481,24 @@ def due(lab: Lab, older_than_days: float | None, memory_above: int | None) -> li
                 chosen.append(run)
             used -= _run_bytes(lab, run)
     return chosen
+
+
+def is_over(run: Run, now: float, age: float = 0.0) -> bool:
+    """Whether the nightly job may take ``run``: its stored status is finished or crashed, its
+    ``ended`` is a finite unix time in the past, and its heartbeat (every batch the writer
+    sends renews it) is a valid time at least ``age`` seconds old, and old enough that the
+    run no longer reads as running. Any training user may write any run's record: a live run
+    forged as ``status finished, ended not-a-number`` keeps its fresh heartbeat, so it is not
+    taken (an unparsable end counted as 0 before, and the run lost its later points)."""
+    if run.meta.get("status") not in (schema.FINISHED, schema.CRASHED):
+        return False
+    ended = number(run.meta.get("ended"))
+    if ended is None or ended > now or now - ended < age:
+        return False
+    heartbeat = number(run.meta.get("heartbeat", run.meta.get("started")))
+    if heartbeat is None or heartbeat > now:
+        return False
+    return now - heartbeat >= max(age, run.lab.stale_after)
 
 
 def _run_bytes(lab: Lab, run: Run) -> int:

@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--diff", action="store_true", help="print only the git diff the run started with")
     p.add_argument("--freeze", action="store_true", help="print only the packages it had (pip freeze)")
     p.add_argument("--checked", action="store_true",
-                   help="with --freeze: only plain name==version lines (no options, URLs, paths)")  # fmt: skip
+                   help="with --freeze: only name==version lines (no option, URL or path)")  # fmt: skip
     p.set_defaults(func=cmd_show)
 
     p = sub.add_parser("export", help="write a run's scalar series to CSV or Parquet")
@@ -328,7 +328,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("runs", nargs="*", help="run names or ids")
     p.add_argument("--due", action="store_true", help="every ended run that --older-than/--memory-above pick")
     p.add_argument(
-        "--older-than", type=float, metavar="DAYS", help="with --due: runs that ended this long ago"
+        "--older-than",
+        type=float,
+        metavar="DAYS",
+        help="with --due: runs that ended and were last written this long ago",
     )
     p.add_argument("--memory-above", type=parse_bytes, metavar="SIZE",
                    help="with --due: oldest ended runs until Redis uses under SIZE (8G, 512M)")  # fmt: skip

@@ -202,7 +202,9 @@ def test_due_picks_old_ended_runs_and_the_cli_archives_them(tmp_path, lab, capsy
     for name in ("old", "new"):
         with labstats.Stats(tmp_path / name) as stats:
             stats.log(step=0, v=1.0)
-    lab.redis.hset(lab.keys.run(lab.run("old").id), "ended", "1000")
+    # Both ended long ago: their last heartbeat too (a run just closed still reads as running).
+    lab.redis.hset(lab.keys.run(lab.run("old").id), mapping={"ended": "1000", "heartbeat": "1000"})
+    lab.redis.hset(lab.keys.run(lab.run("new").id), "heartbeat", "2000")
     assert [r.name for r in archive.due(lab, 30, None)] == ["old"]
     assert [r.name for r in archive.due(lab, None, 1)] == ["old", "new"]  # oldest first
     assert archive.due(lab, None, 10**15) == []
@@ -263,3 +265,45 @@ def test_the_viewer_shows_an_archived_run_and_says_when_its_file_is_missing(tmp_
     missing = client.get(f"/api/runs/local/{run_id}/series/loss")
     assert missing.status_code == 404
     assert "not here" in missing.get_json()["error"]
+
+
+@pytest.mark.parametrize("ended", ["not-a-number", "nan", "inf", "1000", "", "99999999999"])
+def test_a_live_run_forged_as_finished_is_never_due(tmp_path, lab, capsys, monkeypatch, ended):
+    """Finding 6: `HSET status finished ended not-a-number` on a live run made the nightly job
+    take it. A fresh heartbeat means running, whatever the status says; an end that is not a
+    past unix time is no end."""
+    stats = labstats.Stats(tmp_path / "live", flush_interval=0.01)
+    stats.log(step=0, v=1.0)
+    assert stats.flush()
+    run_id = stats.run_id
+    lab.redis.hset(lab.keys.run(run_id), mapping={"status": "finished", "ended": ended})
+    assert archive.due(lab, 30, None) == []
+    assert archive.due(lab, 0, None) == []
+    assert archive.due(lab, None, 1) == []  # however full Redis is
+    monkeypatch.setenv("LABSTATS_ARCHIVE_DIR", str(tmp_path / "archive"))
+    assert cli.main(["archive", "--due", "--older-than", "0", "--memory-above", "1"]) == 0
+    assert capsys.readouterr().out.strip() == "nothing to archive"
+    stats.log(step=1, v=2.0)
+    stats.close()
+    assert lab.run("live").series("v").values.tolist() == [1.0, 2.0]
+    assert not lab.run("live").archived
+
+
+def test_only_a_past_valid_end_and_a_heartbeat_older_than_the_age_make_a_run_due(tmp_path, lab):
+    with labstats.Stats(tmp_path / "done") as stats:
+        stats.log(step=0, v=1.0)
+    key = lab.keys.run(lab.run("done").id)
+    day = 86400
+    now = __import__("time").time()
+
+    def due_with(**fields):
+        lab.redis.hset(key, mapping={k: str(v) for k, v in fields.items()})
+        return [r.name for r in archive.due(lab, 30, None)]
+
+    assert due_with(ended=now - 40 * day, heartbeat=now - 40 * day) == ["done"]
+    assert due_with(ended="nan", heartbeat=now - 40 * day) == []  # an unparsable end is not 0
+    assert due_with(ended=now + 40 * day, heartbeat=now - 40 * day) == []  # an end in the future
+    assert due_with(ended=now - 40 * day, heartbeat=now - 10 * day) == []  # written to 10 days ago
+    assert due_with(ended=now - 40 * day, heartbeat="garbage") == []  # cannot tell it is over
+    assert due_with(ended=now - 40 * day, heartbeat=now - 40 * day, status="running") == []
+    assert due_with(status="crashed") == ["done"]
