@@ -40,8 +40,25 @@ from labstats.writer import RESERVE, NameTaken, Writer, reserve_name
 
 log = logging.getLogger("labstats")
 
+# The most a run's config may take as JSON (UTF-8 bytes). Configs are read whole by every
+# list of runs (the viewer's runs page, every 5 s; `labstats ls`), so a large one slows
+# them all: keep tables and datasets out of it (log them as files).
+MAX_CONFIG_BYTES = 256 * 1024
+
 _open_runs: weakref.WeakSet[Stats] = weakref.WeakSet()
 _hooks_installed = False
+
+
+def _config_json(config: dict[str, Any]) -> str:
+    """The config as stored (JSON, keys sorted); a ValueError when it is over MAX_CONFIG_BYTES."""
+    text = json.dumps(config, default=str, sort_keys=True)
+    size = len(text)  # ASCII (json's ensure_ascii): one byte a character
+    if size > MAX_CONFIG_BYTES:
+        raise ValueError(
+            f"labstats: config is {size:,} bytes as JSON; the limit is {MAX_CONFIG_BYTES:,} "
+            "(MAX_CONFIG_BYTES): keep tables and data out of the config (log them as a file)"
+        )
+    return text
 
 
 def new_run_id() -> str:
@@ -50,7 +67,11 @@ def new_run_id() -> str:
 
 
 class Stats:
-    """Log a training run. See the module docstring for the whole API."""
+    """Log a training run. See the module docstring for the whole API.
+
+    ``config`` (and what :meth:`set_config` adds) is stored as JSON and may take at most
+    ``MAX_CONFIG_BYTES`` (256 KiB) that way; a larger one is refused at the call with a
+    ``ValueError``, before any run starts."""
 
     def __init__(
         self,
@@ -73,6 +94,7 @@ class Stats:
     ) -> None:
         if on_conflict not in ("suffix", "error"):
             raise ValueError("on_conflict must be 'suffix' or 'error'")
+        _config_json(dict(config or {}))  # refused here, at the call, if it is too large
         self._options = {
             "name": name, "config": dict(config or {}), "tags": [str(t) for t in tags], "seed": seed,
             "url": url, "prefix": prefix, "on_conflict": on_conflict, "flush_interval": flush_interval,
@@ -121,7 +143,7 @@ class Stats:
             "started": f"{started:.3f}",
             "heartbeat": f"{started:.3f}",
             "savedir": str(self.savedir.resolve()),
-            "config": json.dumps(opts["config"], default=str, sort_keys=True),
+            "config": _config_json(opts["config"]),
             "tags": json.dumps(opts["tags"]),
             "schema": schema.SCHEMA_VERSION,
         }
@@ -282,8 +304,8 @@ class Stats:
     def set_config(self, **values: Any) -> None:
         """Add to the run's config (hyperparameters) after start."""
         writer = self._require_writer()
+        config = _config_json({**self._options["config"], **values})  # refused whole, kept as it was
         self._options["config"].update(values)
-        config = json.dumps(self._options["config"], default=str, sort_keys=True)
         writer.put_commands([cmd("HSET", self.keys.run(self.run_id), "config", config)])
 
     # ---- media ------------------------------------------------------------------------------

@@ -204,3 +204,29 @@ def test_schema_version_is_recorded(tmp_path, redis_server, url):
     run_id = client.hget("ls:names", "run").decode()
     info = json.loads(client.hget(f"ls:run:{run_id}:series", "_epoch") or "null")
     assert info is None  # log() alone records no epoch series
+
+
+def test_a_config_over_the_size_limit_is_refused_at_the_call(tmp_path, lab):
+    """Every viewer page lists configs (a 20 MB one slowed `/` to 1.6 s): the logger refuses
+    one whose JSON is over MAX_CONFIG_BYTES, at the call, and starts no run."""
+    from labstats.logger import MAX_CONFIG_BYTES
+
+    assert MAX_CONFIG_BYTES == 256 * 1024
+    big = {"table": "x" * MAX_CONFIG_BYTES}
+    with pytest.raises(
+        ValueError, match=r"labstats: config is 262,\d{3} bytes as JSON; the limit is 262,144"
+    ):
+        labstats.Stats(tmp_path / "big", config=big)
+    with pytest.raises(ValueError, match="the limit is 262,144"):
+        labstats.Stats(config=big)  # before on(): refused at the call too
+    assert lab.runs() == []
+    # Just under the limit is fine, and set_config() is held to the same limit.
+    fits = {"table": "x" * (MAX_CONFIG_BYTES - 100)}
+    with labstats.Stats(tmp_path / "ok", config=fits) as stats:
+        with pytest.raises(ValueError, match="the limit is 262,144"):
+            stats.set_config(more="y" * 200)
+        stats.set_config(lr=0.1)
+        stats.log(step=0, v=1.0)
+    run = lab.run("ok")
+    assert run.status == "finished"
+    assert run.config == {**fits, "lr": 0.1}
