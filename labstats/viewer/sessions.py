@@ -133,16 +133,21 @@ class SessionStore:
         finally:
             self.close()
 
-    def _run(self, sql: str, args: Iterable = ()) -> sqlite3.Cursor:
+    def _write(self, sql: str, args: Iterable = ()) -> int:
+        """Run a statement; how many rows it changed."""
+        with self._lock:  # read out under the lock: the threads share one connection
+            return self._conn().execute(sql, tuple(args)).rowcount
+
+    def _read(self, sql: str, args: Iterable = ()) -> list[tuple]:
         with self._lock:
-            return self._conn().execute(sql, tuple(args))
+            return self._conn().execute(sql, tuple(args)).fetchall()
 
     def create(self, user: str, fingerprint: str) -> tuple[str, float]:
         """A new session for ``user``: (the id for the cookie, the login time)."""
         now = self.clock()
         session_id = secrets.token_urlsafe(32)
         self.prune()
-        self._run(
+        self._write(
             "INSERT INTO sessions (id_hash, user, fingerprint, created, last_used) VALUES (?, ?, ?, ?, ?)",
             (hash_id(session_id), user, fingerprint, now, now),
         )
@@ -154,54 +159,54 @@ class SessionStore:
         if not _well_formed(session_id):
             return None
         key = hash_id(session_id)
-        row = self._run(
+        rows = self._read(
             "SELECT user, fingerprint, created, last_used FROM sessions WHERE id_hash = ?", (key,)
-        ).fetchone()
-        if row is None:
+        )
+        if not rows:
             return None
-        found = Session(*row)
+        found = Session(*rows[0])
         now = self.clock()
         if now >= found.created + self.lifetime_s or now >= found.last_used + self.idle_s:
-            self._run("DELETE FROM sessions WHERE id_hash = ?", (key,))
+            self._write("DELETE FROM sessions WHERE id_hash = ?", (key,))
             return None
         if now - found.last_used >= TOUCH_S:
-            self._run("UPDATE sessions SET last_used = ? WHERE id_hash = ?", (now, key))
+            self._write("UPDATE sessions SET last_used = ? WHERE id_hash = ?", (now, key))
         return found
 
     def end(self, session_id: str | None) -> int:
         if not _well_formed(session_id):
             return 0
-        return self._run("DELETE FROM sessions WHERE id_hash = ?", (hash_id(session_id),)).rowcount
+        return self._write("DELETE FROM sessions WHERE id_hash = ?", (hash_id(session_id),))
 
     def end_user(self, user: str) -> int:
-        return self._run("DELETE FROM sessions WHERE user = ?", (user,)).rowcount
+        return self._write("DELETE FROM sessions WHERE user = ?", (user,))
 
     def end_all(self) -> int:
-        return self._run("DELETE FROM sessions").rowcount
+        return self._write("DELETE FROM sessions")
 
     def end_stale(self, fingerprints: dict[str, str]) -> int:
         """End every session whose user is gone or whose password changed since its login
         (``fingerprints``: user -> fingerprint of the current password hash)."""
-        pairs = self._run("SELECT DISTINCT user, fingerprint FROM sessions").fetchall()
+        pairs = self._read("SELECT DISTINCT user, fingerprint FROM sessions")
         ended = 0
         for user, fingerprint in pairs:
             if fingerprints.get(user) != fingerprint:
-                ended += self._run(
+                ended += self._write(
                     "DELETE FROM sessions WHERE user = ? AND fingerprint = ?", (user, fingerprint)
-                ).rowcount
+                )
         return ended
 
     def prune(self) -> int:
         """Delete sessions past their lifetime or idle timeout (they are refused anyway)."""
         now = self.clock()
-        return self._run(
+        return self._write(
             "DELETE FROM sessions WHERE created <= ? OR last_used <= ?",
             (now - self.lifetime_s, now - self.idle_s),
-        ).rowcount
+        )
 
     def sessions(self) -> list[Session]:
-        rows = self._run("SELECT user, fingerprint, created, last_used FROM sessions ORDER BY user, created")
-        return [Session(*row) for row in rows.fetchall()]
+        rows = self._read("SELECT user, fingerprint, created, last_used FROM sessions ORDER BY user, created")
+        return [Session(*row) for row in rows]
 
     def close(self) -> None:
         with self._lock:

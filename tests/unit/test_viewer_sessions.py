@@ -359,3 +359,20 @@ def test_the_admin_command_does_not_make_a_missing_sessions_file(config_file, se
 
     assert sessions.main(["end-all", "--config", str(config_file)]) == 0
     assert not os.path.exists(os.path.dirname(section["sessions_file"]))
+
+
+def test_the_threads_of_a_worker_share_its_store(app):
+    # uWSGI runs several threads per worker; they share the process's one connection.
+    from concurrent.futures import ThreadPoolExecutor
+
+    store = app.extensions["labstats_sessions"]
+
+    def session_cycle(i: int) -> bool:
+        session_id, _ = store.create(f"user{i % 3}", "fp")
+        alive = store.lookup(session_id) is not None
+        store.end(session_id)
+        return alive and store.lookup(session_id) is None
+
+    with ThreadPoolExecutor(8) as pool:
+        assert all(pool.map(session_cycle, range(400)))
+    assert store.sessions() == []
