@@ -7,6 +7,7 @@ and the 3-D view. Screenshots go to artifacts/."""
 import hashlib
 import io
 import json
+import secrets
 import shlex
 import shutil
 
@@ -90,7 +91,12 @@ def test_the_store_is_shared_by_the_training_users_and_pushed_on_a_timer(host):
     store = host.file("/var/lib/labstats/artifacts")
     assert store.is_directory
     assert store.group == "labstats"
-    assert store.mode == 0o2775
+    assert store.mode == 0o3775  # group-writable and sticky
+    with host.sudo():
+        prefixes = host.check_output(
+            f"stat -c '%U:%G %a' {store.path}/[0-9a-f][0-9a-f] | sort | uniq -c"
+        ).strip()
+    assert prefixes == "256 root:labstats 3775"  # made by the role, not by a first writer
     assert "labstats" in host.user("researcher").groups
     timer = host.service("labstats-artifact-push.timer")
     assert timer.is_enabled
@@ -188,30 +194,76 @@ def test_media_logged_during_a_tunnel_outage_arrive_after_it(host):
     assert wait_until(lambda: copies_match(web, digests(run_id)), timeout=60)
 
 
-def test_a_damaged_copy_is_moved_aside_and_sent_again(host, media_run):
+DAMAGED = "/var/lib/labstats-artifact-verify/damaged/trainbox"
+
+
+def test_a_damaged_copy_is_set_aside_once_and_sent_again_a_bounded_number_of_times(host, media_run):
+    """A copy whose SHA-256 is not its name is never served, moved aside (one copy kept per
+    name, never multiplied) and sent again by the next push, at most 3 times; after that it
+    stays, reported. Before, every try left one more copy aside, for ever."""
     web = box("webbox")
     wanted = digests(media_run)
     assert wait_until(lambda: copies_match(web, wanted), timeout=30)
-    digest = (
-        wanted["sky@0"] if "sky@0" in wanted else next(v for k, v in wanted.items() if k.startswith("sky"))
-    )
+    digest = next(v for k, v in wanted.items() if k.startswith("sky"))
     copy = f"{COPIES}/{digest[:2]}/{digest}"
-    set_aside = f"ls {COPIES}/.damaged/ 2>/dev/null | grep -c {digest} || true"
+
+    def damage_and_check() -> str:
+        with web.sudo():
+            web.check_output(
+                f"chmod u+w {copy} && printf 'flipped' | dd of={copy} bs=1 seek=100 conv=notrunc status=none"
+            )
+            assert web.file(copy).sha256sum != digest
+        status, _, _ = https_get(f"/api/runs/trainbox/{media_run}/file/sky", token=web_token())
+        assert status == 502  # never served while damaged
+        with web.sudo():
+            return web.check_output(
+                "systemctl start labstats-artifact-verify; journalctl -u labstats-artifact-verify -n 3 -o cat"
+            )
+
     with web.sudo():
-        before = int(web.run(set_aside).stdout.strip() or 0)  # (earlier runs against this lab)
-        web.check_output(f"printf 'flipped' | dd of={copy} bs=1 seek=100 conv=notrunc status=none")
-        assert web.file(copy).sha256sum != digest
-    status, _, body = https_get(f"/api/runs/trainbox/{media_run}/file/sky", token=web_token())
-    assert status == 502  # never served while damaged
+        web.run(f"rm -f {DAMAGED}/{digest} {DAMAGED}/{digest}.tries")  # (earlier runs against this lab)
+    for attempt in (1, 2, 3):
+        said = damage_and_check()
+        assert f"try {attempt} of 3" in said, said
+        with web.sudo():
+            assert not web.file(copy).exists
+            assert web.check_output(f"ls {DAMAGED} | grep -c {digest}") == "2"  # the copy and its count
+        with host.sudo():
+            host.check_output("systemctl start labstats-artifact-push.service")
+        assert wait_until(lambda: copies_match(web, wanted), timeout=30)
+    said = damage_and_check()
+    assert "still damaged after 3 tries" in said, said
     with web.sudo():
-        web.check_output("systemctl start labstats-artifact-verify.service")
-        assert int(web.run(set_aside).stdout.strip()) == before + 1
+        assert web.file(copy).exists  # left in place: the push does not send it again
+        assert web.check_output(f"ls {DAMAGED} | grep -c {digest}") == "2"
+        web.check_output(f"rm {copy} {DAMAGED}/{digest}.tries")  # mend the lab for later tests
     with host.sudo():
         host.check_output("systemctl start labstats-artifact-push.service")
     assert wait_until(lambda: copies_match(web, wanted), timeout=30)
     status, _, body = https_get(f"/api/runs/trainbox/{media_run}/file/sky", token=web_token())
     assert status == 200
     assert hashlib.sha256(body).hexdigest() == digest
+
+
+def test_a_planted_file_that_is_not_its_name_is_never_sent(host):
+    """A training user filled the web box's disk from a 0-byte file: a sparse 200 MB file
+    named like a digest was sent as real blocks, set aside there, sent again, for ever."""
+    name = "ab" + secrets.token_hex(31)
+    planted = f"/var/lib/labstats/artifacts/ab/{name}"
+    web = box("webbox")
+    with host.sudo("researcher"):
+        host.check_output(f"truncate -s 200M {planted}")
+    try:
+        with host.sudo():
+            host.check_output("systemctl start labstats-artifact-push.service")
+            said = host.check_output("journalctl -u labstats-artifact-push -n 20 -o cat")
+        assert f"not sent: ab/{name}" in said
+        with web.sudo():
+            assert not web.file(f"{COPIES}/ab/{name}").exists
+            assert web.run(f"ls {DAMAGED} 2>/dev/null | grep -c {name}").stdout.strip() in ("", "0")
+    finally:
+        with host.sudo():
+            host.run(f"rm -f {planted}")
 
 
 FULL_STORE = """
@@ -255,30 +307,112 @@ def test_a_full_artifact_store_warns_once_and_the_run_goes_on(host):
     assert int(failed) > 0
 
 
-def test_the_receiving_key_only_writes_into_its_own_folder(host):
+PUT_RANDOM = (
+    "import os; from labstats.store import ArtifactStore; "
+    "print(ArtifactStore('/var/lib/labstats/artifacts').put(os.urandom(64)))"
+)
+RECEIVE = "labstats-in-1"  # the training box's own receiving account (box id 1)
+
+
+def test_the_receiving_key_only_writes_regular_named_files_into_its_own_folder(host):
+    """The push key against the tricks an attacker with it tried: a symlink then a relative
+    push through it, --force, special and setuid files, a shell, reading back, another box's
+    account, the public address. Only regular files named by their SHA-256 get in, read-only."""
     web = box("webbox")
     hub = tunnel_address(web)
     public = web.ansible.get_variables()["ansible_host"]
     ssh = shlex.quote(RECEIVE_SSH)
+    module = f"{RECEIVE}@{hub}::artifacts/"
+    good = hashlib.sha256(b"probe\n").hexdigest()
+    work = "/var/lib/labstats-push/attack"
     with host.sudo("labstats-push"):
-        probe = "/var/lib/labstats-push/probe.txt"
-        host.check_output(f"echo probe > {probe}")
-        ok = host.run(f"rsync -e {ssh} {probe} labstats-artifacts@{hub}:; echo status=$?")
-        assert "status=0" in ok.stdout, ok.stderr
-        shell = host.run(f"{RECEIVE_SSH} labstats-artifacts@{hub} cat /etc/passwd; echo status=$?")
-        assert "status=0" not in shell.stdout
-        assert "root:" not in shell.stdout
-        read = host.run(f"rsync -e {ssh} labstats-artifacts@{hub}:probe.txt /tmp/back.txt; echo status=$?")
-        assert "status=0" not in read.stdout  # write-only: nothing can be read back
-        host.run(f"rsync -e {ssh} {probe} labstats-artifacts@{hub}:../../archive/x")
-        outside = host.run(f"rsync -e {ssh} {probe} labstats-artifacts@{public}:; echo status=$?")
+        host.check_output(
+            f"rm -rf {work} && mkdir -p {work}/{good[:2]} {work}/ab && echo probe > {work}/{good[:2]}/{good}"
+            f" && echo x > {work}/ab/not-a-digest && ln -s /var/lib/labstats-in {work}/ln"
+            f" && mkfifo {work}/fifo"
+        )
+
+        def push(options: str, source: str = f"{work}/", target: str = module):
+            return host.run(f"rsync -rt {options} -e {ssh} {source} {target}; echo status=$?")
+
+        assert "status=0" in push(f"--include=/{good[:2]}/ --include=/{good[:2]}/{good} --exclude='*'").stdout
+        for options in ("-l", "--force", "-D", "--specials", "-p --chmod=u+s", "--delete", "--inplace"):
+            refused = push(options)
+            assert "status=0" not in refused.stdout, options
+        through = push("-R --no-implied-dirs", f"{work}/./ln/.ssh/authorized_keys2")
+        assert "status=0" not in through.stdout
+        shell = host.run(f"{RECEIVE_SSH} {RECEIVE}@{hub} cat /etc/passwd; echo status=$?")
+        assert "root:" not in shell.stdout  # its shell is an rsync module: no command runs
+        read = host.run(f"rsync -rt -e {ssh} {module}{good[:2]}/{good} /tmp/back; echo status=$?")
+        assert "status=0" not in read.stdout  # write-only
+        other = push("", target=f"labstats-in-2@{hub}::artifacts/")
+        assert "status=0" not in other.stdout
+        outside = push("", target=f"{RECEIVE}@{public}::artifacts/")
         assert "status=0" not in outside.stdout
         assert "Permission denied (publickey)" in outside.stderr  # the key is for the tunnel only
     with web.sudo():
-        assert web.file(f"{COPIES}/probe.txt").exists
-        assert not web.file("/var/lib/labstats/archive/x").exists
-        assert not web.file("/var/lib/labstats/x").exists
-        web.check_output(f"rm -f {COPIES}/probe.txt")
+        arrived = web.file(f"{COPIES}/{good[:2]}/{good}")
+        assert arrived.exists
+        assert arrived.mode == 0o444
+        strays = web.check_output(
+            f"find {COPIES} -mindepth 1 \\( ! -type f ! -type d -o -perm /7022 -o -name not-a-digest "
+            f"-o -name ln -o -name fifo \\) -print"
+        )
+        assert strays == ""
+        assert not web.file("/var/lib/labstats-in/.ssh").exists
+        assert web.user(RECEIVE).shell == "/usr/local/sbin/labstats-artifact-receive"
+        sshd = web.check_output("sshd -T | grep -i '^authorizedkeysfile'")
+        assert sshd.split()[1:] == ["/etc/ssh/authorized_keys/%u", ".ssh/authorized_keys"]
+        web.check_output(f"rm -f {COPIES}/{good[:2]}/{good}")
+    with host.sudo():
+        host.run(f"rm -rf {work}")
+
+
+def test_a_box_over_its_quota_pushes_nothing_until_room_is_made(host):
+    web = box("webbox")
+    with web.sudo():
+        # The check with a quota of 0: over it, the flag is set and the job fails.
+        over = web.run(
+            "sed 's/-gt [0-9]*/-gt 0/' /usr/local/bin/labstats-artifact-verify >/tmp/v && sh /tmp/v"
+        )
+        assert over.rc == 1
+        assert "over its quota" in over.stderr
+        assert web.file("/var/lib/labstats-artifact-verify/over-quota/trainbox").exists
+    try:
+        with host.sudo("researcher"):
+            fresh = host.check_output("cd ~ && /opt/labstats/venv/bin/python -c %s", PUT_RANDOM)
+        with host.sudo():
+            host.run("systemctl start labstats-artifact-push.service")
+            said = host.check_output("journalctl -u labstats-artifact-push -n 20 -o cat")
+        assert "over its quota" in said
+        with web.sudo():
+            assert not web.file(f"{COPIES}/{fresh[:2]}/{fresh}").exists
+    finally:
+        with web.sudo():
+            web.check_output("systemctl start labstats-artifact-verify.service")  # the real quota: under it
+            assert not web.file("/var/lib/labstats-artifact-verify/over-quota/trainbox").exists
+    with host.sudo():
+        host.check_output("systemctl start labstats-artifact-push.service")
+    with web.sudo():
+        assert web.file(f"{COPIES}/{fresh[:2]}/{fresh}").exists
+
+
+def test_one_training_user_cannot_remove_replace_or_lock_out_anothers_files(host):
+    store = "/var/lib/labstats/artifacts"
+    with host.sudo():
+        host.check_output("id researcher2 || useradd --create-home --groups labstats researcher2")
+    with host.sudo("researcher"):
+        digest = host.check_output("cd ~ && /opt/labstats/venv/bin/python -c %s", PUT_RANDOM)
+    mine = f"{store}/{digest[:2]}/{digest}"
+    assert host.file(mine).mode == 0o444
+    with host.sudo("researcher2"):
+        for attack in (f"rm -f {mine}", f"mv {mine} /tmp/taken", f"sh -c 'echo forged > {mine}'",
+                       f"chmod 000 {store}/{digest[:2]}", f"mv {store}/{digest[:2]} {store}/moved",
+                       f"rm -rf {store}/{digest[:2]}"):  # fmt: skip
+            assert host.run(attack).rc != 0, attack
+    with host.sudo():
+        assert host.file(mine).sha256sum == digest
+        assert host.check_output(f"stat -c '%U %a' {store}/{digest[:2]}") == "root 3775"
 
 
 # ---- the browser ----------------------------------------------------------------------------
