@@ -152,8 +152,9 @@ def test_the_regenerate_recipe_quotes_every_recorded_field(url, tmp_path):
     pwned = tmp_path / "pwned"
     hostile = f"main && touch {pwned}; $(touch {pwned}) `touch {pwned}` ' \" \n"
     r = labstats.connect(url).redis
+    commit = "0123456789abcdef0123456789abcdef01234567"
     r.hset(schema.Keys().run("evil"), mapping={
-        "name": "evil", "git_root": "/repo", "git_remote": hostile, "git_commit": hostile, "git_dirty": "1",
+        "name": "evil", "git_root": "/repo", "git_remote": hostile, "git_commit": commit, "git_dirty": "1",
         "cwd_in_repo": hostile, "argv": json.dumps(["python", hostile, "--lr", "0.1"]),
         "env": json.dumps({"A": hostile}),
     })  # fmt: skip
@@ -164,10 +165,20 @@ def test_the_regenerate_recipe_quotes_every_recorded_field(url, tmp_path):
     stubs += "labstats() { :; }; "
     out = subprocess.run(["bash", "-c", stubs + recipe], capture_output=True, text=True, check=True).stdout
     assert not pwned.exists()
-    assert f"git<clone>\ngit<{hostile}>\ngit<DIR>" in out
-    assert f"git<--detach>\ngit<{hostile}>" in out
-    assert f"cd<{hostile}>" in out
+    assert f"git<clone>\ngit<-->\ngit<{hostile}>\ngit<DIR>" in out  # never an option either
+    assert f"git<--detach>\ngit<{commit}>" in out
+    assert f"cd<-->\ncd<{hostile}>" in out
     assert f"env<A={hostile}>\nenv<python>\nenv<{hostile}>\nenv<--lr>" in out
+    # A commit that is not a commit id is never passed to git: the recipe stops there, saying so.
+    r.hset(schema.Keys().run("evil"), "git_commit", hostile)
+    recipe = labstats.connect(url).run("evil").regenerate_command()
+    assert (
+        recipe.splitlines()[-1]
+        == f"# the recorded commit {hostile!r} is not a commit id: nothing to check out"
+    )
+    out = subprocess.run(["bash", "-c", stubs + recipe], capture_output=True, text=True, check=True).stdout
+    assert not pwned.exists()
+    assert "--detach" not in out
 
 
 def test_a_config_with_several_sources_reads_them_all_and_warns_of_one_away(tmp_path, url, monkeypatch):
