@@ -60,6 +60,12 @@ ROW_GROUP_ROWS = 32_768  # a window read decodes at most a group or two of this 
 ROW_GROUP_BYTES = 32 << 20  # ...and never more than this (series of tensors)
 READ_CHUNKS = 256  # chunks fetched per MGET while archiving
 STUB_FIELDS = ("archived", "archived_at", "archive_digest", "archive_bytes")  # added to the run record
+# An archive file is read only when its footer says it is within these (a file in the archive
+# folder may come from anywhere: a 1 MB file decoded to 2.9 GB in a viewer worker). The
+# archiver writes groups of at most ROW_GROUP_ROWS rows and ROW_GROUP_BYTES (one larger
+# value gets a group of its own), so a group over MAX_GROUP_BYTES is one value over 256 MiB.
+MAX_GROUP_BYTES = 256 << 20  # uncompressed, per row group: what one read decodes at most
+MAX_ROWS = 1_000_000_000  # points per file
 _RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 _VALUE_COLUMN = {"f": "f", "i": "i", "b": "b", "o": "o"}
 _NUMPY = {"f": np.float64, "i": np.int64, "b": np.bool_}
@@ -514,18 +520,59 @@ class ArchivedRun:
     groups that hold them), the latest points, an overview of a long series."""
 
     def __init__(self, path: str | Path, artifacts: ArtifactStore | None = None) -> None:
-        _, pq = _pa()
+        pa, pq = _pa()
         self.path = Path(path)
         self.artifacts = artifacts  # where the run's large tensors are (their files)
         self._lock = threading.Lock()  # one reader of the file at a time (viewer threads)
         try:
-            self.file = pq.ParquetFile(self.path)
+            # kind and o as dictionaries: a value repeated in a row group is decoded once
+            # (see _expand), however many rows repeat it.
+            self.file = pq.ParquetFile(self.path, read_dictionary=["kind", "o"])
             raw = (self.file.metadata.metadata or {}).get(META_KEY)
             self.meta = json.loads(raw) if raw else None
-        except (OSError, ValueError) as exc:
+        except (OSError, ValueError, pa.ArrowException) as exc:
             raise LabstatsError(f"{self.path}: not a readable labstats archive ({exc})") from None
         if not isinstance(self.meta, dict) or self.meta.get("format") != FORMAT:
             raise LabstatsError(f"{self.path}: not a labstats archive of format {FORMAT}")
+        self._check(pa)
+
+    def _check(self, pa) -> None:
+        """Refuse a file whose footer says it holds more than one read may decode, or whose
+        labstats metadata does not describe it, before any of its data is read."""
+        footer = self.file.metadata
+        stored = [(f.name, f.type.value_type if pa.types.is_dictionary(f.type) else f.type)
+                  for f in self.file.schema_arrow]  # fmt: skip
+        wanted = [(f.name, f.type) for f in _schema(pa)]
+        binary = (pa.binary(), pa.large_binary())  # o, as a dictionary, reads as binary
+        if len(stored) != len(wanted) or any(
+            s != w and not (s[0] == w[0] == "o" and s[1] in binary)
+            for s, w in zip(stored, wanted, strict=True)
+        ):
+            raise LabstatsError(f"{self.path}: malformed archive metadata (not the columns of an archive)")
+        if footer.num_rows > MAX_ROWS:
+            raise LabstatsError(
+                f"{self.path}: not read: it holds {footer.num_rows:,} rows; at most {MAX_ROWS:,}"
+            )
+        rows = []
+        for n in range(footer.num_row_groups):
+            group = footer.row_group(n)
+            # The group's total and its columns' own sizes: a file may say one and hold the other.
+            columns = sum(max(0, group.column(c).total_uncompressed_size) for c in range(group.num_columns))
+            size = max(group.total_byte_size, columns)
+            if group.num_rows > ROW_GROUP_ROWS:
+                raise LabstatsError(
+                    f"{self.path}: not read: row group {n} holds {group.num_rows:,} rows; "
+                    f"at most {ROW_GROUP_ROWS:,}"
+                )
+            if size > MAX_GROUP_BYTES:
+                raise LabstatsError(
+                    f"{self.path}: not read: row group {n} holds {size:,} bytes uncompressed; "
+                    f"at most {MAX_GROUP_BYTES:,}"
+                )
+            rows.append(group.num_rows)
+        problem = _meta_problem(self.meta, rows)
+        if problem:
+            raise LabstatsError(f"{self.path}: malformed archive metadata ({problem})")
 
     def _text(self, key: str) -> str:
         raw = self.meta.get(key)
@@ -565,14 +612,14 @@ class ArchivedRun:
             table = self.file.read_row_groups(groups, columns=columns, use_threads=False)
         idx = table.column("idx").to_numpy()
         if len(entry["kinds"]) > 1:
-            kinds = np.array(table.column("kind").to_pylist(), dtype="S1")
+            kinds = np.array(_expand(table.column("kind"), self.path), dtype="S1")
         else:
             kinds = np.full(len(idx), entry["kinds"][0].encode() if entry["kinds"] else b"f", dtype="S1")
         values = {}
         for kind in entry["kinds"]:
             column = table.column(_VALUE_COLUMN[kind])
             if kind == "o":
-                values[kind] = [v for v in column.to_pylist() if v is not None]
+                values[kind] = [v for v in _expand(column, self.path) if v is not None]
             elif len(entry["kinds"]) == 1:
                 values[kind] = column.to_numpy()
             else:
@@ -628,6 +675,59 @@ class ArchivedRun:
         mask = np.zeros(len(idx), dtype=bool)
         mask[max(0, len(idx) - last) :] = True
         return idx[mask], _values(kinds, values, mask, self.artifacts)
+
+
+def _expand(column: Any, path: Path) -> list[Any]:
+    """A column read as a dictionary, one value per row (None for nulls), each distinct value
+    one Python object shared by its rows. Refused when the rows' values add up to more than
+    MAX_GROUP_BYTES: a few KB of dictionary can repeat one large value in every row."""
+    import pyarrow as pa
+    import pyarrow.compute as pc
+
+    out: list[Any] = []
+    total = 0
+    for chunk in column.chunks:
+        if not isinstance(chunk, pa.DictionaryArray):
+            chunk = chunk.dictionary_encode()  # (not read as a dictionary: already decoded)
+        total += pc.sum(pc.take(pc.binary_length(chunk.dictionary), chunk.indices)).as_py() or 0
+        if total > MAX_GROUP_BYTES:
+            raise LabstatsError(
+                f"{path}: not read: a row group's values decode to over {MAX_GROUP_BYTES:,} bytes"
+            )
+        values = chunk.dictionary.to_pylist()
+        out += [None if i is None else values[i] for i in chunk.indices.to_pylist()]
+    return out
+
+
+def _meta_problem(meta: dict[str, Any], rows: list[int]) -> str | None:
+    """What is wrong with an archive's labstats metadata given the rows of its row groups
+    (as the footer says), or None: every field the reader uses, of the type it uses."""
+    if not isinstance(meta.get("run_id"), str):
+        return "run_id"
+    if not isinstance(meta.get("series"), dict) or not all(
+        isinstance(v, dict) for v in meta["series"].values()
+    ):
+        return "series"
+    if not isinstance(meta.get("rows"), int):
+        return "rows"
+    index = meta.get("index")
+    if not isinstance(index, dict):
+        return "index"
+    for name, entry in index.items():
+        if not isinstance(entry, dict) or not isinstance(entry.get("groups"), list):
+            return f"index of {name!r}"
+        kinds = entry.get("kinds")
+        if not isinstance(kinds, list) or not set(kinds) <= set(_VALUE_COLUMN):
+            return f"kinds of {name!r}"
+        for group in entry["groups"]:
+            ok = (
+                isinstance(group, list) and len(group) == 5
+                and all(isinstance(x, int) and not isinstance(x, bool) for x in group[:4])
+                and group[4] in _VALUE_COLUMN and 0 <= group[0] < len(rows) and group[3] == rows[group[0]]
+            )  # fmt: skip
+            if not ok:
+                return f"row group {group!r} of {name!r} is not one of the file's"
+    return None
 
 
 def _values(

@@ -307,3 +307,116 @@ def test_only_a_past_valid_end_and_a_heartbeat_older_than_the_age_make_a_run_due
     assert due_with(ended=now - 40 * day, heartbeat="garbage") == []  # cannot tell it is over
     assert due_with(ended=now - 40 * day, heartbeat=now - 40 * day, status="running") == []
     assert due_with(status="crashed") == ["done"]
+
+
+# ---- an archive file is data from a box: checked before it is read ------------------------
+
+
+def planted_archive(path, run_id, rows, *, blob=0, meta_changes=None, dictionary=True):
+    """A Parquet file shaped like a labstats archive whose one row group holds ``rows``
+    points of series v: zeros (or ``blob`` zero bytes each, as objects), a few KB on disk.
+    With ``dictionary`` the blob is stored once (its footer says a few KB), else in every row
+    (its footer says rows * blob bytes uncompressed)."""
+    import json
+
+    import pyarrow as pa
+
+    kind = "o" if blob else "f"
+    columns = {
+        "series": pa.repeat(pa.scalar("v"), rows),
+        "idx": pa.array(np.zeros(rows, dtype=np.int64)),
+        "kind": pa.repeat(pa.scalar(kind), rows),
+        "f": pa.nulls(rows, pa.float64()) if blob else pa.array(np.zeros(rows)),
+        "i": pa.nulls(rows, pa.int64()),
+        "b": pa.nulls(rows, pa.bool_()),
+        "o": pa.repeat(pa.scalar(b"\0" * blob, pa.large_binary()), rows) if blob
+        else pa.nulls(rows, pa.large_binary()),
+    }  # fmt: skip
+    meta = {
+        "format": archive.FORMAT, "run_id": run_id, "run": {}, "series": {"v": {"sid": 1, "kind": kind}},
+        "index": {"v": {"kinds": [kind], "groups": [[0, 0, 0, rows, kind]]}}, "rows": rows, "digest": "",
+        **(meta_changes or {}),
+    }  # fmt: skip
+    table = pa.table(columns, schema=archive._schema(pa))
+    with pq.ParquetWriter(path, table.schema, compression="zstd", use_dictionary=dictionary) as writer:
+        writer.write_table(table, row_group_size=rows)
+        writer.add_key_value_metadata({archive.META_KEY: json.dumps(meta)})
+    return path
+
+
+def test_a_small_archive_file_that_decompresses_to_a_lot_is_refused_before_it_is_read(tmp_path, lab):
+    """Finding 10: a 1 MB Parquet file in the archive folder took 2.9 GB in a viewer worker.
+    The footer says how much the file holds: over the limits, it is never decoded."""
+    with labstats.Stats(tmp_path / "victim") as stats:
+        stats.log(step=0, v=1.0)
+    done = archive.archive(lab, lab.run("victim"), tmp_path / "archive")
+    planted_archive(done.path, lab.run("victim").id, 4_000_000)  # 4M zeros, 32 MB decoded
+    assert done.path.stat().st_size < 100_000
+    with pytest.raises(labstats.LabstatsError, match=r"row group 0 holds 4,000,000 rows; at most 32,768"):
+        archive.ArchivedRun(done.path)
+    lab.archive_dir = tmp_path / "archive"
+    with pytest.raises(labstats.LabstatsError, match="not read: row group 0 holds 4,000,000 rows"):
+        lab.run("victim").series("v")
+    with pytest.raises(labstats.LabstatsError, match="4,000,000 rows"):
+        archive.unarchive(lab, lab.run("victim"), tmp_path / "archive")
+
+
+def test_an_archive_row_group_over_the_byte_limit_is_refused(tmp_path, monkeypatch):
+    # 1,024 objects of 16 KiB of zeros: 16 MiB decoded from a file of a few KB (the real
+    # limit, 256 MiB, works the same; lowered so the test does not build 256 MiB).
+    assert archive.MAX_GROUP_BYTES == 256 << 20
+    plain = planted_archive(tmp_path / "plain.parquet", "r", 1_024, blob=16_384, dictionary=False)
+    repeated = planted_archive(tmp_path / "repeated.parquet", "r", 1_024, blob=16_384)
+    assert plain.stat().st_size < 100_000
+    assert repeated.stat().st_size < 100_000
+    for path in (plain, repeated):  # within every limit
+        assert len(archive.ArchivedRun(path).series("v", {"kind": "o"}, None, None)) == 1_024
+    monkeypatch.setattr(archive, "MAX_GROUP_BYTES", 8 << 20)
+    # Stored in every row: the footer says how much it decodes to; refused before any read.
+    with pytest.raises(
+        labstats.LabstatsError,
+        match=r"row group 0 holds 16,\d{3},\d{3} bytes uncompressed; at most 8,388,608",
+    ):
+        archive.ArchivedRun(plain)
+    # Stored once and repeated (a dictionary): the footer says a few KB; the rows' values are
+    # added up from the dictionary before any is copied.
+    reader = archive.ArchivedRun(repeated)
+    with pytest.raises(labstats.LabstatsError, match="values decode to over 8,388,608 bytes"):
+        reader.series("v", {"kind": "o"}, None, None)
+
+
+def test_an_archive_over_the_row_limit_is_refused(tmp_path, monkeypatch):
+    path = planted_archive(tmp_path / "many.parquet", "r", 1_000)
+    archive.ArchivedRun(path)  # within every limit
+    monkeypatch.setattr(archive, "MAX_ROWS", 999)
+    with pytest.raises(labstats.LabstatsError, match="holds 1,000 rows; at most 999"):
+        archive.ArchivedRun(path)
+
+
+@pytest.mark.parametrize(
+    "content",
+    [b"", b"garbage" * 1000, b"PAR1" + b"\xff" * 100 + b"PAR1", b"PAR1" + b"\0" * 100 + b"\x10\0\0\0PAR1"],
+)
+def test_garbage_in_the_archive_folder_reads_as_a_clear_error(tmp_path, content):
+    path = tmp_path / "r.parquet"
+    path.write_bytes(content)
+    with pytest.raises(labstats.LabstatsError, match="not a readable labstats archive"):
+        archive.ArchivedRun(path)
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        {"index": {"v": {"kinds": ["f"], "groups": [[5, 0, 0, 10, "f"]]}}},  # no such row group
+        {"index": {"v": {"kinds": ["f"], "groups": [[0, 0, 0, 99, "f"]]}}},  # not its row count
+        {"index": {"v": {"kinds": ["x"], "groups": [[0, 0, 0, 10, "f"]]}}},  # no such kind
+        {"index": {"v": {"kinds": ["f"], "groups": [["0", 0, 0, 10, "f"]]}}},
+        {"index": []},
+        {"series": "v"},
+        {"run_id": 7},
+    ],
+)
+def test_archive_metadata_that_does_not_match_the_file_is_refused(tmp_path, changes):
+    path = planted_archive(tmp_path / "r.parquet", "r", 10, meta_changes=changes)
+    with pytest.raises(labstats.LabstatsError, match="malformed archive metadata"):
+        archive.ArchivedRun(path)
