@@ -85,6 +85,29 @@ def test_jupyter_listens_on_loopback_only(host):
     assert [line.split()[3] for line in sockets] == ["127.0.0.1:8888"]
 
 
+READ_SERVER_MEMORY = """
+import sys
+pid = int(sys.argv[1])
+for name in ("mem", "environ"):
+    try:
+        open(f"/proc/{pid}/{name}", "rb").read(1)
+        print("read", name)
+    except OSError as error:
+        print("refused", name, error.errno)
+"""
+
+
+def test_a_kernel_cannot_read_the_jupyter_servers_memory(host):
+    """Kernels run as the server's own user: the server is made not dumpable, so they cannot
+    read its memory or environment through /proc (its secrets, any cookie it was sent)."""
+    server = next(
+        p for p in host.process.filter(user="jupyter") if "jupyter" in p.args and "kernel" not in p.args
+    )
+    with host.sudo("jupyter"):
+        out = host.check_output("python3 -c %s %s", READ_SERVER_MEMORY, str(server.pid))
+    assert out.splitlines() == ["refused mem 13", "refused environ 13"]
+
+
 def test_notebook_credentials_are_for_the_jupyter_user_only(host):
     with host.sudo():
         config = host.file("/var/lib/labstats-jupyter/.config/labstats/config.toml")

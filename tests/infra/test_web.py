@@ -2,6 +2,7 @@
 reading the replica."""
 
 import json
+import shlex
 import urllib.parse
 
 from conftest import (
@@ -73,10 +74,106 @@ def test_a_login_gives_a_session_cookie_that_the_pages_accept(host):
     cookie = headers["Set-Cookie"]
     for attribute in ("Secure", "HttpOnly", "SameSite=Strict", "Expires="):
         assert attribute in cookie
+    assert cookie.startswith("__Host-labstats-viewer=")
     session = cookie.split(";", 1)[0]
     status, _, body = https_get("/", headers={"Cookie": session})
     assert status == 200
     assert b"log out labstats" in body
+    assert "Set-Cookie" not in https_get("/", headers={"Cookie": session})[1]  # never renewed
+
+
+def test_a_session_ends_at_logout_and_by_an_admin_in_every_worker(host):
+    """The cookie used to stay valid after logout (a signed cookie, renewed by every answer)."""
+
+    def login() -> str:
+        status, headers, _ = form_login(web_password())
+        assert status == 302
+        return headers["Set-Cookie"].split(";", 1)[0]
+
+    def works(session: str) -> bool:
+        return all(https_get("/api/runs", headers={"Cookie": session})[0] == 200 for _ in range(6))
+
+    session = login()
+    assert works(session)  # several requests: both uWSGI workers answer some
+    address = box("webbox").ansible.get_variables()["ansible_host"]
+    status, _, _ = https_request(
+        "/logout", "POST", headers={"Cookie": session, "Origin": f"https://{address}"}, data=b""
+    )
+    assert status in (302, 303)
+    assert all(https_get("/api/runs", headers={"Cookie": session})[0] == 401 for _ in range(6))
+
+    session = login()
+    assert works(session)
+    with host.sudo():
+        host.check_output(
+            "/opt/labstats-viewer/venv/bin/python -m labstats.viewer.sessions end labstats "
+            "--config /etc/labstats/viewer.toml"
+        )
+        sessions = host.file("/var/lib/labstats-viewer/sessions.sqlite")
+        assert (sessions.user, sessions.mode) == ("labstats-viewer", 0o600)
+    assert all(https_get("/api/runs", headers={"Cookie": session})[0] == 401 for _ in range(6))
+
+
+ECHO_COOKIES = """
+import http.server, sys
+class Echo(http.server.BaseHTTPRequestHandler):
+    def do_GET(self):
+        body = (self.headers.get("Cookie") or "").encode()
+        self.send_response(200); self.send_header("Content-Length", str(len(body))); self.end_headers()
+        self.wfile.write(body)
+http.server.HTTPServer(("127.0.0.1", int(sys.argv[1])), Echo).handle_request()
+"""
+FETCH_WITH_COOKIE = (
+    "import sys, urllib.request as u; "
+    "r = u.Request('http://127.0.0.1:18098/x', headers={'Cookie': sys.argv[1]}); "
+    "print(u.urlopen(r, timeout=10).read().decode())"
+)
+PROXY_TO_ECHO = """
+server {
+    listen 127.0.0.1:18098;
+    location / {
+        proxy_pass http://127.0.0.1:18099;
+        include /etc/nginx/snippets/labstats-jupyter-proxy.conf;
+    }
+}
+"""
+
+
+def test_jupyter_never_gets_the_viewers_session_cookie(host):
+    """Through the exact proxy settings nginx uses for /jupyter/, to a server that echoes the
+    Cookie header it receives: every other cookie passes, the viewer's never."""
+    sent = {
+        "__Host-labstats-viewer=SECRET": "",
+        "__Host-labstats-viewer=SECRET; _xsrf=2|a": "_xsrf=2|a",
+        "a=1; __Host-labstats-viewer=SECRET": "a=1",
+        "a=1; __Host-labstats-viewer=SECRET; b=2": "a=1; b=2",
+        "username-127-0-0-1-8443=x; _xsrf=y": "username-127-0-0-1-8443=x; _xsrf=y",
+    }
+    with host.sudo():
+        host.check_output(f"printf %s {shlex.quote(PROXY_TO_ECHO)} > /etc/nginx/conf.d/zz-echo-test.conf")
+        try:
+            host.check_output("nginx -t -q && systemctl reload nginx")
+            for cookie, wanted in sent.items():
+                host.run_test(
+                    "sh -c %s", f"python3 -c {shlex.quote(ECHO_COOKIES)} 18099 >/tmp/echo.log 2>&1 &"
+                )
+                wait_until(lambda: host.socket("tcp://127.0.0.1:18099").is_listening, timeout=10)
+                got = host.check_output("python3 -c %s %s", FETCH_WITH_COOKIE, cookie)
+                assert "SECRET" not in got
+                assert got.strip("; ") == wanted
+        finally:
+            host.run("rm -f /etc/nginx/conf.d/zz-echo-test.conf && systemctl reload nginx")
+
+
+def test_the_viewers_memory_is_bounded(host):
+    props = host.check_output("systemctl show labstats-viewer -p MemoryMax -p MemorySwapMax")
+    assert "MemoryMax=infinity" not in props
+    max_bytes = int(props.split("MemoryMax=")[1].split()[0])
+    assert max_bytes <= 4 << 30
+    with host.sudo():
+        ini = host.file("/etc/labstats/viewer-uwsgi.ini").content_string
+    assert "reload-on-rss = " in ini
+    assert "evil-reload-on-rss = " in ini
 
 
 def test_security_headers_and_no_version(host):
