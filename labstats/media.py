@@ -8,6 +8,13 @@ box has the thumbnails as soon as replication brings them (docs/schema.md, "Medi
 
 Layouts of images: HW (grey), HWC or CHW (detected from where the 1, 3 or 4 channels are,
 or forced with ``dataformats``); uint8, bool, or float in [0, 1] (clipped). Row 0 is the top.
+
+Reading back treats every stored byte as hostile (a training user can write any record or
+thumbnail): ``open_thumbnail`` reads a picture's header and refuses one over 256 px before
+decoding it; ``ply_layout``/``read_ply_file`` check a PLY's header against its size and
+read at most the points asked for, a block at a time; ``fits_layout``/``fits_plane`` read a
+FITS header of bounded size and a strided section of one plane. Each refuses what it cannot
+read with a MediaError (a ValueError) saying why.
 """
 
 from __future__ import annotations
@@ -39,6 +46,27 @@ log = logging.getLogger("labstats")
 KINDS = ("image", "fits", "points", "file")
 THUMB_PX = 256
 THUMB_MAX_BYTES = 32_000
+# A stored thumbnail is read back only up to this size: thumbnail() writes at most 32,000
+# bytes; four times that leaves room for thumbnails of other writers (tbimport), and keeps
+# 300 frames of a GIF under 40 MB of fetched bytes.
+THUMB_READ_MAX_BYTES = 4 * THUMB_MAX_BYTES
+# The formats a stored thumbnail may be in (ours are WebP): Pillow's other decoders (and
+# their bugs) are never reached from a record.
+THUMB_FORMATS = ("WEBP", "PNG", "JPEG", "GIF")
+# The most pixels of a picture decoded from a file (a logged file's thumbnail, a picture
+# the viewer decodes): 4096 × 4096, the largest picture a run page draws, 64 MB as RGBA.
+# Pillow's own limit (89 Mpx, a warning only up to twice that) lets one picture cost ~0.7 GB.
+MAX_DECODE_PIXELS = 4096 * 4096
+# Point clouds read back: at most this many points in a PLY file (20M points are 300 MB
+# with colours; more is refused unread: reading them costs seconds whatever is kept).
+MAX_PLY_POINTS = 20_000_000
+PLY_HEADER_MAX_BYTES = 4096  # ours is ~230 bytes; a longer header is not one of ours
+PLY_BLOCK_POINTS = 1 << 20  # points read at a time: 16 MB of records, whatever the file's size
+# FITS read back: headers up to 100 blocks of 2,880 bytes (3,600 cards; astropy would read
+# any length), sides up to 2^17 pixels (a row is then at most 1 MB).
+FITS_BLOCK = 2880
+FITS_HEADER_MAX_BYTES = 100 * FITS_BLOCK
+MAX_FITS_SIDE = 1 << 17
 
 
 class MediaError(ValueError):
@@ -284,22 +312,33 @@ def encode_image(value: Any, layout: str, fmt: str = "PNG") -> Encoded:
 
 
 def fits_preview(data: np.ndarray):
-    """A PIL image of a FITS plane: ZScale interval, then an Asinh stretch (astropy's)."""
+    """A PIL image of a FITS plane: ZScale interval, then an Asinh stretch (astropy's).
+    Worked in place on one float32 copy: about 9 bytes a pixel at the peak (float64 copies
+    took ~45), so a 2048×2048 preview costs ~40 MB."""
     from astropy.visualization import AsinhStretch, ZScaleInterval
     from PIL import Image
 
-    plane = np.asarray(data, dtype=np.float64)
+    plane = np.asarray(data)
     while plane.ndim > 2:
         plane = plane[plane.shape[0] // 2]
+    plane = np.array(plane, dtype=np.float32)  # our own copy, changed in place below
     finite = np.isfinite(plane)
     if not finite.any():
         return Image.fromarray(np.zeros(plane.shape, np.uint8), "L")
-    plane = np.where(finite, plane, np.nanmedian(plane[finite]))
+    if not finite.all():
+        plane[~finite] = np.median(plane[finite])
+    del finite
     vmin, vmax = ZScaleInterval().get_limits(plane)
-    unit = np.clip((plane - vmin) / ((vmax - vmin) or 1.0), 0.0, 1.0)
-    scaled = np.clip(np.nan_to_num(AsinhStretch()(unit)), 0.0, 1.0)
+    plane -= np.float32(vmin)
+    plane /= np.float32((vmax - vmin) or 1.0)
+    np.clip(plane, 0.0, 1.0, out=plane)
+    AsinhStretch()(plane, clip=True, out=plane)
+    np.nan_to_num(plane, copy=False)
+    np.clip(plane, 0.0, 1.0, out=plane)
+    plane *= 255
+    np.round(plane, out=plane)
     # FITS rows count from the bottom: flip so that the preview has row 0 at the top.
-    return Image.fromarray(np.round(scaled[::-1] * 255).astype(np.uint8), "L")
+    return Image.fromarray(np.ascontiguousarray(plane[::-1].astype(np.uint8)), "L")
 
 
 def encode_fits(value: Any, cards: dict[str, Any]) -> Encoded:
@@ -347,20 +386,197 @@ def ply_bytes(xyz: np.ndarray, rgb: np.ndarray | None) -> bytes:
     return header.encode() + body
 
 
+_PLY_XYZ = np.dtype([("xyz", "<f4", 3)])
+_PLY_XYZ_RGB = np.dtype([("xyz", "<f4", 3), ("rgb", "u1", 3)])
+_PLY_PROPS = {
+    ("float x", "float y", "float z"): _PLY_XYZ,
+    ("float x", "float y", "float z", "uchar red", "uchar green", "uchar blue"): _PLY_XYZ_RGB,
+}
+
+
+@dataclass
+class PlyLayout:
+    """Where a PLY file's points are: ``count`` records of ``dtype`` from ``offset``."""
+
+    count: int
+    dtype: np.dtype
+    offset: int
+
+    @property
+    def colored(self) -> bool:
+        return "rgb" in (self.dtype.names or ())
+
+
+def ply_layout(head: bytes, size: int, max_points: int = MAX_PLY_POINTS) -> PlyLayout:
+    """The layout of a PLY file of ``size`` bytes from its first bytes (``head``, at least
+    PLY_HEADER_MAX_BYTES or the whole file): only the layouts ply_bytes writes are read,
+    and the records must fit in the file. MediaError says what is wrong otherwise."""
+    end = head.find(b"end_header\n", 0, PLY_HEADER_MAX_BYTES)
+    if not head.startswith(b"ply\n") or end < 0:
+        raise MediaError(
+            f"not a PLY file (no 'ply' and 'end_header' in its first {PLY_HEADER_MAX_BYTES} bytes)"
+        )
+    try:
+        lines = head[:end].decode("ascii").splitlines()[1:]
+    except UnicodeDecodeError:
+        raise MediaError("the PLY header is not ASCII") from None
+    lines = [line.strip() for line in lines if line.strip() and not line.startswith(("comment", "obj_info"))]
+    if not lines or lines[0] != "format binary_little_endian 1.0":
+        raise MediaError("only binary little-endian PLY files are read (as labstats writes them)")
+    found = re.fullmatch(r"element vertex (\d{1,12})", lines[1] if len(lines) > 1 else "")
+    props = tuple(line.removeprefix("property ") for line in lines[2:])
+    if found is None or props not in _PLY_PROPS or len(props) != len(lines) - 2:
+        raise MediaError("the PLY header is not one labstats writes (one vertex element: x y z float, "
+                         "then red green blue uchar or nothing)")  # fmt: skip
+    count, dtype = int(found.group(1)), _PLY_PROPS[props]
+    if count > max_points:
+        raise MediaError(f"a point cloud of {count:,} points is over the {max_points:,} read back")
+    offset = end + len(b"end_header\n")
+    if offset + count * dtype.itemsize > size:
+        raise MediaError(f"the PLY file is truncated: {count:,} points need "
+                         f"{offset + count * dtype.itemsize:,} bytes, it has {size:,}")  # fmt: skip
+    return PlyLayout(count, dtype, offset)
+
+
+def read_ply_file(file, size: int, keep: int | None = None) -> tuple[np.ndarray, np.ndarray | None, int]:
+    """(points N×3 float32, colours N×3 uint8 or None, total) of a PLY file open for reading
+    at its start, of ``size`` bytes: at most ``keep`` points (evenly spread, first and last
+    kept), read PLY_BLOCK_POINTS at a time, so memory is the kept points and one block."""
+    layout = ply_layout(file.read(PLY_HEADER_MAX_BYTES), size)
+    total = layout.count
+    chosen = (
+        None
+        if keep is None or total <= keep
+        else (np.arange(keep, dtype=np.int64) * (total - 1)) // max(keep - 1, 1)
+    )
+    parts = []
+    file.seek(layout.offset)
+    for start in range(0, total, PLY_BLOCK_POINTS):
+        n = min(PLY_BLOCK_POINTS, total - start)
+        block = np.frombuffer(file.read(n * layout.dtype.itemsize), dtype=layout.dtype)
+        if len(block) != n:
+            raise MediaError("the PLY file is truncated")
+        if chosen is not None:
+            block = block[chosen[(chosen >= start) & (chosen < start + n)] - start]
+        parts.append(block.copy() if chosen is None else block)
+    records = np.concatenate(parts) if parts else np.zeros(0, layout.dtype)
+    xyz = np.ascontiguousarray(records["xyz"], dtype=np.float32)
+    return xyz, (np.ascontiguousarray(records["rgb"]) if layout.colored else None), total
+
+
 def read_ply(data: bytes) -> tuple[np.ndarray, np.ndarray | None]:
     """The points (N×3 float32) and colours (N×3 uint8 or None) of a PLY made by ply_bytes."""
-    end = data.index(b"end_header\n") + len(b"end_header\n")
-    header = data[:end].decode("ascii")
-    n = int(re.search(r"element vertex (\d+)", header).group(1))
-    if "property uchar red" in header:
-        rec = np.frombuffer(data, dtype=[("xyz", "<f4", 3), ("rgb", "u1", 3)], count=n, offset=end)
-        return rec["xyz"].copy(), rec["rgb"].copy()
-    return np.frombuffer(data, dtype="<f4", count=3 * n, offset=end).reshape(n, 3).copy(), None
+    xyz, rgb, _ = read_ply_file(io.BytesIO(data), len(data))
+    return xyz, rgb
 
 
 def obj_bytes(xyz: np.ndarray) -> bytes:
     """Wavefront OBJ with one ``v x y z`` line per point (the original save_points)."""
     return "".join(f"v {x:.6g} {y:.6g} {z:.6g}\n" for x, y, z in xyz.tolist()).encode()
+
+
+OBJ_BLOCK_POINTS = 65_536  # points formatted at a time when an OBJ is streamed (~2.5 MB of text)
+
+
+def obj_stream(file, size: int):
+    """The OBJ text of a PLY file (open at its start), in blocks: memory is one block of
+    points and its text, whatever the number of points (3M points as one string took ~1 GB)."""
+    layout = ply_layout(file.read(PLY_HEADER_MAX_BYTES), size)
+    file.seek(layout.offset)
+    for start in range(0, layout.count, OBJ_BLOCK_POINTS):
+        n = min(OBJ_BLOCK_POINTS, layout.count - start)
+        block = np.frombuffer(file.read(n * layout.dtype.itemsize), dtype=layout.dtype)
+        if len(block) != n:
+            raise MediaError("the PLY file is truncated")
+        yield obj_bytes(block["xyz"])
+
+
+_FITS_DTYPES = {8: ">u1", 16: ">i2", 32: ">i4", 64: ">i8", -32: ">f4", -64: ">f8"}
+
+
+@dataclass
+class FitsLayout:
+    """A FITS file's primary image: its header cards and where its pixels are."""
+
+    header: Any  # astropy.io.fits.Header
+    shape: tuple[int, ...]  # numpy order: (planes,) rows, columns
+    dtype: np.dtype
+    offset: int
+
+
+def _fits_header_bytes(file) -> bytes:
+    """The primary header's blocks, up to the one holding END (at most FITS_HEADER_MAX_BYTES)."""
+    raw = b""
+    while True:
+        block = file.read(FITS_BLOCK)
+        if len(block) < FITS_BLOCK:
+            raise MediaError("not a FITS file (its header has no END card)")
+        raw += block
+        if any(block[k : k + 80].rstrip() == b"END" for k in range(0, FITS_BLOCK, 80)):
+            break
+        if len(raw) >= FITS_HEADER_MAX_BYTES:
+            raise MediaError(f"the FITS header is over the {FITS_HEADER_MAX_BYTES:,} bytes read")
+    if not raw.startswith(b"SIMPLE  ="):
+        raise MediaError("not a FITS file (it does not start with SIMPLE)")
+    return raw
+
+
+def fits_header(file):
+    """The primary header (astropy Header) of a FITS file open at its start, reading at
+    most FITS_HEADER_MAX_BYTES of it."""
+    from astropy.io import fits
+
+    try:
+        return fits.Header.fromstring(_fits_header_bytes(file).decode("ascii"))
+    except (ValueError, UnicodeDecodeError) as exc:
+        raise MediaError(f"the FITS header cannot be read ({str(exc)[:200]})") from None
+
+
+def fits_layout(file, size: int) -> FitsLayout:
+    """The primary header of a FITS file (open at its start) of ``size`` bytes, read block by
+    block up to FITS_HEADER_MAX_BYTES, and its image's shape, checked against the file's size
+    before any pixel is read: a 2-D image or a 3-D cube of sides up to MAX_FITS_SIDE."""
+    header = fits_header(file)
+    offset = file.tell()
+    try:
+        bitpix, naxis = int(header["BITPIX"]), int(header["NAXIS"])
+        sides = [int(header[f"NAXIS{k}"]) for k in range(1, naxis + 1)] if naxis in (2, 3) else []
+    except (KeyError, ValueError, TypeError) as exc:
+        raise MediaError(f"the FITS header cannot be read ({str(exc)[:200]})") from None
+    if bitpix not in _FITS_DTYPES or not sides:
+        raise MediaError(f"not a 2-D or 3-D FITS image (BITPIX {bitpix}, NAXIS {naxis})")
+    if not all(1 <= side <= MAX_FITS_SIDE for side in sides):
+        raise MediaError(f"a FITS image of sides {sides} is refused (each must be 1 to {MAX_FITS_SIDE:,})")
+    dtype = np.dtype(_FITS_DTYPES[bitpix])
+    needed = offset + int(np.prod(sides, dtype=object)) * dtype.itemsize
+    if needed > size:
+        raise MediaError(f"the FITS file is truncated: its image needs {needed:,} bytes, it has {size:,}")
+    return FitsLayout(header, tuple(reversed(sides)), dtype, offset)
+
+
+def fits_plane(file, size: int, max_side: int) -> np.ndarray:
+    """A float32 section of a FITS file's image (its middle plane for a cube, as fits_preview
+    takes), every k-th row and column so that no side is over ``max_side``: only the rows
+    kept are read, one at a time, whatever the file's size. BSCALE/BZERO applied, BLANK
+    pixels NaN."""
+    layout = fits_layout(file, size)
+    rows, cols = layout.shape[-2:]
+    plane = layout.shape[0] // 2 if len(layout.shape) == 3 else 0
+    step = -(-max(rows, cols) // max_side)
+    row_bytes = cols * layout.dtype.itemsize
+    out = np.empty((-(-rows // step), -(-cols // step)), np.float32)
+    for k, row in enumerate(range(0, rows, step)):
+        file.seek(layout.offset + (plane * rows + row) * row_bytes)
+        out[k] = np.frombuffer(file.read(row_bytes), dtype=layout.dtype)[::step]
+    header = layout.header
+    blank = header.get("BLANK") if layout.dtype.kind in "iu" else None
+    if isinstance(blank, int):
+        raw_blank = np.array(blank).astype(layout.dtype).astype(np.float32)
+        out[out == raw_blank] = np.nan
+    scale, zero = header.get("BSCALE", 1), header.get("BZERO", 0)
+    if isinstance(scale, int | float) and isinstance(zero, int | float) and (scale, zero) != (1, 0):
+        out = out * np.float32(scale) + np.float32(zero)
+    return out
 
 
 def points_preview(xyz: np.ndarray, rgb: np.ndarray | None, px: int = THUMB_PX):
@@ -395,11 +611,13 @@ def encode_points(value: Any, colors: Any) -> Encoded:
 def encode_file(data: bytes, filename: str) -> Encoded:
     media_type = mimetypes.guess_type(filename)[0] or "application/octet-stream"
     thumb = b""
-    if media_type.startswith("image/"):
+    if media_type.startswith("image/") and media_type != "image/svg+xml":  # SVG is a document
         try:
             from PIL import Image
 
-            thumb = thumbnail(Image.open(io.BytesIO(data)))
+            picture = Image.open(io.BytesIO(data))
+            if picture.size[0] * picture.size[1] <= MAX_DECODE_PIXELS:  # checked before decoding
+                thumb = thumbnail(picture)
         except Exception:  # any file may be logged; a picture Pillow cannot read has no thumbnail
             thumb = b""
     return Encoded(data, media_type, [len(data)], thumb)
@@ -419,15 +637,43 @@ def encode(capture_: Capture) -> Encoded:
     return encode_file(Path(capture_.value).read_bytes(), opts.get("filename", capture_.name))
 
 
-def open_picture(data: bytes | None):
-    """A thumbnail's picture (RGB), or None when it is missing or not a picture."""
-    from PIL import Image, UnidentifiedImageError
+def open_thumbnail(data: bytes):
+    """A stored thumbnail's picture (RGB). Its size is read from its header and one over
+    THUMB_PX on a side (an 8000×8000 PNG planted as a thumbnail compresses to ~186 KB and
+    decodes to ~0.9 GB) or over THUMB_READ_MAX_BYTES is refused before decoding (MediaError),
+    as is anything not in THUMB_FORMATS."""
+    from PIL import Image
 
+    if len(data) > THUMB_READ_MAX_BYTES:
+        raise MediaError(f"a thumbnail of {len(data):,} bytes is over the {THUMB_READ_MAX_BYTES:,} read back")
+    try:
+        picture = Image.open(io.BytesIO(data), formats=THUMB_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):  # the viewer's low limit
+        raise MediaError(
+            f"a thumbnail of over {Image.MAX_IMAGE_PIXELS:,} px is refused "
+            f"(thumbnails are at most {THUMB_PX} px)"
+        ) from None
+    except Exception:  # Pillow's errors for bytes that are no picture vary by format
+        raise MediaError("the thumbnail is not a picture") from None
+    width, height = picture.size
+    if width > THUMB_PX or height > THUMB_PX:
+        raise MediaError(
+            f"a thumbnail of {width}×{height} px is refused (thumbnails are at most {THUMB_PX} px)"
+        )
+    try:
+        return picture.convert("RGB")
+    except Exception:  # a header that reads and pixels that do not
+        raise MediaError("the thumbnail cannot be decoded") from None
+
+
+def open_picture(data: bytes | None):
+    """A thumbnail's picture (RGB), or None when it is missing, not a picture, or refused
+    by open_thumbnail (larger than a thumbnail can be)."""
     if not data:
         return None
     try:
-        return Image.open(io.BytesIO(data)).convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError):
+        return open_thumbnail(data)
+    except MediaError:
         return None
 
 

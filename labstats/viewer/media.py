@@ -3,6 +3,14 @@ by digest only), FITS previews and headers, montages, animations and point cloud
 
 No path from a request reaches the file system: a request names a run, a media name and a
 step; the record in Redis gives a digest; the store maps a 64-hex-digit digest to its file.
+
+Every record, thumbnail and file is treated as hostile (a training user can write any of
+them), and each answer costs bounded memory whatever they hold: a thumbnail's length and
+header are checked before it is decoded (at most 256 px), files are streamed in blocks from
+the store after their SHA-256 check, FITS previews read a strided section of one plane,
+point clouds a bounded sample, and step lists are capped. What is refused is answered with
+a 4xx and a sentence (413: too large; 422: not readable as what its record says). The
+limits are the constants below and in labstats.media, listed in docs/security.md.
 """
 
 from __future__ import annotations
@@ -10,11 +18,14 @@ from __future__ import annotations
 import io
 import json
 import threading
+import warnings
 from collections import OrderedDict
-from typing import Any
+from typing import Any, BinaryIO
 
 import numpy as np
-from flask import Blueprint, Response, request, send_file
+from flask import Blueprint, Response, request
+from PIL import Image
+from werkzeug.wsgi import wrap_file
 
 from labstats import media
 from labstats.reader import Run
@@ -33,11 +44,38 @@ from labstats.viewer.api import (
 bp = Blueprint("media", __name__, url_prefix="/api")
 bp.register_error_handler(ApiError, api_error)
 
+
+@bp.errorhandler(media.MediaError)
+def unreadable(exc: media.MediaError):
+    """A stored file or thumbnail that is not what its record says, or over a limit."""
+    status = 413 if " over " in str(exc) or "refused" in str(exc) else 422
+    return api_error(ApiError(status, str(exc)))
+
+
+@bp.errorhandler(Image.DecompressionBombError)
+@bp.errorhandler(Image.DecompressionBombWarning)
+def too_many_pixels(exc: Exception):
+    return api_error(ApiError(413, f"the picture has more than {media.MAX_DECODE_PIXELS:,} pixels: refused"))
+
+
 MAX_POINTS_SENT = 200_000  # a point cloud is decimated on the server to this many points
 MAX_FRAMES = 300  # an animation shows at most this many steps (evenly chosen)
 MAX_MONTAGE = 64  # images in one montage
 MAX_PREVIEW_PX = 2048  # longer side of a FITS preview
+# Steps a request may list (?steps=): a GIF takes 300 of them, so 1,000 is room for any page
+# and a script; 2,600 listed steps, each looked up in the logged ones, burned 10 s of CPU.
+MAX_STEPS_LISTED = 1000
+# A point cloud sent as OBJ text costs ~1.8 s of a worker per million points (streamed, so
+# memory stays one block); larger ones are downloaded as their PLY file.
+MAX_OBJ_POINTS = 5_000_000
+BLOCK_BYTES = 1 << 20  # a file is sent this much at a time
 _CACHE_ITEMS = 32
+
+# Pillow decodes no picture over MAX_DECODE_PIXELS in the viewer, and its warning between
+# that and twice it is an error (answered 413) instead of a 0.7 GB decode: a second line of
+# defence behind the explicit checks of the header (open_thumbnail) before decoding.
+Image.MAX_IMAGE_PIXELS = media.MAX_DECODE_PIXELS
+warnings.simplefilter("error", Image.DecompressionBombWarning)
 INLINE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")  # the only types shown inline
 
 _cache: OrderedDict[tuple, tuple[bytes, str]] = OrderedDict()
@@ -79,21 +117,33 @@ def _record(run: Run, name: str, step: int | None, item: int) -> dict[str, Any]:
     raise ApiError(404, f"media {name!r} has nothing at step {step}, item {item}")
 
 
-def _original(run: Run, record: dict[str, Any]) -> bytes:
+def _original(run: Run, record: dict[str, Any]) -> BinaryIO:
+    """The record's file, open at its start, its SHA-256 checked (in blocks, once per file:
+    see ArtifactStore.open_checked). The caller closes it (``with``)."""
     try:
         path = run.lab.artifacts.path(str(record.get("digest", "")))
     except ValueError:
         raise ApiError(404, "this record names no stored file") from None
-    if not path.is_file():
+    try:
+        return run.lab.artifacts.open_checked(record["digest"])
+    except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise ApiError(
             404, "the file has not reached this box yet (the artifact sync brings it within a minute)"
-        )
-    try:
-        return run.lab.artifacts.read(record["digest"])  # checked against its SHA-256
+        ) from None
     except ValueError:
         raise ApiError(
             502, "the stored copy of this file is damaged (its SHA-256 differs); it is not served"
         ) from None
+    except OSError as exc:  # unreadable (permissions, a FIFO planted where a file should be)
+        raise ApiError(
+            404, f"the file of this record cannot be read on this box ({path.name}: {exc.strerror})"
+        ) from None
+
+
+def _size(file: BinaryIO) -> int:
+    import os
+
+    return os.fstat(file.fileno()).st_size
 
 
 _KIND_NAMES = {"fits": "a FITS image", "points": "a point cloud"}
@@ -120,7 +170,9 @@ def media_list(source: str, run_id: str):
 
 @bp.get("/runs/<source>/<run_id>/media/<path:name>")
 def media_records(source: str, run_id: str, name: str):
-    """The records at one step (default: the last): one per item."""
+    """The records at one step (default: the last): one per item. ``picture``: whether the
+    page draws it (images, FITS previews, and files with a stored picture thumbnail; never
+    an SVG, a document that would be a broken picture)."""
     run = get_run(source, run_id)
     step, _ = _step_item()
     if name not in run.media_names():
@@ -128,15 +180,73 @@ def media_records(source: str, run_id: str, name: str):
     steps = run.media_steps(name)
     if step is None and steps:
         step = steps[-1]
-    return {"name": name, "step": step, "steps": steps, "records": run.media_at(name, step) if steps else []}
+    records = run.media_at(name, step) if steps else []
+    lengths = _thumb_lengths(run, name, [(r["step"], r.get("item", 0)) for r in records])
+    for record, length in zip(records, lengths, strict=True):
+        record["picture"] = record.get("kind") in ("image", "fits") or (
+            record.get("kind") == "file" and str(record.get("type", "")) in PICTURE_TYPES and length > 0
+        )
+    return {"name": name, "step": step, "steps": steps, "records": records}
+
+
+# Logged files whose thumbnail the page shows: pictures Pillow reads (labstats.media makes
+# their thumbnails); not SVG, a document that may hold scripts and has no thumbnail.
+PICTURE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff")
+
+
+def _thumb_key(run: Run, name: str) -> str:
+    return run.lab.keys.media_thumbs(run.id, media.media_id(name))
+
+
+def _thumb_lengths(run: Run, name: str, wanted: list[tuple[int, int]]) -> list[int]:
+    """The stored length of each (step, item)'s thumbnail (0: none), in one round trip,
+    without fetching any: a planted thumbnail may be hundreds of MB."""
+    if not wanted:
+        return []
+    pipe = run.lab.redis.pipeline(transaction=False)
+    for step, item in wanted:
+        pipe.hstrlen(_thumb_key(run, name), media.field_name(step, item))
+    return [int(n) for n in pipe.execute()]
+
+
+def _pictures(run: Run, name: str, wanted: list[tuple[int, int]]) -> list[tuple[int, Any]]:
+    """(step, RGB picture) of the thumbnails of ``wanted`` (step, item) that exist: each
+    checked for its length before it is fetched and for its size before it is decoded
+    (media.open_thumbnail), so memory is at most 256×256 px per picture. A thumbnail
+    over a limit refuses the request (413); one that is not a picture is left out."""
+    lengths = _thumb_lengths(run, name, wanted)
+    for (step, _), length in zip(wanted, lengths, strict=True):
+        if length > media.THUMB_READ_MAX_BYTES:
+            raise ApiError(413, f"the thumbnail at step {step} is {length:,} bytes, over the "
+                                f"{media.THUMB_READ_MAX_BYTES:,} a thumbnail may be: refused")  # fmt: skip
+    present = [pair for pair, length in zip(wanted, lengths, strict=True) if length]
+    out = []
+    for start in range(0, len(present), 32):  # 32 thumbnails (≤ 4 MB) fetched at a time
+        batch = present[start : start + 32]
+        fields = [media.field_name(step, item) for step, item in batch]
+        for (step, _), data in zip(batch, run.lab.redis.hmget(_thumb_key(run, name), fields), strict=True):
+            try:
+                out.append((step, media.open_thumbnail(data or b"")))
+            except media.MediaError as exc:
+                if "refused" in str(exc) or " over " in str(exc):
+                    raise ApiError(413, f"step {step}: {exc}") from None
+    return out
 
 
 @bp.get("/runs/<source>/<run_id>/thumb/<path:name>")
 def thumb(source: str, run_id: str, name: str):
+    """A record's thumbnail as stored, after the checks of _pictures (length, then size from
+    its header): the browser never gets a picture larger than a thumbnail from here."""
     run, record = _asked(source, run_id, name)
-    data = run.thumbnail(name, record["step"], record.get("item", 0))
-    if not data:
+    wanted = (record["step"], record.get("item", 0))
+    (length,) = _thumb_lengths(run, name, [wanted])
+    if not length:
         raise ApiError(404, f"media {name!r} has no thumbnail at step {record['step']}")
+    if length > media.THUMB_READ_MAX_BYTES:
+        raise ApiError(413, f"this thumbnail is {length:,} bytes, over the {media.THUMB_READ_MAX_BYTES:,} "
+                            "a thumbnail may be: refused")  # fmt: skip
+    data = run.lab.redis.hget(_thumb_key(run, name), media.field_name(*wanted)) or b""
+    media.open_thumbnail(data)  # a MediaError (413/422) when it is no thumbnail
     return Response(data, mimetype="image/webp", headers={"Cache-Control": "private, max-age=3600"})
 
 
@@ -144,22 +254,55 @@ def thumb(source: str, run_id: str, name: str):
 def original(source: str, run_id: str, name: str):
     """The original file, from the artifact store by the record's digest; a point cloud also
     as OBJ text (``format=obj``). Only pictures are shown in the page; anything else (HTML
-    a user logged as a file, say) is always a download, never rendered on this origin."""
+    a user logged as a file, say) is always a download, never rendered on this origin.
+    Streamed in blocks after its SHA-256 check, Range requests included: memory stays one
+    block whatever the file's size."""
     run, record = _asked(source, run_id, name)
-    data = _original(run, record)
     filename = _download_name(run, name, record)
-    if request.args.get("format") == "obj":
-        if record.get("kind") != "points":
-            raise ApiError(400, "format=obj is for point clouds")
-        data = media.obj_bytes(media.read_ply(data)[0])
-        filename = filename.rsplit(".", 1)[0] + ".obj"
-    mimetype = str(record.get("type", ""))
-    inline = mimetype in INLINE_TYPES and request.args.get("format") is None
-    return send_file(
-        io.BytesIO(data), mimetype=mimetype if inline else "application/octet-stream",
-        as_attachment=not inline or request.args.get("download") is not None,
-        download_name=filename, max_age=3600, etag=str(record["digest"]),
-    )  # fmt: skip
+    wants_obj = request.args.get("format") == "obj"
+    if wants_obj and record.get("kind") != "points":
+        raise ApiError(400, "format=obj is for point clouds")
+    file = _original(run, record)
+    try:
+        size = _size(file)
+        if wants_obj:
+            layout = media.ply_layout(file.read(media.PLY_HEADER_MAX_BYTES), size)
+            if layout.count > MAX_OBJ_POINTS:
+                raise ApiError(413, f"a cloud of {layout.count:,} points is over the {MAX_OBJ_POINTS:,} sent "
+                                    "as OBJ text: download its PLY file")  # fmt: skip
+            file.seek(0)
+            response = Response(
+                _closing(media.obj_stream(file, size), file), mimetype="application/octet-stream"
+            )
+            filename = filename.rsplit(".", 1)[0] + ".obj"
+            response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
+            return response
+        mimetype = str(record.get("type", ""))
+        inline = mimetype in INLINE_TYPES and request.args.get("format") is None
+        attach = not inline or request.args.get("download") is not None
+        response = Response(
+            wrap_file(request.environ, file, BLOCK_BYTES),
+            mimetype=mimetype if inline else "application/octet-stream",
+            direct_passthrough=True,
+        )
+    except BaseException:
+        file.close()
+        raise
+    response.content_length = size
+    response.headers["Content-Disposition"] = f'{"attachment" if attach else "inline"}; filename="{filename}"'
+    response.set_etag(str(record["digest"]))
+    response.cache_control.private = True
+    response.cache_control.max_age = 3600
+    return response.make_conditional(request.environ, accept_ranges=True, complete_length=size)
+
+
+def _closing(blocks, file: BinaryIO):
+    """``blocks``, then the file closed (also when the client goes away: the WSGI server
+    closes the generator)."""
+    try:
+        yield from blocks
+    finally:
+        file.close()
 
 
 def _download_name(run: Run, name: str, record: dict[str, Any]) -> str:
@@ -170,21 +313,20 @@ def _download_name(run: Run, name: str, record: dict[str, Any]) -> str:
         extension = ""
     else:
         base = f"{run.name}-{name}-s{record['step']}-i{record.get('item', 0)}"
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in base)[:150] + extension
+    return "".join(c if (c.isalnum() and c.isascii()) or c in "-_." else "_" for c in base)[:150] + extension
 
 
 @bp.get("/runs/<source>/<run_id>/fits/<path:name>")
 def fits_preview(source: str, run_id: str, name: str):
-    """A PNG preview (ZScale interval, Asinh stretch) of a FITS record, at most 2048 px."""
+    """A PNG preview (ZScale interval, Asinh stretch) of a FITS record, at most 2048 px,
+    made from a strided section of one plane (media.fits_plane): memory is bounded by the
+    preview's size, not the file's."""
     run, record = _asked(source, run_id, name, "fits")
 
     def make():
-        from astropy.io import fits
-
-        with fits.open(io.BytesIO(_original(run, record))) as hdus:
-            data = np.array(hdus[0].data)
-        image = media.fits_preview(data)
-        image.thumbnail((MAX_PREVIEW_PX, MAX_PREVIEW_PX))
+        with _original(run, record) as file:
+            plane = media.fits_plane(file, _size(file), MAX_PREVIEW_PX)
+        image = media.fits_preview(plane)
         out = io.BytesIO()
         image.save(out, "PNG")
         return out.getvalue(), "image/png"
@@ -195,22 +337,26 @@ def fits_preview(source: str, run_id: str, name: str):
 
 @bp.get("/runs/<source>/<run_id>/fitsheader/<path:name>")
 def fits_header(source: str, run_id: str, name: str):
+    """A FITS record's primary header (at most media.FITS_HEADER_MAX_BYTES of it is read)."""
     run, record = _asked(source, run_id, name, "fits")
-    from astropy.io import fits
-
-    with fits.open(io.BytesIO(_original(run, record))) as hdus:
-        cards = [[card.keyword, str(card.value), card.comment] for card in hdus[0].header.cards]
+    with _original(run, record) as file:
+        header = media.fits_header(file)
+    cards = [[card.keyword, str(card.value), card.comment] for card in header.cards]
     return {"name": name, "step": record["step"], "header": cards}
 
 
 def _steps_arg(all_steps: list[int], limit: int) -> list[int]:
     raw = request.args.get("steps")
     if raw:
+        if raw.count(",") >= MAX_STEPS_LISTED:
+            raise ApiError(413, f"steps lists more than {MAX_STEPS_LISTED:,} steps; "
+                                f"at most {limit} are shown, evenly chosen")  # fmt: skip
         try:
             wanted = [int(s) for s in raw.split(",") if s.strip()]
         except ValueError:
             raise ApiError(400, "steps must be integers separated by commas") from None
-        chosen = [s for s in wanted if s in set(all_steps)]
+        logged = set(all_steps)
+        chosen = sorted({s for s in wanted if s in logged})
     else:
         chosen = all_steps
     chosen = media.evenly(chosen, limit)
@@ -227,10 +373,10 @@ def montage(source: str, run_id: str, name: str):
     _record(run, name, None, 0)
     step = int_arg("step")
     if step is not None:
-        thumbs = [run.thumbnail(name, step, r["item"]) for r in run.media_at(name, step)[:MAX_MONTAGE]]
-        images = [p for p in map(media.open_picture, thumbs) if p is not None]
+        wanted = [(step, int(r.get("item", 0))) for r in run.media_at(name, step)[:MAX_MONTAGE]]
     else:
-        images = [image for _, image in run.pictures(name, _steps_arg(run.media_steps(name), MAX_MONTAGE))]
+        wanted = [(s, 0) for s in _steps_arg(run.media_steps(name), MAX_MONTAGE)]
+    images = [image for _, image in _pictures(run, name, wanted)]
     if not images:
         raise ApiError(404, f"media {name!r} has no thumbnails to show")
     out = io.BytesIO()
@@ -251,7 +397,7 @@ def animation(source: str, run_id: str, name: str):
         raise ApiError(400, "ms must be an integer (milliseconds per frame)") from None
 
     def make():
-        frames = [image for _, image in run.pictures(name, steps)]
+        frames = [image for _, image in _pictures(run, name, [(s, 0) for s in steps])]
         if not frames:
             raise ApiError(404, f"media {name!r} has no thumbnails to animate")
         return media.animation(frames, duration), "image/gif"
@@ -264,18 +410,14 @@ def animation(source: str, run_id: str, name: str):
 @bp.get("/runs/<source>/<run_id>/points/<path:name>")
 def points(source: str, run_id: str, name: str):
     """A point cloud for the 3-D view, binary: N×3 float32 positions then N×3 uint8 colours
-    (little-endian), decimated on the server to at most 200,000 points. Headers say N, the
-    total and whether colours came with the points."""
+    (little-endian), at most 200,000 points evenly chosen, read a block at a time from the
+    PLY file (media.read_ply_file). Headers say N, the total and whether colours came with
+    the points."""
     run, record = _asked(source, run_id, name, "points")
 
     def make():
-        xyz, rgb = media.read_ply(_original(run, record))
-        total = len(xyz)
-        if total > MAX_POINTS_SENT:
-            keep = np.random.default_rng(0).choice(total, MAX_POINTS_SENT, replace=False)
-            keep.sort()
-            xyz = xyz[keep]
-            rgb = rgb[keep] if rgb is not None else None
+        with _original(run, record) as file:
+            xyz, rgb, total = media.read_ply_file(file, _size(file), MAX_POINTS_SENT)
         colored = rgb is not None
         if rgb is None:
             rgb = np.full((len(xyz), 3), (70, 110, 200), np.uint8)

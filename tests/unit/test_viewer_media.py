@@ -188,6 +188,7 @@ def test_a_file_not_synced_yet_is_said(client, run_id, store):
 
 def test_a_damaged_copy_is_never_served(client, run_id, store):
     record = client.get(path(run_id, "media", "sky")).get_json()["records"][0]
+    store.path(record["digest"]).chmod(0o644)  # stored read-only: damaged by its owner, say
     store.path(record["digest"]).write_bytes(b"SIMPLE  = T truncated")
     answer = client.get(path(run_id, "file", "sky"))
     assert answer.status_code == 502

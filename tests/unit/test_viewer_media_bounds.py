@@ -1,0 +1,331 @@
+"""Media answers of the viewer are bounded whatever a run holds (issue 22, findings 4, 10,
+11, 12): oversized thumbnails, FITS files, point clouds, downloads and long step lists are
+refused with a 4xx saying why, or read a bounded part; never decoded whole, never a 5xx.
+
+Hostile data is planted as a training user can: records and thumbnails written straight
+into a real redis-server, files put in the artifact store. Memory is measured with
+tracemalloc (NumPy and Python allocations; Pillow's own buffers are covered by the
+subprocess suite in test_viewer_memory.py)."""
+
+from __future__ import annotations
+
+import io
+import json
+import os
+import stat
+import time
+import tracemalloc
+
+import numpy as np
+import pytest
+import redis
+from PIL import Image
+
+import labstats
+from labstats import media, schema
+from labstats.store import ArtifactStore
+from labstats.viewer import create_app
+from labstats.viewer.sources import Source
+
+K = schema.Keys()
+
+
+@pytest.fixture
+def store(tmp_path, monkeypatch) -> ArtifactStore:
+    root = tmp_path / "artifacts"
+    monkeypatch.setenv("LABSTATS_ARTIFACT_DIR", str(root))
+    return ArtifactStore(root)
+
+
+@pytest.fixture
+def client(url, store):
+    app = create_app({"local": Source("local", url, artifact_dir=str(store.root))})
+    app.testing = False  # errors answered as in production
+    return app.test_client()
+
+
+@pytest.fixture
+def run_id(tmp_path, url) -> str:
+    with labstats.Stats(tmp_path / "run", name="bounds") as stats:
+        stats.log(step=0, loss=1.0)
+    return stats.run_id
+
+
+def plant(url: str, run_id: str, name: str, kind: str, records: dict, thumbs: dict | None = None) -> None:
+    """Media records (and thumbnails) written as a training user can: {(step, item): record}."""
+    r = redis.Redis.from_url(url)
+    mid = media.media_id(name)
+    r.hset(K.media(run_id), name, json.dumps({"mid": mid, "kind": kind}))
+    pipe = r.pipeline()
+    for (step, item), record in records.items():
+        pipe.hset(K.media_records(run_id, mid), f"{step}:{item}",
+                  json.dumps({"step": step, "item": item, "kind": kind, **record}))  # fmt: skip
+    for (step, item), data in (thumbs or {}).items():
+        pipe.hset(K.media_thumbs(run_id, mid), f"{step}:{item}", data)
+    pipe.execute()
+
+
+def png(width: int, height: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("L", (width, height)).save(out, "PNG")
+    return out.getvalue()
+
+
+def webp(k: int) -> bytes:
+    out = io.BytesIO()
+    Image.new("RGB", (16, 16), (k % 256, 0, 0)).save(out, "WEBP")
+    return out.getvalue()
+
+
+def api(run_id: str, what: str, name: str, query: str = "") -> str:
+    from urllib.parse import quote
+
+    return f"/api/runs/local/{run_id}/{what}/{quote(name, safe='')}{query}"
+
+
+def peak_mb(call) -> tuple[float, object]:
+    tracemalloc.start()
+    try:
+        result = call()
+        return tracemalloc.get_traced_memory()[1] / 2**20, result
+    finally:
+        tracemalloc.stop()
+
+
+# ---- 1. nothing decoded before its size is checked ------------------------------------------------
+
+
+def test_an_oversized_thumbnail_is_refused_from_its_header_never_decoded(client, url, run_id):
+    """8000×8000 PNGs planted as thumbnails (~60 KB each here, 186 KB in the attack): a
+    montage of 4 took a worker to 3.6 GB. Now its header refuses it: 413 at once."""
+    big = png(8000, 8000)
+    assert len(big) < media.THUMB_READ_MAX_BYTES  # refused by its size in pixels, not bytes
+    plant(url, run_id, "pics", "image", {(s, 0): {"digest": "0" * 64} for s in range(4)},
+          {(s, 0): big for s in range(4)})  # fmt: skip
+    started = time.monotonic()
+    for what, query in [("montage", ""), ("animation", ""), ("montage", "?step=2"), ("thumb", "?step=1")]:
+        answer = client.get(api(run_id, what, "pics", query))
+        assert answer.status_code == 413, (what, answer.status_code, answer.data)
+        assert "px is refused (thumbnails are at most 256 px)" in answer.get_json()["error"]
+    assert time.monotonic() - started < 2  # four decodes of 8000×8000 took seconds each
+    with pytest.raises(media.MediaError, match="refused"):
+        media.open_thumbnail(big)
+    assert media.open_picture(big) is None  # the reader's pictures() leaves it out
+
+
+def test_a_thumbnail_too_long_to_be_one_is_refused_before_it_is_fetched(client, url, run_id):
+    huge = webp(1) + b"\0" * (media.THUMB_READ_MAX_BYTES + 1)
+    plant(url, run_id, "pics", "image", {(0, 0): {"digest": "0" * 64}}, {(0, 0): huge})
+    for what in ("thumb", "montage", "animation"):
+        answer = client.get(api(run_id, what, "pics"))
+        assert answer.status_code == 413
+        assert f"over the {media.THUMB_READ_MAX_BYTES:,}" in answer.get_json()["error"]
+
+
+def test_pillows_pixel_limit_is_low_in_the_viewer_and_its_warning_an_error():
+    import warnings
+
+    assert Image.MAX_IMAGE_PIXELS == media.MAX_DECODE_PIXELS == 4096 * 4096
+    picture = Image.open(io.BytesIO(png(5000, 5000)))  # 1.5× the limit: Pillow only warned
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", Image.DecompressionBombWarning)
+        with pytest.raises(Image.DecompressionBombWarning):
+            Image.open(io.BytesIO(png(5000, 5000))).load()
+    assert picture.size == (5000, 5000)
+
+
+def test_a_logged_big_picture_file_gets_no_thumbnail_and_an_svg_is_never_a_picture(client, tmp_path):
+    (tmp_path / "big.png").write_bytes(png(5000, 5000))
+    (tmp_path / "logo.svg").write_text('<svg xmlns="http://www.w3.org/2000/svg"><script>1</script></svg>')
+    (tmp_path / "small.png").write_bytes(png(40, 30))
+    with labstats.Stats(tmp_path / "files") as stats:
+        for name in ("big.png", "logo.svg", "small.png"):
+            stats.file(name, tmp_path / name, step=1)
+    for name, picture in (("big.png", False), ("logo.svg", False), ("small.png", True)):
+        (record,) = client.get(api(stats.run_id, "media", name)).get_json()["records"]
+        assert record["picture"] is picture, name
+        assert client.get(api(stats.run_id, "thumb", name)).status_code == (200 if picture else 404)
+    svg = client.get(api(stats.run_id, "file", "logo.svg"))
+    assert svg.mimetype == "application/octet-stream"
+    assert svg.headers["Content-Disposition"].startswith("attachment")
+
+
+# ---- 2. FITS previews from a bounded section ---------------------------------------------------
+
+
+def fits_bytes(data: np.ndarray, **cards) -> bytes:
+    from astropy.io import fits
+
+    out = io.BytesIO()
+    fits.PrimaryHDU(data, header=fits.Header(list(cards.items()))).writeto(out)
+    return out.getvalue()
+
+
+def test_a_fits_preview_reads_a_strided_section_not_the_file(client, url, run_id, store):
+    """A 4000×4000 float64 FITS (128 MB): the preview reads every 2nd row, one at a time,
+    and decodes no more than the 2000×2000 it shows (the old preview: the file, its copy,
+    its float64 copy...: ~50× the file's size)."""
+    rng = np.random.default_rng(0)
+    data = rng.normal(size=(4000, 4000))
+    data[:, :2000] += 100  # left half bright: the preview must show it, in FITS orientation
+    digest = store.put(fits_bytes(data))
+    plant(url, run_id, "sky", "fits", {(0, 0): {"digest": digest, "type": "application/fits"}})
+    mb, answer = peak_mb(lambda: client.get(api(run_id, "fits", "sky")))
+    assert answer.status_code == 200
+    preview = np.asarray(Image.open(io.BytesIO(answer.data)))
+    assert preview.shape == (2000, 2000)
+    assert preview[:, :1000].mean() > preview[:, 1000:].mean() + 50
+    assert mb < 120, f"{mb:.0f} MB for a 128 MB file"
+
+
+def test_fits_files_with_absurd_or_hostile_headers_get_4xx(client, url, run_id, store):
+    good = fits_bytes(np.ones((8, 8), np.float32))
+    absurd = good.replace(b"NAXIS1  =                    8", b"NAXIS1  =           1000000000")
+    truncated = good.replace(b"NAXIS1  =                    8", b"NAXIS1  =                 4000")
+    no_end = good[:2880].replace(b"END     ", b"COMMENT ") * 200  # 576 KB of header without END
+    planted = {"absurd": absurd, "truncated": truncated, "no-end": no_end, "not-fits": b"hello" * 1000}
+    for name, data in planted.items():
+        plant(url, run_id, name, "fits", {(0, 0): {"digest": store.put(data)}})
+        for what in ("fits", "fitsheader"):
+            answer = client.get(api(run_id, what, name))
+            if what == "fitsheader" and name in ("absurd", "truncated"):
+                assert answer.status_code == 200  # the header alone still reads
+                continue
+            assert answer.status_code in (413, 422), (name, what, answer.status_code)
+            assert answer.get_json()["error"]
+
+
+# ---- 3. downloads streamed, files read-only -----------------------------------------------------
+
+
+def test_a_download_is_streamed_after_a_bounded_check_range_requests_too(client, url, run_id, store):
+    """A 64 MB file: read whole and hashed, a download cost its size in memory and more
+    (1.5 GB for 600 MiB); streamed, a few MB, Range requests included."""
+    data = np.random.default_rng(1).integers(0, 255, 64 << 20, dtype=np.uint8).tobytes()
+    digest = store.put(data)
+    plant(url, run_id, "ckpt", "file", {(0, 0): {"digest": digest, "type": "application/octet-stream",
+                                                  "file": "model.ckpt"}})  # fmt: skip
+
+    def download(headers=None):
+        answer = client.get(api(run_id, "file", "ckpt"), headers=headers or {}, buffered=False)
+        hasher, size = __import__("hashlib").sha256(), 0
+        for block in answer.response:
+            hasher.update(block)
+            size += len(block)
+        answer.close()
+        return answer, hasher.hexdigest(), size
+
+    mb, (answer, got, size) = peak_mb(download)
+    assert answer.status_code == 200
+    assert (got, size) == (digest, len(data))
+    assert answer.headers["Content-Length"] == str(len(data))
+    assert mb < 8, f"{mb:.1f} MB to send a 64 MB file"
+    mb, (part, _, size) = peak_mb(lambda: download({"Range": "bytes=1000-1999"}))
+    assert part.status_code == 206
+    assert size == 1000
+    assert part.headers["Content-Range"] == f"bytes 1000-1999/{len(data)}"
+    assert mb < 8
+
+
+def test_the_store_checks_a_file_once_while_unchanged_and_never_serves_a_damaged_one(store, monkeypatch):
+    import hashlib
+
+    digest = store.put(b"x" * 3_000_000)
+    calls = []
+    real = hashlib.sha256
+    monkeypatch.setattr(hashlib, "sha256", lambda *a: calls.append(1) or real(*a))
+    for _ in range(3):
+        with store.open_checked(digest) as file:
+            assert file.read() == b"x" * 3_000_000
+    assert len(calls) == 1  # hashed once, remembered by (device, inode, size, mtime)
+    path = store.path(digest)
+    os.chmod(path, 0o644)
+    path.write_bytes(b"y" * 3_000_000)  # same size, new content and mtime
+    with pytest.raises(ValueError, match="damaged"):
+        store.open_checked(digest)
+
+
+def test_stored_files_are_read_only_and_special_files_are_never_opened(store):
+    digest = store.put(b"content")
+    assert stat.S_IMODE(store.path(digest).stat().st_mode) == 0o444
+    fifo = "f" * 64
+    store.path(fifo).parent.mkdir(parents=True)
+    os.mkfifo(store.path(fifo))
+    with pytest.raises(OSError, match="not a regular file"):
+        store.open_checked(fifo)  # returns at once: it never blocks on a FIFO
+    link = "e" * 64
+    store.path(link).parent.mkdir(parents=True)
+    store.path(link).symlink_to(store.path(digest))
+    with pytest.raises(OSError, match="Too many levels of symbolic links"):
+        store.open_checked(link)  # O_NOFOLLOW: a link planted under a digest's name
+
+
+# ---- 4. point clouds with bounded memory; malformed ones are 422 --------------------------------
+
+
+def test_a_big_cloud_is_sampled_a_block_at_a_time_and_its_obj_streamed(client, url, run_id, store):
+    rng = np.random.default_rng(2)
+    xyz = rng.normal(size=(3_000_000, 3)).astype(np.float32)
+    digest = store.put(media.ply_bytes(xyz, None))
+    del xyz
+    plant(url, run_id, "cloud", "points", {(0, 0): {"digest": digest, "type": "application/x-ply"}})
+    mb, answer = peak_mb(lambda: client.get(api(run_id, "points", "cloud")))
+    assert answer.status_code == 200
+    assert answer.headers["X-Points"] == "200000"
+    assert answer.headers["X-Points-Total"] == "3000000"
+    assert mb < 40, f"{mb:.0f} MB for a 36 MB cloud"  # the file read whole and copied: 72 MB and more
+
+    small = store.put(media.ply_bytes(rng.normal(size=(300_000, 3)).astype(np.float32), None))
+    plant(url, run_id, "small", "points", {(0, 0): {"digest": small, "type": "application/x-ply"}})
+
+    def obj():
+        answer = client.get(api(run_id, "file", "small", "?format=obj"), buffered=False)
+        lines = sum(block.count(b"\n") for block in answer.response)
+        answer.close()
+        return lines
+
+    mb, lines = peak_mb(obj)
+    assert lines == 300_000
+    assert mb < 25, f"{mb:.0f} MB for an OBJ of 300,000 points"  # one string of it all: ~60 MB
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 5\nproperty float x\nend_header\n",
+        b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\n"
+        b"property float z\nend_header\n1 2 3\n",
+        media.ply_bytes(np.ones((100, 3), np.float32), None)[:-7],  # truncated
+        b"ply\nformat binary_little_endian 1.0\nelement vertex 99999999999\nproperty float x\n"
+        b"property float y\nproperty float z\nend_header\n",
+        b"ply\n" + b"comment x\n" * 5000 + b"end_header\n",
+        b"\xff\xfe not a ply",
+    ],
+    ids=["one-property", "ascii", "truncated", "huge-count", "long-header", "garbage"],
+)
+def test_malformed_point_clouds_get_a_clear_4xx(client, url, run_id, store, data):
+    plant(url, run_id, "bad", "points", {(0, 0): {"digest": store.put(data), "type": "application/x-ply"}})
+    for query in ("points", "file"):
+        answer = client.get(api(run_id, query, "bad", "?format=obj" if query == "file" else ""))
+        assert answer.status_code in (413, 422), (query, answer.status_code)
+        assert "PLY" in answer.get_json()["error"] or "point" in answer.get_json()["error"]
+
+
+# ---- 5. per-request caps -----------------------------------------------------------------------
+
+
+def test_a_long_step_list_is_refused_and_a_long_logged_list_is_quick(client, url, run_id):
+    steps = range(2600)
+    plant(url, run_id, "pics", "image", {(s, 0): {"digest": "0" * 64} for s in steps},
+          {(s, 0): webp(s) for s in steps})  # fmt: skip
+    listed = ",".join(map(str, steps))
+    started = time.monotonic()
+    answer = client.get(api(run_id, "montage", "pics", f"?steps={listed}"))
+    assert answer.status_code == 413
+    assert "more than 1,000 steps" in answer.get_json()["error"]
+    listed = ",".join(map(str, range(0, 2600, 3)))  # 867 steps: allowed, answered at once
+    assert client.get(api(run_id, "montage", "pics", f"?steps={listed}")).status_code == 200
+    gif = client.get(api(run_id, "animation", "pics", f"?steps={listed}"))
+    assert gif.status_code == 200
+    assert gif.headers["X-Frames"] == "300"
+    assert time.monotonic() - started < 5  # 2,600 listed steps alone burned 10 s of CPU
