@@ -1,4 +1,13 @@
-"""The read-only JSON API (described by /api/openapi.json). Errors are JSON too."""
+"""The read-only JSON API (described by /api/openapi.json). Errors are JSON too.
+
+    GET /api/runs, /api/runs/<source>/<run_id>, .../series/<name>?start=&stop=&max_points=
+    POST /api/live {"runs": [...], "series": [...]}   (what a page polls)
+
+Every answer is bounded whatever a run holds: configs in lists and live updates are a
+summary of at most MAX_LISTED_CONFIG_BYTES (the whole one is in the run's own answer), a
+live request at most MAX_LIVE_POINTS points in all (413 beyond), object series at most
+MAX_OBJECTS_SENT values, and a chart whose data cannot be reduced answers its own error.
+"""
 
 from __future__ import annotations
 
@@ -23,6 +32,16 @@ from labstats.viewer.sources import Source
 bp = Blueprint("api", __name__, url_prefix="/api")
 
 MAX_TEXT = 2000  # characters of a text/object value shown
+# Values of an object (text) series sent in one answer: 1,000 × MAX_TEXT is at most 2 MB;
+# max_points (up to 100,000) would allow 200 MB.
+MAX_OBJECTS_SENT = 1000
+# A run's config as lists (/api/runs, the runs page) and live updates send it: keys in
+# order while they fit in 4 KiB (a 20 MB config slowed / to 1.6 s and was resent to every
+# open runs page every 5 s); a value over 256 bytes is replaced by a note of its size. The
+# run's own answer (/api/runs/<source>/<id>) has it whole; its page shows up to 64 KiB.
+MAX_LISTED_CONFIG_BYTES = 4096
+MAX_LISTED_VALUE_BYTES = 256
+MAX_PAGE_CONFIG_BYTES = 65_536
 MAX_TENSOR_VALUES = 1_000_000  # elements of one tensor sent whole, as JSON, by the API
 # elements of one tensor a run page draws (reduced for the screen): a 4096×4096 weight
 MAX_DRAWN_TENSOR_VALUES = 4096 * 4096
@@ -143,11 +162,57 @@ def is_numeric(series: Series) -> bool:
     return isinstance(series.values, np.ndarray) and series.values.dtype.kind in "fiub"
 
 
-def run_summary(source: str, run: Run) -> dict[str, Any]:
+def encoded_size(value: Any, limit: int) -> int:
+    """About the length of ``value`` as JSON, counted only up to ``limit`` (a number over it
+    is returned as soon as it is reached): never encodes a large value to measure it."""
+    size, stack = 0, [value]
+    while stack and size <= limit:
+        item = stack.pop()
+        if isinstance(item, dict):
+            size += 2 + 4 * len(item)
+            for key, element in item.items():
+                size += len(str(key))
+                stack.append(element)
+                if len(stack) > limit:
+                    return limit + 1
+        elif isinstance(item, list | tuple):
+            size += 2 + len(item)
+            stack.extend(item[: limit + 1])
+        elif isinstance(item, str):
+            size += len(item) + 2
+        else:
+            size += len(str(item)) if isinstance(item, int | float | bool) or item is None else 16
+    return size
+
+
+def config_summary(config: dict[str, Any], budget: int = MAX_LISTED_CONFIG_BYTES) -> tuple[dict, bool]:
+    """(the config's keys in order while they fit in ``budget`` bytes of JSON, each value
+    over MAX_LISTED_VALUE_BYTES replaced by a note of its size; whether anything was left
+    out or replaced)."""
+    out: dict[str, Any] = {}
+    used, shortened = 2, False
+    for key, value in config.items():
+        size = encoded_size(value, MAX_LISTED_VALUE_BYTES)
+        if size > MAX_LISTED_VALUE_BYTES:
+            value, shortened = (
+                f"({type(value).__name__} over {MAX_LISTED_VALUE_BYTES} bytes: on the run's page)",
+                True,
+            )
+            size = len(value) + 2
+        used += len(str(key)) + size + 4
+        if used > budget:
+            return out, True
+        out[key] = value
+    return out, shortened
+
+
+def run_summary(source: str, run: Run, whole_config: bool = False) -> dict[str, Any]:
     """What the runs list shows of a run. Never raises on a malformed record: what cannot
-    be read is left out and named in ``malformed``."""
+    be read is left out and named in ``malformed``. The config is a summary (config_summary;
+    ``config_truncated`` says when it is shortened) unless ``whole_config``."""
     meta = run.meta
     host = meta.get("host")
+    config, truncated = (run.config, False) if whole_config else config_summary(run.config)
     return {
         "source": source,
         "id": run.id,
@@ -158,7 +223,8 @@ def run_summary(source: str, run: Run) -> dict[str, Any]:
         "heartbeat": number(meta.get("heartbeat")),
         "host": host if isinstance(host, str) else None,
         "tags": run.tags,
-        "config": run.config,
+        "config": config,
+        "config_truncated": truncated,
         "malformed": run.malformed,
         "archived": run.archived,
         "duration": _duration(meta),
@@ -235,7 +301,7 @@ def runs():
 def run(source: str, run_id: str):
     r = get_run(source, run_id)
     info = r.series_info()
-    body = run_summary(source, r)
+    body = run_summary(source, r, whole_config=True)
     body["meta"] = {k: v for k, v in r.meta.items() if k not in ("config", "tags")}
     body["regenerate"] = r.regenerate_command()
     body["series"] = {
@@ -346,7 +412,7 @@ def series_body(r: Run, name: str, args, axes: dict | None = None) -> dict[str, 
         idx, values = downsample(s.idx, values, max_points)
         body = {"idx": idx.tolist(), "values": finite(values)}
     else:
-        keep = slice(max(0, total - max_points), total)  # objects: the latest ones
+        keep = slice(max(0, total - min(max_points, MAX_OBJECTS_SENT)), total)  # objects: the latest ones
         body = {"idx": s.idx[keep].tolist(), "values": [describe(v) for v in list(s.values)[keep]]}
     if axis is not None and body["idx"]:
         body["idx"] = axis.of(np.asarray(body["idx"], dtype=np.float64)).tolist()
@@ -356,6 +422,9 @@ def series_body(r: Run, name: str, args, axes: dict | None = None) -> dict[str, 
 
 
 MAX_LIVE_URLS = 400  # 20 runs compared × 20 charts
+# Points a live request may ask for in all (each window's max_points, 2,000 unless given):
+# the most a page sends, 400 windows of 2,000; 40 windows of 100,000 returned 106 MB.
+MAX_LIVE_POINTS = MAX_LIVE_URLS * MAX_POINTS
 
 
 @bp.post("/live")
@@ -369,6 +438,10 @@ def live():
     refs, urls = body.get("runs") or [], body.get("series") or []
     if not (isinstance(refs, list) and isinstance(urls, list)) or len(refs) + len(urls) > MAX_LIVE_URLS:
         raise ApiError(400, f"'runs' and 'series' must be lists of at most {MAX_LIVE_URLS} items in all")
+    asked = sum(_max_points_of(url) for url in urls)
+    if asked > MAX_LIVE_POINTS:
+        raise ApiError(413, f"the windows ask for {asked:,} points in all, over the {MAX_LIVE_POINTS:,} "
+                            "one live request may have (fewer windows, or a smaller max_points)")  # fmt: skip
     loaded: dict[tuple[str, str], Run] = {}
 
     def run_of(source: str, run_id: str) -> Run:
@@ -397,7 +470,20 @@ def live():
             answer["series"].append({"error": exc.message})
         except HTTPException:
             answer["series"].append({"error": "not a series URL"})
+        except (LabstatsError, ValueError, TypeError, KeyError, IndexError) as exc:
+            # One chart whose data cannot be read or reduced: its error, the others still come.
+            current_app.logger.warning("live: %s: %s", url, exc)
+            answer["series"].append({"error": f"this chart's data cannot be read ({short(exc)})"})
     return jsonify(answer)
+
+
+def _max_points_of(url: Any) -> int:
+    """The points a live window asks for (its max_points, else the default)."""
+    raw = MultiDict(parse_qsl(urlsplit(str(url)).query)).get("max_points")
+    try:
+        return min(max(int(raw), 2), 100_000) if raw not in (None, "") else MAX_POINTS
+    except ValueError:
+        return MAX_POINTS  # answered as that window's error
 
 
 @bp.get("/runs/<source>/<run_id>/csv/<path:name>")

@@ -15,9 +15,11 @@ from labstats.schema import TIME_SERIES
 from labstats.viewer import charts
 from labstats.viewer.api import (
     MAX_DRAWN_TENSOR_VALUES,
+    MAX_PAGE_CONFIG_BYTES,
     X_AXES,
     ApiError,
     SourceDown,
+    config_summary,
     describe,
     get_run,
     int_arg,
@@ -163,6 +165,7 @@ def run_page(source: str, run_id: str):
             # One unreadable series (a record not written by labstats) must not hide the rest.
             texts.append({"name": name, "rows": [], "count": 0, "error": f"malformed series: {exc}"})
     plots, group_links = _merge_groups(plots, live, source, run.id)
+    config, config_truncated = config_summary(run.config, MAX_PAGE_CONFIG_BYTES)  # whole: in the API
     return render_template(
         "run.html",
         group_links=group_links,
@@ -173,7 +176,8 @@ def run_page(source: str, run_id: str):
         texts=texts,
         tensors=tensors,
         meta=run.meta,
-        config=summary["config"],
+        config=config,
+        config_truncated=config_truncated,
         regenerate=run.regenerate_command(),
         has_diff=bool(run.meta.get("git_dirty")),
         truncated=len(info) > MAX_CHARTS,
@@ -205,11 +209,17 @@ def _merge_groups(plots: list[dict], live: bool, source: str, run_id: str) -> tu
             {**p, "spec": None, "hidden": True} for p in members if p.get("latest")
         ]  # keep their latest values
     links = {}
+    # Only the page's own parameters travel: url_for takes _method, _external, _scheme...
+    # as its own options (?_method=POST was a 500).
+    args = {k: v for k in RUN_PAGE_PARAMS if (v := request.args.get(k))}
     for group in {p["group"] for p in plots if p["group"]}:
         wanted = sorted(merged ^ {group})
-        args = {k: v for k, v in request.args.items() if k != "merge"}
         links[group] = url_for("pages.run_page", source=source, run_id=run_id, merge=wanted, **args)
     return out, links
+
+
+# The run page's own query parameters (besides merge), kept by the links it builds.
+RUN_PAGE_PARAMS = ("x", "y", "step", "text_page")
 
 
 def _add_series(run, source, name, i, target, live, at_idx, plots, texts, tensors) -> None:
