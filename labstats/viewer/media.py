@@ -446,8 +446,11 @@ def _binary(media_type: str) -> dict[str, Any]:
 
 
 def _get(summary: str, params: list, ok: dict[str, Any]) -> dict[str, Any]:
-    return {"get": {"summary": summary, "parameters": [*_RUN_PARAMS, *params],
-                    "responses": {"200": ok, "400": _ERROR, "404": _ERROR}}}  # fmt: skip
+    # 413: over a limit (docs/security.md); 422: a stored file not readable as its record says
+    errors = {code: _ERROR for code in ("400", "404", "413", "422")}
+    return {
+        "get": {"summary": summary, "parameters": [*_RUN_PARAMS, *params], "responses": {"200": ok, **errors}}
+    }
 
 
 _NAMED = [_ref("name")]

@@ -353,15 +353,13 @@ def compare():
                 name, lines, live, f"chart-{n}", log_y=log_y, colors=line_colors, x_axis=x_axis
             )
             plots.append({"name": name, "target": f"chart-{n}", "spec": spec})
-    keys = sorted({k for _, r in runs for k in (r.config if isinstance(r.config, dict) else {})})
+    # Each run's config as its page shows it (64 KiB at most): 20 configs of 100,000 keys
+    # would be a table of 100,000 rows.
+    configs = [config_summary(r.config, MAX_PAGE_CONFIG_BYTES)[0] for _, r in runs]
+    keys = sorted({k for config in configs for k in config})
     table = []
     for key in keys:
-        values = [
-            json.dumps((r.config or {}).get(key), default=str, sort_keys=True)
-            if isinstance(r.config, dict)
-            else ""
-            for _, r in runs
-        ]
+        values = [json.dumps(config.get(key), default=str, sort_keys=True) for config in configs]
         table.append({"key": key, "cells": values, "differs": len(set(values)) > 1})
     live_refs = [f"{s}/{r.id}" for s, r in runs if r.status == "running"]
     return render_template(

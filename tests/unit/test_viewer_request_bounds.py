@@ -60,6 +60,9 @@ def test_a_huge_config_is_summarised_in_lists_and_live_updates(client, url, tmp_
     page = client.get(f"/runs/local/{stats.run_id}").get_data(as_text=True)
     assert "too large to show whole" in page
     assert len(page) < 500_000
+    compare = client.get(f"/compare?run=local/{stats.run_id}&run=local/{stats.run_id}")
+    assert compare.status_code == 200
+    assert len(compare.data) < 1_000_000  # a row per key of 100,000 was 30 MB
     whole = client.get(f"/api/runs/local/{stats.run_id}").get_json()
     assert whole["config"] == config  # the run's own answer has it whole
 
