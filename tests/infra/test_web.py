@@ -69,6 +69,9 @@ def test_pages_ask_for_a_login_and_the_api_for_a_token(host):
 def test_a_login_gives_a_session_cookie_that_the_pages_accept(host):
     assert form_login("wrong")[0] == 401
     assert form_login(web_password(), origin="https://evil.example")[0] == 403
+    address = box("webbox").ansible.get_variables()["ansible_host"]
+    for other_origin in (f"http://{address}", f"https://{address}:8443"):  # scheme and port count
+        assert form_login(web_password(), origin=other_origin)[0] == 403, other_origin
     status, headers, _ = form_login(web_password())
     assert status == 302
     cookie = headers["Set-Cookie"]
