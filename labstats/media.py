@@ -47,7 +47,7 @@ KINDS = ("image", "fits", "points", "file")
 THUMB_PX = 256
 THUMB_MAX_BYTES = 32_000
 # A stored thumbnail is read back only up to this size: thumbnail() writes at most 32,000
-# bytes; four times that leaves room for thumbnails of other writers (tbimport), and keeps
+# bytes; four times that leaves room for a thumbnail from another or an older writer, and keeps
 # 300 frames of a GIF under 40 MB of fetched bytes.
 THUMB_READ_MAX_BYTES = 4 * THUMB_MAX_BYTES
 # The formats a stored thumbnail may be in (ours are WebP): Pillow's other decoders (and

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import io
 import json
+import os
 import threading
 import warnings
 from collections import OrderedDict
@@ -141,8 +142,6 @@ def _original(run: Run, record: dict[str, Any]) -> BinaryIO:
 
 
 def _size(file: BinaryIO) -> int:
-    import os
-
     return os.fstat(file.fileno()).st_size
 
 
