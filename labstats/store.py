@@ -127,7 +127,14 @@ class ArtifactStore:
             # Read-only for everyone (readers on this box and the sync read it): content
             # named by its SHA-256 never changes, and no user may rewrite another's file.
             os.chmod(temp, 0o444)
-            os.replace(temp, target)
+            try:
+                os.replace(temp, target)
+            except PermissionError:
+                # The training box's store is sticky: another user stored the same content
+                # since the check above, and their file may not be replaced. It is the same.
+                if not target.is_file():
+                    raise
+                Path(temp).unlink(missing_ok=True)
         except BaseException:
             Path(temp).unlink(missing_ok=True)
             raise

@@ -106,6 +106,7 @@ def test_a_damaged_tensor_file_is_never_decoded(tmp_path, lab):
     (path,) = files_in(tmp_path / "artifacts")
     data = bytearray(path.read_bytes())
     data[-1] ^= 0xFF  # one flipped bit in the last value: same length, other content
+    path.chmod(0o644)  # stored read-only
     path.write_bytes(bytes(data))
     (value,) = lab.run(stats.run_id).series("w").values
     assert isinstance(value, ValueError)

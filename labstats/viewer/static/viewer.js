@@ -91,7 +91,7 @@ function mediaFigure(panel, record) {
   const query = `step=${record.step}&item=${record.item ?? 0}`;
   const figure = document.createElement("figure");
   // A point cloud has its 3-D view instead of a picture; a file only a link (unless a picture).
-  if (kind === "image" || kind === "fits" || (kind === "file" && (record.type || "").startsWith("image/"))) {
+  if (kind === "image" || kind === "fits" || (kind === "file" && record.picture)) {
     const img = document.createElement("img");
     img.alt = `${kind} at step ${record.step}`;
     img.src = `${kind === "fits" ? panel.dataset.fits : panel.dataset.thumb}?${query}`;
