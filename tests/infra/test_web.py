@@ -128,6 +128,20 @@ def test_a_session_ends_at_logout_and_by_an_admin_in_every_worker(host):
     assert all(https_get("/api/runs", headers={"Cookie": session})[0] == 401 for _ in range(6))
 
 
+def test_expensive_requests_have_a_budget_per_session(host):
+    """Montages, animations, point clouds, FITS previews and downloads decode or send whole
+    files: one session asking for them in a loop is slowed (429), not the others, and not
+    its own cheap requests."""
+    first = login_when_allowed(web_password())[1]["Set-Cookie"].split(";", 1)[0]
+    second = login_when_allowed(web_password())[1]["Set-Cookie"].split(";", 1)[0]
+    expensive = "/api/runs/trainbox/no-such-run/montage/x?steps=1"
+    answers = [https_get(expensive, headers={"Cookie": first})[0] for _ in range(60)]
+    assert answers[0] == 404  # it reached the viewer: the run does not exist
+    assert 429 in answers
+    assert https_get("/api/runs", headers={"Cookie": first})[0] == 200
+    assert https_get(expensive, headers={"Cookie": second})[0] == 404
+
+
 ECHO_COOKIES = """
 import http.server, sys
 class Echo(http.server.BaseHTTPRequestHandler):
