@@ -66,7 +66,7 @@ STUB_FIELDS = ("archived", "archived_at", "archive_digest", "archive_bytes")  # 
 # value gets a group of its own), so a group over MAX_GROUP_BYTES is one value over 256 MiB.
 MAX_GROUP_BYTES = 256 << 20  # uncompressed, per row group: what one read decodes at most
 MAX_ROWS = 1_000_000_000  # points per file
-_RUN_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
+_RUN_ID = re.compile(r"^[A-Za-z0-9_][A-Za-z0-9_.-]{0,127}$")  # an owner may start with "_": _svc.<id>
 _VALUE_COLUMN = {"f": "f", "i": "i", "b": "b", "o": "o"}
 _NUMPY = {"f": np.float64, "i": np.int64, "b": np.bool_}
 

@@ -5,7 +5,7 @@ Order: ``url=`` argument, ``$LABSTATS_URL``, the file named by ``$LABSTATS_CONFI
 The ``labstats_client`` and ``jupyter`` roles write such a file (mode 0600) with the
 credentials of the user that box should act as. A file looks like::
 
-    url = "redis://trainer:secret@127.0.0.1:6379/0"
+    url = "redis://alice:secret@127.0.0.1:6379/0"
     prefix = "ls"          # optional
     archive_dir = "/var/lib/labstats/archive"   # optional: where archived runs' files are
     artifact_dir = "/var/lib/labstats/artifacts" # optional: where media files are
@@ -18,6 +18,9 @@ does): ``labstats.connect()`` then reads them all (see ``labstats.reader.Labs``)
     url = "redis://viewer:secret@127.0.0.1:6379/0"
     archive_dir = "/var/lib/labstats/archive/gpu1"   # optional
     artifact_dir = "/var/lib/labstats/artifacts/gpu1" # optional
+
+The username in the URL is the owner of the runs logged with it (see :func:`url_owner`):
+each training user's Redis user may write only its own runs.
 
 The archive folder: ``$LABSTATS_ARCHIVE_DIR``, else the file's ``archive_dir``, else
 /var/lib/labstats/archive when that exists (the training box's), else
@@ -35,8 +38,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import redis
+from redis.connection import parse_url
 
-from labstats.schema import DEFAULT_PREFIX
+from labstats.schema import DEFAULT_PREFIX, valid_owner
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 SYSTEM_ARCHIVE_DIR = Path("/var/lib/labstats/archive")
@@ -133,6 +137,18 @@ def redacted(url: str) -> str:
     auth, host = rest.rsplit("@", 1)
     user = auth.split(":", 1)[0]
     return f"{scheme}://{user}:***@{host}" if ":" in auth else url
+
+
+def url_owner(url: str) -> str | None:
+    """The owner of the runs logged through ``url``: its Redis username
+    (``redis://alice:pw@host/0`` -> "alice"), when it has one that can own runs (not
+    ``default``, and ``schema.OWNER_PATTERN``); else None: a store without ACL users (a
+    laptop, an old setup), whose runs keep the shared layout of schema version 1."""
+    try:
+        username = parse_url(url).get("username")
+    except (ValueError, TypeError):
+        return None  # not a URL redis-py takes: the connection will say so
+    return username if valid_owner(username) else None
 
 
 def client(settings: Settings, *, timeout: float = 5.0) -> redis.Redis:

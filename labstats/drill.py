@@ -66,9 +66,10 @@ def run_digest(client: redis.Redis, keys: schema.Keys, run_id: str) -> tuple[str
 def compare(restored: redis.Redis, live: redis.Redis, prefix: str = schema.DEFAULT_PREFIX) -> Report:
     keys = schema.Keys(prefix)
     report = Report()
-    ids = [i.decode() for i in restored.zrange(keys.runs, 0, -1)]
+    # Every run of both layouts: the shared indexes and each owner's (schema version 2).
+    ids = Lab(restored, prefix).run_ids()[::-1]  # oldest first, as the report reads best
     report.runs = len(ids)
-    live_ids = {i.decode() for i in live.zrange(keys.runs, 0, -1)}
+    live_ids = set(Lab(live, prefix).run_ids())
     for run_id in ids:
         if run_id not in live_ids:
             report.differences.append(f"run {run_id}: in the backup, not in the live store")

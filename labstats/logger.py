@@ -9,6 +9,10 @@
 Calls on the training thread only snapshot values and queue them; a background writer
 sends them to Redis (see :mod:`labstats.writer`). A run gets a unique id; its name is never
 shared with another run (a clash is suffixed ``.2``, ``.3``... or refused).
+
+Logged as a training user's own Redis user (``redis://alice:pw@...``), the run is owned by
+it: its id is ``alice.<id>`` and it goes to alice's own indexes (``ls:owner:alice:...``),
+the only keys besides her runs' that her Redis user may write (docs/schema.md, "Owners").
 """
 
 from __future__ import annotations
@@ -61,9 +65,11 @@ def _config_json(config: dict[str, Any]) -> str:
     return text
 
 
-def new_run_id() -> str:
-    """Sortable by start time and unique: 20261125-163012-5f3a9c."""
-    return time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+def new_run_id(owner: str | None = None) -> str:
+    """Sortable by start time and unique: 20261125-163012-5f3a9c; a run owned by alice:
+    alice.20261125-163012-5f3a9c (her Redis user may write only ``ls:run:alice.*``)."""
+    run_id = time.strftime("%Y%m%d-%H%M%S", time.gmtime()) + "-" + secrets.token_hex(3)
+    return run_id if owner is None else f"{owner}.{run_id}"
 
 
 class Stats:
@@ -111,6 +117,7 @@ class Stats:
         self._last_epoch: Any = None
         self._lock = threading.Lock()
         self.run_id: str | None = None
+        self.owner: str | None = None  # the Redis user that owns the run (None: unowned)
         self.name: str | None = None
         self.savedir: Path | None = None
         if savedir is not None:
@@ -130,7 +137,8 @@ class Stats:
             raise ValueError(f"invalid run name {wanted!r}")
         self.settings = cfg.resolve(opts["url"], opts["prefix"])
         self.keys = schema.Keys(self.settings.prefix)
-        self.run_id = new_run_id()
+        self.owner = owner = cfg.url_owner(self.settings.url)
+        self.run_id = new_run_id(owner)
         self.name = self._reserve_now(wanted, opts["on_conflict"])
 
         started = time.time()
@@ -147,19 +155,25 @@ class Stats:
             "tags": json.dumps(opts["tags"]),
             "schema": schema.SCHEMA_VERSION,
         }
+        if owner is not None:
+            fields["owner"] = owner
         if opts["seed"] is not None:
             fields["seed"] = opts["seed"]
         for key, value in meta.items():
             fields[key] = value if isinstance(value, str | int | float) else json.dumps(value, default=str)
         k = self.keys
+        # Every command here must be one the owner's ACL allows: one refused command discards
+        # the whole batch (EXECABORT), which would then wait in the spool for ever.
         commands = [
             cmd("SET", k.schema, schema.SCHEMA_VERSION),
             cmd("HSET", k.run(self.run_id), *[x for item in fields.items() for x in item]),
             cmd(RESERVE, k.names, k.run(self.run_id), self.name, self.run_id, opts["on_conflict"]),
-            cmd("ZADD", k.runs, f"{started:.3f}", self.run_id),
-            cmd("SADD", k.status(schema.RUNNING), self.run_id),
+            cmd("ZADD", k.runs_index(owner), f"{started:.3f}", self.run_id),
+            cmd("SADD", k.status_index(owner, schema.RUNNING), self.run_id),
         ]
-        commands += [cmd("SADD", k.tag(tag), self.run_id) for tag in opts["tags"]]
+        if owner is not None:
+            commands.append(cmd("SADD", k.owners, owner))  # readers find the owner's indexes by it
+        commands += [cmd("SADD", k.tag_index(owner, tag), self.run_id) for tag in opts["tags"]]
         if diff:
             commands.append(cmd("SET", k.diff(self.run_id), diff))
 
@@ -381,7 +395,7 @@ class Stats:
         k = self.keys
         self._require_writer().put_commands([
             cmd("HSET", k.run(self.run_id), "started", f"{started:.3f}"),
-            cmd("ZADD", k.runs, f"{started:.3f}", self.run_id),
+            cmd("ZADD", k.runs_index(self.owner), f"{started:.3f}", self.run_id),
         ])  # fmt: skip
 
     def _seed_step(self, step: int) -> int:
@@ -441,14 +455,14 @@ class Stats:
             self._closed = True
         if self._freeze_thread is not None:
             self._freeze_thread.join(timeout)  # its record goes out with the rest
-        k, run = self.keys, self.run_id
+        k, run, owner = self.keys, self.run_id, self.owner
         fields = ["status", status, "ended", f"{time.time() if ended is None else ended:.3f}"]
         if reason:
             fields += ["reason", reason]
         self._writer.put_commands(
             [
                 cmd("HSET", k.run(run), *fields),
-                cmd("SMOVE", k.status(schema.RUNNING), k.status(status), run),
+                cmd("SMOVE", k.status_index(owner, schema.RUNNING), k.status_index(owner, status), run),
             ]
         )
         if not self._writer.stop(timeout):

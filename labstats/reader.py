@@ -70,6 +70,12 @@ class Run:
         return self.meta.get("name", self.id)
 
     @property
+    def owner(self) -> str | None:
+        """The training user that logged the run (its Redis user), or None for an unowned
+        run. Taken from the id, which only the owner's Redis user may write keys under."""
+        return schema.run_owner(self.id)
+
+    @property
     def status(self) -> str:
         """running, finished or crashed; a running run whose heartbeat stopped reads as crashed."""
         status = self.meta.get("status", schema.RUNNING)
@@ -494,36 +500,97 @@ class Lab:
         offset: int = 0,
     ) -> list[Run]:
         """Runs, newest first. ``name`` is a substring; ``params`` maps a config key to a value
-        (equality) or a (low, high) pair (inclusive range, either side None)."""
+        (equality) or a (low, high) pair (inclusive range, either side None). Runs of every
+        owner and unowned ones alike (see :meth:`owners`)."""
         if status is not None and status not in schema.STATUSES:
             raise LabstatsError(f"unknown status {status!r} (one of {', '.join(schema.STATUSES)})")
         filtered = any(x is not None for x in (name, tag, status, params))
         if not filtered:
-            stop = -1 if limit is None else offset + limit - 1
-            ids = [i.decode() for i in self.redis.zrevrange(self.keys.runs, offset, stop)]
-            return self._load(ids)
+            return self._load(self._newest(offset, limit))
         candidates = self._candidates(name, tag, status)
-        runs = [r for r in self._load(candidates) if _matches(r, name, status, params)]
+        runs = [r for r in self._load(candidates) if _matches(r, name, tag, status, params)]
         runs.sort(key=lambda r: number(r.meta.get("started")) or 0.0, reverse=True)
         return runs[offset : None if limit is None else offset + limit]
 
+    def owners(self) -> list[str]:
+        """The owners whose runs are listed: the members of ``ls:owners`` that can be owners
+        (every training user adds itself there when it logs a run)."""
+        found = (raw.decode("utf-8", "replace") for raw in self.redis.smembers(self.keys.owners))
+        return sorted(name for name in found if schema.valid_owner(name))
+
+    def run_ids(self) -> list[str]:
+        """The id of every run in the indexes (shared and owners'), newest first."""
+        return self._newest(0, None)
+
+    def _groups(self) -> list[str | None]:
+        """Whose indexes hold runs: None for the shared (legacy) ones, then each owner's."""
+        return [None, *self.owners()]
+
+    def _newest(self, offset: int, limit: int | None) -> list[str]:
+        """Ids of the runs at [offset, offset + limit) of the list, newest first, from each
+        index's own newest offset + limit (its start times as scores), merged. So a page costs
+        one short ZREVRANGE per index, whatever the number of runs. An index may show ids it
+        does not own (forged, or written before owners): those are left out, and the windows
+        grow until no index could still hold one of the page's runs."""
+        want = None if limit is None else offset + limit
+        if want is not None and want <= 0:
+            return []
+        groups = self._groups()
+        window = want
+        while True:
+            pipe = self.redis.pipeline(transaction=False)
+            for owner in groups:
+                pipe.zrevrange(
+                    self.keys.runs_index(owner), 0, -1 if window is None else window - 1, withscores=True
+                )
+            best: dict[str, tuple[float, str]] = {}
+            cut: list[tuple[float, str]] = []  # of each index read only in part: its last entry
+            for owner, found in zip(groups, pipe.execute(), strict=True):
+                for raw, score in found:
+                    run_id = raw.decode("utf-8", "replace")
+                    if schema.run_owner(run_id) == owner:
+                        best.setdefault(run_id, (score, run_id))
+                if window is not None and len(found) >= window:
+                    cut.append((found[-1][1], found[-1][0].decode("utf-8", "replace")))
+            ordered = sorted(best, key=best.__getitem__, reverse=True)
+            if want is None or window is None or not cut:
+                break
+            # Exact when the page's last run ranks above what each cut index left unread.
+            if len(ordered) >= want and all(best[ordered[want - 1]] >= last for last in cut):
+                break
+            window *= 2
+        return ordered[offset : None if limit is None else offset + limit]
+
     def _candidates(self, name: str | None, tag: str | None, status: str | None) -> list[str]:
-        sets = []
-        if tag is not None:
-            sets.append(self.keys.tag(tag))
-        if status == schema.CRASHED:  # stale running runs read as crashed too
-            ids = self.redis.sunion(self.keys.status(schema.CRASHED), self.keys.status(schema.RUNNING))
-            return [i.decode() for i in ids if not sets or self.redis.sismember(sets[0], i)]
-        if status is not None:
-            sets.append(self.keys.status(status))
-        if sets:
-            return [i.decode() for i in self.redis.sinter(sets)]
-        if name is not None:
+        """Ids that may match the filters, from the indexes (every match is among them); the
+        caller checks each against its own record (an index entry is a hint, not the truth)."""
+        if tag is None and status is None:
+            if name is None:
+                return self._newest(0, None)
             names = self.redis.hgetall(self.keys.names)
-            return [
-                v.decode() for k, v in names.items() if name.lower() in k.decode("utf-8", "replace").lower()
-            ]
-        return [i.decode() for i in self.redis.zrevrange(self.keys.runs, 0, -1)]
+            found = (v.decode("utf-8", "replace") for k, v in names.items()
+                     if name.lower() in k.decode("utf-8", "replace").lower())  # fmt: skip
+            return list(dict.fromkeys(found))
+        statuses: list[str | None] = [status]
+        if status == schema.CRASHED:
+            statuses.append(schema.RUNNING)  # stale running runs read as crashed too
+        k = self.keys
+        pipe = self.redis.pipeline(transaction=False)
+        asked: list[str | None] = []
+        for owner in self._groups():
+            for wanted in statuses:
+                keys = ([k.tag_index(owner, tag)] if tag is not None else []) + (
+                    [k.status_index(owner, wanted)] if wanted is not None else []
+                )
+                pipe.sinter(keys)
+                asked.append(owner)
+        ids: dict[str, None] = {}
+        for owner, found in zip(asked, pipe.execute(), strict=True):
+            for raw in found:
+                run_id = raw.decode("utf-8", "replace")
+                if schema.run_owner(run_id) == owner:  # only an owner's own runs count there
+                    ids[run_id] = None
+        return list(ids)
 
     def _load(self, ids: list[str]) -> list[Run]:
         pipe = self.redis.pipeline(transaction=False)
@@ -536,13 +603,21 @@ class Lab:
         ]
 
     def run(self, ref: str) -> Run:
-        """A run by name or id."""
-        run_id = self.redis.hget(self.keys.names, ref)
-        run_id = run_id.decode() if run_id else ref
-        raw = self.redis.hgetall(self.keys.run(run_id))
+        """A run by name or id. A name counts only when the run it names exists and carries
+        that name in its own record (a name is claimed first come by anyone who may log: one
+        pointing at another's run, or at nothing, is passed over)."""
+        named = self.redis.hget(self.keys.names, ref)
+        if named is not None:
+            run_id = named.decode("utf-8", "replace")
+            raw = self.redis.hgetall(self.keys.run(run_id))
+            if raw:
+                meta = _parse_meta(raw)
+                if meta.get("name") == ref:
+                    return Run(self, run_id, meta)
+        raw = self.redis.hgetall(self.keys.run(ref))
         if not raw:
             raise LabstatsError(f"no run named {ref!r} (try `labstats ls`)")
-        return Run(self, run_id, _parse_meta(raw))
+        return Run(self, ref, _parse_meta(raw))
 
     def compare(self, refs: Iterable[str], series: str, start: int | None = None, stop: int | None = None):
         """A pandas DataFrame: one column per run (by name) of one series, indexed by idx."""
@@ -802,8 +877,13 @@ def _parse_meta(raw: dict[bytes, bytes]) -> dict[str, Any]:
     return meta
 
 
-def _matches(run: Run, name: str | None, status: str | None, params: dict[str, Any] | None) -> bool:
+def _matches(
+    run: Run, name: str | None, tag: str | None, status: str | None, params: dict[str, Any] | None
+) -> bool:
+    """Whether the run's own record matches the filters (index entries only suggest it)."""
     if name is not None and name.lower() not in run.name.lower():
+        return False
+    if tag is not None and tag not in run.tags:
         return False
     if status is not None and run.status != status:
         return False

@@ -1,19 +1,34 @@
-"""Redis key layout and record formats, schema version 1 (documented in docs/schema.md).
+"""Redis key layout and record formats, schema version 2 (documented in docs/schema.md).
+
+    keys = Keys("ls")
+    keys.run("alice.20261204-101500-3fa2c1")      # ls:run:alice.20261204-101500-3fa2c1
+    keys.runs_index("alice"), keys.runs_index(None)  # ls:owner:alice:runs, ls:runs
+    run_owner("alice.20261204-101500-3fa2c1")     # "alice"; None for an unowned run
 
 Every key starts with a prefix (``ls`` by default). Series are stored as packed binary
 chunks: a chunk is one Redis string holding a kind byte and fixed-size records, so a float
 point costs 16 bytes of Redis memory plus a share of its chunk's small overhead.
+
+Version 2 adds owners: a run logged as Redis user NAME has the id ``NAME.<id>`` and its own
+indexes (``ls:owner:NAME:...``), so that user's ACL may write only its own keys. Runs without
+an owner (no username, or version-1 data) keep the shared indexes of version 1, read as is.
 """
 
 from __future__ import annotations
 
+import re
 import struct
 from dataclasses import dataclass
 
 import numpy as np
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_PREFIX = "ls"
+
+# An owner is a Redis username that may own runs: the training users the redis role creates
+# (the same pattern it checks). No dot: the first dot of a run id ends its owner.
+OWNER_PATTERN = re.compile(r"^[a-z_][a-z0-9_-]{0,31}$")
+NOT_OWNERS = ("default",)  # Redis's own user: a connection without username acts as it
 
 # Chunk kinds: one byte at the start of every chunk.
 KIND_FLOAT = b"f"  # records <q idx, <d value
@@ -85,6 +100,19 @@ def series_name_problem(name: object) -> str | None:
     return None
 
 
+def valid_owner(name: object) -> bool:
+    """Whether ``name`` can own runs (see OWNER_PATTERN)."""
+    return isinstance(name, str) and name not in NOT_OWNERS and OWNER_PATTERN.match(name) is not None
+
+
+def run_owner(run_id: str) -> str | None:
+    """The owner a run id names ("alice" for ``alice.20261204-101500-3fa2c1``), or None for
+    an unowned run. Only the owner's Redis user may write ``ls:run:<owner>.*``, so the id
+    (unlike the run's ``owner`` field, which its writer sets) cannot be forged by another."""
+    head, dot, _ = run_id.partition(".")
+    return head if dot and valid_owner(head) else None
+
+
 @dataclass(frozen=True)
 class Keys:
     """Key names under one prefix."""
@@ -108,6 +136,29 @@ class Keys:
 
     def tag(self, tag: str) -> str:  # set of run ids
         return f"{self.prefix}:tag:{tag}"
+
+    @property
+    def owners(self) -> str:  # set of owner names (every training user SADDs its own)
+        return f"{self.prefix}:owners"
+
+    def owner_runs(self, owner: str) -> str:  # zset: run id -> start time, one owner's runs
+        return f"{self.prefix}:owner:{owner}:runs"
+
+    def owner_status(self, owner: str, status: str) -> str:  # set of one owner's run ids
+        return f"{self.prefix}:owner:{owner}:status:{status}"
+
+    def owner_tag(self, owner: str, tag: str) -> str:  # set of one owner's run ids
+        return f"{self.prefix}:owner:{owner}:tag:{tag}"
+
+    # The index a run of ``owner`` goes to: its owner's, or the shared one (owner None).
+    def runs_index(self, owner: str | None) -> str:
+        return self.runs if owner is None else self.owner_runs(owner)
+
+    def status_index(self, owner: str | None, status: str) -> str:
+        return self.status(status) if owner is None else self.owner_status(owner, status)
+
+    def tag_index(self, owner: str | None, tag: str) -> str:
+        return self.tag(tag) if owner is None else self.owner_tag(owner, tag)
 
     def run(self, run_id: str) -> str:  # hash: metadata
         return f"{self.prefix}:run:{run_id}"

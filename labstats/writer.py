@@ -61,9 +61,10 @@ class NameTaken(Exception):
 def reserve_name(client: redis.Redis, names_key: str, wanted: str, run_id: str, policy: str) -> str:
     """Take ``wanted`` (or ``wanted.2``, ``.3``... with policy 'suffix') for ``run_id``.
 
-    HSETNX makes the claim atomic without server-side scripting (the trainer's Redis user
-    may not run scripts), and a replayed batch finds its own claim again instead of taking
-    a second name."""
+    HSETNX makes the claim atomic without server-side scripting (a training user's Redis
+    user may not run scripts), and a replayed batch finds its own claim again instead of
+    taking a second name. Only HSETNX and HGET touch the shared names: a training user's
+    ACL allows no other write there (a name is first come, never taken over)."""
     name = wanted
     for n in range(2, MAX_SUFFIX):
         if client.hsetnx(names_key, name, run_id):

@@ -97,12 +97,20 @@ def lab(url):
 
 # The Redis users exactly as the redis role writes them (roles/redis/templates/users.acl.j2).
 ACL_PASSWORDS = {
-    "trainer": "trainer-pw",
     "viewer": "viewer-pw",
     "replication": "repl-pw",
     "ops": "ops-pw",
     "archiver": "archiver-pw",
 }
+# The training users (the labstats_client role's accounts): each its own Redis user, which
+# may write only its own runs and indexes.
+TRAINING_USERS = ["alice", "bob"]
+USER_PASSWORDS = {name: f"{name}-pw" for name in TRAINING_USERS}
+
+
+def password(user: str) -> str:
+    """The test password of any Redis user of the rendered ACL."""
+    return USER_PASSWORDS.get(user) or ACL_PASSWORDS[user]
 
 
 def render_acl(role: str = "master") -> str:
@@ -118,6 +126,8 @@ def render_acl(role: str = "master") -> str:
         redis_role=role,
         redis_key_prefix="ls",
         redis__passwords=ACL_PASSWORDS,
+        redis_training_users=TRAINING_USERS,
+        redis__user_passwords=USER_PASSWORDS,
     )
 
 
@@ -137,9 +147,22 @@ def own_acl_server(tmp_path):
     server.stop()
 
 
-def start_acl_server(workdir: Path) -> RedisServer:
+@pytest.fixture(scope="session")
+def open_acl_server(tmp_path_factory):
+    """The role's ACL users next to a default user that may do anything: a store where old
+    clients (or a laptop's) still log runs without a username, beside the training users."""
+    server = start_acl_server(tmp_path_factory.mktemp("redis-acl-open"), default_user=True)
+    yield server
+    server.stop()
+
+
+def start_acl_server(workdir: Path, *, default_user: bool = False) -> RedisServer:
     workdir.mkdir(parents=True, exist_ok=True)
-    (workdir / "users.acl").write_text(render_acl())
+    rules = render_acl()
+    if default_user:
+        rules = rules.replace("user default off ~* &* +@all", "user default on nopass ~* &* +@all")
+        assert "user default on" in rules
+    (workdir / "users.acl").write_text(rules)
     # Debug commands on, so that it is the ACL (not that setting) that refuses them.
     args = ("--aclfile", str(workdir / "users.acl"), "--enable-debug-command", "yes")
     server = RedisServer(workdir, extra_args=args)

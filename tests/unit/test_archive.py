@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pyarrow.parquet as pq
 import pytest
-from conftest import ACL_PASSWORDS, same
+from conftest import password, same
 
 import labstats
 from labstats import archive, cli
@@ -220,24 +220,47 @@ def test_due_picks_old_ended_runs_and_the_cli_archives_them(tmp_path, lab, capsy
     assert cli.parse_bytes("512MiB") == 512 * 2**20
 
 
-def test_the_archiver_redis_user_may_archive_and_the_trainer_may_not(tmp_path, acl_server):
+def test_the_archiver_redis_user_may_archive_an_owned_run_and_its_owner_may_not(tmp_path, acl_server):
     ops = acl_server.client()
     ops.flushall()
-    with labstats.Stats(
-        tmp_path / "acl", url=acl_server.url_for("trainer", ACL_PASSWORDS["trainer"])
-    ) as stats:
+    url = acl_server.url_for("alice", password("alice"))
+    with labstats.Stats(tmp_path / "acl", url=url, tags=["kept"]) as stats:
         stats.log(step=0, v=1.0)
-    trainer = Lab(acl_server.client("trainer", ACL_PASSWORDS["trainer"]))
+    assert stats.run_id.startswith("alice.")
+    alice = Lab(acl_server.client("alice", password("alice")))
     with pytest.raises(
         labstats.LabstatsError, match=r"Redis refused .*no permissions to run the .del. command"
     ):
-        archive.archive(trainer, trainer.run("acl"), tmp_path / "archive")
-    assert not trainer.run("acl").archived
-    archiver = Lab(acl_server.client("archiver", ACL_PASSWORDS["archiver"]), archive_dir=tmp_path / "archive")
+        archive.archive(alice, alice.run("acl"), tmp_path / "archive")
+    assert not alice.run("acl").archived
+    archiver = Lab(acl_server.client("archiver", password("archiver")), archive_dir=tmp_path / "archive")
+    viewer = Lab(acl_server.client("viewer", password("viewer")), archive_dir=tmp_path / "archive")
     done = archive.archive(archiver, archiver.run("acl"), tmp_path / "archive")
+    assert done.path.name == f"{stats.run_id}.parquet"
     assert done.redis_bytes_freed
-    assert archiver.run("acl").series("v").values.tolist() == [1.0]
+    for listed in (
+        viewer.runs(),
+        viewer.runs(tag="kept"),
+        viewer.runs(status="finished"),
+        viewer.runs(name="acl"),
+    ):
+        assert [(r.id, r.archived, r.owner) for r in listed] == [(stats.run_id, True, "alice")]
+    assert viewer.run("acl").series("v").values.tolist() == [1.0]
     assert archive.unarchive(archiver, archiver.run("acl"), tmp_path / "archive") == 2  # value + time
+    assert [(r.id, r.archived) for r in viewer.runs(tag="kept", status="finished")] == [(stats.run_id, False)]
+    assert viewer.run("acl").series("v").values.tolist() == [1.0]
+    # ...and its owner logs to it no more, but could: its keys are still hers alone.
+    assert acl_server.client("alice", password("alice")).hset(f"ls:run:{stats.run_id}", "note", "x") == 1
+
+
+def test_archive_files_are_named_by_owned_run_ids_and_nothing_else():
+    assert (
+        archive.path_for("/a", "alice.20261204-101500-3fa2c1").name == "alice.20261204-101500-3fa2c1.parquet"
+    )
+    assert archive.path_for("/a", "_svc.20261204-101500-3fa2c1").name == "_svc.20261204-101500-3fa2c1.parquet"
+    for bad in ("..", "a/../b", ".hidden", "../x", "a/b", "-rf", ""):
+        with pytest.raises(labstats.LabstatsError):
+            archive.path_for("/a", bad)
 
 
 def test_the_viewer_shows_an_archived_run_and_says_when_its_file_is_missing(tmp_path, url, lab):

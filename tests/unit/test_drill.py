@@ -72,3 +72,34 @@ def test_a_run_archived_since_the_backup_is_checked_against_its_archive(stores, 
     assert (
         "archived since the backup, and the archive differs" in drill.compare(restored, live).differences[0]
     )
+
+
+def test_owned_runs_are_compared_too(tmp_path, own_redis):
+    """A run of a training user (schema 2: its id and indexes under its owner) is in the drill
+    like the unowned ones; one gone from its owner's index live is reported."""
+    own_redis.client().acl_setuser("alice", enabled=True, passwords=["+pw"], commands=["+@all"], keys=["*"])
+    url = f"redis://alice:pw@127.0.0.1:{own_redis.port}/0"
+    with labstats.Stats(tmp_path / "a", name="owned", url=url) as owned:
+        owned.log(step=0, loss=1.0)
+    with labstats.Stats(tmp_path / "b", name="legacy", url=own_redis.url) as legacy:
+        legacy.log(step=0, loss=1.0)
+    assert owned.run_id.startswith("alice.")
+    assert "." not in legacy.run_id
+    live = own_redis.client()
+    live.save()
+    copy_dir = tmp_path / "restored"
+    copy_dir.mkdir()
+    shutil.copy(own_redis.workdir / "dump.rdb", copy_dir / "dump.rdb")
+    restored = RedisServer(copy_dir, extra_args=("--appendonly", "no")).start()
+    try:
+        report = drill.compare(restored.client(), live)
+        assert report.equal, report.differences
+        assert (report.runs, report.canaries) == (2, 2)
+        live.setrange(f"ls:run:{owned.run_id}:s:0:c:0", 20, b"\xff")
+        assert "data differ" in drill.compare(restored.client(), live).differences[0]
+        live.zrem("ls:owner:alice:runs", owned.run_id)
+        assert drill.compare(restored.client(), live).differences == [
+            f"run {owned.run_id}: in the backup, not in the live store"
+        ]
+    finally:
+        restored.stop()

@@ -1,16 +1,18 @@
 """The Redis users the redis role writes, loaded into a real redis-server: the logger works
-as the trainer user, and every command outside what the logger needs is refused."""
+as a training user (alice: each training user has a Redis user of its own), and every
+command outside what the logger needs is refused. What one training user may do to
+another's runs: test_owners.py."""
 
 import numpy as np
 import pytest
 import redis
-from conftest import ACL_PASSWORDS
+from conftest import password
 
 import labstats
 
-# Commands the trainer must never run: scripting (a script can stall the server and the
-# trainer cannot kill it), server administration, whole-keyspace and pub/sub commands.
-TRAINER_DENIED = [
+# Commands a training user must never run: scripting (a script can stall the server and it
+# cannot kill it), server administration, whole-keyspace and pub/sub commands.
+TRAINING_USER_DENIED = [
     ("EVAL", "while true do end", "0"),
     ("EVAL", "return 1", "0"),
     ("EVAL_RO", "return 1", "0"),
@@ -39,7 +41,12 @@ TRAINER_DENIED = [
     ("MIGRATE", "127.0.0.1", "1", "ls:x", "0", "10"),
     ("RESTORE", "ls:x", "0", "junk"),
     ("DEL", "ls:runs"),
+    ("DEL", "ls:run:alice.x"),
     ("RENAME", "ls:runs", "ls:other"),
+    ("RENAME", "ls:run:alice.x", "ls:run:alice.y"),
+    ("ZADD", "ls:runs", "1", "x"),  # the shared (legacy) indexes: nobody's to write now
+    ("SADD", "ls:status:running", "x"),
+    ("HSET", "ls:names", "x", "alice.x"),
     ("BLPOP", "ls:list", "1"),
     ("PUBLISH", "channel", "x"),
     ("SET", "other:key", "outside the labstats prefix"),
@@ -58,13 +65,13 @@ VIEWER_DENIED = [
 
 
 def as_user(server, user):
-    return server.client(user, ACL_PASSWORDS[user])
+    return server.client(user, password(user))
 
 
-@pytest.mark.parametrize("command", TRAINER_DENIED, ids=lambda c: " ".join(c)[:40])
-def test_trainer_is_refused_everything_the_logger_does_not_need(acl_server, command):
+@pytest.mark.parametrize("command", TRAINING_USER_DENIED, ids=lambda c: " ".join(c)[:40])
+def test_a_training_user_is_refused_everything_the_logger_does_not_need(acl_server, command):
     with pytest.raises(redis.exceptions.NoPermissionError):
-        as_user(acl_server, "trainer").execute_command(*command)
+        as_user(acl_server, "alice").execute_command(*command)
 
 
 @pytest.mark.parametrize("command", VIEWER_DENIED, ids=lambda c: " ".join(c)[:40])
@@ -78,8 +85,8 @@ def test_default_user_is_off(acl_server):
         redis.Redis(port=acl_server.port, socket_timeout=5).ping()
 
 
-def test_the_logger_works_as_the_trainer_user(acl_server, tmp_path):
-    url = acl_server.url_for("trainer", ACL_PASSWORDS["trainer"])
+def test_the_logger_works_as_a_training_user(acl_server, tmp_path):
+    url = acl_server.url_for("alice", password("alice"))
     runs = []
     for _ in range(2):  # the second run's name clashes: reserved without any script
         with labstats.Stats(tmp_path / "acl", name="acl-run", url=url, config={"lr": 0.1}) as stats:
@@ -90,7 +97,8 @@ def test_the_logger_works_as_the_trainer_user(acl_server, tmp_path):
         assert stats.pending_spool is None  # nothing was refused and left in the spool
         runs.append(stats)
     assert [s.name for s in runs] == ["acl-run", "acl-run.2"]
-    lab = labstats.connect(acl_server.url_for("viewer", ACL_PASSWORDS["viewer"]))
+    assert all(s.run_id.startswith("alice.") for s in runs)  # alice's own runs
+    lab = labstats.connect(acl_server.url_for("viewer", password("viewer")))
     assert lab.link_state() is None  # ROLE is allowed (a master: no link to report)
     for stats in runs:
         run = lab.run(stats.run_id)
@@ -105,7 +113,7 @@ def test_default_user_is_off_but_the_append_only_file_replays_after_a_restart(ow
     """Redis replays its AOF as the default user and drops each MULTI/EXEC that user may not
     run: with a default user without rights, every batch logged since the last rewrite was
     lost at the next restart (seen on Redis 7.0)."""
-    url = own_acl_server.url_for("trainer", ACL_PASSWORDS["trainer"])
+    url = own_acl_server.url_for("alice", password("alice"))
     with labstats.Stats(tmp_path / "r", name="survivor", url=url) as stats:
         for step in range(300):
             stats.log(step=step, loss=float(step))
@@ -113,7 +121,7 @@ def test_default_user_is_off_but_the_append_only_file_replays_after_a_restart(ow
     own_acl_server.start()
     with pytest.raises(redis.exceptions.AuthenticationError):
         redis.Redis(port=own_acl_server.port, socket_timeout=5).get("ls:schema")
-    run = labstats.connect(own_acl_server.url_for("viewer", ACL_PASSWORDS["viewer"])).run(stats.run_id)
+    run = labstats.connect(own_acl_server.url_for("viewer", password("viewer"))).run(stats.run_id)
     assert run.name == "survivor"
     assert run.status == "finished"
     assert run.series("loss").values.tolist() == [float(s) for s in range(300)]
@@ -130,17 +138,17 @@ AMPLIFYING_READS = [
 ]
 
 
-@pytest.mark.parametrize("user", ["trainer", "viewer", "archiver", "ops"])
+@pytest.mark.parametrize("user", ["alice", "viewer", "archiver", "ops"])
 @pytest.mark.parametrize("command", AMPLIFYING_READS, ids=lambda c: c[0])
 def test_no_user_may_ask_for_more_than_a_key_holds(acl_server, user, command):
     with pytest.raises(redis.exceptions.NoPermissionError):
         as_user(acl_server, user).execute_command(*command)
 
 
-def test_every_documented_media_call_works_as_the_trainer_user(acl_server, tmp_path):
+def test_every_documented_media_call_works_as_a_training_user(acl_server, tmp_path):
     """retain() drops old steps with HDEL: refused before, it left every later batch of the
     run in a spool that could never be replayed."""
-    url = acl_server.url_for("trainer", ACL_PASSWORDS["trainer"])
+    url = acl_server.url_for("alice", password("alice"))
     with labstats.Stats(tmp_path / "media", name="acl-media", url=url) as stats:
         stats.retain("sample", every=5, last=2)
         for step in range(20):
@@ -150,7 +158,7 @@ def test_every_documented_media_call_works_as_the_trainer_user(acl_server, tmp_p
         (tmp_path / "ckpt.bin").write_bytes(b"weights")
         stats.file("checkpoint", tmp_path / "ckpt.bin")
     assert stats.pending_spool is None
-    run = labstats.connect(acl_server.url_for("viewer", ACL_PASSWORDS["viewer"])).run(stats.run_id)
+    run = labstats.connect(acl_server.url_for("viewer", password("viewer"))).run(stats.run_id)
     assert run.media_steps("sample") == [0, 5, 10, 15, 18, 19]
     assert len(run.media_steps("cloud")) == 20
     assert run.series("loss").values.tolist() == [float(s) for s in range(20)]
