@@ -10,7 +10,6 @@ subprocess suite in test_viewer_memory.py)."""
 from __future__ import annotations
 
 import io
-import json
 import os
 import stat
 import time
@@ -18,8 +17,8 @@ import tracemalloc
 
 import numpy as np
 import pytest
-import redis
 from PIL import Image
+from planting import plant
 
 import labstats
 from labstats import media, schema
@@ -49,20 +48,6 @@ def run_id(tmp_path, url) -> str:
     with labstats.Stats(tmp_path / "run", name="bounds") as stats:
         stats.log(step=0, loss=1.0)
     return stats.run_id
-
-
-def plant(url: str, run_id: str, name: str, kind: str, records: dict, thumbs: dict | None = None) -> None:
-    """Media records (and thumbnails) written as a training user can: {(step, item): record}."""
-    r = redis.Redis.from_url(url)
-    mid = media.media_id(name)
-    r.hset(K.media(run_id), name, json.dumps({"mid": mid, "kind": kind}))
-    pipe = r.pipeline()
-    for (step, item), record in records.items():
-        pipe.hset(K.media_records(run_id, mid), f"{step}:{item}",
-                  json.dumps({"step": step, "item": item, "kind": kind, **record}))  # fmt: skip
-    for (step, item), data in (thumbs or {}).items():
-        pipe.hset(K.media_thumbs(run_id, mid), f"{step}:{item}", data)
-    pipe.execute()
 
 
 def png(width: int, height: int) -> bytes:
