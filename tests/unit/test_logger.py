@@ -1,6 +1,7 @@
 """Stats against a real redis-server: values, runs, names, statuses."""
 
 import json
+import re
 import time
 
 import numpy as np
@@ -230,3 +231,45 @@ def test_a_config_over_the_size_limit_is_refused_at_the_call(tmp_path, lab):
     run = lab.run("ok")
     assert run.status == "finished"
     assert run.config == {**fits, "lr": 0.1}
+
+
+@pytest.mark.parametrize(
+    ("url", "owner"),
+    [
+        ("redis://alice:pw@127.0.0.1:6379/0", "alice"),
+        ("rediss://_svc-2:pw@box/0", "_svc-2"),
+        ("unix://bob:pw@/run/redis.sock?db=0", "bob"),
+        ("redis://127.0.0.1/0?username=carol", "carol"),
+        ("redis://127.0.0.1:6379/0", None),  # no ACL user: the shared layout of version 1
+        ("redis://:pw@127.0.0.1/0", None),
+        ("redis://default:pw@127.0.0.1/0", None),  # Redis's own user owns nothing
+        ("redis://Alice:pw@127.0.0.1/0", None),  # not a name the redis role gives a training user
+        ("redis://a.b:pw@127.0.0.1/0", None),  # a dot would end the owner inside the id
+        ("redis://" + "a" * 33 + ":pw@127.0.0.1/0", None),
+        ("not a url", None),
+    ],
+)
+def test_the_owner_of_a_run_is_the_username_of_its_url(url, owner):
+    from labstats.config import url_owner
+    from labstats.logger import new_run_id
+
+    assert url_owner(url) == owner
+    run_id = new_run_id(owner)
+    assert schema.run_owner(run_id) == owner
+    assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", run_id.removeprefix(f"{owner}.") if owner else run_id)
+
+
+def test_a_run_without_username_keeps_the_shared_layout(tmp_path, lab, redis_server):
+    """No username in the URL (a laptop): the run's keys and indexes are those of version 1."""
+    with labstats.Stats(tmp_path / "plain", tags=["t"]) as stats:
+        stats.log(step=0, v=1.0)
+    client = redis_server.client()
+    assert "." not in stats.run_id
+    assert stats.owner is None
+    assert client.zscore("ls:runs", stats.run_id) is not None
+    assert client.sismember("ls:status:finished", stats.run_id)
+    assert client.sismember("ls:tag:t", stats.run_id)
+    assert not client.exists("ls:owners")
+    assert "owner" not in lab.run("plain").meta
+    assert lab.run("plain").owner is None
+    assert client.get("ls:schema") == str(schema.SCHEMA_VERSION).encode()

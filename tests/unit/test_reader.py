@@ -252,3 +252,55 @@ def test_summaries_of_many_runs_equal_each_runs_own(tmp_path, lab):
     for run in runs:
         if run.id in expected:
             assert got[run.id] == run.summary("loss") == pytest.approx(expected[run.id])
+
+
+@settings(max_examples=100, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    entries=st.lists(
+        st.tuples(
+            st.sampled_from([None, "alice", "bob"]),  # whose index
+            st.sampled_from([None, "alice", "bob"]),  # whose id
+            st.integers(0, 40),  # id number (a few repeat)
+            st.sampled_from([1.0, 2.0, 3.0, 1e10]),  # start (ties, and forged far-future ones)
+        ),
+        max_size=60,
+    ),
+    offset=st.integers(0, 30),
+    limit=st.integers(0, 12),
+)
+def test_the_newest_first_page_of_all_indexes_matches_the_model(url, redis_server, entries, offset, limit):
+    """The unfiltered page merges the shared index and each owner's: an index counts only the
+    ids it owns (alice's only alice.*, the shared one only unowned ids), ordered by (start,
+    id) newest first as one sorted set would be, whatever the windows it had to read."""
+    from labstats.reader import Lab
+
+    client = redis_server.client()
+    client.flushall()
+    keys = schema.Keys()
+    client.sadd(keys.owners, "alice", "bob", "Not-An-Owner")
+    model: dict[str, tuple[float, str]] = {}
+    for index, who, number, started in entries:
+        run_id = f"{who}.r{number:02d}" if who else f"r{number:02d}"
+        client.zadd(keys.runs_index(index), {run_id: started})
+        if index == who:
+            model[run_id] = (client.zscore(keys.runs_index(index), run_id), run_id)
+    newest = sorted(model, key=model.__getitem__, reverse=True)
+    lab = Lab(client)
+    assert lab._newest(offset, limit) == newest[offset : offset + limit]
+    assert lab._newest(offset, None) == newest[offset:]
+    assert lab.run_ids() == newest
+
+
+def test_a_page_is_right_when_forged_entries_crowd_an_index(lab, redis_server):
+    """Alice lists 500 of bob's ids, far in the future, in her own index: her own newest runs
+    still make the page (the window grows past the entries that do not count)."""
+    client = redis_server.client()
+    keys = schema.Keys()
+    client.sadd(keys.owners, "alice", "bob")
+    client.zadd(keys.owner_runs("alice"), {f"bob.forged{i}": 1e10 for i in range(500)})
+    client.zadd(keys.owner_runs("alice"), {f"alice.r{i}": 100 + i for i in range(3)})
+    client.zadd(keys.runs, {f"old{i}": 50 + i for i in range(10)})
+    for run_id in ["alice.r0", "alice.r1", "alice.r2", *(f"old{i}" for i in range(10))]:
+        client.hset(keys.run(run_id), mapping={"name": run_id, "status": "finished"})
+    assert [r.id for r in lab.runs(limit=4)] == ["alice.r2", "alice.r1", "alice.r0", "old9"]
+    assert [r.id for r in lab.runs(limit=2, offset=2)] == ["alice.r0", "old9"]
