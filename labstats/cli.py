@@ -118,9 +118,21 @@ def parse_bytes(text: str) -> int:
         raise argparse.ArgumentTypeError(f"{text!r} is not a size (like 8G, 512M or 1073741824)") from None
 
 
+ARCHIVER_HINT = "on a lab's training box the archive account does it: sudo labstats-archiver archive RUN..."
+
+
+def _can_archive(directory: Path) -> None:
+    """Refuse at once, saying who may, when this user cannot write the archive folder (a
+    training user on a lab box): before, that was a PermissionError traceback half-way."""
+    probe = directory if directory.exists() else directory.parent
+    if probe.exists() and not os.access(probe, os.W_OK | os.X_OK):
+        raise LabstatsError(f"cannot write the archive folder {directory}; {ARCHIVER_HINT}")
+
+
 def cmd_archive(lab: reader.Lab, args: argparse.Namespace) -> int:
     lab = one_store(lab, "archive")
     directory = Path(args.dir) if args.dir else lab.archive_dir
+    _can_archive(directory)
     if args.due:
         if args.older_than is None and args.memory_above is None:
             raise LabstatsError("--due needs --older-than DAYS and/or --memory-above SIZE")
@@ -137,6 +149,8 @@ def cmd_archive(lab: reader.Lab, args: argparse.Namespace) -> int:
             print(f"labstats: {exc}", file=sys.stderr)
             failed += 1
             continue
+        except redis.exceptions.NoPermissionError:
+            raise LabstatsError(f"this Redis user may not remove a run's points; {ARCHIVER_HINT}") from None
         freed = (
             ""
             if done.redis_bytes_freed is None

@@ -1,5 +1,7 @@
+import os
 import subprocess
 import sys
+from pathlib import Path
 
 import labstats
 from labstats import cli
@@ -144,3 +146,23 @@ def test_a_run_with_a_hostile_start_or_end_does_not_stop_ls_or_show(tmp_path, ur
         assert "started   -   ended -" in capsys.readouterr().out
     assert cli.main(["ls", "--status", "finished"]) == 0  # the filtered list sorts by start
     assert len(capsys.readouterr().out.splitlines()) == 6
+
+
+def test_archive_by_a_user_who_cannot_write_the_archive_says_who_can(tmp_path, url, capsys, monkeypatch):
+    """`labstats archive RUN` as a training user (the README lists it) was a PermissionError
+    traceback: the archive folder and the deletes belong to the archive account. The tests
+    run as root, for whom every folder is writable: os.access answers as for that user."""
+    with labstats.Stats(tmp_path / "ended", name="ended") as stats:
+        stats.log(step=0, loss=1.0)
+    archive_dir = tmp_path / "archive"
+    archive_dir.mkdir()
+    real_access = os.access
+    monkeypatch.setattr(
+        os, "access", lambda path, mode: Path(path) != archive_dir and real_access(path, mode)
+    )
+    assert cli.main(["archive", "ended", "--dir", str(archive_dir)]) == 1
+    assert capsys.readouterr().err.strip() == (
+        f"labstats: cannot write the archive folder {archive_dir}; on a lab's training box the archive "
+        "account does it: sudo labstats-archiver archive RUN..."
+    )
+    assert list(archive_dir.iterdir()) == []
