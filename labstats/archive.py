@@ -7,8 +7,9 @@
 
 --due takes a run only when its stored status is finished or crashed, its end is a valid
 past unix time, and its heartbeat is a valid time older than --older-than (and than the
-minute after which a silent run reads as crashed): any training user may write any run's
-record, and a live run forged as finished is still writing its heartbeat.
+minute after which a silent run reads as crashed): a run's record is written by its owner
+(and, for runs logged before owners, by any training user of the time), and a live run
+forged as finished is still writing its heartbeat.
 
 A run's points go to one Parquet file, <archive dir>/<run id>.parquet (zstd), one row per
 point: series, idx, kind (f, i, b or o) and the value in the column of its kind: f (float64),
@@ -372,7 +373,7 @@ def archive(lab: Lab, run: Run, directory: str | Path, *, force: bool = False) -
                 f"run {run.name!r} was written to while it was archived; its keys are kept "
                 f"(the file {final} is complete but not used: archive it again)"
             ) from None
-        except redis.ResponseError as exc:  # NOPERM: a user that may not delete (the trainer)
+        except redis.ResponseError as exc:  # NOPERM: a user that may not delete (a training account)
             raise LabstatsError(
                 f"Redis refused to replace run {run.name!r}'s points with the stub ({exc}); nothing "
                 "changed in Redis. Archive as a user that may (the archiver user on a training box)"
@@ -493,9 +494,10 @@ def is_over(run: Run, now: float, age: float = 0.0) -> bool:
     """Whether the nightly job may take ``run``: its stored status is finished or crashed, its
     ``ended`` is a finite unix time in the past, and its heartbeat (every batch the writer
     sends renews it) is a valid time at least ``age`` seconds old, and old enough that the
-    run no longer reads as running. Any training user may write any run's record: a live run
-    forged as ``status finished, ended not-a-number`` keeps its fresh heartbeat, so it is not
-    taken (an unparsable end counted as 0 before, and the run lost its later points)."""
+    run no longer reads as running. A record is its owner's to write (and a run from before
+    owners anyone's of the time): a live run forged as ``status finished, ended not-a-number``
+    keeps its fresh heartbeat, so it is not taken (an unparsable end counted as 0 before, and
+    the run lost its later points)."""
     if run.meta.get("status") not in (schema.FINISHED, schema.CRASHED):
         return False
     ended = number(run.meta.get("ended"))
