@@ -163,7 +163,9 @@ def test_the_regenerate_recipe_quotes_every_recorded_field(url, tmp_path):
     # Stand-ins record their arguments instead of acting.
     stubs = "".join(f"{c}() {{ printf '{c}<%s>\\n' \"$@\"; }}; " for c in ("cd", "git", "env", "python"))
     stubs += "labstats() { :; }; "
-    out = subprocess.run(["bash", "-c", stubs + recipe], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["bash", "-c", stubs + recipe], capture_output=True, text=True, check=True, cwd=tmp_path
+    ).stdout  # cd is a stand-in: what the recipe writes lands here
     assert not pwned.exists()
     assert f"git<clone>\ngit<-->\ngit<{hostile}>\ngit<DIR>" in out  # never an option either
     assert f"git<--detach>\ngit<{commit}>" in out
@@ -176,7 +178,9 @@ def test_the_regenerate_recipe_quotes_every_recorded_field(url, tmp_path):
         recipe.splitlines()[-1]
         == f"# the recorded commit {hostile!r} is not a commit id: nothing to check out"
     )
-    out = subprocess.run(["bash", "-c", stubs + recipe], capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        ["bash", "-c", stubs + recipe], capture_output=True, text=True, check=True, cwd=tmp_path
+    ).stdout  # cd is a stand-in: what the recipe writes lands here
     assert not pwned.exists()
     assert "--detach" not in out
 
