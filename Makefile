@@ -89,9 +89,10 @@ bench-media: venv ## Media: calling-thread cost of an image against the original
 bench-replication: ## Replication lag trainbox → webbox over WireGuard (needs `make lab`)
 	docker cp benchmarks/bench_replication.py labstats-lab-webbox:/tmp/bench_replication.py
 	# The passwords travel in the environment (docker exec -e NAME), never on a command line.
-	LABSTATS_TRAINER_PASSWORD="$$(cat credentials/redis/trainer.password)" \
+	LABSTATS_TRAINER_PASSWORD="$$(cat credentials/redis/users/researcher.password)" \
 	  LABSTATS_VIEWER_PASSWORD="$$(cat credentials/redis/viewer.password)" \
-	  docker exec -e LABSTATS_TRAINER_PASSWORD -e LABSTATS_VIEWER_PASSWORD \
+	  LABSTATS_OPS_PASSWORD="$$(cat credentials/redis/ops.password)" \
+	  docker exec -e LABSTATS_TRAINER_PASSWORD -e LABSTATS_VIEWER_PASSWORD -e LABSTATS_OPS_PASSWORD \
 	  labstats-lab-webbox /opt/labstats-jupyter/venv/bin/python /tmp/bench_replication.py
 
 restore-drill: ## Back up the lab's web box now, restore it into a scratch folder, compare with live

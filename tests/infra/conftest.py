@@ -94,7 +94,10 @@ def credentials_dir() -> str:
 
 
 def password(user: str) -> str:
-    with open(os.path.join(credentials_dir(), "redis", f"{user}.password")) as f:
+    """A Redis user's generated password: a training account's own, or a service user's."""
+    own = os.path.join(credentials_dir(), "redis", "users", f"{user}.password")
+    path = own if os.path.exists(own) else os.path.join(credentials_dir(), "redis", f"{user}.password")
+    with open(path) as f:
         return f.read().strip()
 
 

@@ -42,15 +42,16 @@ def test_a_backup_restores_equal_to_the_live_data(host):
 def test_the_drill_notices_a_difference(host):
     # Change one finished run on the live replica's side of the comparison: a run the backup
     # holds is renamed away (through the ops user, on this replica only), then put back.
+    index = "ls:owner:researcher:runs"  # the training account's runs (their ids name it)
     with host.sudo():
-        ids = redis_cli(host, "ops", "zrange", "ls:runs", "0", "0").stdout.split()
+        ids = redis_cli(host, "ops", "zrange", index, "0", "0").stdout.split()
         assert ids
         redis_cli(host, "ops", "config", "set", "replica-read-only", "no")
         try:
-            score = redis_cli(host, "ops", "zscore", "ls:runs", ids[0]).stdout.strip()
-            redis_cli(host, "ops", "zrem", "ls:runs", ids[0])
+            score = redis_cli(host, "ops", "zscore", index, ids[0]).stdout.strip()
+            redis_cli(host, "ops", "zrem", index, ids[0])
             drill = host.run("/usr/local/sbin/labstats-restore-drill")
-            redis_cli(host, "ops", "zadd", "ls:runs", score, ids[0])
+            redis_cli(host, "ops", "zadd", index, score, ids[0])
         finally:
             redis_cli(host, "ops", "config", "set", "replica-read-only", "yes")
     assert drill.rc == 1

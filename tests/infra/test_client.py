@@ -3,7 +3,7 @@ the master, and the run reaches the web box's replica."""
 
 import json
 
-from conftest import RUN_SCRIPT, box, log_run_on_trainbox, redis_cli, wait_until
+from conftest import RUN_SCRIPT, box, https_get, log_run_on_trainbox, redis_cli, wait_until, web_token
 
 testinfra_hosts = ["trainbox"]
 
@@ -35,7 +35,7 @@ def test_a_training_script_reaches_master_and_replica(host):
 
 
 def test_a_run_that_ended_while_redis_was_away_is_replayed_by_the_timer(host):
-    timer = host.service("labstats-replay.timer")
+    timer = host.service("labstats-replay-researcher.timer")  # one per training account
     assert timer.is_enabled
     assert timer.is_running
     with host.sudo():
@@ -53,10 +53,57 @@ def test_a_run_that_ended_while_redis_was_away_is_replayed_by_the_timer(host):
         with host.sudo():
             host.check_output("systemctl start redis-server")
     with host.sudo():
-        host.check_output("systemctl start labstats-replay.service")  # what the timer runs
+        host.check_output("systemctl start labstats-replay-researcher.service")  # what the timer runs
     status = redis_cli(host, "viewer", "hget", f"ls:run:{run_id}", "status").stdout.strip()
     assert status == "finished"
     info = json.loads(redis_cli(host, "viewer", "hget", f"ls:run:{run_id}:series", "loss").stdout)
     assert info["count"] == 300
     with host.sudo("researcher"):
         assert host.run("ls ~/runs/offline-check/.labstats-spool/%s.spool", run_id).rc != 0  # replayed
+
+
+FORGE = """
+import sys, redis, labstats
+from labstats import config
+victim = sys.argv[1]
+client = config.client(config.resolve(None, None))  # this account's own Redis user
+tries = {
+    "erase a chunk": lambda: client.set(f"ls:run:{victim}:s:0:c:0", b""),
+    "hide behind an archive": lambda: client.hset(f"ls:run:{victim}", "archived", "1"),
+    "end it falsely": lambda: client.hset(f"ls:run:{victim}", mapping={"status": "finished", "ended": "x"}),
+    "take its name": lambda: client.hset("ls:names", "forged", victim),
+    "delete it": lambda: client.delete(f"ls:run:{victim}"),
+}
+for what, attempt in tries.items():
+    try:
+        attempt()
+        print("ALLOWED", what)
+    except redis.exceptions.NoPermissionError:
+        print("refused", what)
+"""
+
+
+def test_one_training_account_cannot_erase_hide_or_forge_anothers_run(host):
+    """Each training account logs as its own Redis user: the other account, with its own
+    deployed config, is refused every forgery the attack used, and both runs are listed."""
+    _, victim = log_run_on_trainbox("owned-by-researcher", steps=50)
+    assert victim.startswith("researcher.")  # the run id names its owner
+    with host.sudo("student"):
+        theirs = host.run(
+            "cd ~ && /opt/labstats/venv/bin/python -c %s %s %s", RUN_SCRIPT, "owned-by-student", "20"
+        )
+        assert theirs.rc == 0, theirs.stderr
+        said = host.check_output("cd ~ && /opt/labstats/venv/bin/python -c %s %s", FORGE, victim)
+    assert "ALLOWED" not in said
+    assert said.count("refused") == 5
+    student_run = theirs.stdout.strip().splitlines()[-1]
+    assert student_run.startswith("student.")
+    assert redis_cli(host, "viewer", "hget", f"ls:run:{victim}", "status").stdout.strip() == "finished"
+    assert redis_cli(host, "viewer", "hget", f"ls:run:{victim}", "archived").stdout.strip() == ""
+
+    def both_listed() -> bool:
+        status, _, body = https_get("/api/runs?q=owned-by", token=web_token())
+        ids = {run["id"] for run in json.loads(body)["runs"]} if status == 200 else set()
+        return {victim, student_run} <= ids
+
+    assert wait_until(both_listed, timeout=30)

@@ -15,7 +15,8 @@ def test_generated_secrets_are_owner_only():
     root = Path(credentials_dir())
     files = [p for p in root.rglob("*") if p.is_file() and not p.name.endswith(".pub")]
     assert {p.relative_to(root).as_posix() for p in files} >= {
-        "redis/trainer.password",
+        "redis/users/researcher.password",  # each training account its own Redis user
+        "redis/users/student.password",
         "redis/viewer.password",
         "redis/replication.password",
         "redis/ops.password",
