@@ -514,9 +514,15 @@ class Lab:
 
     def owners(self) -> list[str]:
         """The owners whose runs are listed: the members of ``ls:owners`` that can be owners
-        (every training user adds itself there when it logs a run)."""
+        (every training user adds itself there when it logs a run) and have an index of runs.
+        Anyone who may log can add names there, never an index under another name: junk
+        names are read once here, never once per index a listing reads."""
         found = (raw.decode("utf-8", "replace") for raw in self.redis.smembers(self.keys.owners))
-        return sorted(name for name in found if schema.valid_owner(name))
+        names = sorted(name for name in found if schema.valid_owner(name))
+        pipe = self.redis.pipeline(transaction=False)
+        for name in names:
+            pipe.exists(self.keys.owner_runs(name))
+        return [name for name, exists in zip(names, pipe.execute(), strict=True) if exists]
 
     def run_ids(self) -> list[str]:
         """The id of every run in the indexes (shared and owners'), newest first."""
@@ -552,6 +558,7 @@ class Lab:
                         best.setdefault(run_id, (score, run_id))
                 if window is not None and len(found) >= window:
                     cut.append((found[-1][1], found[-1][0].decode("utf-8", "replace")))
+            best = self._recorded(best)
             ordered = sorted(best, key=best.__getitem__, reverse=True)
             if want is None or window is None or not cut:
                 break
@@ -560,6 +567,23 @@ class Lab:
                 break
             window *= 2
         return ordered[offset : None if limit is None else offset + limit]
+
+    def _recorded(self, entries: dict[str, tuple[float, str]]) -> dict[str, tuple[float, str]]:
+        """The index entries that are runs: a record exists, and its start is the entry's
+        score (where the start reads as a number). An owner can put any id at any score in
+        their own index; made-up ids at the top would otherwise fill a page with nothing and
+        push everyone's runs off it."""
+        if not entries:
+            return entries
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id in entries:
+            pipe.hmget(self.keys.run(run_id), "started", "name", "status", "id")
+        kept = {}
+        for (run_id, entry), fields in zip(entries.items(), pipe.execute(), strict=True):
+            start = number(fields[0])
+            if any(f is not None for f in fields) and (start is None or abs(start - entry[0]) < 0.01):
+                kept[run_id] = entry
+        return kept
 
     def _candidates(self, name: str | None, tag: str | None, status: str | None) -> list[str]:
         """Ids that may match the filters, from the indexes (every match is among them); the
@@ -603,9 +627,14 @@ class Lab:
         ]
 
     def run(self, ref: str) -> Run:
-        """A run by name or id. A name counts only when the run it names exists and carries
-        that name in its own record (a name is claimed first come by anyone who may log: one
-        pointing at another's run, or at nothing, is passed over)."""
+        """A run by id or name: an id first, since ids cannot be claimed by anyone else (a
+        name can: anyone who may log could name a run after another's id, and would take
+        over its pages and recipes). A name counts only when the run it names exists and
+        carries that name in its own record (one pointing at another's run, or at nothing,
+        is passed over)."""
+        raw = self.redis.hgetall(self.keys.run(ref))
+        if raw:
+            return Run(self, ref, _parse_meta(raw))
         named = self.redis.hget(self.keys.names, ref)
         if named is not None:
             run_id = named.decode("utf-8", "replace")
@@ -614,10 +643,7 @@ class Lab:
                 meta = _parse_meta(raw)
                 if meta.get("name") == ref:
                     return Run(self, run_id, meta)
-        raw = self.redis.hgetall(self.keys.run(ref))
-        if not raw:
-            raise LabstatsError(f"no run named {ref!r} (try `labstats ls`)")
-        return Run(self, ref, _parse_meta(raw))
+        raise LabstatsError(f"no run named {ref!r} (try `labstats ls`)")
 
     def compare(self, refs: Iterable[str], series: str, start: int | None = None, stop: int | None = None):
         """A pandas DataFrame: one column per run (by name) of one series, indexed by idx."""

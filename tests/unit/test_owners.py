@@ -248,6 +248,46 @@ def test_forged_index_entries_in_ones_own_indexes_or_the_legacy_ones_relabel_not
     assert lab.run(legacy.run_id).owner is None
 
 
+def test_a_run_named_after_anothers_id_does_not_take_over_its_pages(open_store, tmp_path):
+    """A name is anyone's to claim: alice naming her run after bob's run id made bob's id open
+    alice's run (his pages, his diff and package list in the recipe). An id comes first."""
+    bobs = bob_run(open_store, tmp_path)
+    with labstats.Stats(
+        tmp_path / "a", name=bobs.run_id, url=url_of(open_store, "alice"), capture_git=False
+    ) as a:
+        a.log(step=0, loss=9.0)
+    assert a.name == bobs.run_id  # the name was free: claimed
+    lab = viewer(open_store)
+    assert lab.run(bobs.run_id).owner == "bob"
+    assert lab.run(bobs.run_id).series("loss").values.tolist() == [0.0, 1.0, 2.0]
+
+
+def test_made_up_ids_at_the_top_of_ones_own_index_push_no_run_off_the_page(open_store, tmp_path):
+    """Alice may write her own index: 300 ids of runs that do not exist, scored far in the
+    future, filled the first page (200) with nothing, and bob's and the legacy runs were gone
+    from it with no next page."""
+    bobs = bob_run(open_store, tmp_path)
+    legacy = log_legacy(open_store, tmp_path / "old", "old-run")
+    alice = as_user(open_store, "alice")
+    alice.sadd(K.owners, "alice")
+    alice.zadd(K.owner_runs("alice"), {f"alice.fake-{i}": 9e99 for i in range(300)})
+    alice.zadd(
+        K.owner_runs("alice"), {f"alice.late-{i}": bobs_start for i, bobs_start in enumerate([1.0] * 5)}
+    )
+    lab = viewer(open_store)
+    assert [r.id for r in lab.runs(limit=200)] == [legacy.run_id, bobs.run_id]
+    assert lab.run_ids() == [legacy.run_id, bobs.run_id]
+
+
+def test_names_in_the_owners_list_without_runs_cost_nothing(open_store, tmp_path):
+    """Anyone may add names to ls:owners; only owners with an index of runs are read."""
+    bobs = bob_run(open_store, tmp_path)
+    as_user(open_store, "alice").sadd(K.owners, *[f"junk{i}" for i in range(2000)])
+    lab = viewer(open_store)
+    assert lab.owners() == ["bob"]
+    assert [r.id for r in lab.runs()] == [bobs.run_id]
+
+
 # ---- two training users at once, every call, and the readers --------------------------------
 
 
