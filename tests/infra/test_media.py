@@ -247,7 +247,8 @@ def test_a_damaged_copy_is_set_aside_once_and_sent_again_a_bounded_number_of_tim
 
 def test_a_planted_file_that_is_not_its_name_is_never_sent(host):
     """A training user filled the web box's disk from a 0-byte file: a sparse 200 MB file
-    named like a digest was sent as real blocks, set aside there, sent again, for ever."""
+    named like a digest was sent as real blocks, set aside there, sent again, for ever. Now
+    the seal job moves it out of the store before any push may send it."""
     name = "ab" + secrets.token_hex(31)
     planted = f"/var/lib/labstats/artifacts/ab/{name}"
     web = box("webbox")
@@ -255,15 +256,19 @@ def test_a_planted_file_that_is_not_its_name_is_never_sent(host):
         host.check_output(f"truncate -s 200M {planted}")
     try:
         with host.sudo():
+            host.check_output("systemctl start labstats-artifact-push.service")  # before the seal: not sent
+            host.check_output("systemctl start labstats-artifact-seal.service")
+            said = host.check_output("journalctl -u labstats-artifact-seal -n 20 -o cat")
+            assert not host.file(planted).exists
+            assert host.file(f"/var/lib/labstats-artifact-seal/quarantine/{name}.researcher").exists
             host.check_output("systemctl start labstats-artifact-push.service")
-            said = host.check_output("journalctl -u labstats-artifact-push -n 20 -o cat")
-        assert f"not sent: ab/{name}" in said
+        assert f"moved out of the store: ab/{name} (written by researcher)" in said
         with web.sudo():
             assert not web.file(f"{COPIES}/ab/{name}").exists
             assert web.run(f"ls {DAMAGED} 2>/dev/null | grep -c {name}").stdout.strip() in ("", "0")
     finally:
         with host.sudo():
-            host.run(f"rm -f {planted}")
+            host.run(f"rm -f {planted} /var/lib/labstats-artifact-seal/quarantine/{name}.researcher")
 
 
 FULL_STORE = """
@@ -329,7 +334,8 @@ def test_the_receiving_key_only_writes_regular_named_files_into_its_own_folder(h
         host.check_output(
             f"rm -rf {work} && mkdir -p {work}/{good[:2]} {work}/ab && echo probe > {work}/{good[:2]}/{good}"
             f" && echo x > {work}/ab/not-a-digest && ln -s /var/lib/labstats-in {work}/ln"
-            f" && mkfifo {work}/fifo"
+            f" && mkfifo {work}/fifo && mkdir -p {work}/home/.ssh"
+            f" && echo key > {work}/home/.ssh/authorized_keys2"
         )
 
         def push(options: str, source: str = f"{work}/", target: str = module):
@@ -339,8 +345,11 @@ def test_the_receiving_key_only_writes_regular_named_files_into_its_own_folder(h
         for options in ("-l", "--force", "-D", "--specials", "-p --chmod=u+s", "--delete", "--inplace"):
             refused = push(options)
             assert "status=0" not in refused.stdout, options
-        through = push("-R --no-implied-dirs", f"{work}/./ln/.ssh/authorized_keys2")
+        # A relative push of a path through a folder that is not the store's layout (a link
+        # in the attack, which the module cannot hold: links are refused): refused there.
+        through = push("-R --no-implied-dirs", f"{work}/./home/.ssh/authorized_keys2")
         assert "status=0" not in through.stdout
+        assert "daemon refused to receive" in through.stderr
         shell = host.run(f"{RECEIVE_SSH} {RECEIVE}@{hub} cat /etc/passwd; echo status=$?")
         assert "root:" not in shell.stdout  # its shell is an rsync module: no command runs
         read = host.run(f"rsync -rt -e {ssh} {module}{good[:2]}/{good} /tmp/back; echo status=$?")
@@ -360,6 +369,7 @@ def test_the_receiving_key_only_writes_regular_named_files_into_its_own_folder(h
         )
         assert strays == ""
         assert not web.file("/var/lib/labstats-in/.ssh").exists
+        assert not web.file(f"{COPIES}/home").exists
         assert web.user(RECEIVE).shell == "/usr/local/sbin/labstats-artifact-receive"
         sshd = web.check_output("sshd -T | grep -i '^authorizedkeysfile'")
         assert sshd.split()[1:] == ["/etc/ssh/authorized_keys/%u", ".ssh/authorized_keys"]
@@ -382,6 +392,7 @@ def test_a_box_over_its_quota_pushes_nothing_until_room_is_made(host):
         with host.sudo("researcher"):
             fresh = host.check_output("cd ~ && /opt/labstats/venv/bin/python -c %s", PUT_RANDOM)
         with host.sudo():
+            host.check_output("systemctl start labstats-artifact-seal.service")  # only sealed files leave
             host.run("systemctl start labstats-artifact-push.service")
             said = host.check_output("journalctl -u labstats-artifact-push -n 20 -o cat")
         assert "over its quota" in said
@@ -403,6 +414,11 @@ def test_one_training_user_cannot_remove_replace_or_lock_out_anothers_files(host
         digest = host.check_output("cd ~ && /opt/labstats/venv/bin/python -c %s", PUT_RANDOM)
     mine = f"{store}/{digest[:2]}/{digest}"
     assert host.file(mine).mode == 0o444
+    with host.sudo():
+        host.check_output("systemctl start labstats-artifact-seal.service")
+    assert host.file(mine).user == "root"  # sealed: no longer its writer's to chmod and rewrite
+    with host.sudo("researcher"):
+        assert host.run(f"chmod u+w {mine}").rc != 0
     with host.sudo("student"):  # the other training account
         for attack in (f"rm -f {mine}", f"mv {mine} /tmp/taken", f"sh -c 'echo forged > {mine}'",
                        f"chmod 000 {store}/{digest[:2]}", f"mv {store}/{digest[:2]} {store}/moved",
