@@ -569,21 +569,20 @@ class Lab:
         return ordered[offset : None if limit is None else offset + limit]
 
     def _recorded(self, entries: dict[str, tuple[float, str]]) -> dict[str, tuple[float, str]]:
-        """The index entries that are runs: a record exists, and its start is the entry's
-        score (where the start reads as a number). An owner can put any id at any score in
-        their own index; made-up ids at the top would otherwise fill a page with nothing and
-        push everyone's runs off it."""
+        """The index entries that are runs (their record exists). An owner can put any id at
+        any score in their own index: made-up ids at the top would otherwise fill a page with
+        nothing and push everyone's runs off it. (Their own real runs they may order as they
+        like, as with any start time they log.)"""
         if not entries:
             return entries
         pipe = self.redis.pipeline(transaction=False)
         for run_id in entries:
-            pipe.hmget(self.keys.run(run_id), "started", "name", "status", "id")
-        kept = {}
-        for (run_id, entry), fields in zip(entries.items(), pipe.execute(), strict=True):
-            start = number(fields[0])
-            if any(f is not None for f in fields) and (start is None or abs(start - entry[0]) < 0.01):
-                kept[run_id] = entry
-        return kept
+            pipe.exists(self.keys.run(run_id))
+        return {
+            run_id: entry
+            for (run_id, entry), exists in zip(entries.items(), pipe.execute(), strict=True)
+            if exists
+        }
 
     def _candidates(self, name: str | None, tag: str | None, status: str | None) -> list[str]:
         """Ids that may match the filters, from the indexes (every match is among them); the

@@ -286,6 +286,7 @@ def test_the_newest_first_page_of_all_indexes_matches_the_model(url, redis_serve
     for index, who, number, started in entries:
         run_id = f"{who}.r{number:02d}" if who else f"r{number:02d}"
         client.zadd(keys.runs_index(index), {run_id: started})
+        client.hset(keys.run(run_id), "name", run_id)  # a run (index entries without one never count)
         if index == who:
             model[run_id] = (client.zscore(keys.runs_index(index), run_id), run_id)
     newest = sorted(model, key=model.__getitem__, reverse=True)
