@@ -12,6 +12,7 @@ import pytest
 import redis
 
 import labstats
+from labstats.store import ArtifactStore
 
 
 def free_port() -> int:
@@ -168,6 +169,13 @@ def start_acl_server(workdir: Path, *, default_user: bool = False) -> RedisServe
     server = RedisServer(workdir, extra_args=args)
     server.username, server.password = "ops", ACL_PASSWORDS["ops"]
     return server.start()
+
+
+@pytest.fixture
+def store(tmp_path):
+    """The test's own artifact store: the folder own_state_dir names in LABSTATS_ARTIFACT_DIR,
+    where the logger writes media and tensor files (a module may define its own)."""
+    return ArtifactStore(tmp_path / "artifacts")
 
 
 @pytest.fixture(autouse=True)

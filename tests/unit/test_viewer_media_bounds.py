@@ -22,18 +22,10 @@ from planting import plant
 
 import labstats
 from labstats import media, schema
-from labstats.store import ArtifactStore
 from labstats.viewer import create_app
 from labstats.viewer.sources import Source
 
 K = schema.Keys()
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch) -> ArtifactStore:
-    root = tmp_path / "artifacts"
-    monkeypatch.setenv("LABSTATS_ARTIFACT_DIR", str(root))
-    return ArtifactStore(root)
 
 
 @pytest.fixture

@@ -93,13 +93,6 @@ def answer_all(url: str, store: ArtifactStore, requests: list[tuple]) -> list[di
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch) -> ArtifactStore:
-    root = tmp_path / "artifacts"
-    monkeypatch.setenv("LABSTATS_ARTIFACT_DIR", str(root))
-    return ArtifactStore(root)
-
-
-@pytest.fixture
 def run_id(tmp_path, url) -> str:
     with labstats.Stats(tmp_path / "run", name="hostile-media") as stats:
         stats.log(step=0, loss=1.0)
