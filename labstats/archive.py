@@ -683,15 +683,14 @@ def _expand(column: Any, path: Path) -> list[Any]:
     """A column read as a dictionary, one value per row (None for nulls), each distinct value
     one Python object shared by its rows. Refused when the rows' values add up to more than
     MAX_GROUP_BYTES: a few KB of dictionary can repeat one large value in every row."""
-    import pyarrow as pa
+    pa, _ = _pa()
     import pyarrow.compute as pc
 
     out: list[Any] = []
-    total = 0
-    for chunk in column.chunks:
+    for chunk in column.chunks:  # one per row group read: the bound is per group
         if not isinstance(chunk, pa.DictionaryArray):
             chunk = chunk.dictionary_encode()  # (not read as a dictionary: already decoded)
-        total += pc.sum(pc.take(pc.binary_length(chunk.dictionary), chunk.indices)).as_py() or 0
+        total = pc.sum(pc.take(pc.binary_length(chunk.dictionary), chunk.indices)).as_py() or 0
         if total > MAX_GROUP_BYTES:
             raise LabstatsError(
                 f"{path}: not read: a row group's values decode to over {MAX_GROUP_BYTES:,} bytes"
@@ -729,6 +728,9 @@ def _meta_problem(meta: dict[str, Any], rows: list[int]) -> str | None:
             )  # fmt: skip
             if not ok:
                 return f"row group {group!r} of {name!r} is not one of the file's"
+        numbers = [group[0] for group in entry["groups"]]
+        if numbers != sorted(set(numbers)):  # each group once, in order: a read decodes each once
+            return f"row groups of {name!r} repeat or are out of order"
     return None
 
 

@@ -425,7 +425,7 @@ def ply_layout(head: bytes, size: int, max_points: int = MAX_PLY_POINTS) -> PlyL
         raise MediaError("only binary little-endian PLY files are read (as labstats writes them)")
     found = re.fullmatch(r"element vertex (\d{1,12})", lines[1] if len(lines) > 1 else "")
     props = tuple(line.removeprefix("property ") for line in lines[2:])
-    if found is None or props not in _PLY_PROPS or len(props) != len(lines) - 2:
+    if found is None or props not in _PLY_PROPS:
         raise MediaError("the PLY header is not one labstats writes (one vertex element: x y z float, "
                          "then red green blue uchar or nothing)")  # fmt: skip
     count, dtype = int(found.group(1)), _PLY_PROPS[props]
@@ -570,7 +570,13 @@ def fits_plane(file, size: int, max_side: int) -> np.ndarray:
         out[k] = np.frombuffer(file.read(row_bytes), dtype=layout.dtype)[::step]
     header = layout.header
     blank = header.get("BLANK") if layout.dtype.kind in "iu" else None
-    if isinstance(blank, int):
+    # BLANK comes from the file: one outside the pixels' own range marks no pixel (2**70
+    # raised OverflowError, a 500; 100000 on 16-bit data wrapped onto real values).
+    if (
+        isinstance(blank, int)
+        and not isinstance(blank, bool)
+        and (np.iinfo(layout.dtype).min <= blank <= np.iinfo(layout.dtype).max)
+    ):
         raw_blank = np.array(blank).astype(layout.dtype).astype(np.float32)
         out[out == raw_blank] = np.nan
     scale, zero = header.get("BSCALE", 1), header.get("BZERO", 0)
@@ -637,11 +643,14 @@ def encode(capture_: Capture) -> Encoded:
     return encode_file(Path(capture_.value).read_bytes(), opts.get("filename", capture_.name))
 
 
-def open_thumbnail(data: bytes):
-    """A stored thumbnail's picture (RGB). Its size is read from its header and one over
-    THUMB_PX on a side (an 8000×8000 PNG planted as a thumbnail compresses to ~186 KB and
-    decodes to ~0.9 GB) or over THUMB_READ_MAX_BYTES is refused before decoding (MediaError),
-    as is anything not in THUMB_FORMATS."""
+def thumbnail_format(data: bytes) -> str:
+    """The stored thumbnail's format ("WEBP", "PNG"...), checked from its header only (size,
+    length, format) as open_thumbnail checks it, without decoding its pixels: what serving
+    the bytes as they are needs."""
+    return _thumbnail_header(data).format
+
+
+def _thumbnail_header(data: bytes):
     from PIL import Image
 
     if len(data) > THUMB_READ_MAX_BYTES:
@@ -660,6 +669,15 @@ def open_thumbnail(data: bytes):
         raise MediaError(
             f"a thumbnail of {width}×{height} px is refused (thumbnails are at most {THUMB_PX} px)"
         )
+    return picture
+
+
+def open_thumbnail(data: bytes):
+    """A stored thumbnail's picture (RGB). Its size is read from its header and one over
+    THUMB_PX on a side (an 8000×8000 PNG planted as a thumbnail compresses to ~186 KB and
+    decodes to ~0.9 GB) or over THUMB_READ_MAX_BYTES is refused before decoding (MediaError),
+    as is anything not in THUMB_FORMATS."""
+    picture = _thumbnail_header(data)
     try:
         return picture.convert("RGB")
     except Exception:  # a header that reads and pixels that do not

@@ -529,8 +529,10 @@ class Lab:
         return self._newest(0, None)
 
     def _groups(self) -> list[str | None]:
-        """Whose indexes hold runs: None for the shared (legacy) ones, then each owner's."""
-        return [None, *self.owners()]
+        """Whose indexes to read: None for the shared (legacy) ones, then each name in the
+        owners list (a name without an index reads as an empty one, in the same round trip)."""
+        found = (raw.decode("utf-8", "replace") for raw in self.redis.smembers(self.keys.owners))
+        return [None, *sorted(name for name in found if schema.valid_owner(name))]
 
     def _newest(self, offset: int, limit: int | None) -> list[str]:
         """Ids of the runs at [offset, offset + limit) of the list, newest first, from each
@@ -564,6 +566,8 @@ class Lab:
                 break
             # Exact when the page's last run ranks above what each cut index left unread.
             if len(ordered) >= want and all(best[ordered[want - 1]] >= last for last in cut):
+                break
+            if window >= MAX_WINDOW:  # entries that count no more than this deep: made up
                 break
             window *= 2
         return ordered[offset : None if limit is None else offset + limit]
@@ -842,6 +846,11 @@ def _block_summary(idx: np.ndarray, values: np.ndarray, block: int = 1023) -> tu
     picks = np.sort(np.unique(np.concatenate([(rows * block + p) for p in (first, lowest, highest, last)])))
     picks = picks[picks < n]
     return idx[picks], values[picks]
+
+
+# How deep the unfiltered page reads each index at most while entries there do not count
+# (made-up ids an owner put at the top of their own index): a bound on what one page costs.
+MAX_WINDOW = 1 << 16
 
 
 def number(value: Any) -> float | None:

@@ -79,7 +79,7 @@ class Plan:
         else:
             lines = ["# not started from a git repository: its code was not recorded", "set -e"]
             if self.cwd:
-                lines.append(f"cd {q(self.cwd)}")
+                lines.append(f"cd -- {q(self.cwd)}")
         if self.source:
             lines += [f"git clone -- {q(self.source)} {q(target)}", f"cd -- {q(target)}"]
             if not _COMMIT.match(self.commit):

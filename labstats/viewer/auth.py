@@ -232,7 +232,6 @@ def init_app(app: Flask, config: AuthConfig | None) -> None:
     @app.before_request
     def require_login():
         g.user = None
-        g.session_key = None  # who is asking, for per-session limits: never the cookie's value
         if guard is None or request.endpoint in PUBLIC_ENDPOINTS:
             return None
         if store.in_memory and request.environ.get("wsgi.multiprocess") and not warned:
@@ -241,14 +240,12 @@ def init_app(app: Flask, config: AuthConfig | None) -> None:
         header = request.headers.get("Authorization", "")
         if header.startswith("Bearer "):
             g.user = guard.check_token(header[7:].strip())
-            g.session_key = f"token:{g.user}" if g.user else None
             return None if g.user else _denied("invalid API token")
         refresh()
         cookie = request.cookies.get(COOKIE)
         found = store.lookup(cookie)
         if found and found.user in guard.config.users and found.fingerprint == guard.fingerprint(found.user):
             g.user = found.user
-            g.session_key = "session:" + sessions.hash_id(cookie)[:16]
             return None
         if found:  # the user's password changed or the user is gone
             store.end(cookie)

@@ -245,8 +245,10 @@ def thumb(source: str, run_id: str, name: str):
         raise ApiError(413, f"this thumbnail is {length:,} bytes, over the {media.THUMB_READ_MAX_BYTES:,} "
                             "a thumbnail may be: refused")  # fmt: skip
     data = run.lab.redis.hget(_thumb_key(run, name), media.field_name(*wanted)) or b""
-    media.open_thumbnail(data)  # a MediaError (413/422) when it is no thumbnail
-    return Response(data, mimetype="image/webp", headers={"Cache-Control": "private, max-age=3600"})
+    kind = media.thumbnail_format(data)  # from its header; a MediaError (413/422) when it is no thumbnail
+    return Response(
+        data, mimetype=f"image/{kind.lower()}", headers={"Cache-Control": "private, max-age=3600"}
+    )
 
 
 @bp.get("/runs/<source>/<run_id>/file/<path:name>")

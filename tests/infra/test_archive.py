@@ -39,6 +39,21 @@ def archived_run(host):
     return name, run_id
 
 
+def test_a_training_account_asking_to_archive_is_told_who_can(host):
+    """`labstats archive RUN`, as the README lists it, typed by the training account in its
+    shell: one line saying who archives, no traceback, nothing archived."""
+    name, run_id = log_run_on_trainbox("archive-asked", steps=20)
+    with host.sudo("researcher"):
+        asked = host.run("cd ~ && /opt/labstats/venv/bin/labstats archive %s", name)
+    assert asked.rc == 1
+    assert "Traceback" not in asked.stderr
+    assert asked.stderr.strip().splitlines()[-1] == (  # (ssh may say a line of its own first)
+        "labstats: cannot write the archive folder /var/lib/labstats/archive; on a lab's training "
+        "box the archive account does it: sudo labstats-archiver archive RUN..."
+    )
+    assert redis_cli(host, "viewer", "hget", f"ls:run:{run_id}", "archived").stdout.strip() == ""
+
+
 def test_the_timer_and_the_archive_folder_are_in_place(host):
     timer = host.service("labstats-archive.timer")
     assert timer.is_enabled

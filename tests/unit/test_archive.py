@@ -434,6 +434,9 @@ def test_garbage_in_the_archive_folder_reads_as_a_clear_error(tmp_path, content)
         {"index": {"v": {"kinds": ["f"], "groups": [[0, 0, 0, 99, "f"]]}}},  # not its row count
         {"index": {"v": {"kinds": ["x"], "groups": [[0, 0, 0, 10, "f"]]}}},  # no such kind
         {"index": {"v": {"kinds": ["f"], "groups": [["0", 0, 0, 10, "f"]]}}},
+        {
+            "index": {"v": {"kinds": ["f"], "groups": [[0, 0, 0, 10, "f"]] * 1000}}
+        },  # one group read 1000 times
         {"index": []},
         {"series": "v"},
         {"run_id": 7},

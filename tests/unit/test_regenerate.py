@@ -137,7 +137,7 @@ def test_a_run_outside_git_gets_an_honest_recipe(tmp_path, url):
     run = labstats.connect(url).runs(limit=1)[0]
     recipe = run.regenerate_command().splitlines()
     assert recipe[0] == "# not started from a git repository: its code was not recorded"
-    assert recipe[1:3] == ["set -e", f"cd {run.meta['cwd']}"]
+    assert recipe[1:3] == ["set -e", f"cd -- {run.meta['cwd']}"]  # a recorded "-P" is no option
     assert cli.main(["--url", url, "regenerate", run.id, str(tmp_path / "x")]) == 1
 
 

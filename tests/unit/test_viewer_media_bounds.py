@@ -172,6 +172,20 @@ def test_fits_files_with_absurd_or_hostile_headers_get_4xx(client, url, run_id, 
             assert answer.get_json()["error"]
 
 
+def test_a_fits_blank_outside_the_pixels_range_marks_nothing(client, url, run_id, store):
+    """BLANK comes from the file: 2**70 on 16-bit pixels was an OverflowError (a 500), and
+    100000 wrapped onto a real pixel value (-31072), which then showed as missing."""
+    data = np.full((8, 8), -31072, np.int16)
+    data[0, 0] = 7
+    for blank in (2**70, 100_000):
+        digest = store.put(fits_bytes(data, BLANK=blank))
+        plant(url, run_id, f"blank{blank}", "fits", {(0, 0): {"digest": digest, "type": "application/fits"}})
+        answer = client.get(api(run_id, "fits", f"blank{blank}"))
+        assert answer.status_code == 200, (blank, answer.status_code)
+        preview = np.asarray(Image.open(io.BytesIO(answer.data)).convert("RGBA"))
+        assert (preview[..., 3] == 255).all()  # every pixel drawn: none taken for blank
+
+
 # ---- 3. downloads streamed, files read-only -----------------------------------------------------
 
 
