@@ -9,7 +9,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 0
 
-.PHONY: help host venv lock image lab lab-down lab-status lint unit package molecule test bench-media restore-drill bench bench-gpu bench-logger bench-viewer bench-archive bench-replication bench-outage lab-test clean
+.PHONY: help host venv lock image lab lab-down lab-status lint unit package molecule test bench-media restore-drill bench bench-quick bench-gpu bench-logger bench-viewer bench-archive bench-replication bench-outage lab-test lab-check clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -46,8 +46,20 @@ lab-down: ## Remove the lab's containers and network (credentials/ stays)
 lab-status: ## Show the lab's containers
 	docker/lab.sh status
 
-lab-test: venv ## The infra tests (Molecule's verify) against the `make lab` boxes
-	scripts/lab-test.sh
+LAB_TESTS ?= tests/infra
+lab-test: venv ## The infra tests (Molecule's verify) against the `make lab` boxes (LAB_TESTS=FILE... for some)
+	scripts/lab-test.sh $(LAB_TESTS)
+
+# CI stands the lab up as the README says and runs the lab's own commands in it; a lab that
+# was already up (a developer's) is converged again and left up.
+lab-check: ## `make lab`, then the docs' box commands, bench-replication and restore-drill in it; down again if it was not up
+	@mkdir -p .cache; docker/lab.sh status | grep -q ' Up ' && touch .cache/lab-was-up || rm -f .cache/lab-was-up
+	$(MAKE) lab
+	$(MAKE) lab-status
+	$(MAKE) lab-test LAB_TESTS=tests/infra/test_documented.py
+	$(MAKE) bench-replication QUICK=1
+	$(MAKE) restore-drill
+	test -e .cache/lab-was-up || $(MAKE) lab-down
 
 lint: venv ## yamllint, ansible-lint (production profile), ruff, role spec/defaults check
 	yamllint --strict .
@@ -66,40 +78,53 @@ package: venv ## Build the sdist and wheel into dist/ (python -m build) and chec
 	rm -rf dist && $(BIN)/python -m build --no-isolation --outdir dist . >/dev/null
 	$(BIN)/python scripts/check-wheel.py dist/*.whl
 
-test: lint unit package molecule ## Everything CI runs
+test: lint unit package molecule bench-quick lab-check ## Everything CI runs
 
 bench-logger: venv ## Logger overhead against the original design and tensorboardX; the SummaryWriter shim and import-tb
-	$(BIN)/python benchmarks/bench_logger.py
-	$(BIN)/python benchmarks/bench_tb.py
+	$(BIN)/python benchmarks/bench_logger.py --publish
+	$(BIN)/python benchmarks/bench_tb.py --publish
 
 bench-gpu: venv ## Logging cost in a GPU training loop (CPU when no GPU), writer throughput
-	$(BIN)/python benchmarks/bench_gpu.py
+	$(BIN)/python benchmarks/bench_gpu.py --publish
 
 bench-viewer: venv ## Viewer: run page with 10 series x 1,000,000 points; the runs list with 10,000 runs; a 20-run compare; large tensors
-	$(BIN)/python benchmarks/bench_viewer.py
-	$(BIN)/python benchmarks/bench_viewer_list.py
-	$(BIN)/python benchmarks/bench_viewer_tensor.py
+	$(BIN)/python benchmarks/bench_viewer.py --publish
+	$(BIN)/python benchmarks/bench_viewer_list.py --publish
+	$(BIN)/python benchmarks/bench_viewer_tensor.py --publish
 
 bench-archive: venv ## Archive tier: Redis memory freed, 1,000-point window of 1,000,000 archived points
-	$(BIN)/python benchmarks/bench_archive.py
+	$(BIN)/python benchmarks/bench_archive.py --publish
 
 bench-media: venv ## Media: calling-thread cost of an image against the original and tensorboardX; gallery, GIF, point cloud
-	$(BIN)/python benchmarks/bench_media.py
+	$(BIN)/python benchmarks/bench_media.py --publish
 
-bench-replication: ## Replication lag trainbox → webbox over WireGuard (needs `make lab`)
-	docker cp benchmarks/bench_replication.py labstats-lab-webbox:/tmp/bench_replication.py
+bench-replication: ## Replication lag trainbox → webbox over WireGuard (needs `make lab`; QUICK=1: a smoke run)
+	mkdir -p .cache && docker cp benchmarks/bench_replication.py labstats-lab-webbox:/tmp/bench_replication.py
 	# The passwords travel in the environment (docker exec -e NAME), never on a command line.
 	LABSTATS_TRAINER_PASSWORD="$$(cat credentials/redis/users/researcher.password)" \
 	  LABSTATS_VIEWER_PASSWORD="$$(cat credentials/redis/viewer.password)" \
 	  LABSTATS_OPS_PASSWORD="$$(cat credentials/redis/ops.password)" \
 	  docker exec -e LABSTATS_TRAINER_PASSWORD -e LABSTATS_VIEWER_PASSWORD -e LABSTATS_OPS_PASSWORD \
-	  labstats-lab-webbox /opt/labstats-jupyter/venv/bin/python /tmp/bench_replication.py
+	  labstats-lab-webbox /opt/labstats-jupyter/venv/bin/python /tmp/bench_replication.py $(if $(QUICK),--quick) \
+	  | tee .cache/bench-replication.md
+	$(if $(QUICK),,$(BIN)/python benchmarks/report.py replication "make bench-replication" <.cache/bench-replication.md)
 
 restore-drill: ## Back up the lab's web box now, restore it into a scratch folder, compare with live
 	scripts/lab-ssh.sh webbox "sudo systemctl start labstats-backup.service && sudo /usr/local/sbin/labstats-restore-drill"
 
 bench-outage: venv ## Counted 5-minute tunnel cut while logging 1,000 points/s (needs `make lab`, ~7 min)
 	LABSTATS_OUTAGE_SECONDS=300 scripts/lab-test.sh -s tests/infra/test_faults.py -k long_tunnel_cut
+
+# Each benchmark at a smoke size, seconds each: CI proves they run; their figures mean little.
+bench-quick: venv ## Every benchmark at a smoke size (what CI runs; nothing is published)
+	$(BIN)/python benchmarks/bench_logger.py --quick
+	$(BIN)/python benchmarks/bench_tb.py --quick
+	$(BIN)/python benchmarks/bench_viewer.py --quick
+	$(BIN)/python benchmarks/bench_viewer_list.py --quick
+	$(BIN)/python benchmarks/bench_viewer_tensor.py --quick
+	$(BIN)/python benchmarks/bench_archive.py --quick
+	$(BIN)/python benchmarks/bench_media.py --quick
+	$(BIN)/python benchmarks/bench_gpu.py --quick
 
 bench: bench-logger bench-viewer bench-archive bench-media bench-gpu ## All benchmarks (bench-replication needs the lab)
 

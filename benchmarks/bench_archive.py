@@ -24,6 +24,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import report
 from bench_logger import RedisServer
 
 import labstats
@@ -42,9 +43,12 @@ def window_times(read, starts) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=1_000_000)
+    report.add_options(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.points = 20_000
     n = args.points
     with tempfile.TemporaryDirectory() as tmp:
         server = RedisServer(tmp)
@@ -85,18 +89,20 @@ def main() -> None:
         finally:
             server.proc.terminate()
     mib = 2**20
-    print(f"run: 2 series x {n:,} points + 200 tensors of 64x64 float32, logged in {logged:.1f} s")
-    print(f"Redis used_memory before archiving: {used_before / mib:8.1f} MiB")
-    print(f"Redis used_memory after archiving:  {used_after / mib:8.1f} MiB "
-          f"(freed {(used_before - used_after) / mib:.1f} MiB; the run's keys: "
-          f"{(done.redis_bytes_freed or 0) / mib:.1f} MiB)")  # fmt: skip
-    size = done.file_bytes / mib
-    print(f"Parquet file: {size:.1f} MiB (zstd), {done.rows:,} rows, archived in {archive_s:.1f} s")
-    print("1,000-point window of the 1,000,000-point series (median of 50 random windows):")
-    print(f"  from Redis:                        {redis_ms:7.2f} ms")
-    print(f"  from the archive, file open:       {warm_ms:7.2f} ms ({warm_ms / redis_ms:.1f}x Redis)")
-    print(f"  from the archive, file opened anew:{cold_ms:7.2f} ms ({cold_ms / redis_ms:.1f}x Redis)")
-    print(f"whole series from the archive: {whole_ms:.0f} ms")
+    rows = [
+        [f"run: 2 series × {n:,} points + 200 tensors of 64×64 float32, logged", f"{logged:.1f} s"],
+        ["Redis used_memory before archiving", f"{used_before / mib:.1f} MiB"],
+        ["Redis used_memory after archiving", f"{used_after / mib:.1f} MiB (freed "
+         f"{(used_before - used_after) / mib:.1f} MiB; the run's keys: "
+         f"{(done.redis_bytes_freed or 0) / mib:.1f} MiB)"],
+        ["Parquet file (zstd)",
+         f"{done.file_bytes / mib:.1f} MiB, {done.rows:,} rows, archived in {archive_s:.1f} s"],
+        [f"1,000-point window of {n:,} (median of 50 random windows): from Redis", f"{redis_ms:.2f} ms"],
+        ["  from the archive, file open", f"{warm_ms:.2f} ms ({warm_ms / redis_ms:.1f}× Redis)"],
+        ["  from the archive, file opened anew", f"{cold_ms:.2f} ms ({cold_ms / redis_ms:.1f}× Redis)"],
+        ["whole series from the archive", f"{whole_ms:.0f} ms"],
+    ]  # fmt: skip
+    report.emit(args, "archive", report.table(["measure", "figure"], rows))
 
 
 if __name__ == "__main__":

@@ -13,6 +13,8 @@ sync to avoid); the table says which device ran.
 from __future__ import annotations
 
 import argparse
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -28,6 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 import numpy as np
 import redis
+import report
 import torch
 
 import labstats
@@ -256,7 +259,33 @@ def main() -> int:
         help="the training loops to run ('none': only the throughput and per-call costs)",
     )
     parser.add_argument("--redis-server", default=shutil.which("redis-server") or "redis-server")
+    report.add_options(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.steps, args.repeats, args.sizes = 3, 1, "small"
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(Tee(sys.stdout, printed)):
+        measure(args)
+    # A GPU's figures and a CPU's have their own sections: one never overwrites the other.
+    section = "gpu-cuda" if torch.cuda.is_available() else "gpu-cpu"
+    with contextlib.redirect_stdout(io.StringIO()):  # already printed as it ran
+        report.emit(args, section, ["```text", *printed.getvalue().strip().splitlines(), "```"])
+    if args.publish:
+        print(f"published to docs/benchmarks.md ({section})")
+    return 0
+
+
+class Tee(io.TextIOBase):
+    def __init__(self, *streams) -> None:
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+
+def measure(args: argparse.Namespace) -> None:
     gpu = torch.cuda.is_available()
     dev = torch.device("cuda" if gpu else "cpu")
     steps = args.steps or (200 if gpu else 20)
@@ -327,7 +356,6 @@ def main() -> int:
         finally:
             proc.terminate()
             proc.wait(10)
-    return 0
 
 
 if __name__ == "__main__":

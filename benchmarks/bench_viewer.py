@@ -23,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import report
 from bench_logger import RedisServer
 
 import labstats
@@ -53,7 +54,11 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--points", type=int, default=1_000_000, help="points per series")
     parser.add_argument("--repeat", type=int, default=5)
+    report.add_options(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.points, args.repeat = 20_000, 2
+    mid = args.points // 2
     with tempfile.TemporaryDirectory(prefix="labstats-bench-") as tmp:
         server = RedisServer(tmp)
         try:
@@ -73,7 +78,8 @@ def main() -> None:
             full = [timed(client, f"/api/runs/local/{run_id}/series/{names[0]}?max_points=100000&columns=1")]
             window = [
                 timed(
-                    client, f"/api/runs/local/{run_id}/series/{names[0]}?start=500000&stop=501999&columns=1"
+                    client,
+                    f"/api/runs/local/{run_id}/series/{names[0]}?start={mid}&stop={mid + 1999}&columns=1",
                 )
                 for _ in range(args.repeat)
             ]
@@ -95,7 +101,11 @@ def main() -> None:
             f"{cold[1] / 1e3:.0f} kB",
         ),
         ("run page, 10 charts, median of repeats", f"{median * 1e3:.0f} ms", f"{warm[0][1] / 1e3:.0f} kB"),
-        ("one chart's overview (≤ 2,000 points of 1,000,000)", f"{(median / SERIES) * 1e3:.0f} ms", ""),
+        (
+            f"one chart's overview (≤ 2,000 points of {args.points:,})",
+            f"{(median / SERIES) * 1e3:.0f} ms",
+            "",
+        ),
         (
             "zoomed window, 2,000 points at full resolution",
             f"{statistics.median(t for t, _ in window) * 1e3:.1f} ms",
@@ -117,12 +127,14 @@ def main() -> None:
             f"{naive[0][1] * SERIES / 1e6:.0f} MB",
         ),
     ]
-    width = max(len(r[0]) for r in rows)
-    print(f"| {'measure':{width}} | server time | bytes |")
-    print(f"|{'-' * (width + 2)}|-------------|-------|")
-    for name, t, b in rows:
-        print(f"| {name:{width}} | {t:>11} | {b:>5} |")
-    print("target: run page ≤ 300 ms")
+    summary = (
+        f"`make bench-viewer`: a run page with {SERIES} series × {args.points:,} points in {rows[0][1]} "
+        f"(cold) / {rows[1][1]} (warm) of server time and {rows[0][2]}, against {rows[6][1]} and "
+        f"{rows[6][2]} when every point is shipped."
+    )
+    report.emit(
+        args, "viewer", report.table(["measure", "server time", "bytes"], [list(r) for r in rows]), summary
+    )
 
 
 if __name__ == "__main__":

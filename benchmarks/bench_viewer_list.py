@@ -22,6 +22,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import report
 from bench_logger import RedisServer
 from bench_viewer import timed
 
@@ -38,7 +39,10 @@ def median_ms(client, url: str, repeat: int = 5) -> tuple[float, int]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=10_000)
+    report.add_options(parser)
     args = parser.parse_args()
+    if args.quick:
+        args.runs = 100
     with tempfile.TemporaryDirectory(prefix="labstats-bench-") as tmp:
         server = RedisServer(tmp)
         try:
@@ -78,9 +82,11 @@ def main() -> None:
         ("compare page of 20 runs (HTML)", f"{compare[0]:.0f} ms", f"{compare[1] / 1e3:.0f} kB", ""),
         ("  + its 40 chart data requests", f"{compare_data:.0f} ms", "", ""),
     ]  # fmt: skip
-    width = max(len(r[0]) for r in rows)
-    for name, t, b, note in rows:
-        print(f"{name:<{width}}  {t:>8}  {b:>6}  {note}")
+    report.emit(
+        args,
+        "viewer-list",
+        report.table(["measure", "server time", "bytes", "note"], [list(r) for r in rows]),
+    )
 
 
 if __name__ == "__main__":

@@ -12,6 +12,7 @@ lifted, which is what a viewer sending every element does.
 
 from __future__ import annotations
 
+import argparse
 import statistics
 import sys
 import tempfile
@@ -22,6 +23,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import report
 from bench_logger import RedisServer
 
 import labstats
@@ -43,10 +45,14 @@ def page(client, url: str) -> tuple[float, int]:
 
 
 def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    report.add_options(parser)
+    args = parser.parse_args()
+    length, side = (20_000, 1100) if args.quick else (1_000_000, 4096)  # quick: just over the limits
     rng = np.random.default_rng(0)
     tensors = {
-        "1-D tensor, 1,000,000 float32": rng.standard_normal(1_000_000).astype(np.float32),
-        "4096×4096 float32 heat-map": rng.standard_normal((4096, 4096)).astype(np.float32),
+        f"1-D tensor, {length:,} float32": rng.standard_normal(length).astype(np.float32),
+        f"{side}×{side} float32 heat-map": rng.standard_normal((side, side)).astype(np.float32),
     }
     rows = []
     with tempfile.TemporaryDirectory(prefix="labstats-bench-") as tmp:
@@ -69,11 +75,10 @@ def main() -> None:
                 rows.append((label, reduced, whole))
         finally:
             server.stop()
-    print("| run page showing               | reduced: time | bytes   | sent whole: time | bytes    |")
-    print("|--------------------------------|---------------|---------|------------------|----------|")
-    for label, (t, b), (tw, bw) in rows:
-        print(f"| {label:30} | {t * 1e3:10.0f} ms | {b / 1e6:4.2f} MB | {tw * 1e3:13.0f} ms "
-              f"| {bw / 1e6:5.1f} MB |")  # fmt: skip
+    header = ["run page showing", "reduced: time", "bytes", "sent whole: time", "bytes"]
+    cells = [[label, f"{t * 1e3:.0f} ms", f"{b / 1e6:.2f} MB", f"{tw * 1e3:.0f} ms", f"{bw / 1e6:.1f} MB"]
+             for label, (t, b), (tw, bw) in rows]  # fmt: skip
+    report.emit(args, "viewer-tensor", report.table(header, cells))
 
 
 if __name__ == "__main__":

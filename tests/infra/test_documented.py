@@ -1,0 +1,96 @@
+"""The docs' shell blocks marked `<!-- run: box GROUP NAME -->` (README.md, docs/*.md), run as
+written on a box of that group as its admin user, who types them there; then what each
+promised is checked (the run is in the viewer, the runs are archived and back, the sessions
+ended)."""
+
+import base64
+import json
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+from conftest import box, https_get, wait_until, web_token
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import doc_blocks  # noqa: E402
+
+testinfra_hosts = ["trainbox"]
+ROOT = doc_blocks.ROOT
+ADMIN = "labadmin"
+
+
+def run_block(host, text: str):
+    """The block as one script, as the admin user types it on the box."""
+    script = f"/tmp/doc-block-{time.monotonic_ns()}.sh"
+    encoded = base64.b64encode(text.encode()).decode()
+    host.run_expect([0], f"echo {encoded} | base64 -d > {script} && chmod 0755 {script}")
+    with host.sudo(ADMIN):
+        result = host.run(f"cd ~ && bash -e {script}")
+    host.run(f"rm -f {script}")
+    return result
+
+
+def block(name: str) -> doc_blocks.Block:
+    (found,) = [b for b in doc_blocks.of_kind("box") if b.name == name]
+    return found
+
+
+def test_every_box_block_is_run_here():
+    assert {b.name for b in doc_blocks.of_kind("box")} == {"quickstart", "viewer-sessions", "archiver"}
+
+
+def test_the_quickstart_logs_a_run_the_viewer_shows():
+    quickstart = block("quickstart")
+    first, rest = quickstart.text.split("\n", 1)
+    # The first line takes the reader to the lab's training box: it must name that box.
+    lab = yaml.safe_load((ROOT / "inventory/lab/hosts.yml").read_text())
+    address = lab["all"]["children"]["training"]["hosts"]["trainbox"]["ansible_host"]
+    assert first == f"ssh -i credentials/lab_ssh_ed25519 {ADMIN}@{address}", first
+    result = run_block(box("trainbox"), rest)
+    assert result.rc == 0, result.stderr
+    assert "hello" in result.stdout and "loss" in result.stdout, result.stdout
+    token = web_token()
+
+    def listed() -> bool:
+        status, _, body = https_get("/api/runs?q=hello", token=token)
+        return status == 200 and any(r["name"] == "hello" for r in json.loads(body)["runs"])
+
+    assert wait_until(listed, timeout=10), "the quickstart's run is not in the viewer"
+
+
+def test_the_archiver_commands_archive_and_bring_back(host):
+    with host.sudo():  # an earlier run of this test (on `make lab`'s boxes) left exp43 archived
+        for name in ("exp42", "exp43"):
+            host.run("labstats-archiver unarchive %s", name)
+    for name in ("exp42", "exp43"):  # ended runs of those names, as the block assumes
+        with host.sudo("researcher"):
+            host.run_expect([0], "cd ~ && /opt/labstats/venv/bin/python -c %s %s", LOG, name)
+    result = run_block(host, block("archiver").text)
+    assert result.rc == 0, result.stderr
+    assert "archived  exp42  " in result.stdout and "archived  exp43  " in result.stdout, result.stdout
+    with host.sudo("researcher"):
+        back = host.run("/opt/labstats/venv/bin/python -c %s", READ)
+    assert back.rc == 0, back.stderr
+    assert back.stdout.split() == ["False", "True"], back.stdout  # exp42 back in Redis, exp43 archived
+
+
+LOG = "import sys, labstats\nwith labstats.Stats('runs/' + sys.argv[1]) as s:\n    s.log(step=0, loss=1.0)\n"
+READ = "import labstats\nlab = labstats.connect()\nprint(lab.run('exp42').archived, lab.run('exp43').archived)\n"
+
+
+def test_the_session_commands_end_sessions():
+    web = box("webbox")
+    result = run_block(web, block("viewer-sessions").text)
+    assert result.rc == 0, result.stderr
+    lines = result.stdout.splitlines()
+    assert lines[0] == "0 sessions ended for alice", lines
+    assert lines[1].endswith(" ended"), lines  # every session, whatever the other tests left
+    assert lines[2:] == [], lines  # and none is listed after
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _admin_exists():
+    for name in ("trainbox", "webbox"):
+        assert box(name).user(ADMIN).exists
