@@ -49,7 +49,8 @@ def _commit() -> str:
         return done.stdout.strip() if done.returncode == 0 else ""
 
     commit = git("rev-parse", "--short=10", "HEAD") or "unknown"
-    dirty = git("status", "--porcelain", "--untracked-files=no")
+    # Dirty only when what is measured changed (docs being edited meanwhile do not count).
+    dirty = git("status", "--porcelain", "--untracked-files=no", "--", "labstats", "benchmarks")
     return commit + (" with uncommitted changes" if dirty else "")
 
 
