@@ -62,7 +62,8 @@ def blocks(documents: tuple[str, ...] = DOCUMENTS) -> list[Block]:
                 raise ValueError(f"{document}:{i + 1}: a fence that never closes")
             marker = _MARKER.match(lines[i - 1].strip()) if i else None
             kind, args = (marker["kind"], tuple(marker["args"].split())) if marker else (None, ())
-            found.append(Block(document, i + 1, fence["lang"], kind, args, "\n".join(lines[i + 1 : end]) + "\n"))
+            text = "\n".join(lines[i + 1 : end]) + "\n"
+            found.append(Block(document, i + 1, fence["lang"], kind, args, text))
             i = end + 1
     return found
 

@@ -5,16 +5,18 @@ ended)."""
 
 import base64
 import json
+import re
+import subprocess
 import sys
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-from conftest import box, https_get, wait_until, web_token
+from conftest import box, credentials_dir, https_get, wait_until, web_token
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import doc_blocks  # noqa: E402
+import doc_blocks
 
 testinfra_hosts = ["trainbox"]
 ROOT = doc_blocks.ROOT
@@ -50,7 +52,8 @@ def test_the_quickstart_logs_a_run_the_viewer_shows():
     assert first == f"ssh -i credentials/lab_ssh_ed25519 {ADMIN}@{address}", first
     result = run_block(box("trainbox"), rest)
     assert result.rc == 0, result.stderr
-    assert "hello" in result.stdout and "loss" in result.stdout, result.stdout
+    assert "hello" in result.stdout, result.stdout
+    assert "loss" in result.stdout, result.stdout
     token = web_token()
 
     def listed() -> bool:
@@ -69,7 +72,8 @@ def test_the_archiver_commands_archive_and_bring_back(host):
             host.run_expect([0], "cd ~ && /opt/labstats/venv/bin/python -c %s %s", LOG, name)
     result = run_block(host, block("archiver").text)
     assert result.rc == 0, result.stderr
-    assert "archived  exp42  " in result.stdout and "archived  exp43  " in result.stdout, result.stdout
+    for name in ("exp42", "exp43"):
+        assert f"archived  {name}  " in result.stdout, result.stdout
     with host.sudo("researcher"):
         back = host.run("/opt/labstats/venv/bin/python -c %s", READ)
     assert back.rc == 0, back.stderr
@@ -77,7 +81,7 @@ def test_the_archiver_commands_archive_and_bring_back(host):
 
 
 LOG = "import sys, labstats\nwith labstats.Stats('runs/' + sys.argv[1]) as s:\n    s.log(step=0, loss=1.0)\n"
-READ = "import labstats\nlab = labstats.connect()\nprint(lab.run('exp42').archived, lab.run('exp43').archived)\n"
+READ = "import labstats\nrun = labstats.connect().run\nprint(run('exp42').archived, run('exp43').archived)"
 
 
 def test_the_session_commands_end_sessions():
@@ -88,6 +92,45 @@ def test_the_session_commands_end_sessions():
     assert lines[0] == "0 sessions ended for alice", lines
     assert lines[1].endswith(" ended"), lines  # every session, whatever the other tests left
     assert lines[2:] == [], lines  # and none is listed after
+
+
+def _prose(document: str) -> str:
+    return re.sub(r"```.*?```", "", (ROOT / document).read_text(), flags=re.S)
+
+
+def test_the_api_example_answers_with_the_fetched_certificate():
+    """README's curl line, as written: the certificate the converge copied checks the site."""
+    (command,) = [c for c in re.findall(r"`(curl [^`]*)`", _prose("README.md"))]
+    web = box("webbox").ansible.get_variables()
+    name, port = web.get("nginx_server_name", web["ansible_host"]), web.get("nginx_public_https_port", 443)
+    site = f"https://{name}:{port}"
+    command = command.replace("https://127.0.0.1:8443", site).replace("credentials/", f"{credentials_dir()}/")
+    done = subprocess.run(command, shell=True, capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    assert "runs" in json.loads(done.stdout), done.stdout[:300]
+
+
+# What a unit's name in the docs stands for, on the boxes the tests have.
+PLACEHOLDERS = {"<account>": "researcher", "<box>": "trainbox"}
+
+
+def _documented_units() -> set[str]:
+    units = set()
+    for document in doc_blocks.DOCUMENTS:
+        text = (ROOT / document).read_text()
+        units |= {m + ".service" for m in re.findall(r"journalctl -u ([\w@<>.-]+[\w>])", text)}
+        units |= set(re.findall(r"\b((?:labstats|redis-server|wg-quick)[\w@<>-]*\.(?:timer|service))", text))
+        started = re.findall(r"systemctl (?:stop|start|restart) ([\w@<>-]+)(?![\w.@<>-])", text)
+        units |= {f"{m}.service" for m in started}
+    return {re.sub("|".join(PLACEHOLDERS), lambda m: PLACEHOLDERS[m[0]], u) for u in units}
+
+
+def test_every_unit_the_docs_name_exists():
+    units = _documented_units()
+    assert len(units) >= 10, units
+    boxes = [box(name) for name in ("trainbox", "webbox")]
+    missing = [u for u in sorted(units) if not any(b.run("systemctl cat %s", u).rc == 0 for b in boxes)]
+    assert not missing, f"units the docs name that no box has: {missing}"
 
 
 @pytest.fixture(autouse=True, scope="module")

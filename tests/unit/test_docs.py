@@ -22,10 +22,10 @@ import pytest
 import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
-import doc_blocks  # noqa: E402
+import doc_blocks
 
-import labstats  # noqa: E402
-from labstats import cli  # noqa: E402
+import labstats
+from labstats import cli
 
 ROOT = doc_blocks.ROOT
 BLOCKS = doc_blocks.blocks()
@@ -59,7 +59,8 @@ def test_every_block_says_how_it_is_run():
         if block.kind == "shell":
             assert block.name in SHELL_SETUPS, f"{block.where}: no setup named {block.name!r} here"
         if block.kind == "box":
-            assert block.args[0] in ("training", "web") and len(block.args) == 2, block.where
+            assert block.args[0] in ("training", "web"), block.where
+            assert len(block.args) == 2, block.where
 
 
 def test_the_catalogue_covers_what_the_docs_show():
@@ -76,13 +77,14 @@ def _logger_api(tmp_path):
     class Model:
         sigma = np.linspace(0, 1, 16, dtype=np.float32)
 
-    return {"args": argparse.Namespace(lr=0.01, batch_size=32), "model": Model(), "epoch": 2, "set_size": 1000,
-            "batch_size": 32, "step": 5, "idx": 2160}  # fmt: skip
+    return {"args": argparse.Namespace(lr=0.01, batch_size=32), "model": Model(), "epoch": 2,
+            "set_size": 1000, "batch_size": 32, "step": 5, "idx": 2160}  # fmt: skip
 
 
 def _logger_api_check(ns, lab):
     run = lab.run("exp42")
-    assert run.status == "finished" and run.config["lr"] == 0.01
+    assert run.status == "finished"
+    assert run.config["lr"] == 0.01
     assert run.series("sigma").idx.tolist() == [2 * 1000 + 5 * 32]
     assert run.series("acc").values.tolist() == [0.91]
 
@@ -171,7 +173,8 @@ def _huggingface(tmp_path):
     config = BertConfig(vocab_size=64, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
                         intermediate_size=32, max_position_embeddings=16, num_labels=2)  # fmt: skip
     rng = np.random.default_rng(0)
-    data = [{"input_ids": torch.tensor(rng.integers(1, 64, 8)), "labels": torch.tensor(i % 2)} for i in range(32)]
+    data = [{"input_ids": torch.tensor(rng.integers(1, 64, 8)), "labels": torch.tensor(i % 2)}
+            for i in range(32)]  # fmt: skip
     args = TrainingArguments(output_dir=str(tmp_path / "runs/exp42"), max_steps=4, logging_steps=2,
                              per_device_train_batch_size=8, report_to=[], use_cpu=True, save_strategy="no",
                              disable_tqdm=True)  # fmt: skip
@@ -180,7 +183,8 @@ def _huggingface(tmp_path):
 
 def _a_finished_run_with_series(ns, lab):
     run = lab.run("exp42")
-    assert run.status == "finished" and run.series_names()
+    assert run.status == "finished"
+    assert run.series_names()
 
 
 SETUPS = {
@@ -251,7 +255,8 @@ SHELL_SETUPS = {"regenerate": (_regenerate, _regenerate_check), "import-tb": (_i
 
 @pytest.mark.parametrize("block", doc_blocks.of_kind("shell"), ids=lambda b: f"{b.where}-{b.name}")
 def test_shell_example(block, tmp_path, lab):
-    env = {**os.environ, "HOME": str(tmp_path / "home"), "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    path = f"{Path(sys.executable).parent}:{os.environ['PATH']}"  # the venv's labstats first
+    env = {**os.environ, "HOME": str(tmp_path / "home"), "PATH": path}
     (tmp_path / "home").mkdir()
     setup, check = SHELL_SETUPS[block.name]
     setup(tmp_path, env)
@@ -304,10 +309,12 @@ def test_every_make_command_in_the_docs_exists():
     targets = _targets()
     named = set()
     for document in doc_blocks.DOCUMENTS:
-        named |= set(re.findall(r"(?:`|^)make ([a-z][a-z-]*)", (ROOT / document).read_text(), flags=re.M))
+        text = (ROOT / document).read_text()
+        named |= set(re.findall(r"(?:`|^)make ([a-z][a-z-]*[a-z])\b", text, flags=re.M))
     for block in doc_blocks.of_kind("make"):
         assert all(c.startswith("make ") for c in doc_blocks.commands(block)), block.where
-    assert len(named) >= 15 and named <= set(targets), sorted(named - set(targets))
+    assert len(named) >= 15, named
+    assert named <= set(targets), sorted(named - set(targets))
 
 
 # --- command lines quoted in prose ----------------------------------------------------------
@@ -324,7 +331,7 @@ def _quoted_commands() -> list[tuple[str, str]]:
 
 def test_every_quoted_labstats_command_parses():
     parser = cli.build_parser()
-    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices  # noqa: SLF001
+    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
     quoted = _quoted_commands()
     assert len(quoted) >= 10
     for document, span in quoted:
@@ -332,19 +339,26 @@ def test_every_quoted_labstats_command_parses():
         for name in words[1].split("/"):  # `labstats show/export/tail`: each of them
             sub = subcommands.get(name)
             assert sub is not None, f"{document}: `{span}`: no subcommand {name!r}"
-            options = {o for a in sub._actions for o in a.option_strings}  # noqa: SLF001
+            options = {o for a in sub._actions for o in a.option_strings}
             for word in words[2:]:
                 if word.startswith("-"):
-                    assert word.split("=")[0] in options, f"{document}: `{span}`: {word} is not an option of it"
+                    assert word.split("=")[0] in options, f"{document}: `{span}`: no option {word}"
 
 
 # --- inventory variables --------------------------------------------------------------------
 
 
+# An inventory-wide variable a role reads through its own default: `x: "{{ name | default(V) }}"`.
+_INVENTORY_HOOK = re.compile(r"\{\{ ([a-z_]+) \| default\(('?)([^)']*)\2\) \}\}")
+
+
 def _role_defaults() -> dict[str, object]:
     defaults = {}
     for path in (ROOT / "roles").glob("*/defaults/main.yml"):
-        defaults.update(yaml.safe_load(path.read_text()) or {})
+        text = path.read_text()
+        defaults.update(yaml.safe_load(text) or {})
+        for name, _, value in _INVENTORY_HOOK.findall(text):
+            defaults.setdefault(name, yaml.safe_load(value) if value else "")
     return defaults
 
 
@@ -359,11 +373,21 @@ def _role_options() -> set[str]:
     return options
 
 
+def _resolved(value, defaults):
+    """A default that is another variable (`["{{ labstats_client_user }}"]`) as that one's."""
+    if isinstance(value, list):
+        return [_resolved(v, defaults) for v in value]
+    plain = re.fullmatch(r"\{\{ ([a-z_]+) \}\}", value) if isinstance(value, str) else None
+    return _resolved(defaults[plain[1]], defaults) if plain else value
+
+
 def test_every_variable_shown_is_a_role_default():
-    defaults, options = _role_defaults(), _role_options()
+    defaults = _role_defaults()
+    options = _role_options() | set(defaults)
     for block in doc_blocks.of_kind("vars"):
         shown = yaml.safe_load(block.text)
         for name, value in shown.items():
             assert name in options, f"{block.where}: {name} is no role's variable"
             if block.document == "README.md" and name in defaults:  # the README lists defaults
-                assert value == defaults[name], f"{block.where}: {name} defaults to {defaults[name]!r}"
+                default = _resolved(defaults[name], defaults)
+                assert value == default, f"{block.where}: {name} defaults to {default!r}"
