@@ -130,7 +130,7 @@ class Stats:
         if self._writer is not None:
             raise RuntimeError(f"this Stats already logs run {self.name!r}; make a new Stats for another")
         opts = self._options
-        self.savedir = Path(savedir)
+        self.savedir = Path(savedir).absolute()  # a later chdir (Hydra does one) moves nothing
         self.savedir.mkdir(parents=True, exist_ok=True)
         wanted = opts["name"] or self.savedir.resolve().name
         if not wanted or any(c in wanted for c in "\x00\n\r"):

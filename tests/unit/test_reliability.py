@@ -74,6 +74,21 @@ def test_close_while_redis_is_away_keeps_the_spool(tmp_path, own_redis, monkeypa
     assert any(b"APPEND" in c[0] for _, cmds in kept for c in cmds)
 
 
+def test_a_relative_savedir_stays_where_it_was_after_a_chdir(tmp_path, own_redis, monkeypatch):
+    # Hydra and many scripts change the working folder after starting: the spool and the
+    # media stay in the folder the run was started with.
+    monkeypatch.setenv("LABSTATS_URL", own_redis.url)
+    monkeypatch.chdir(tmp_path)
+    own_redis.stop()
+    stats = labstats.Stats("runs/exp", flush_interval=0.02)
+    (tmp_path / "elsewhere").mkdir()
+    monkeypatch.chdir(tmp_path / "elsewhere")
+    stats.log(step=0, v=1)
+    stats.close(timeout=5)
+    assert stats.pending_spool.parent.parent == tmp_path / "runs/exp"
+    assert not (tmp_path / "elsewhere/runs").exists()
+
+
 def test_a_torn_spool_frame_is_dropped_and_the_rest_replays(tmp_path):
     s = spool.Spool(tmp_path / "x.spool")
     s.append(1, [(b"SET", b"a", b"1")])
