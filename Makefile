@@ -52,10 +52,11 @@ lab-test: venv ## The infra tests (Molecule's verify) against the `make lab` box
 
 # CI stands the lab up as the README says and runs the lab's own commands in it; a lab that
 # was already up (a developer's) is converged again and left up.
-lab-check: ## `make lab`, then the docs' box commands, bench-replication and restore-drill in it; down again if it was not up
+lab-check: ## `make lab`, then a --check --diff preview, the docs' box commands, bench-replication and restore-drill in it; down again if it was not up
 	@mkdir -p .cache; docker/lab.sh status | grep -q ' Up ' && touch .cache/lab-was-up || rm -f .cache/lab-was-up
 	$(MAKE) lab
 	$(MAKE) lab-status
+	scripts/lab-check-mode.sh
 	$(MAKE) lab-test LAB_TESTS=tests/infra/test_documented.py
 	$(MAKE) bench-replication QUICK=1
 	$(MAKE) restore-drill

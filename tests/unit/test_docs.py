@@ -23,6 +23,7 @@ import yaml
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 import doc_blocks
+from conftest import password
 
 import labstats
 from labstats import cli
@@ -198,6 +199,19 @@ SETUPS = {
 }
 
 
+@pytest.fixture
+def lab(acl_server, monkeypatch):
+    """The examples run as a training account of a lab box: a Redis user of its own under the
+    redis role's ACL (tests/unit/conftest.py renders it), and nothing they do is refused."""
+    ops = acl_server.client()
+    ops.flushall()
+    ops.execute_command("ACL", "LOG", "RESET")
+    url = acl_server.url_for("alice", password("alice"))
+    monkeypatch.setenv("LABSTATS_URL", url)
+    yield labstats.connect(url)
+    assert ops.acl_log() == [], "an example did something its account may not"
+
+
 @pytest.mark.parametrize("block", doc_blocks.of_kind("python"), ids=lambda b: f"{b.where}-{b.name}")
 def test_python_example(block, tmp_path, lab, monkeypatch):
     monkeypatch.chdir(tmp_path)
@@ -300,9 +314,15 @@ def test_every_make_target_is_run_by_ci_or_says_why():
     targets = _targets()
     assert "make test" in (ROOT / ".ci/run").read_text()
     ci = _run_by("test", targets)
-    not_run = set(targets) - ci - set(MANUAL_TARGETS) - {"help"}
+    not_run = set(targets) - ci - set(MANUAL_TARGETS) - {"help"}  # help: run below
     assert not not_run, f"targets neither run by `make test` nor listed as manual: {sorted(not_run)}"
     assert not set(MANUAL_TARGETS) - set(targets), "a manual target that no longer exists"
+
+
+def test_make_help_lists_every_target():
+    listed = subprocess.run(["make", "-s", "help"], cwd=ROOT, capture_output=True, text=True, check=True)
+    shown = set(re.findall(r"^  make (\S+)", listed.stdout, flags=re.M))
+    assert shown == set(_targets()), sorted(set(_targets()) ^ shown)
 
 
 def test_every_make_command_in_the_docs_exists():
