@@ -26,7 +26,7 @@ DOCUMENTS = ("README.md", *sorted(str(p.relative_to(ROOT)) for p in (ROOT / "doc
 KINDS = ("python", "shell", "box", "make", "vars", "no")
 
 _MARKER = re.compile(r"^<!-- run: (?P<kind>\w+)(?::)?\s*(?P<args>.*?)\s*-->$")
-_FENCE = re.compile(r"^```(?P<lang>[\w-]*)\s*$")
+_FENCE = re.compile(r"^(?P<indent> {0,3})```(?P<lang>[\w-]*)\s*$")  # also inside a list item
 
 
 @dataclass(frozen=True)
@@ -57,12 +57,13 @@ def blocks(documents: tuple[str, ...] = DOCUMENTS) -> list[Block]:
             if not fence:
                 i += 1
                 continue
-            end = next((j for j in range(i + 1, len(lines)) if lines[j].startswith("```")), None)
+            indent = len(fence["indent"])
+            end = next((j for j in range(i + 1, len(lines)) if lines[j][indent:].startswith("```")), None)
             if end is None:
                 raise ValueError(f"{document}:{i + 1}: a fence that never closes")
             marker = _MARKER.match(lines[i - 1].strip()) if i else None
             kind, args = (marker["kind"], tuple(marker["args"].split())) if marker else (None, ())
-            text = "\n".join(lines[i + 1 : end]) + "\n"
+            text = "\n".join(line[indent:] for line in lines[i + 1 : end]) + "\n"
             found.append(Block(document, i + 1, fence["lang"], kind, args, text))
             i = end + 1
     return found

@@ -23,12 +23,12 @@ ROOT = doc_blocks.ROOT
 ADMIN = "labadmin"
 
 
-def run_block(host, text: str):
-    """The block as one script, as the admin user types it on the box."""
+def run_block(host, text: str, *, as_root: bool = False):
+    """The block as one script, as the admin user (or root, after `sudo -i`) types it."""
     script = f"/tmp/doc-block-{time.monotonic_ns()}.sh"
     encoded = base64.b64encode(text.encode()).decode()
     host.run_expect([0], f"echo {encoded} | base64 -d > {script} && chmod 0755 {script}")
-    with host.sudo(ADMIN):
+    with host.sudo("root" if as_root else ADMIN):
         result = host.run(f"cd ~ && bash -e {script}")
     host.run(f"rm -f {script}")
     return result
@@ -40,7 +40,8 @@ def block(name: str) -> doc_blocks.Block:
 
 
 def test_every_box_block_is_run_here():
-    assert {b.name for b in doc_blocks.of_kind("box")} == {"quickstart", "viewer-sessions", "archiver"}
+    names = {"quickstart", "viewer-sessions", "archiver", "notebook-restore"}  # each has its test below
+    assert {b.name for b in doc_blocks.of_kind("box")} == names
 
 
 def test_the_quickstart_logs_a_run_the_viewer_shows():
@@ -92,6 +93,21 @@ def test_the_session_commands_end_sessions():
     assert lines[0] == "0 sessions ended for alice", lines
     assert lines[1].endswith(" ended"), lines  # every session, whatever the other tests left
     assert lines[2:] == [], lines  # and none is listed after
+
+
+def test_the_notebook_restore_brings_a_lost_notebook_back():
+    web = box("webbox")
+    notebook = "/var/lib/labstats-jupyter/notebooks/labstats-example.ipynb"
+    with web.sudo():
+        web.run_expect([0], "systemctl start labstats-backup.service")  # a snapshot holding it
+        web.run_expect([0], "rm -f %s", notebook)
+    first, rest = block("notebook-restore").text.split("\n", 1)
+    assert first == "sudo -i", first  # the reader becomes root, then types the rest
+    result = run_block(web, rest, as_root=True)
+    assert result.rc == 0, result.stderr
+    restored = web.file(notebook)
+    assert restored.exists
+    assert restored.user == "jupyter"
 
 
 def _prose(document: str) -> str:
