@@ -77,7 +77,9 @@ class Plan:
         if self.source:
             lines = [f"# or: labstats regenerate {q(self.run_id)} {q(target)} --run", "set -e"]
         else:
-            lines = ["# not started from a git repository: its code was not recorded", "set -e"]
+            lines = ["# not started from a git repository: its code was not recorded"]
+            lines += [f"# {note}" for note in self.notes if note.startswith("git is not installed")]
+            lines.append("set -e")
             if self.cwd:
                 lines.append(f"cd -- {q(self.cwd)}")
         if self.source:
@@ -164,7 +166,10 @@ def _outside(relative: str) -> bool:
 
 
 def _run(args: list[str], cwd: Path | None = None, stdin: str | None = None, env: dict | None = None) -> str:
-    done = subprocess.run(args, cwd=cwd, input=stdin, capture_output=True, text=True, env=env)
+    try:
+        done = subprocess.run(args, cwd=cwd, input=stdin, capture_output=True, text=True, env=env)
+    except FileNotFoundError:
+        raise LabstatsError(f"{args[0]} is not installed here: regenerating needs it") from None
     if done.returncode != 0:
         said = done.stderr.strip() or done.stdout.strip()
         raise LabstatsError(f"{' '.join(map(shlex.quote, args))} failed: {said}")
@@ -250,7 +255,10 @@ def checkout(p: Plan, diff: str, freeze: str, target: Path, warn=None) -> Path:
     """Make the checkout in ``target`` (absent or empty); returns where the command runs.
     ``warn`` is told each package line left out of requirements.txt (see the module doc)."""
     if not p.source or not p.commit:
-        raise LabstatsError(f"run {p.run_id} was not started from a git repository: nothing to check out")
+        why = "".join(f" ({note})" for note in p.notes if note.startswith("git is not installed"))
+        raise LabstatsError(
+            f"run {p.run_id} was not started from a git repository{why}: nothing to check out"
+        )
     if not _COMMIT.match(p.commit):
         raise LabstatsError(f"run {p.run_id}: the recorded commit {p.commit!r} is not a commit id")
     if p.workdir and _outside(p.workdir):

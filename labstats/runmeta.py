@@ -87,6 +87,13 @@ def working_tree_diff(root: Path) -> tuple[str, list[str]]:
 def git_state(where: Path) -> dict[str, Any]:
     """Repository root and remote, commit, branch, dirty flag and the full diff from the
     commit to the working tree (untracked text files as new files), if ``where`` is in git."""
+    if shutil.which("git") is None:
+        # Said, not silently taken for "not in a repository": the recipe then tells why.
+        start = where.resolve()
+        if any((folder / ".git").exists() for folder in (start, *start.parents)):
+            note = f"git is not installed on {socket.gethostname()}: the code was not recorded"
+            return {"git_notes": [note]}
+        return {}
     root_out = _git(["rev-parse", "--show-toplevel"], where)
     commit = _git(["rev-parse", "HEAD"], where)
     if not root_out or not commit:

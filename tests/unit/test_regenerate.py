@@ -141,6 +141,25 @@ def test_a_run_outside_git_gets_an_honest_recipe(tmp_path, url):
     assert cli.main(["--url", url, "regenerate", run.id, str(tmp_path / "x")]) == 1
 
 
+def test_a_box_without_git_says_so_instead_of_not_in_a_repository(repo, tmp_path, url, monkeypatch, capsys):
+    # A training box without git once recorded "not started from a git repository" for a run
+    # inside one; a box without git running regenerate once died with a traceback.
+    (tmp_path / "bin").mkdir()
+    (tmp_path / "bin" / "python").symlink_to(sys.executable)
+    monkeypatch.setenv("PATH", str(tmp_path / "bin"))  # a PATH without git
+    train(repo, repo / "train.py", url, monkeypatch)
+    run = labstats.connect(url).runs(limit=1)[0]
+    assert run.meta.get("git_commit") is None
+    recipe = run.regenerate_command().splitlines()
+    assert recipe[1].startswith("# git is not installed on "), recipe
+    assert cli.main(["--url", url, "regenerate", run.id, str(tmp_path / "x")]) == 1
+    assert "(git is not installed on " in capsys.readouterr().err
+    forged = regenerate.Plan(run_id="r", source=str(repo), commit="a" * 40, dirty=False, workdir="",
+                             command=["python", "train.py"])  # fmt: skip
+    with pytest.raises(labstats.LabstatsError, match="git is not installed here"):
+        regenerate.checkout(forged, "", "", tmp_path / "y")
+
+
 def test_the_freeze_runs_at_the_lowest_cpu_priority(monkeypatch):
     # It runs beside the first steps of the training: on a busy box it must not slow them.
     from labstats import runmeta
