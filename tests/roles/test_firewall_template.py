@@ -61,5 +61,23 @@ def test_icmp_can_be_turned_off():
 def test_rendered_ruleset_passes_nft_check(tmp_path):
     assert shutil.which("nft"), "nft missing: scripts/host-setup.sh installs nftables"
     path = tmp_path / "rules.nft"
-    path.write_text(render([{"name": "web", "proto": "tcp", "port": 443}]))
+    rules = [{"name": "web", "proto": "tcp", "port": 443}]
+    path.write_text(render(rules, firewall_drop_forward=True, firewall_tunnel_interfaces=["wg0"]))
     subprocess.run(["nft", "--check", "--file", str(path)], check=True)
+
+
+def forward_chain(text):
+    chain = text.split("chain forward {", 1)[1].split("}", 1)[0]
+    return [line.strip() for line in chain.strip().splitlines()]
+
+
+def test_only_forwarding_through_the_tunnel_is_dropped():
+    # Docker's, Podman's or libvirt's forwarding is theirs to decide: a policy drop here cut
+    # every container off the network, whatever their own rules accepted.
+    text = render([], firewall_drop_forward=True, firewall_tunnel_interfaces=["wg0"])
+    assert forward_chain(text) == [
+        "type filter hook forward priority filter; policy accept;",
+        'oifname "wg0" counter drop comment "routed into the tunnel"',
+        'iifname "wg0" counter drop comment "routed out of the tunnel"',
+    ]
+    assert "chain forward" not in render([], firewall_drop_forward=False, firewall_tunnel_interfaces=["wg0"])
