@@ -18,6 +18,7 @@ lp.animation(run, "samples")           # an animated GIF (bytes, shown inline)
 from __future__ import annotations
 
 import json
+import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -64,7 +65,14 @@ def overlay(
     for n, run in enumerate(runs):
         if name not in run.series_info():
             continue
-        s = _points(run, name, start, stop, max_points)
+        try:
+            s = _points(run, name, start, stop, max_points)
+        except LabstatsError as exc:
+            if len(runs) == 1:
+                raise
+            # One run not readable here (an archive on its way, a text series): the rest drawn.
+            warnings.warn(f"overlay {name!r}: run {run.name!r} left out: {exc}", stacklevel=2)
+            continue
         source = ColumnDataSource({"idx": s.idx, "value": s.values, "run": [run.name] * len(s)})
         fig.line(
             "idx",

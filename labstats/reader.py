@@ -1003,7 +1003,13 @@ def _compare(runs: list[Run], series: str, start: int | None, stop: int | None):
 
     columns = {}
     for run in runs:
-        columns[run.name] = run.series(series, start, stop).to_pandas().groupby(level=0).last()
+        try:
+            columns[run.name] = run.series(series, start, stop).to_pandas().groupby(level=0).last()
+        except LabstatsError as exc:
+            if len(runs) == 1:
+                raise
+            # One run not readable here (an archive on its way): the others compared, it named.
+            warnings.warn(f"compare {series!r}: run {run.name!r} left out: {exc}", stacklevel=3)
     frame = pd.DataFrame(columns)
     frame.index.name = "idx"
     return frame
