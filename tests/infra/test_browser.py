@@ -8,6 +8,7 @@ import os
 import shutil
 import time
 from pathlib import Path
+from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from conftest import box, https_get, log_run_on_trainbox, viewer_login, wait_until, web_token, web_url
@@ -232,6 +233,23 @@ def test_chart_controls_filter_smooth_clip_and_log_scale_what_is_drawn(host, bro
     )
     scales = bokeh_eval(page, "return Object.values(charts).map(c => c.fig.y_scale.type)")
     assert set(scales) == {"LogScale"}
+    # The filter, smoothing and clipping survived the page asking the server again.
+    assert page.input_value("#series-filter") == "^val/"
+    assert page.input_value("#smoothing") == "0.9"
+    assert page.is_checked("#clip-outliers")
+    shown = page.eval_on_selector_all(".chart-grid .chart:not([hidden])", "cs => cs.map(c => c.dataset.name)")
+    assert shown == ["val/loss"]
+    page.wait_for_function(
+        "Bokeh.documents.flatMap(d => [...d.all_models]).filter(m => 'data_url' in m)"
+        ".every(m => m.data && m.data.idx && m.data.idx.length > 0)"
+    )
+    assert bokeh_eval(page, "return charts['train/loss'].r['smooth-0'].visible") is True
+    # Enter in the filter box does not reload the page.
+    url = page.url
+    page.press("#series-filter", "Enter")
+    assert page.url == url
+    page.fill("#series-filter", "")
+    page.dispatch_event("#series-filter", "input")
     # The x axis as wall-clock time: a datetime axis, and the points' x are times (ms).
     page.select_option("#x-axis", "time")
     page.wait_for_url("**x=time**")
@@ -324,6 +342,20 @@ def test_the_runs_table_sorts_groups_and_chooses_columns(host, browser):
     boxes[1].check()
     page.click("text=Compare selected")
     page.wait_for_url("**/compare?**")
+
+    # The compare page's own controls keep the two runs (they once asked for a compare of none).
+    def compared() -> list[str]:
+        return sorted(parse_qs(urlsplit(page.url).query).get("run", []))
+
+    chosen = compared()
+    assert len(chosen) == 2
+    page.select_option("#y-scale", "log")
+    page.wait_for_url("**y=log**")
+    assert compared() == chosen
+    page.wait_for_function(
+        "[...document.querySelectorAll('.bk-target')].every(t => t.dataset.rendered === 'true')"
+    )
+    assert page.query_selector(".chart-grid .chart") is not None
     context.close()
     assert errors == []
 

@@ -4,6 +4,7 @@ import csv
 import io
 import json
 import re
+from urllib.parse import quote
 
 import numpy as np
 import pytest
@@ -108,6 +109,30 @@ def test_compare_gives_each_run_one_colour_on_every_chart(client, tmp_path):
     assert colors[2] in chart_b
     assert colors[1] not in chart_b
     assert "#0c0" not in html  # no placeholder left
+
+
+def test_the_chart_controls_keep_the_compared_runs_and_their_own_state(client, tmp_path):
+    # The controls' form once held only x and y: changing an axis (or Enter in the filter)
+    # asked for a compare of no runs (400) and forgot smoothing, clipping and the filter.
+    ids = []
+    for k in range(2):
+        with labstats.Stats(tmp_path / f"k{k}") as stats:
+            stats.log(step=0, loss=1.0)
+        ids.append(stats.run_id)
+    hostile = '"><script>alert(1)</script>'
+    runs = "&".join(f"run=local/{i}" for i in ids)
+    query = f"{runs}&merge=val&y=log&smooth=0.6&clip=1&filter={quote(hostile)}"
+    html = client.get(f"/compare?{query}").get_data(as_text=True)
+    form = html.split('id="chart-controls"', 1)[1].split("</form>", 1)[0]
+    hidden = re.findall(r'<input type="hidden" name="([^"]+)" value="([^"]*)">', form)
+    assert hidden == [("run", f"local/{ids[0]}"), ("run", f"local/{ids[1]}"), ("merge", "val")]
+    assert 'name="smooth" id="smoothing" min="0" max="0.99" step="0.01" value="0.6"' in form
+    assert 'value="1" id="clip-outliers" checked' in form
+    assert "<script>alert(1)" not in html
+    assert 'value="&#34;&gt;&lt;script&gt;alert(1)&lt;/script&gt;"' in form
+    # What the form submits on an axis change is a compare of the same runs.
+    again = client.get("/compare?" + "&".join(f"{k}={quote(v)}" for k, v in hidden) + "&x=time&y=log")
+    assert again.status_code == 200
 
 
 @pytest.mark.parametrize(

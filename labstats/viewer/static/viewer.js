@@ -271,7 +271,19 @@ function redrawAll() {
 
 function chartControlsForm(form) {
   const filter = document.getElementById("series-filter");
-  filter.addEventListener("input", () => {
+  const smoothing = document.getElementById("smoothing");
+  const clip = document.getElementById("clip-outliers");
+  // The state lives in the URL (each control has a name): a reload, a bookmark or an axis
+  // change (which asks the server again, submitting the form) keeps it.
+  const remember = () => {
+    const url = new URL(window.location.href);
+    const put = (key, value, none) => (value === none ? url.searchParams.delete(key) : url.searchParams.set(key, value));
+    put("filter", filter.value, "");
+    put("smooth", smoothing.value, "0");
+    put("clip", clip.checked ? "1" : "", "");
+    history.replaceState(null, "", url);
+  };
+  const applyFilter = () => {
     let pattern = null;
     try { pattern = new RegExp(filter.value); filter.classList.remove("invalid"); }
     catch (err) { filter.classList.add("invalid"); } // an unfinished pattern hides nothing
@@ -281,20 +293,27 @@ function chartControlsForm(form) {
     for (const group of document.querySelectorAll(".chart-group")) {
       group.hidden = [...group.querySelectorAll(".chart")].every((c) => c.hidden);
     }
-  });
-  const smoothing = document.getElementById("smoothing");
-  smoothing.addEventListener("input", () => {
-    chartControls.weight = Number(smoothing.value);
-    document.getElementById("smoothing-value").textContent = smoothing.value;
-    redrawAll();
-  });
-  document.getElementById("clip-outliers").addEventListener("change", (e) => {
-    chartControls.clip = e.target.checked;
-    redrawAll();
-  });
-  // The y scale is part of the chart itself: the page asks the server again.
-  document.getElementById("y-scale").addEventListener("change", () => form.submit());
-  document.getElementById("x-axis").addEventListener("change", () => form.submit());
+  };
+  const applySmoothing = () => {
+    const weight = Number(smoothing.value);
+    chartControls.weight = Number.isFinite(weight) ? Math.min(0.99, Math.max(0, weight)) : 0;
+    document.getElementById("smoothing-value").textContent = String(chartControls.weight);
+  };
+  filter.addEventListener("input", () => { applyFilter(); remember(); });
+  // Enter in the filter would submit the form (a reload for nothing): the filter is live.
+  filter.addEventListener("keydown", (e) => { if (e.key === "Enter") e.preventDefault(); });
+  smoothing.addEventListener("input", () => { applySmoothing(); remember(); redrawAll(); });
+  clip.addEventListener("change", () => { chartControls.clip = clip.checked; remember(); redrawAll(); });
+  // The axes are part of the charts themselves: the page asks the server again, where it was.
+  const reload = () => { sessionStorage.setItem("labstats-scroll", String(window.scrollY)); form.submit(); };
+  document.getElementById("y-scale").addEventListener("change", reload);
+  document.getElementById("x-axis").addEventListener("change", reload);
+  // The state the page was opened with (charts drawn later read chartControls).
+  applyFilter();
+  applySmoothing();
+  chartControls.clip = clip.checked;
+  const scroll = sessionStorage.getItem("labstats-scroll");
+  if (scroll !== null) { sessionStorage.removeItem("labstats-scroll"); window.scrollTo(0, Number(scroll) || 0); }
 }
 
 // ---- the runs table: sort by any column, choose columns, group rows ---------------------
