@@ -18,7 +18,7 @@ from typing import Any
 
 import redis
 
-from labstats import archive, reader, regenerate, replay, tbimport
+from labstats import archive, reader, regenerate, replay, schema, tbimport
 from labstats.config import LabstatsError
 
 EX_TEMPFAIL = 75  # replay: Redis cannot be reached now; try again later (the timer does)
@@ -194,7 +194,7 @@ def cmd_show(lab: reader.Lab, args: argparse.Namespace) -> int:
         return 0
     info = run.series_info()
     print(f"run       {run.name}  ({run.id})")
-    print(f"status    {run.status}{'  (' + run.meta['reason'] + ')' if run.meta.get('reason') else ''}")
+    print(f"status    {run.status}{'  (' + run.reason + ')' if run.reason else ''}")
     print(f"started   {_when(run.meta.get('started'))}   ended {_when(run.meta.get('ended'))}")
     print(f"host      {run.meta.get('host', '-')}   python {run.meta.get('python', '-')}")
     if run.meta.get("git_commit"):
@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ls", help="list runs, newest first")
     p.add_argument("--name", help="name contains this")
     p.add_argument("--tag")
-    p.add_argument("--status", choices=["running", "finished", "crashed"])
+    p.add_argument("--status", choices=list(schema.SHOWN_STATUSES))
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="config value (lr=0.001, opt=adam) or range (lr=1e-4..1e-2); repeatable")  # fmt: skip
     p.add_argument("--limit", type=int, default=50)

@@ -35,6 +35,10 @@ from labstats.config import LabstatsError
 OVERVIEW_MIN = 4096  # series this short are read whole: cheaper than any summary
 ARCHIVES_OPEN = 32  # archive files a Lab keeps open
 STALE_AFTER = 60.0  # seconds without a heartbeat before a "running" run reads as crashed
+# A live run whose loop has not called log()/update() for max(STALL_AFTER, STALL_FACTOR x its
+# usual interval between calls) reads as stalled.
+STALL_AFTER = 120.0
+STALL_FACTOR = 5.0
 # schema.SUMMARY as a NumPy record: (idx, value) of the first, lowest, highest, last point.
 _SUMMARY_DTYPE = np.dtype(
     [(f"{part}{k}", "<i8" if part == "i" else "<f8") for k in range(4) for part in "iv"]
@@ -77,13 +81,43 @@ class Run:
 
     @property
     def status(self) -> str:
-        """running, finished or crashed; a running run whose heartbeat stopped reads as crashed."""
+        """running, stalled, finished or crashed. A running run whose heartbeat stopped reads
+        as crashed; one whose process lives but whose loop stopped calling, as stalled."""
         status = self.meta.get("status", schema.RUNNING)
         if status not in schema.STATUSES:
             return schema.CRASHED  # an unknown status cannot be trusted to be running
         if status == schema.RUNNING and self.heartbeat_age > self.lab.stale_after:
             return schema.CRASHED
+        if status == schema.RUNNING and self.stalled_for is not None:
+            return schema.STALLED
         return status
+
+    @property
+    def stalled_for(self) -> float | None:
+        """Seconds since the loop's last log()/update() call when that is over its limit
+        (max(stall_after, 5 x its usual interval)); None while it calls as usual."""
+        last = number(self.meta.get("last_call"))
+        if last is None:
+            return None
+        interval = number(self.meta.get("call_interval")) or 0.0
+        quiet = time.time() - last
+        return quiet if quiet > max(self.lab.stall_after, STALL_FACTOR * interval) else None
+
+    @property
+    def reason(self) -> str:
+        """Why the run ended or is stuck, in words: the recorded reason, or what the reader saw."""
+        recorded = self.meta.get("reason")
+        if recorded:
+            return str(recorded)
+        status = self.status
+        if status == schema.CRASHED and self.meta.get("status") == schema.RUNNING:
+            last = number(self.meta.get("heartbeat")) or number(self.meta.get("started")) or 0.0
+            return f"no heartbeat since {_clock(last)}: its process ended without closing the run"
+        if status == schema.STALLED:
+            usual = number(self.meta.get("call_interval")) or 0.0
+            quiet = self.stalled_for or 0.0
+            return f"no log() or update() for {quiet:.0f} s (usually every {usual:.3g} s); its process lives"
+        return ""
 
     @property
     def heartbeat_age(self) -> float:
@@ -407,6 +441,7 @@ class Lab:
         stale_after: float = STALE_AFTER,
         archive_dir: str | Path | None = None,
         artifact_dir: str | Path | None = None,
+        stall_after: float = STALL_AFTER,
     ) -> None:
         from labstats.store import ArtifactStore, default_artifact_dir
 
@@ -415,6 +450,7 @@ class Lab:
         self.keys = schema.Keys(prefix)
         self.source = source
         self.stale_after = stale_after
+        self.stall_after = stall_after
         self.archive_dir = Path(archive_dir) if archive_dir else cfg.default_archive_dir()
         self._archives: dict[str, tuple[int, Any]] = {}  # run id -> (file mtime, ArchivedRun)
         self._archives_lock = threading.Lock()
@@ -502,8 +538,8 @@ class Lab:
         """Runs, newest first. ``name`` is a substring; ``params`` maps a config key to a value
         (equality) or a (low, high) pair (inclusive range, either side None). Runs of every
         owner and unowned ones alike (see :meth:`owners`)."""
-        if status is not None and status not in schema.STATUSES:
-            raise LabstatsError(f"unknown status {status!r} (one of {', '.join(schema.STATUSES)})")
+        if status is not None and status not in schema.SHOWN_STATUSES:
+            raise LabstatsError(f"unknown status {status!r} (one of {', '.join(schema.SHOWN_STATUSES)})")
         filtered = any(x is not None for x in (name, tag, status, params))
         if not filtered:
             return self._load(self._newest(offset, limit))
@@ -601,6 +637,8 @@ class Lab:
         statuses: list[str | None] = [status]
         if status == schema.CRASHED:
             statuses.append(schema.RUNNING)  # stale running runs read as crashed too
+        elif status == schema.STALLED:
+            statuses = [schema.RUNNING]  # stalled is never stored: running runs read as it
         k = self.keys
         pipe = self.redis.pipeline(transaction=False)
         asked: list[str | None] = []
@@ -851,6 +889,10 @@ def _block_summary(idx: np.ndarray, values: np.ndarray, block: int = 1023) -> tu
 # How deep the unfiltered page reads each index at most while entries there do not count
 # (made-up ids an owner put at the top of their own index): a bound on what one page costs.
 MAX_WINDOW = 1 << 16
+
+
+def _clock(ts: float) -> str:
+    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
 def number(value: Any) -> float | None:

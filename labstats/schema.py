@@ -70,6 +70,10 @@ BLOB_TAG = b"R"
 # running run's heartbeat is older than its stale limit.
 RUNNING, FINISHED, CRASHED = "running", "finished", "crashed"
 STATUSES = (RUNNING, FINISHED, CRASHED)
+# Derived only, never stored: a running run whose process lives (its heartbeat is fresh) but
+# whose training loop has not called log() or update() for too long (a stuck data loader).
+STALLED = "stalled"
+SHOWN_STATUSES = (RUNNING, STALLED, FINISHED, CRASHED)
 
 
 # Internal series: the epoch of update() calls, and the wall-clock time of log()/update()

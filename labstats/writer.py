@@ -19,6 +19,7 @@ Two more guarantees:
 from __future__ import annotations
 
 import logging
+import statistics
 import threading
 import time
 from collections import deque
@@ -122,6 +123,11 @@ class Writer(threading.Thread):
         self._next_retry = 0.0
         self._backoff = 0.5
         self._last_heartbeat = 0.0
+        # The training loop's pulse, for readers to tell a stuck loop from a slow one: the time
+        # of its last log()/update() call, and its usual interval between calls (the median of
+        # one estimate per writer pass).
+        self.last_call = 0.0
+        self._call_intervals: deque[float] = deque(maxlen=50)
         self._warned_backpressure = False
         self._warned_disk = False
         # Batches neither Redis nor the spool's disk would take yet: (seq, commands, size).
@@ -219,10 +225,12 @@ class Writer(threading.Thread):
             markers: list[threading.Event] = []
             points: list[tuple[int, str, Any]] = []
             freed = 0
+            calls, last_call = 0, 0.0
             while self.queue and len(points) < 50_000:
                 item = self.queue.popleft()
                 if item[0] == _POINTS:
                     _, idx, values, nbytes, when = item
+                    calls, last_call = calls + 1, when
                     points.extend((idx, name, value) for name, value in values.items())
                     if when - self._last_time >= TIME_RESOLUTION:
                         points.append((idx, schema.TIME_SERIES, when))
@@ -243,10 +251,14 @@ class Writer(threading.Thread):
                 commands += self.encoder.encode(points)
             with self._bytes_lock:
                 self.queued_bytes -= freed
+            if calls:
+                if self.last_call:
+                    self._call_intervals.append(max(0.0, last_call - self.last_call) / calls)
+                self.last_call = last_call
             now = time.time()
             try:
                 if commands or now - self._last_heartbeat >= self.heartbeat_interval:
-                    commands.append(cmd("HSET", self.keys.run(self.run_id), "heartbeat", f"{now:.3f}"))
+                    commands.append(cmd("HSET", self.keys.run(self.run_id), *self._pulse(now)))
                     self._last_heartbeat = now
                     self._send(commands)
                 elif self._spooling:
@@ -256,6 +268,15 @@ class Writer(threading.Thread):
                     marker.set()
             if not self.queue:
                 return
+
+    def _pulse(self, now: float) -> list[str]:
+        """The heartbeat's fields: the process lives (heartbeat), and where its loop is."""
+        fields = ["heartbeat", f"{now:.3f}"]
+        if self.last_call:
+            fields += ["last_call", f"{self.last_call:.3f}"]
+        if self._call_intervals:
+            fields += ["call_interval", f"{statistics.median(self._call_intervals):.6f}"]
+        return fields
 
     def _media_commands(self, item: Capture) -> list[Command]:
         if self.media is None:

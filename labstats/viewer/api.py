@@ -218,6 +218,7 @@ def run_summary(source: str, run: Run, whole_config: bool = False) -> dict[str, 
         "id": run.id,
         "name": str(run.name),
         "status": run.status,
+        "reason": run.reason,
         "started": number(meta.get("started")),
         "ended": number(meta.get("ended")),
         "heartbeat": number(meta.get("heartbeat")),
@@ -246,8 +247,8 @@ def list_runs(with_runs: bool = False, default_limit: int = 200):
     status = request.args.get("status") or None
     tag = request.args.get("tag") or None
     sort = request.args.get("sort") or "started"
-    if status is not None and status not in ("running", "finished", "crashed"):
-        raise ApiError(400, "status must be running, finished or crashed")
+    if status is not None and status not in schema.SHOWN_STATUSES:
+        raise ApiError(400, f"status must be one of {', '.join(schema.SHOWN_STATUSES)}")
     if sort not in ("started", "name", "status", "heartbeat"):
         raise ApiError(400, "sort must be started, name, status or heartbeat")
     limit = int_arg("limit", default_limit, 1, 10_000)
@@ -599,7 +600,7 @@ OPENAPI: dict[str, Any] = {
                     {
                         "name": "status",
                         "in": "query",
-                        "schema": {"type": "string", "enum": ["running", "finished", "crashed"]},
+                        "schema": {"type": "string", "enum": list(schema.SHOWN_STATUSES)},
                     },
                     {"name": "tag", "in": "query", "schema": {"type": "string"}},
                     {

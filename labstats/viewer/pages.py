@@ -11,7 +11,7 @@ from bokeh.palettes import Category10_10, Category20_20
 from flask import Blueprint, abort, render_template, request, url_for
 
 from labstats.reader import LabstatsError
-from labstats.schema import TIME_SERIES
+from labstats.schema import RUNNING, STALLED, TIME_SERIES
 from labstats.viewer import charts
 from labstats.viewer.api import (
     MAX_DRAWN_TENSOR_VALUES,
@@ -34,6 +34,9 @@ bp = Blueprint("pages", __name__)
 MAX_CHARTS = 200  # per page; a run with more series shows the first ones and says so
 TEXT_ROWS = 50
 HISTOGRAM_STEPS = 500  # the newest steps of a histogram series shown as a heat-map
+
+# Runs whose pages keep asking for new points (a stalled run may go on).
+LIVE = (RUNNING, STALLED)
 
 
 def _page_error(exc: ApiError):
@@ -145,7 +148,7 @@ def run_page(source: str, run_id: str):
         return render_template("source_down.html", source=source, message=exc.message)
     summary = run_summary(source, run)
     info = run.series_info()
-    live = summary["status"] == "running"
+    live = summary["status"] in LIVE
     try:
         at_idx = int_arg("step")
     except ApiError:
@@ -340,7 +343,7 @@ def compare():
     # A colour per run, the same on every chart (a run without a series leaves a gap, not a shift).
     palette = Category10_10 if len(runs) <= 10 else Category20_20
     colors = [palette[k % len(palette)] for k in range(len(runs))]
-    live = any(r.status == "running" for _, r in runs)
+    live = any(r.status in LIVE for _, r in runs)
     log_y = request.args.get("y") == "log"
     x_axis = _x_axis()
     plots = []
@@ -361,7 +364,7 @@ def compare():
     for key in keys:
         values = [json.dumps(config.get(key), default=str, sort_keys=True) for config in configs]
         table.append({"key": key, "cells": values, "differs": len(set(values)) > 1})
-    live_refs = [f"{s}/{r.id}" for s, r in runs if r.status == "running"]
+    live_refs = [f"{s}/{r.id}" for s, r in runs if r.status in LIVE]
     return render_template(
         "compare.html", runs=runs, plots=plots, table=table, names=names, live_refs=live_refs, colors=colors
     )

@@ -79,7 +79,8 @@ function livePage(block) {
         setStatus(badge, states[0].status);
         if (beat) { beat.dataset.time = states[0].heartbeat ?? ""; showTimes(beat.parentElement); }
       }
-      if (states.length && states.every((r) => r.status && r.status !== "running")) clearInterval(timer);
+      // A stalled run may go on: its page keeps asking.
+      if (states.length && states.every((r) => r.status && !["running", "stalled"].includes(r.status))) clearInterval(timer);
     } catch (err) { console.warn(err); }
   }, POLL_MS);
 }
