@@ -82,3 +82,17 @@ def test_the_cli_lists_stalled_runs(tmp_path, url, capsys):
         stats.log(step=0, v=1.0)
     assert cli.main(["--url", url, "ls", "--status", "stalled"]) == 0
     assert "plain" not in capsys.readouterr().out
+
+
+def test_the_viewer_filters_and_shows_the_states(tmp_path, url):
+    from labstats.viewer import create_app
+    from labstats.viewer.sources import Source
+
+    client = create_app({"local": Source("local", url)}).test_client()
+    with labstats.Stats(tmp_path / "done", flush_interval=0.05) as stats:
+        stats.log(step=0, v=1.0)
+    assert client.get("/api/runs?status=stalled").json["runs"] == []
+    assert [r["name"] for r in client.get("/api/runs?status=finished").json["runs"]] == ["done"]
+    page = client.get("/").get_data(as_text=True)
+    assert '<option value="stalled"' in page
+    assert client.get("/api/runs?status=asleep").status_code == 400
