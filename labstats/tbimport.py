@@ -8,7 +8,8 @@ torch's SummaryWriter, tensorboardX or TensorFlow) becomes a run named after its
 TensorBoard's own reader: scalars, histograms (their buckets spread onto 64 equal bins, as
 labstats stores histograms), images, text, and the hyperparameters of ``add_hparams`` (the
 run's config). Steps are kept; the run starts and ends at its first and last event's wall
-time, and the series ``_walltime`` holds the wall time of each step. A folder imported once
+time, and each step's wall time is the run's time series (``_time``, as the logger writes it:
+the viewer's time axis then shows when the step ran, not when it was imported). A folder imported once
 is skipped the next time (the run records where it came from). Needs ``labstats[tb]``.
 """
 
@@ -173,7 +174,7 @@ def _import_folder(folder: Path, name: str, url, prefix, say, position: str) -> 
         for n, step in enumerate(sorted(set(points) | set(walltimes)), 1):
             values = dict(points.get(step, {}))
             if step in walltimes:
-                values["_walltime"] = walltimes[step]
+                values[schema.TIME_SERIES] = walltimes[step]
             stats._put(step, values)
             if n % FLUSH_EVERY == 0:  # an import is faster than any training loop: let the writer keep up
                 stats.flush(600)

@@ -232,7 +232,8 @@ class Writer(threading.Thread):
                     _, idx, values, nbytes, when = item
                     calls, last_call = calls + 1, when
                     points.extend((idx, name, value) for name, value in values.items())
-                    if when - self._last_time >= TIME_RESOLUTION:
+                    # An importer gives each step its own time; the logger's is the call's.
+                    if schema.TIME_SERIES not in values and when - self._last_time >= TIME_RESOLUTION:
                         points.append((idx, schema.TIME_SERIES, when))
                         self._last_time = when
                     freed += nbytes

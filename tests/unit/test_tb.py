@@ -144,7 +144,12 @@ def test_import_equals_what_tensorboard_reads(tmp_path, store, lab, url):
             for event in acc.Images(tag):
                 expected = np.asarray(Image.open(io.BytesIO(event.encoded_image_string)))
                 assert np.array_equal(run.artifact(tag, event.step, as_="array"), expected)
-        walls = run.series("_walltime")
+        # Each step's time is the event's wall time, in the series the viewer's time axis
+        # reads (it once held the import's own time, beside a separate _walltime series).
+        walls = run.series("_time")
+        events = {e.step: e.wall_time for tag in acc.Tags()["scalars"] for e in acc.Scalars(tag)}
+        assert dict(zip(walls.idx.tolist(), walls.values.tolist(), strict=True)) == pytest.approx(events)
+        assert "_walltime" not in run.series_info()
         assert float(run.meta["started"]) == pytest.approx(min(walls.values), abs=1e-3)
     tbx, torch_run = lab.run("tbx"), lab.run("torch/seed1")
     assert tbx.series("note").values == ["first <i>note</i>"]
