@@ -18,7 +18,6 @@ lp.animation(run, "samples")           # an animated GIF (bytes, shown inline)
 from __future__ import annotations
 
 import json
-import warnings
 from collections.abc import Iterable
 
 import numpy as np
@@ -26,7 +25,7 @@ from bokeh.models import ColorBar, ColumnDataSource, DataTable, HoverTool, Linea
 from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
 
-from labstats.reader import LabstatsError, Run, Series
+from labstats.reader import LabstatsError, Run, Series, each_readable
 from labstats.viewer.downsample import MAX_POINTS, downsample
 
 
@@ -62,17 +61,11 @@ def overlay(
         x_axis_label="idx",
         tools="xpan,xwheel_zoom,box_zoom,reset,save",
     )
-    for n, run in enumerate(runs):
-        if name not in run.series_info():
-            continue
-        try:
-            s = _points(run, name, start, stop, max_points)
-        except LabstatsError as exc:
-            if len(runs) == 1:
-                raise
-            # One run not readable here (an archive on its way, a text series): the rest drawn.
-            warnings.warn(f"overlay {name!r}: run {run.name!r} left out: {exc}", stacklevel=2)
-            continue
+
+    def points(run: Run) -> Series | None:
+        return _points(run, name, start, stop, max_points) if name in run.series_info() else None
+
+    for n, run, s in each_readable(runs, f"overlay {name!r}", points):
         source = ColumnDataSource({"idx": s.idx, "value": s.values, "run": [run.name] * len(s)})
         fig.line(
             "idx",

@@ -20,7 +20,7 @@ import math
 import threading
 import time
 import warnings
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -892,7 +892,12 @@ MAX_WINDOW = 1 << 16
 
 
 def _clock(ts: float) -> str:
-    return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    """A recorded time as local date and time; one no clock can show (a record's 1e300) as
+    its number: records are written by training users, and a reason must never fail."""
+    try:
+        return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+    except (OverflowError, OSError, ValueError):
+        return f"{ts:g}"
 
 
 def number(value: Any) -> float | None:
@@ -1040,18 +1045,29 @@ class Labs:
         return _compare([self.run(ref) for ref in refs], series, start, stop)
 
 
-def _compare(runs: list[Run], series: str, start: int | None, stop: int | None):
-    import pandas as pd
-
-    columns = {}
-    for run in runs:
+def each_readable(runs: list[Run], what: str, read: Callable[[Run], Any]):
+    """(position, run, read(run)) for each run whose ``read`` is not None. Of several runs, one
+    that cannot be read here (an archive still on its way to this box) is left out with a
+    warning naming it, so that the others are still shown; a single run's error is raised."""
+    for n, run in enumerate(runs):
         try:
-            columns[run.name] = run.series(series, start, stop).to_pandas().groupby(level=0).last()
+            value = read(run)
         except LabstatsError as exc:
             if len(runs) == 1:
                 raise
-            # One run not readable here (an archive on its way): the others compared, it named.
-            warnings.warn(f"compare {series!r}: run {run.name!r} left out: {exc}", stacklevel=3)
+            warnings.warn(f"{what}: run {run.name!r} left out: {exc}", stacklevel=3)
+            continue
+        if value is not None:
+            yield n, run, value
+
+
+def _compare(runs: list[Run], series: str, start: int | None, stop: int | None):
+    import pandas as pd
+
+    columns = {
+        run.name: s.to_pandas().groupby(level=0).last()
+        for _, run, s in each_readable(runs, f"compare {series!r}", lambda r: r.series(series, start, stop))
+    }
     frame = pd.DataFrame(columns)
     frame.index.name = "idx"
     return frame

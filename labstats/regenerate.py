@@ -37,6 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from labstats.config import LabstatsError
+from labstats.runmeta import GIT_MISSING
 
 _COMMIT = re.compile(r"^[0-9a-f]{7,64}$")  # an object id (sha1 or sha256), never an option
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -78,7 +79,7 @@ class Plan:
             lines = [f"# or: labstats regenerate {q(self.run_id)} {q(target)} --run", "set -e"]
         else:
             lines = ["# not started from a git repository: its code was not recorded"]
-            lines += [f"# {note}" for note in self.notes if note.startswith("git is not installed")]
+            lines += [f"# {note}" for note in self.notes if note.startswith(GIT_MISSING)]
             lines.append("set -e")
             if self.cwd:
                 lines.append(f"cd -- {q(self.cwd)}")
@@ -255,7 +256,7 @@ def checkout(p: Plan, diff: str, freeze: str, target: Path, warn=None) -> Path:
     """Make the checkout in ``target`` (absent or empty); returns where the command runs.
     ``warn`` is told each package line left out of requirements.txt (see the module doc)."""
     if not p.source or not p.commit:
-        why = "".join(f" ({note})" for note in p.notes if note.startswith("git is not installed"))
+        why = "".join(f" ({note})" for note in p.notes if note.startswith(GIT_MISSING))
         raise LabstatsError(
             f"run {p.run_id} was not started from a git repository{why}: nothing to check out"
         )

@@ -84,6 +84,10 @@ def working_tree_diff(root: Path) -> tuple[str, list[str]]:
         return _git(["diff", "--binary", "HEAD"], root, env) or "", skipped
 
 
+# The note a run records when git is missing where it started; regenerate looks for it.
+GIT_MISSING = "git is not installed on "
+
+
 def git_state(where: Path) -> dict[str, Any]:
     """Repository root and remote, commit, branch, dirty flag and the full diff from the
     commit to the working tree (untracked text files as new files), if ``where`` is in git."""
@@ -91,7 +95,7 @@ def git_state(where: Path) -> dict[str, Any]:
         # Said, not silently taken for "not in a repository": the recipe then tells why.
         start = where.resolve()
         if any((folder / ".git").exists() for folder in (start, *start.parents)):
-            note = f"git is not installed on {socket.gethostname()}: the code was not recorded"
+            note = f"{GIT_MISSING}{socket.gethostname()}: the code was not recorded"
             return {"git_notes": [note]}
         return {}
     root_out = _git(["rev-parse", "--show-toplevel"], where)

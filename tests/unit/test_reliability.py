@@ -8,18 +8,10 @@ import textwrap
 import time
 
 import numpy as np
+from conftest import wait_for
 
 import labstats
 from labstats import spool
-
-
-def wait_for(predicate, timeout=20.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_redis_restart_mid_run_loses_and_duplicates_nothing(tmp_path, own_redis, monkeypatch):

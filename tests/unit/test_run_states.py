@@ -7,6 +7,8 @@ import subprocess
 import sys
 import time
 
+from conftest import wait_for
+
 import labstats
 from labstats import cli
 
@@ -20,15 +22,6 @@ stats.flush()
 print("hung", flush=True)
 threading.Event().wait()  # the process lives; its loop never calls again
 """
-
-
-def wait_for(predicate, timeout=10.0):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
 
 
 def test_a_hung_loop_reads_stalled_then_crashed_once_killed(tmp_path, url):
@@ -96,3 +89,23 @@ def test_the_viewer_filters_and_shows_the_states(tmp_path, url):
     page = client.get("/").get_data(as_text=True)
     assert '<option value="stalled"' in page
     assert client.get("/api/runs?status=asleep").status_code == 400
+
+
+def test_a_heartbeat_no_clock_can_show_still_gives_a_reason_and_a_page(tmp_path, url):
+    # The record is the training user's to write: a heartbeat of -1e300 reads as crashed, and
+    # its reason (and the run page that shows it) must not fail on the time.
+    from labstats.viewer import create_app
+    from labstats.viewer.sources import Source
+
+    with labstats.Stats(tmp_path / "odd", flush_interval=0.05) as stats:
+        stats.log(step=0, v=1.0)
+        stats.flush()
+        lab = labstats.connect(url)
+        lab.redis.hset(lab.keys.run(stats.run_id), mapping={"heartbeat": "-1e300", "started": "-1e300"})
+        run = lab.run("odd")
+        assert run.status == "crashed"
+        assert run.reason == "no heartbeat since -1e+300: its process ended without closing the run"
+        client = create_app({"local": Source("local", url)}).test_client()
+        page = client.get(f"/runs/local/{stats.run_id}")
+        assert page.status_code == 200
+        assert "no heartbeat since -1e+300" in page.get_data(as_text=True)
