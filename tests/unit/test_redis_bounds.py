@@ -1,6 +1,8 @@
 """Redis with the redis role's memory settings: a full master refuses writes (noeviction)
 and the logger keeps them in its spool until memory is freed; nothing logged is evicted."""
 
+import os
+
 import numpy as np
 import pytest
 import redis
@@ -17,8 +19,8 @@ def test_a_full_master_refuses_writes_and_the_logger_spools_them_until_memory_is
         client.set("filler", b"x" * (4 << 20))  # what other runs hold
         client.config_set("maxmemory", client.info("memory")["used_memory"] + (200 << 10))
         stats = labstats.Stats(tmp_path / "run", name="big", url=server.url)
-        for step in range(4000):
-            stats.log(step=step, loss=float(step), note="n" * 200)
+        for step in range(4000):  # about 800 kB that does not compress (a repeated note once fit)
+            stats.log(step=step, loss=float(step), note=os.urandom(100).hex())
         stats.flush()
         assert stats.pending_spool is not None  # refused (OOM), kept on disk
         assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"
