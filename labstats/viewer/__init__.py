@@ -19,8 +19,8 @@ from werkzeug.exceptions import HTTPException
 
 from labstats import __version__
 from labstats.viewer import api, auth, media, pages
-from labstats.viewer.api import X_AXES
 from labstats.viewer.sources import Source, load_auth, load_sources
+from labstats.viewer.windows import X_AXES
 
 # Bokeh needs 'unsafe-eval' (it compiles chart callbacks) and inline styles; no inline
 # scripts are used: chart specs are JSON data blocks.

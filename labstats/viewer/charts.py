@@ -15,7 +15,7 @@ from bokeh.models import AjaxDataSource, ColorBar, ColumnDataSource, CustomJS, H
 from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
 
-from labstats.viewer.api import X_AXES
+from labstats.viewer.windows import X_AXES
 
 LIVE_TAG = "labstats-live"  # marks the data sources viewer.js refreshes while a run runs
 

@@ -29,34 +29,34 @@ from PIL import Image
 from werkzeug.wsgi import wrap_file
 
 from labstats import media
+from labstats.codec import INT64_MAX, INT64_MIN
 from labstats.reader import Run
-from labstats.viewer.api import (
-    _ERROR,
-    _JSON,
-    _RUN_PARAMS,
-    OPENAPI,
-    ApiError,
-    _ref,
-    api_error,
-    get_run,
-    int_arg,
+from labstats.viewer.data import ApiError, get_run, int_arg, json_error
+from labstats.viewer.openapi import (
+    STRING,
+    content,
+    declare,
+    errors,
+    integer,
+    one_of,
+    parameter,
 )
 
 bp = Blueprint("media", __name__, url_prefix="/api")
-bp.register_error_handler(ApiError, api_error)
+bp.register_error_handler(ApiError, json_error)
 
 
 @bp.errorhandler(media.MediaError)
 def unreadable(exc: media.MediaError):
     """A stored file or thumbnail that is not what its record says, or over a limit."""
     status = 413 if " over " in str(exc) or "refused" in str(exc) else 422
-    return api_error(ApiError(status, str(exc)))
+    return json_error(ApiError(status, str(exc)))
 
 
 @bp.errorhandler(Image.DecompressionBombError)
 @bp.errorhandler(Image.DecompressionBombWarning)
 def too_many_pixels(exc: Exception):
-    return api_error(ApiError(413, f"the picture has more than {media.MAX_DECODE_PIXELS:,} pixels: refused"))
+    return json_error(ApiError(413, f"the picture has more than {media.MAX_DECODE_PIXELS:,} pixels: refused"))
 
 
 MAX_POINTS_SENT = 200_000  # a point cloud is decimated on the server to this many points
@@ -78,6 +78,15 @@ _CACHE_ITEMS = 32
 Image.MAX_IMAGE_PIXELS = media.MAX_DECODE_PIXELS
 warnings.simplefilter("error", Image.DecompressionBombWarning)
 INLINE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")  # the only types shown inline
+
+# A request names a record by its step and item (labstats.viewer.openapi declares them).
+STEP = integer("step", INT64_MIN, INT64_MAX, "default: the last logged")
+ITEM = integer("item", 0, INT64_MAX, "default 0")
+STEPS = parameter("steps", STRING, f"e.g. 0,10,20 (at most {MAX_STEPS_LISTED:,} listed)")
+# 413: over a limit (docs/security.md); 422: a stored file not readable as its record says;
+# 502: the stored copy of a file is damaged; 503: the source cannot be read right now.
+ERRORS = (400, 404, 413, 422, 503)
+FILE_ERRORS = (*ERRORS, 502)
 
 _cache: OrderedDict[tuple, tuple[bytes, str]] = OrderedDict()
 _cache_lock = threading.Lock()
@@ -163,11 +172,13 @@ def _step_item() -> tuple[int | None, int]:
 
 
 @bp.get("/runs/<source>/<run_id>/media")
+@declare("Media names of a run, with kind and logged steps", responses=errors(404, 503))
 def media_list(source: str, run_id: str):
     return {"media": media_overview(get_run(source, run_id))}
 
 
 @bp.get("/runs/<source>/<run_id>/media/<path:name>")
+@declare("Records of a media name at one step", query=[STEP], responses=errors(*ERRORS))
 def media_records(source: str, run_id: str, name: str):
     """The records at one step (default: the last): one per item. ``picture``: whether the
     page draws it (images, FITS previews, and files with a stored picture thumbnail; never
@@ -233,6 +244,11 @@ def _pictures(run: Run, name: str, wanted: list[tuple[int, int]]) -> list[tuple[
 
 
 @bp.get("/runs/<source>/<run_id>/thumb/<path:name>")
+@declare(
+    "A record's thumbnail (at most 256 px)",
+    query=[STEP, ITEM],
+    responses=errors(*ERRORS, ok=content("image/webp")),
+)
 def thumb(source: str, run_id: str, name: str):
     """A record's thumbnail as stored, after the checks of _pictures (length, then size from
     its header): the browser never gets a picture larger than a thumbnail from here."""
@@ -252,6 +268,16 @@ def thumb(source: str, run_id: str, name: str):
 
 
 @bp.get("/runs/<source>/<run_id>/file/<path:name>")
+@declare(
+    "A record's original file, by its digest",
+    query=[
+        STEP,
+        ITEM,
+        one_of("format", ["obj"], "obj: a point cloud as OBJ text"),
+        parameter("download", STRING, "any value: as an attachment"),
+    ],
+    responses=errors(*FILE_ERRORS, ok=content("application/octet-stream")),
+)
 def original(source: str, run_id: str, name: str):
     """The original file, from the artifact store by the record's digest; a point cloud also
     as OBJ text (``format=obj``). Only pictures are shown in the page; anything else (HTML
@@ -318,6 +344,11 @@ def _download_name(run: Run, name: str, record: dict[str, Any]) -> str:
 
 
 @bp.get("/runs/<source>/<run_id>/fits/<path:name>")
+@declare(
+    "A FITS record's preview (ZScale, Asinh)",
+    query=[STEP, ITEM],
+    responses=errors(*FILE_ERRORS, ok=content("image/png")),
+)
 def fits_preview(source: str, run_id: str, name: str):
     """A PNG preview (ZScale interval, Asinh stretch) of a FITS record, at most 2048 px,
     made from a strided section of one plane (media.fits_plane): memory is bounded by the
@@ -337,6 +368,7 @@ def fits_preview(source: str, run_id: str, name: str):
 
 
 @bp.get("/runs/<source>/<run_id>/fitsheader/<path:name>")
+@declare("A FITS record's header", query=[STEP, ITEM], responses=errors(*FILE_ERRORS))
 def fits_header(source: str, run_id: str, name: str):
     """A FITS record's primary header (at most media.FITS_HEADER_MAX_BYTES of it is read)."""
     run, record = _asked(source, run_id, name, "fits")
@@ -367,6 +399,11 @@ def _steps_arg(all_steps: list[int], limit: int) -> list[int]:
 
 
 @bp.get("/runs/<source>/<run_id>/montage/<path:name>")
+@declare(
+    "Thumbnails of chosen steps, or one step's items, as one PNG",
+    query=[integer("step", INT64_MIN, INT64_MAX, "one step's items"), STEPS],
+    responses=errors(*ERRORS, ok=content("image/png")),
+)
 def montage(source: str, run_id: str, name: str):
     """One PNG of the thumbnails of the chosen steps (``steps=1,5,9``; default: all, at most
     64 evenly chosen), in rows; or of one step's items (``step=``)."""
@@ -386,6 +423,11 @@ def montage(source: str, run_id: str, name: str):
 
 
 @bp.get("/runs/<source>/<run_id>/animation/<path:name>")
+@declare(
+    "An animated GIF over the steps",
+    query=[STEPS, parameter("ms", {"type": "integer"}, "per frame (20 to 5000, default 200)")],
+    responses=errors(*ERRORS, ok=content("image/gif")),
+)
 def animation(source: str, run_id: str, name: str):
     """An animated GIF of the name's thumbnails over its steps (one frame per step, at most
     300 evenly chosen), made on demand and kept while the steps stay the same."""
@@ -409,6 +451,11 @@ def animation(source: str, run_id: str, name: str):
 
 
 @bp.get("/runs/<source>/<run_id>/points/<path:name>")
+@declare(
+    "A point cloud: N×3 float32, then N×3 uint8 colours",
+    query=[STEP, ITEM],
+    responses=errors(*FILE_ERRORS, ok=content("application/octet-stream")),
+)
 def points(source: str, run_id: str, name: str):
     """A point cloud for the 3-D view, binary: N×3 float32 positions then N×3 uint8 colours
     (little-endian), at most 200,000 points evenly chosen, read a block at a time from the
@@ -430,58 +477,3 @@ def points(source: str, run_id: str, name: str):
     return Response(body, mimetype="application/octet-stream", headers={
         "X-Points": str(sent), "X-Points-Total": str(total), "X-Points-Colored": "1" if colored else "0",
         "Cache-Control": "private, max-age=3600"})  # fmt: skip
-
-
-# ---- the API description of these endpoints (merged into /api/openapi.json) ------------------
-
-_STEP = {"name": "step", "in": "query", "schema": {"type": "integer"}, "description": "default: the last"}
-_ITEM = {"name": "item", "in": "query", "schema": {"type": "integer", "minimum": 0}}
-_STEPS = {"name": "steps", "in": "query", "schema": {"type": "string"}, "description": "e.g. 0,10,20"}
-
-
-def _binary(media_type: str) -> dict[str, Any]:
-    return {
-        "description": media_type,
-        "content": {media_type: {"schema": {"type": "string", "format": "binary"}}},
-    }
-
-
-def _get(summary: str, params: list, ok: dict[str, Any]) -> dict[str, Any]:
-    # 413: over a limit (docs/security.md); 422: a stored file not readable as its record says
-    errors = {code: _ERROR for code in ("400", "404", "413", "422")}
-    return {
-        "get": {"summary": summary, "parameters": [*_RUN_PARAMS, *params], "responses": {"200": ok, **errors}}
-    }
-
-
-_NAMED = [_ref("name")]
-_FORMAT = {"name": "format", "in": "query", "schema": {"type": "string", "enum": ["obj"]}}
-_MS = {"name": "ms", "in": "query", "schema": {"type": "integer"}, "description": "per frame"}
-_PNG, _GIF, _BYTES = _binary("image/png"), _binary("image/gif"), _binary("application/octet-stream")
-_ENDPOINTS = [
-    ("media", "Media names of a run, with kind and logged steps", [], _JSON),
-    ("media/{name}", "Records of a media name at one step", [*_NAMED, _STEP], _JSON),
-    (
-        "thumb/{name}",
-        "A record's thumbnail (WebP, at most 256 px)",
-        [*_NAMED, _STEP, _ITEM],
-        _binary("image/webp"),
-    ),
-    ("file/{name}", "A record's original file, by its digest", [*_NAMED, _STEP, _ITEM, _FORMAT], _BYTES),
-    ("fits/{name}", "A FITS record's preview (ZScale, Asinh)", [*_NAMED, _STEP, _ITEM], _PNG),
-    ("fitsheader/{name}", "A FITS record's header", [*_NAMED, _STEP, _ITEM], _JSON),
-    (
-        "montage/{name}",
-        "Thumbnails of chosen steps, or one step's items, as one PNG",
-        [*_NAMED, _STEP, _STEPS],
-        _PNG,
-    ),
-    ("animation/{name}", "An animated GIF over the steps", [*_NAMED, _STEPS, _MS], _GIF),
-    ("points/{name}", "A point cloud: N×3 float32, then N×3 uint8 colours", [*_NAMED, _STEP, _ITEM], _BYTES),
-]
-OPENAPI["paths"].update(
-    {
-        f"/api/runs/{{source}}/{{run_id}}/{path}": _get(summary, params, ok)
-        for path, summary, params, ok in _ENDPOINTS
-    }
-)

@@ -13,10 +13,9 @@ from flask import Blueprint, abort, render_template, request, url_for
 from labstats.reader import LabstatsError
 from labstats.schema import RUNNING, STALLED, TIME_SERIES
 from labstats.viewer import charts
-from labstats.viewer.api import (
+from labstats.viewer.data import (
     MAX_DRAWN_TENSOR_VALUES,
     MAX_PAGE_CONFIG_BYTES,
-    X_AXES,
     ApiError,
     SourceDown,
     config_summary,
@@ -28,6 +27,7 @@ from labstats.viewer.api import (
     tensor_at,
 )
 from labstats.viewer.media import media_overview
+from labstats.viewer.windows import X_AXES
 
 bp = Blueprint("pages", __name__)
 

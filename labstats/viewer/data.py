@@ -1,0 +1,295 @@
+"""How the viewer reads runs (the role of flaskr's db.py): the app's sources, a run by
+source and id, the errors a request is answered with (ApiError, SourceDown), each
+source's state, series windows, run and config summaries and the merged runs list.
+
+Endpoints and pages read runs only through these. Every answer they build is bounded
+whatever a run holds: configs in lists are a summary of at most MAX_LISTED_CONFIG_BYTES,
+object values at most MAX_TEXT characters, a tensor at most MAX_TENSOR_VALUES elements.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from typing import Any
+
+import numpy as np
+from flask import current_app, jsonify, request
+
+from labstats import schema
+from labstats.codec import INT64_MAX, INT64_MIN
+from labstats.reader import UNREACHABLE, LabstatsError, Run, Series, number
+from labstats.viewer.sources import Source
+
+MAX_TEXT = 2000  # characters of a text/object value shown
+# A run's config as lists (/api/runs, the runs page) and live updates send it: keys in
+# order while they fit in 4 KiB (a 20 MB config slowed / to 1.6 s and was resent to every
+# open runs page every 5 s); a value over 256 bytes is replaced by a note of its size. The
+# run's own answer (/api/runs/<source>/<id>) has it whole; its page shows up to 64 KiB.
+MAX_LISTED_CONFIG_BYTES = 4096
+MAX_LISTED_VALUE_BYTES = 256
+MAX_PAGE_CONFIG_BYTES = 65_536
+MAX_TENSOR_VALUES = 1_000_000  # elements of one tensor sent whole, as JSON, by the API
+# elements of one tensor a run page draws (reduced for the screen): a 4096×4096 weight
+MAX_DRAWN_TENSOR_VALUES = 4096 * 4096
+# The runs list's query: its sort orders and the bounds of a page (the API declares the same).
+RUN_SORTS = ("started", "name", "status", "heartbeat")
+MAX_LIST_LIMIT = 10_000  # runs on one page
+MAX_LIST_PAGE = 10_000
+
+
+class ApiError(Exception):
+    """A request answered with ``status`` and ``message`` (JSON from the API, a page from pages)."""
+
+    def __init__(self, status: int, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def json_error(exc: ApiError):
+    """An ApiError as the API answers it: {"error": sentence} with its status."""
+    return jsonify({"error": exc.message}), exc.status
+
+
+def sources() -> dict[str, Source]:
+    """The app's sources by name (create_app's, or the viewer's config)."""
+    return current_app.extensions["labstats_sources"]
+
+
+def get_run(source: str, run_id: str) -> Run:
+    src = sources().get(source)
+    if src is None:
+        raise ApiError(404, f"unknown source {source!r}")
+    try:
+        return src.lab.run(run_id)
+    except LabstatsError as exc:
+        raise ApiError(404, str(exc)) from None
+    except UNREACHABLE as exc:
+        raise SourceDown(source, exc) from None
+
+
+class SourceDown(ApiError):
+    """A source that cannot be read right now (its replica is down)."""
+
+    def __init__(self, source: str, exc: Exception) -> None:
+        super().__init__(503, f"source {source} cannot be read right now ({short(exc)}); "
+                              "its runs come back when it does")  # fmt: skip
+        self.source = source
+
+
+def short(exc: Exception) -> str:
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
+
+
+def source_state(src: Source) -> dict[str, Any]:
+    """Whether a source can be read and whether its training box is connected to it."""
+    try:
+        return {"reachable": True, "link": src.lab.link_state(), "error": None}
+    except UNREACHABLE as exc:
+        return unreachable_state(exc)
+
+
+def unreachable_state(exc: Exception) -> dict[str, Any]:
+    return {"reachable": False, "link": None, "error": short(exc)}
+
+
+def int_arg(
+    name: str, default: int | None = None, low: int | None = None, high: int | None = None, args=None
+) -> int | None:
+    raw = (request.args if args is None else args).get(name)
+    if raw is None or raw == "":
+        return default
+    try:
+        value = int(raw)
+    except ValueError:
+        value = None
+    low = INT64_MIN if low is None else low
+    high = INT64_MAX if high is None else high
+    if value is None or value < low or value > high:
+        raise ApiError(400, f"query parameter {name!r} must be an integer between {low} and {high}")
+    return value
+
+
+def finite(values: np.ndarray) -> list[Any]:
+    """A JSON-safe list: NaN and infinities become null."""
+    if values.dtype.kind == "f":
+        out = values.astype(object)
+        out[~np.isfinite(values)] = None
+        return out.tolist()
+    return values.tolist()
+
+
+def describe(value: Any) -> Any:
+    """A JSON-safe, size-bounded view of a stored object value."""
+    if isinstance(value, np.ndarray):
+        return {"dtype": str(value.dtype), "shape": list(value.shape)}
+    if isinstance(value, str):
+        return value[:MAX_TEXT]
+    if isinstance(value, bool | int) or value is None:
+        return value
+    if isinstance(value, float):
+        return value if math.isfinite(value) else None
+    if isinstance(value, Exception):
+        return {"error": str(value)[:MAX_TEXT]}
+    return json.dumps(value, default=str)[:MAX_TEXT]
+
+
+def series_window(run: Run, name: str, args=None) -> Series:
+    start = int_arg("start", args=args)
+    stop = int_arg("stop", args=args)
+    try:
+        return run.series(name, start, stop)
+    except LabstatsError as exc:
+        raise ApiError(404, str(exc)) from None
+
+
+def is_numeric(series: Series) -> bool:
+    return isinstance(series.values, np.ndarray) and series.values.dtype.kind in "fiub"
+
+
+def encoded_size(value: Any, limit: int) -> int:
+    """About the length of ``value`` as JSON, counted only up to ``limit`` (a number over it
+    is returned as soon as it is reached): never encodes a large value to measure it."""
+    size, stack = 0, [value]
+    while stack and size <= limit:
+        item = stack.pop()
+        if isinstance(item, dict):
+            size += 2 + 4 * len(item)
+            for key, element in item.items():
+                size += len(str(key))
+                stack.append(element)
+                if len(stack) > limit:
+                    return limit + 1
+        elif isinstance(item, list | tuple):
+            size += 2 + len(item)
+            stack.extend(item[: limit + 1])
+        elif isinstance(item, str):
+            size += len(item) + 2
+        else:
+            size += len(str(item)) if isinstance(item, int | float | bool) or item is None else 16
+    return size
+
+
+def config_summary(config: dict[str, Any], budget: int = MAX_LISTED_CONFIG_BYTES) -> tuple[dict, bool]:
+    """(the config's keys in order while they fit in ``budget`` bytes of JSON, each value
+    over MAX_LISTED_VALUE_BYTES replaced by a note of its size; whether anything was left
+    out or replaced)."""
+    out: dict[str, Any] = {}
+    used, shortened = 2, False
+    for key, value in config.items():
+        size = encoded_size(value, MAX_LISTED_VALUE_BYTES)
+        if size > MAX_LISTED_VALUE_BYTES:
+            value, shortened = (
+                f"({type(value).__name__} over {MAX_LISTED_VALUE_BYTES} bytes: on the run's page)",
+                True,
+            )
+            size = len(value) + 2
+        used += len(str(key)) + size + 4
+        if used > budget:
+            return out, True
+        out[key] = value
+    return out, shortened
+
+
+def run_summary(source: str, run: Run, whole_config: bool = False) -> dict[str, Any]:
+    """What the runs list shows of a run. Never raises on a malformed record: what cannot
+    be read is left out and named in ``malformed``. The config is a summary (config_summary;
+    ``config_truncated`` says when it is shortened) unless ``whole_config``."""
+    meta = run.meta
+    host = meta.get("host")
+    config, truncated = (run.config, False) if whole_config else config_summary(run.config)
+    return {
+        "source": source,
+        "id": run.id,
+        "name": str(run.name),
+        "status": run.status,
+        "reason": run.reason,
+        "started": number(meta.get("started")),
+        "ended": number(meta.get("ended")),
+        "heartbeat": number(meta.get("heartbeat")),
+        "host": host if isinstance(host, str) else None,
+        "tags": run.tags,
+        "config": config,
+        "config_truncated": truncated,
+        "malformed": run.malformed,
+        "archived": run.archived,
+        "duration": _duration(meta),
+    }
+
+
+def _duration(meta: dict[str, Any]) -> float | None:
+    """Seconds from start to end (or to the last heartbeat of a run still going)."""
+    start, end = number(meta.get("started")), number(meta.get("ended")) or number(meta.get("heartbeat"))
+    return round(end - start, 3) if start is not None and end is not None and end >= start else None
+
+
+def list_runs(with_runs: bool = False, default_limit: int = 200):
+    """A page of the runs of every source that can be read (``limit`` a page, ``page`` from
+    1), and each source's state (see source_state): one source that is away leaves the
+    others listed. ``with_runs``: also the Run objects in the same order (the runs table
+    reads their series), and whether more pages follow."""
+    q = request.args.get("q") or None
+    status = request.args.get("status") or None
+    tag = request.args.get("tag") or None
+    sort = request.args.get("sort") or "started"
+    if status is not None and status not in schema.SHOWN_STATUSES:
+        raise ApiError(400, f"status must be one of {', '.join(schema.SHOWN_STATUSES)}")
+    if sort not in RUN_SORTS:
+        raise ApiError(400, "sort must be started, name, status or heartbeat")
+    limit = int_arg("limit", default_limit, 1, MAX_LIST_LIMIT)
+    page = int_arg("page", 1, 1, MAX_LIST_PAGE)
+    pairs, states = [], {}
+    for name, src in sources().items():
+        try:
+            # Each source's newest page * limit (and one more, to know whether more follow):
+            # enough for this page of the merged list.
+            found = src.lab.runs(name=q, tag=tag, status=status, limit=limit * page + 1)
+        except UNREACHABLE as exc:
+            states[name] = unreachable_state(exc)
+            continue
+        states[name] = source_state(src)
+        pairs += [(run_summary(name, run), run) for run in found]
+    if sort in ("started", "heartbeat"):  # newest first; runs without the time last
+        pairs.sort(key=lambda p: (p[0][sort] is None, -(p[0][sort] or 0)))
+    else:
+        pairs.sort(key=lambda p: str(p[0][sort] or ""))
+    more = len(pairs) > limit * page
+    pairs = pairs[limit * (page - 1) : limit * page]
+    runs = [summary for summary, _ in pairs]
+    if with_runs:
+        return runs, states, [run for _, run in pairs], more
+    return runs, states
+
+
+def tensor_at(
+    r: Run, name: str, at: int | None, limit: int = MAX_TENSOR_VALUES, latest: tuple[int, Any] | None = None
+) -> tuple[int, np.ndarray]:
+    """The tensor of a series at idx ``at`` (the last one at or before it; default: latest),
+    of at most ``limit`` elements. Only the records at the chosen idx are decoded, however
+    many tensors the series holds; ``latest``, the series' last point when the caller has
+    read it already, is not read again when it is the one asked for."""
+    if latest is not None and isinstance(latest[1], np.ndarray) and (at is None or at >= latest[0]):
+        idx, value = latest
+    else:
+        idx, value = _tensor_before(r, name, at)
+    if value.size > limit:
+        raise ApiError(
+            413,
+            f"tensor of {value.size:,} values is over the {limit:,} this view sends "
+            f"(read it whole in a notebook: run.series({name!r}))",
+        )
+    return idx, value
+
+
+def _tensor_before(r: Run, name: str, at: int | None) -> tuple[int, np.ndarray]:
+    try:
+        steps = r.steps(name, 10_000)
+    except LabstatsError as exc:
+        raise ApiError(404, str(exc)) from None
+    candidates = steps if at is None else steps[steps <= at]
+    for idx in sorted(set(candidates.tolist()), reverse=True)[:20]:
+        for value in reversed(list(r.series(name, idx, idx).values)):
+            if isinstance(value, np.ndarray):
+                return idx, value
+    raise ApiError(404, f"series {name!r} has no tensor at or before idx {at}")

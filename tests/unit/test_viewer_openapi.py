@@ -1,0 +1,99 @@
+"""The viewer's OpenAPI document is generated from the endpoints' declarations: it lists every
+/api route of the app's URL map (each method, each path parameter), so the fuzzer
+(test_viewer_fuzz.py) reaches them all, and the bounds it declares are the ones the
+endpoints enforce."""
+
+import numpy as np
+import pytest
+import schemathesis
+from flask import Blueprint
+
+import labstats
+from labstats.viewer import create_app
+from labstats.viewer.openapi import declare, document, openapi_path, undocumented
+from labstats.viewer.sources import Source
+
+
+@pytest.fixture
+def app(url):
+    return create_app({"local": Source("local", url)})
+
+
+def _operations(doc):
+    return {(path, method): op for path, ops in doc["paths"].items() for method, op in ops.items()}
+
+
+def test_every_api_route_is_in_the_document_with_its_parameters(app):
+    doc = app.test_client().get("/api/openapi.json").json
+    operations = _operations(doc)
+    routes = [(rule, method.lower()) for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/")
+              for method in rule.methods - {"HEAD", "OPTIONS"}]  # fmt: skip
+    assert len(routes) == 18  # 9 of the API (POST /api/live one of them), 9 of the media
+    assert undocumented(app) == []
+    for rule, method in routes:
+        op = operations[openapi_path(rule.rule), method]
+        assert op["operationId"] == rule.endpoint
+        named = [p.get("name") or p["$ref"].rsplit("/", 1)[1] for p in op["parameters"]]
+        in_path = [p for p in named if f"{{{p}}}" in openapi_path(rule.rule)]
+        assert in_path == list(rule.arguments) or sorted(in_path) == sorted(rule.arguments)
+        assert "200" in op["responses"]
+    assert ("/api/live", "post") in operations
+    body = operations["/api/live", "post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert set(body["properties"]) == {"runs", "series"}
+    schemathesis.openapi.from_dict(doc)  # a document schemathesis reads
+
+
+def test_a_route_without_a_declaration_is_named(app):
+    extra = Blueprint("extra", __name__, url_prefix="/api")
+    extra.add_url_rule("/undeclared/<thing>", "undeclared", lambda thing: thing, methods=["GET", "POST"])
+    extra.add_url_rule("/declared", "declared", declare("declared")(lambda: "ok"))
+    app.register_blueprint(extra)
+    assert undocumented(app) == ["GET /api/undeclared/<thing>", "POST /api/undeclared/<thing>"]
+    assert "/api/declared" in document(app)["paths"]
+
+
+def _query(doc, path, method="get"):
+    return {p["name"]: p for p in doc["paths"][path][method]["parameters"] if "name" in p}
+
+
+def test_the_declared_bounds_are_the_ones_the_endpoints_check(app, tmp_path):
+    with labstats.Stats(tmp_path / "bounds") as stats:
+        for i in range(10):
+            stats.log(step=i, loss=float(i), weights=np.zeros(3, np.float32) if i == 9 else None)
+    client = app.test_client()
+    doc = document(app)
+    checked = {
+        "/api/runs": ["limit", "page"],
+        "/api/runs/{source}/{run_id}/series/{name}": ["max_points"],
+        "/api/runs/{source}/{run_id}/tensor/{name}": ["idx"],
+        "/api/runs/{source}/{run_id}/csv/{name}": ["start", "stop"],
+    }
+    urls = {
+        "/api/runs": "/api/runs",
+        "/api/runs/{source}/{run_id}/series/{name}": f"/api/runs/local/{stats.run_id}/series/loss",
+        "/api/runs/{source}/{run_id}/tensor/{name}": f"/api/runs/local/{stats.run_id}/tensor/weights",
+        "/api/runs/{source}/{run_id}/csv/{name}": f"/api/runs/local/{stats.run_id}/csv/loss",
+    }
+    for path, names in checked.items():
+        params = _query(doc, path)
+        for name in names:
+            low, high = params[name]["schema"]["minimum"], params[name]["schema"]["maximum"]
+            for inside in (low, high):
+                assert client.get(urls[path], query_string={name: inside}).status_code != 400, (name, inside)
+            for outside in (low - 1, high + 1):
+                assert client.get(urls[path], query_string={name: outside}).status_code == 400, (
+                    name,
+                    outside,
+                )
+    # Choices: each declared one is taken, one not declared is refused.
+    series_path = "/api/runs/{source}/{run_id}/series/{name}"
+    for path, name in [("/api/runs", "sort"), ("/api/runs", "status"), (series_path, "x")]:
+        url = urls[path]
+        for choice in _query(doc, path)[name]["schema"]["enum"]:
+            assert client.get(url, query_string={name: choice}).status_code in (200, 404), (name, choice)
+        assert client.get(url, query_string={name: "nonsense"}).status_code == 400
+    # The live poll's limit on its lists is the one it checks.
+    live = doc["paths"]["/api/live"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    most = live["properties"]["runs"]["maxItems"]
+    assert client.post("/api/live", json={"runs": ["local/x"] * most}).status_code == 200
+    assert client.post("/api/live", json={"runs": ["local/x"] * (most + 1)}).status_code == 400
