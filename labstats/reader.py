@@ -15,52 +15,45 @@ Only read commands are used, so the viewer's read-only Redis user is enough.
 from __future__ import annotations
 
 import contextlib
-import json
 import math
 import threading
 import time
 import warnings
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import redis
 
-from labstats import codec, schema, tensorfiles
 from labstats import config as cfg
+from labstats.archive_file import ArchiveFile, path_for
 from labstats.config import LabstatsError
+from labstats.format import chunk, media_record, run_record, series_info
+from labstats.format.keys import DEFAULT_PREFIX, Keys, run_owner, valid_owner
+from labstats.points import OVERVIEW_MIN, Points, RedisPoints, Series
+from labstats.store import ArtifactStore, default_artifact_dir
 
-OVERVIEW_MIN = 4096  # series this short are read whole: cheaper than any summary
+__all__ = [
+    "UNREACHABLE",
+    "Lab",
+    "Labs",
+    "LabstatsError",
+    "Run",
+    "Series",
+    "connect",
+    "each_readable",
+    "number",
+]
+
 ARCHIVES_OPEN = 32  # archive files a Lab keeps open
 STALE_AFTER = 60.0  # seconds without a heartbeat before a "running" run reads as crashed
 # A live run whose loop has not called log()/update() for max(STALL_AFTER, STALL_FACTOR x its
 # usual interval between calls) reads as stalled.
 STALL_AFTER = 120.0
 STALL_FACTOR = 5.0
-# schema.SUMMARY as a NumPy record: (idx, value) of the first, lowest, highest, last point.
-_SUMMARY_DTYPE = np.dtype(
-    [(f"{part}{k}", "<i8" if part == "i" else "<f8") for k in range(4) for part in "iv"]
-)
-
-
-@dataclass
-class Series:
-    """Points of one series in idx order: ``idx`` (int64) and ``values``."""
-
-    name: str
-    idx: np.ndarray
-    values: Any  # np.ndarray for numeric series, else a list
-    kind: str = "f"
-
-    def __len__(self) -> int:
-        return len(self.idx)
-
-    def to_pandas(self):
-        import pandas as pd
-
-        return pd.Series(self.values, index=pd.Index(self.idx, name="idx"), name=self.name)
 
 
 @dataclass
@@ -77,19 +70,19 @@ class Run:
     def owner(self) -> str | None:
         """The training user that logged the run (its Redis user), or None for an unowned
         run. Taken from the id, which only the owner's Redis user may write keys under."""
-        return schema.run_owner(self.id)
+        return run_owner(self.id)
 
     @property
     def status(self) -> str:
         """running, stalled, finished or crashed. A running run whose heartbeat stopped reads
         as crashed; one whose process lives but whose loop stopped calling, as stalled."""
-        status = self.meta.get("status", schema.RUNNING)
-        if status not in schema.STATUSES:
-            return schema.CRASHED  # an unknown status cannot be trusted to be running
-        if status == schema.RUNNING and self.heartbeat_age > self.lab.stale_after:
-            return schema.CRASHED
-        if status == schema.RUNNING and self.stalled_for is not None:
-            return schema.STALLED
+        status = self.meta.get("status", run_record.RUNNING)
+        if status not in run_record.STATUSES:
+            return run_record.CRASHED  # an unknown status cannot be trusted to be running
+        if status == run_record.RUNNING and self.heartbeat_age > self.lab.stale_after:
+            return run_record.CRASHED
+        if status == run_record.RUNNING and self.stalled_for is not None:
+            return run_record.STALLED
         return status
 
     @property
@@ -110,10 +103,10 @@ class Run:
         if recorded:
             return str(recorded)
         status = self.status
-        if status == schema.CRASHED and self.meta.get("status") == schema.RUNNING:
+        if status == run_record.CRASHED and self.meta.get("status") == run_record.RUNNING:
             last = number(self.meta.get("heartbeat")) or number(self.meta.get("started")) or 0.0
             return f"no heartbeat since {_clock(last)}: its process ended without closing the run"
-        if status == schema.STALLED:
+        if status == run_record.STALLED:
             usual = number(self.meta.get("call_interval")) or 0.0
             quiet = self.stalled_for or 0.0
             return f"no log() or update() for {quiet:.0f} s (usually every {usual:.3g} s); its process lives"
@@ -146,7 +139,7 @@ class Run:
         for key, kind in (("config", dict), ("tags", list), ("argv", list)):
             if key in self.meta and not isinstance(self.meta[key], kind):
                 bad.append(key)
-        if self.meta.get("status", schema.RUNNING) not in schema.STATUSES:
+        if self.meta.get("status", run_record.RUNNING) not in run_record.STATUSES:
             bad.append("status")
         return bad
 
@@ -155,75 +148,63 @@ class Run:
         """Whether the run's points live in its archive file (see labstats.archive)."""
         return bool(self.meta.get("archived"))
 
-    def _archive(self):
-        return self.lab.archived_run(self.id)
+    @cached_property
+    def points(self) -> Points:
+        """Where the run's points are read: Redis, or its archive file once archived."""
+        return self.lab.points(self)
 
     def diff(self) -> str:
         """The uncommitted git diff the run started with ('' if clean or not in git)."""
-        if self.archived:
-            return self._archive().diff()
-        raw = self.lab.redis.get(self.lab.keys.diff(self.id))
-        return raw.decode("utf-8", "replace") if raw else ""
+        return self.points.diff()
 
     def freeze(self) -> str:
         """The packages installed when the run started (pip freeze or conda list), or ''."""
-        if self.archived:
-            return self._archive().freeze()
-        raw = self.lab.redis.get(self.lab.keys.freeze(self.id))
-        return raw.decode("utf-8", "replace") if raw else ""
+        return self.points.freeze()
 
     # ---- media ---------------------------------------------------------------------------------
 
     def media_names(self) -> dict[str, str]:
         """Media names of the run → their kind (image, fits, points, file)."""
         raw = self.lab.redis.hgetall(self.lab.keys.media(self.id))
-        out = {}
-        for name, info in raw.items():
-            with contextlib.suppress(ValueError, TypeError, KeyError):
-                out[name.decode("utf-8", "surrogatepass")] = json.loads(info)["kind"]
-        return dict(sorted(out.items()))
+        found = {
+            name.decode("utf-8", "surrogatepass"): media_record.decode_kind(info)
+            for name, info in raw.items()
+        }
+        return {name: kind for name, kind in sorted(found.items()) if kind is not None}
 
     def media(self, name: str) -> list[dict[str, Any]]:
         """The records of media ``name``, by step then item: step, item, kind, digest, type
         (media type), shape, bytes, caption, time (and file, for files)."""
-        from labstats.media import media_id
-
-        raw = self.lab.redis.hvals(self.lab.keys.media_records(self.id, media_id(name)))
-        records = [r for r in map(_media_record, raw) if r is not None]
+        raw = self.lab.redis.hvals(self._media_key(name))
+        records = [r for r in map(media_record.decode, raw) if r is not None]
         return sorted(records, key=lambda r: (r["step"], r["item"]))
 
     def media_steps(self, name: str) -> list[int]:
         """The steps at which media ``name`` was logged."""
-        from labstats.media import media_id
+        steps = {media_record.step_of(f) for f in self.lab.redis.hkeys(self._media_key(name))}
+        return sorted(step for step in steps if step is not None)
 
-        fields = self.lab.redis.hkeys(self.lab.keys.media_records(self.id, media_id(name)))
-        steps = set()
-        for f in fields:
-            with contextlib.suppress(ValueError):
-                steps.add(int(f.split(b":", 1)[0]))
-        return sorted(steps)
+    def _media_key(self, name: str) -> str:
+        return self.lab.keys.media_records(self.id, media_record.media_id(name))
 
     def media_at(self, name: str, step: int) -> list[dict[str, Any]]:
         """The records of media ``name`` at ``step`` (one per item), without reading the others."""
-        from labstats.media import media_id
-
-        key = self.lab.keys.media_records(self.id, media_id(name))
+        key = self._media_key(name)
         records = []
         cursor = 0
         while True:
             cursor, found = self.lab.redis.hscan(key, cursor, match=f"{int(step)}:*", count=1000)
-            records += [r for r in map(_media_record, found.values()) if r is not None and r["step"] == step]
+            records += [
+                r for r in map(media_record.decode, found.values()) if r is not None and r["step"] == step
+            ]
             if not cursor:
                 break
         return sorted(records, key=lambda r: r["item"])
 
     def thumbnail(self, name: str, step: int, item: int = 0) -> bytes | None:
         """The record's thumbnail (WebP, ≤ 256 px), from Redis."""
-        from labstats.media import field_name, media_id
-
-        return self.lab.redis.hget(
-            self.lab.keys.media_thumbs(self.id, media_id(name)), field_name(step, item)
-        )
+        key = self.lab.keys.media_thumbs(self.id, media_record.media_id(name))
+        return self.lab.redis.hget(key, media_record.field_name(step, item))
 
     def pictures(self, name: str, steps: Iterable[int] | None = None, *, original: bool = False) -> list:
         """(step, PIL image) of media ``name`` (item 0) at ``steps`` (default: all): the
@@ -295,14 +276,14 @@ class Run:
         """Every series' info by name. An entry that cannot be read has kind "?" and an
         ``error``; the others read as usual."""
         raw = self.lab.redis.hgetall(self.lab.keys.series(self.id))
-        return {k.decode("utf-8", "replace"): _series_info(v) for k, v in raw.items()}
+        return {k.decode("utf-8", "replace"): series_info.decode(v) for k, v in raw.items()}
 
     def series_meta(self, name: str) -> dict[str, Any]:
         """One series' info (one HGET, however many series the run has)."""
         raw = self.lab.redis.hget(self.lab.keys.series(self.id), name)
         if raw is None:
             raise LabstatsError(f"run {self.name!r} has no series {name!r}")
-        info = _series_info(raw)
+        info = series_info.decode(raw)
         if "error" in info:
             raise LabstatsError(f"run {self.name!r}: series {name!r} is malformed ({info['error']})")
         return info
@@ -312,10 +293,7 @@ class Run:
 
     def series(self, name: str, start: int | None = None, stop: int | None = None) -> Series:
         """Points with start <= idx <= stop (either end open when None), sorted by idx."""
-        info = self.series_meta(name)
-        if self.archived:
-            return self._archive().series(name, info, start, stop)
-        return self.lab._read_series(self.id, name, info, start, stop)
+        return self.points.window(name, self.series_meta(name), start, stop)
 
     def overview(self, name: str) -> Series:
         """Few points that keep a long numeric series' shape: the first, lowest, highest and
@@ -323,43 +301,15 @@ class Run:
         instead of the points themselves. Short (≤ 4,096) or non-numeric series come whole."""
         info = self.series_meta(name)
         chunks = info["last_chunk"] + 1
-        if info.get("kind") not in ("f", "i", "b") or info["count"] <= max(4 * chunks, OVERVIEW_MIN):
+        if info.get("kind") not in chunk.NUMERIC_KINDS or info["count"] <= max(4 * chunks, OVERVIEW_MIN):
             return self.series(name)
-        if self.archived:  # no chunk summaries there: the same four points per chunk's worth
-            whole = self.series(name)
-            if not isinstance(whole.values, np.ndarray):
-                return whole
-            return Series(name, *_block_summary(whole.idx, whole.values), info["kind"])
-        raw = self.lab.redis.hgetall(self.lab.keys.chunk_summary(self.id, info["sid"]))
-        if len(raw) < chunks:  # a chunk without summary (kind changed, all NaN): read it all
-            return self.series(name)
-        packed = b"".join(raw[k] for k in sorted(raw, key=int))
-        records = np.frombuffer(packed, dtype=_SUMMARY_DTYPE).reshape(-1)
-        idx = np.stack([records[f"i{k}"] for k in range(4)], axis=1).reshape(-1)
-        values = np.stack([records[f"v{k}"] for k in range(4)], axis=1).reshape(-1)
-        order = np.lexsort((values, idx))
-        idx, values = idx[order], values[order]
-        keep = np.ones(len(idx), dtype=bool)
-        keep[1:] = (idx[1:] != idx[:-1]) | (values[1:] != values[:-1])
-        return Series(name, idx[keep], values[keep], info["kind"])
+        return self.points.overview(name, info)
 
     def steps(self, name: str, last: int = 200) -> np.ndarray:
         """The idx of the series' last ``last`` points, in logging order, without reading
         their values (cheap even for a series of large tensors). Of an archived run: the
         last in idx order (the same unless idx went back, as in a resumed run)."""
-        info = self.series_meta(name)
-        if self.archived:
-            return self._archive().tail(name, last)[0]
-        found: list[np.ndarray] = []
-        total = 0
-        for n in range(info["last_chunk"], -1, -1):
-            data = self.lab.redis.get(self.lab.keys.chunk(self.id, info["sid"], n)) or b""
-            idx = _chunk_idx(data)
-            found.insert(0, idx)
-            total += len(idx)
-            if total >= last:
-                break
-        return np.concatenate(found)[-last:] if found else np.empty(0, dtype=np.int64)
+        return self.points.steps(name, self.series_meta(name), last)
 
     def recent(self, name: str, last: int) -> list[tuple[int, Any]]:
         """The series' newest ``last`` points as (idx, value), oldest first, reading only the
@@ -372,26 +322,14 @@ class Run:
 
     def latest(self, name: str) -> tuple[int, Any] | None:
         """The last point written to a series, as (idx, value)."""
-        info = self.series_meta(name)
-        last = info.get("last_idx")
-        if self.archived:  # the last point written is the last one stored at its idx
-            s = self._archive().series(name, info, last, last)
-            if not len(s):
-                return None
-            value = s.values[-1]
-            return int(s.idx[-1]), value.item() if isinstance(value, np.generic) else value
-        records = self.lab._read_chunks(self.id, info["sid"], [info["last_chunk"]], last, last)
-        if not len(records[0]):
-            return None
-        value = records[1][-1]
-        return int(records[0][-1]), value.item() if isinstance(value, np.generic) else value
+        return self.points.latest(name, self.series_meta(name))
 
     def summary(self, name: str) -> dict[str, float | None] | None:
         """Last, lowest and highest value of a numeric series (None if it is not one), read
         from its overview: the chunk summaries keep every extreme, so this reads about 4
         points per 1,023 however long the series."""
         info = self.series_meta(name)
-        if info.get("kind") not in ("f", "i", "b"):
+        if info.get("kind") not in chunk.NUMERIC_KINDS:
             return None
         values = np.asarray(self.overview(name).values, dtype=np.float64)
         finite = values[np.isfinite(values)]
@@ -419,7 +357,11 @@ class Run:
         """Write every scalar series to CSV or Parquet (chosen by ``fmt`` or the suffix)."""
         path = Path(path)
         fmt = (fmt or path.suffix.lstrip(".") or "csv").lower()
-        numeric = [n for n, i in self.series_info().items() if i["kind"] in "fib" and not n.startswith("_")]
+        numeric = [
+            n
+            for n, i in self.series_info().items()
+            if i["kind"] in chunk.NUMERIC_KINDS and not n.startswith("_")
+        ]
         frame = self.frame(sorted(numeric))
         if fmt == "csv":
             frame.to_csv(path)
@@ -436,23 +378,21 @@ class Lab:
     def __init__(
         self,
         client: redis.Redis,
-        prefix: str = schema.DEFAULT_PREFIX,
+        prefix: str = DEFAULT_PREFIX,
         source: str = "",
         stale_after: float = STALE_AFTER,
         archive_dir: str | Path | None = None,
         artifact_dir: str | Path | None = None,
         stall_after: float = STALL_AFTER,
     ) -> None:
-        from labstats.store import ArtifactStore, default_artifact_dir
-
         self.redis = client
         self.artifacts = ArtifactStore(artifact_dir or default_artifact_dir())
-        self.keys = schema.Keys(prefix)
+        self.keys = Keys(prefix)
         self.source = source
         self.stale_after = stale_after
         self.stall_after = stall_after
         self.archive_dir = Path(archive_dir) if archive_dir else cfg.default_archive_dir()
-        self._archives: dict[str, tuple[int, Any]] = {}  # run id -> (file mtime, ArchivedRun)
+        self._archives: dict[str, tuple[int, ArchiveFile]] = {}  # run id -> (file mtime, its file)
         self._archives_lock = threading.Lock()
 
     def link_state(self) -> str | None:
@@ -473,7 +413,7 @@ class Lab:
         for run in runs:
             pipe.hgetall(self.keys.series(run.id))
         return {
-            run.id: {k.decode("utf-8", "replace"): _series_info(v) for k, v in raw.items()}
+            run.id: {k.decode("utf-8", "replace"): series_info.decode(v) for k, v in raw.items()}
             for run, raw in zip(runs, pipe.execute(), strict=True)
         }
 
@@ -486,28 +426,33 @@ class Lab:
         out: dict[str, dict[str, float | None] | None] = {}
         numeric = []
         for run, raw in zip(runs, pipe.execute(), strict=True):
-            info = _series_info(raw) if raw is not None else {}
+            info = series_info.decode(raw) if raw is not None else {}
             out[run.id] = None
-            if info.get("kind") in ("f", "i", "b") and "error" not in info:
+            if info.get("kind") in chunk.NUMERIC_KINDS and "error" not in info:
                 numeric.append((run, info))
         pipe = self.redis.pipeline(transaction=False)
         for run, info in numeric:
             pipe.hgetall(self.keys.chunk_summary(run.id, info["sid"]))
         for (run, info), raw in zip(numeric, pipe.execute(), strict=True):
-            if run.archived or len(raw) < info["last_chunk"] + 1:
-                # No summaries (archived) or a chunk without one (all NaN, a kind change).
+            if len(raw) < info["last_chunk"] + 1:
+                # A chunk without summary (all NaN, a kind change), or none: an archived run's
+                # points, summaries included, are in its file.
                 with contextlib.suppress(LabstatsError, ValueError, TypeError, KeyError):
                     out[run.id] = run.summary(name)
                 continue
-            records = np.frombuffer(b"".join(raw[k] for k in sorted(raw, key=int)), dtype=_SUMMARY_DTYPE)
+            records = chunk.summaries([raw[k] for k in sorted(raw, key=int)])
             out[run.id] = {"last": float(records["v3"][-1]), "min": float(records["v1"].min()),
                            "max": float(records["v2"].max())}  # fmt: skip
         return out
 
-    def archived_run(self, run_id: str):
-        """The archive file of an archived run, opened once (and again when it changes)."""
-        from labstats.archive import ArchivedRun, path_for
+    def points(self, run: Run) -> Points:
+        """Where a run's points are read: its archive file once it is archived, else Redis."""
+        if run.archived:
+            return self.archive_file(run.id)
+        return RedisPoints(self.redis, self.keys, run.id, self.artifacts)
 
+    def archive_file(self, run_id: str) -> ArchiveFile:
+        """The archive file of an archived run, opened once (and again when it changes)."""
         path = path_for(self.archive_dir, run_id)
         try:
             mtime = path.stat().st_mtime_ns
@@ -521,7 +466,7 @@ class Lab:
             if cached is None or cached[0] != mtime:
                 if len(self._archives) >= ARCHIVES_OPEN:
                     self._archives.pop(next(iter(self._archives)))
-                cached = self._archives[run_id] = (mtime, ArchivedRun(path, self.artifacts))
+                cached = self._archives[run_id] = (mtime, ArchiveFile(path, self.artifacts))
             return cached[1]
 
     # ---- runs --------------------------------------------------------------------------------
@@ -538,8 +483,8 @@ class Lab:
         """Runs, newest first. ``name`` is a substring; ``params`` maps a config key to a value
         (equality) or a (low, high) pair (inclusive range, either side None). Runs of every
         owner and unowned ones alike (see :meth:`owners`)."""
-        if status is not None and status not in schema.SHOWN_STATUSES:
-            raise LabstatsError(f"unknown status {status!r} (one of {', '.join(schema.SHOWN_STATUSES)})")
+        if status is not None and status not in run_record.SHOWN_STATUSES:
+            raise LabstatsError(f"unknown status {status!r} (one of {', '.join(run_record.SHOWN_STATUSES)})")
         filtered = any(x is not None for x in (name, tag, status, params))
         if not filtered:
             return self._load(self._newest(offset, limit))
@@ -554,7 +499,7 @@ class Lab:
         Anyone who may log can add names there, never an index under another name: junk
         names are read once here, never once per index a listing reads."""
         found = (raw.decode("utf-8", "replace") for raw in self.redis.smembers(self.keys.owners))
-        names = sorted(name for name in found if schema.valid_owner(name))
+        names = sorted(name for name in found if valid_owner(name))
         pipe = self.redis.pipeline(transaction=False)
         for name in names:
             pipe.exists(self.keys.owner_runs(name))
@@ -568,7 +513,7 @@ class Lab:
         """Whose indexes to read: None for the shared (legacy) ones, then each name in the
         owners list (a name without an index reads as an empty one, in the same round trip)."""
         found = (raw.decode("utf-8", "replace") for raw in self.redis.smembers(self.keys.owners))
-        return [None, *sorted(name for name in found if schema.valid_owner(name))]
+        return [None, *sorted(name for name in found if valid_owner(name))]
 
     def _newest(self, offset: int, limit: int | None) -> list[str]:
         """Ids of the runs at [offset, offset + limit) of the list, newest first, from each
@@ -592,7 +537,7 @@ class Lab:
             for owner, found in zip(groups, pipe.execute(), strict=True):
                 for raw, score in found:
                     run_id = raw.decode("utf-8", "replace")
-                    if schema.run_owner(run_id) == owner:
+                    if run_owner(run_id) == owner:
                         best.setdefault(run_id, (score, run_id))
                 if window is not None and len(found) >= window:
                     cut.append((found[-1][1], found[-1][0].decode("utf-8", "replace")))
@@ -635,10 +580,10 @@ class Lab:
                      if name.lower() in k.decode("utf-8", "replace").lower())  # fmt: skip
             return list(dict.fromkeys(found))
         statuses: list[str | None] = [status]
-        if status == schema.CRASHED:
-            statuses.append(schema.RUNNING)  # stale running runs read as crashed too
-        elif status == schema.STALLED:
-            statuses = [schema.RUNNING]  # stalled is never stored: running runs read as it
+        if status == run_record.CRASHED:
+            statuses.append(run_record.RUNNING)  # stale running runs read as crashed too
+        elif status == run_record.STALLED:
+            statuses = [run_record.RUNNING]  # stalled is never stored: running runs read as it
         k = self.keys
         pipe = self.redis.pipeline(transaction=False)
         asked: list[str | None] = []
@@ -653,7 +598,7 @@ class Lab:
         for owner, found in zip(asked, pipe.execute(), strict=True):
             for raw in found:
                 run_id = raw.decode("utf-8", "replace")
-                if schema.run_owner(run_id) == owner:  # only an owner's own runs count there
+                if run_owner(run_id) == owner:  # only an owner's own runs count there
                     ids[run_id] = None
         return list(ids)
 
@@ -662,7 +607,7 @@ class Lab:
         for run_id in ids:
             pipe.hgetall(self.keys.run(run_id))
         return [
-            Run(self, run_id, _parse_meta(raw))
+            Run(self, run_id, run_record.decode(raw))
             for run_id, raw in zip(ids, pipe.execute(), strict=True)
             if raw
         ]
@@ -675,13 +620,13 @@ class Lab:
         is passed over)."""
         raw = self.redis.hgetall(self.keys.run(ref))
         if raw:
-            return Run(self, ref, _parse_meta(raw))
+            return Run(self, ref, run_record.decode(raw))
         named = self.redis.hget(self.keys.names, ref)
         if named is not None:
             run_id = named.decode("utf-8", "replace")
             raw = self.redis.hgetall(self.keys.run(run_id))
             if raw:
-                meta = _parse_meta(raw)
+                meta = run_record.decode(raw)
                 if meta.get("name") == ref:
                     return Run(self, run_id, meta)
         raise LabstatsError(f"no run named {ref!r} (try `labstats ls`)")
@@ -689,201 +634,6 @@ class Lab:
     def compare(self, refs: Iterable[str], series: str, start: int | None = None, stop: int | None = None):
         """A pandas DataFrame: one column per run (by name) of one series, indexed by idx."""
         return _compare([self.run(ref) for ref in refs], series, start, stop)
-
-    # ---- series ------------------------------------------------------------------------------
-
-    def _chunk_numbers(
-        self, run_id: str, info: dict[str, Any], start: int | None, stop: int | None
-    ) -> list[int]:
-        k, sid = self.keys, info["sid"]
-        lo_key, hi_key = k.chunk_lo(run_id, sid), k.chunk_hi(run_id, sid)
-        if start is None and stop is None:
-            return list(range(info["last_chunk"] + 1))
-        hi_arg = "+inf" if stop is None else stop
-        if info.get("monotonic", True):
-            # Chunks do not overlap and are ordered: the one holding `start`, then those
-            # beginning inside the window. O(log n + k).
-            pipe = self.redis.pipeline(transaction=False)
-            if start is not None:
-                pipe.zrevrangebyscore(lo_key, f"({start}", "-inf", start=0, num=1)
-            pipe.zrangebyscore(lo_key, "-inf" if start is None else start, hi_arg)
-            found = pipe.execute()
-            numbers = {int(n) for group in found for n in group}
-        else:
-            # Some chunks overlap (idx went back): chunks starting before the window's end
-            # and ending after its start.
-            pipe = self.redis.pipeline(transaction=False)
-            pipe.zrangebyscore(lo_key, "-inf", hi_arg)
-            pipe.zrangebyscore(hi_key, "-inf" if start is None else start, "+inf")
-            before_end, after_start = pipe.execute()
-            numbers = {int(n) for n in before_end} & {int(n) for n in after_start}
-        return sorted(numbers)
-
-    def _read_series(self, run_id: str, name: str, info: dict, start: int | None, stop: int | None) -> Series:
-        numbers = self._chunk_numbers(run_id, info, start, stop)
-        idx, values = self._read_chunks(run_id, info["sid"], numbers, start, stop)
-        mask = np.ones(len(idx), dtype=bool)
-        if start is not None:
-            mask &= idx >= start
-        if stop is not None:
-            mask &= idx <= stop
-        if not mask.all():
-            idx = idx[mask]
-            values = (
-                values[mask]
-                if isinstance(values, np.ndarray)
-                else [v for v, m in zip(values, mask, strict=False) if m]
-            )
-        if len(idx) > 1 and not (np.diff(idx) >= 0).all():
-            order = np.argsort(idx, kind="stable")
-            idx = idx[order]
-            values = values[order] if isinstance(values, np.ndarray) else [values[i] for i in order]
-        return Series(name, idx, values, info.get("kind", "f"))
-
-    def _read_chunks(
-        self, run_id: str, sid: int, numbers: list[int], start: int | None = None, stop: int | None = None
-    ) -> tuple[np.ndarray, Any]:
-        if not numbers:
-            return np.empty(0, dtype=np.int64), np.empty(0)
-        parts = [(idx, values) for _, idx, values in self._chunks(run_id, sid, numbers, start, stop)]
-        if not parts:
-            return np.empty(0, dtype=np.int64), np.empty(0)
-        idx = np.concatenate([p[0] for p in parts])
-        if all(isinstance(p[1], np.ndarray) for p in parts):
-            return idx, np.concatenate([p[1] for p in parts])
-        # A series whose values changed kind (numbers, then text, say): a plain list.
-        values: list[Any] = []
-        for _, part in parts:
-            values += part.tolist() if isinstance(part, np.ndarray) else part
-        return idx, values
-
-    def _chunks(
-        self,
-        run_id: str,
-        sid: int,
-        numbers: list[int],
-        start: int | None = None,
-        stop: int | None = None,
-        *,
-        raw: bool = False,
-        blobs: set[int] | None = None,
-    ) -> Iterator[tuple[str, np.ndarray, Any]]:
-        """(kind, idx, values) of each chunk, in chunk order (one MGET): a numeric chunk's
-        values as an array; an object chunk's as a list of decoded values inside [start, stop]
-        (``raw``: their codec bytes, the numbers of the blobs read added to ``blobs``)."""
-        for data in self.redis.mget([self.keys.chunk(run_id, sid, n) for n in numbers]) if numbers else []:
-            if not data:
-                continue
-            kind = data[:1]
-            if kind in schema.RECORD_DTYPES:
-                records = chunk_records(data)
-                yield kind.decode(), records["idx"], records["value"]
-            elif kind == schema.KIND_OBJECT:
-                found = (
-                    self._object_payloads(run_id, data, start, stop, blobs)
-                    if raw
-                    else self._object_records(run_id, data, start, stop)
-                )
-                pairs = list(found)
-                yield "o", np.array([p[0] for p in pairs], dtype=np.int64), [p[1] for p in pairs]
-            else:
-                raise LabstatsError(f"run {run_id}: chunk of unknown kind {kind!r} (newer schema?)")
-
-    def _object_records(
-        self, run_id: str, data: bytes, start: int | None = None, stop: int | None = None
-    ) -> Iterator[tuple[int, Any]]:
-        """Records of an object chunk; only those inside [start, stop] are decoded (a record
-        outside costs a header read, not a blob fetch)."""
-        for idx, payload in self._object_payloads(run_id, data, start, stop):
-            try:
-                if _is_blob_ref(payload):  # left as it was: the blob could not be read
-                    self._blob(run_id, payload)
-                yield idx, codec.decode(tensorfiles.resolve(payload, self.artifacts))
-            except (ValueError, TypeError) as exc:
-                yield idx, ValueError(f"unreadable record: {exc}")
-
-    def _object_payloads(
-        self,
-        run_id: str,
-        data: bytes,
-        start: int | None = None,
-        stop: int | None = None,
-        blobs: set[int] | None = None,
-    ) -> Iterator[tuple[int, bytes | memoryview]]:
-        """(idx, codec bytes) of an object chunk's records inside [start, stop], blobs joined
-        (a blob that cannot be read leaves its reference, which decodes as an error). The
-        numbers of the blobs read are added to ``blobs``."""
-        view = memoryview(data)
-        pos = 1
-        header = schema.OBJECT_HEADER
-        while pos + header.size <= len(view):
-            idx, size = header.unpack_from(view, pos)
-            pos += header.size
-            payload = view[pos : pos + size]
-            pos += size
-            if len(payload) != size:
-                return  # a record still being appended
-            if (start is not None and idx < start) or (stop is not None and idx > stop):
-                continue
-            if _is_blob_ref(payload):
-                number = schema.BLOB_REF.unpack(bytes(payload))[1]
-                if blobs is not None:
-                    blobs.add(number)
-                with contextlib.suppress(ValueError):
-                    payload = self._blob(run_id, payload)
-            yield idx, payload
-
-    def _blob(self, run_id: str, ref: memoryview) -> bytes:
-        _, n, parts, total = schema.BLOB_REF.unpack(bytes(ref))
-        values = self.redis.hmget(self.keys.blob(run_id, n), [str(i) for i in range(parts)])
-        if any(v is None for v in values):
-            raise ValueError(f"blob {n} is incomplete")
-        data = b"".join(values)
-        if len(data) != total:
-            raise ValueError(f"blob {n} has {len(data)} bytes, expected {total}")
-        return data
-
-
-def _is_blob_ref(payload: bytes | memoryview) -> bool:
-    return payload[:1] == schema.BLOB_TAG and len(payload) == schema.BLOB_REF.size
-
-
-def chunk_records(data: bytes) -> np.ndarray:
-    """The (idx, value) records of a numeric chunk, as a NumPy view of its bytes (a record
-    still being appended is left out)."""
-    dtype = schema.RECORD_DTYPES[data[:1]]
-    return np.frombuffer(data, dtype=dtype, offset=1, count=(len(data) - 1) // dtype.itemsize)
-
-
-def _chunk_idx(data: bytes) -> np.ndarray:
-    """The idx column of a chunk, from record headers only."""
-    if data[:1] in schema.RECORD_DTYPES:
-        return chunk_records(data)["idx"].copy()
-    idx, pos, header = [], 1, schema.OBJECT_HEADER
-    while pos + header.size <= len(data):
-        i, size = header.unpack_from(data, pos)
-        pos += header.size + size
-        if pos <= len(data):
-            idx.append(i)
-    return np.array(idx, dtype=np.int64)
-
-
-def _block_summary(idx: np.ndarray, values: np.ndarray, block: int = 1023) -> tuple[np.ndarray, np.ndarray]:
-    """First, lowest, highest and last point of every ``block`` points (NaNs ignored for the
-    extremes), as a chunk summary keeps them; sorted by idx, repeats dropped."""
-    n = len(idx)
-    padded = -(-n // block) * block
-    v = np.full(padded, np.nan)
-    v[:n] = values
-    v = v.reshape(-1, block)
-    rows = np.arange(len(v))
-    lowest = np.argmin(np.where(np.isnan(v), np.inf, v), axis=1)
-    highest = np.argmax(np.where(np.isnan(v), -np.inf, v), axis=1)
-    first = np.zeros(len(v), dtype=np.int64)
-    last = np.minimum(block, n - rows * block) - 1
-    picks = np.sort(np.unique(np.concatenate([(rows * block + p) for p in (first, lowest, highest, last)])))
-    picks = picks[picks < n]
-    return idx[picks], values[picks]
 
 
 # How deep the unfiltered page reads each index at most while entries there do not count
@@ -907,55 +657,6 @@ def number(value: Any) -> float | None:
     except (TypeError, ValueError, OverflowError):
         return None
     return result if math.isfinite(result) else None
-
-
-_FIELDS = (("sid", int), ("kind", str), ("count", int), ("last_chunk", int))  # of series info
-
-
-def _media_record(raw: bytes) -> dict[str, Any] | None:
-    """A media record, or None for one labstats did not write (not JSON, no int step...)."""
-    try:
-        record = json.loads(raw)
-    except (ValueError, TypeError):
-        return None
-    if not isinstance(record, dict):
-        return None
-    record.setdefault("item", 0)
-    if not all(
-        isinstance(record.get(k), int) and not isinstance(record.get(k), bool) for k in ("step", "item")
-    ):
-        return None
-    if not isinstance(record.get("digest"), str) or not isinstance(record.get("kind"), str):
-        return None
-    return record
-
-
-def _series_info(raw: bytes) -> dict[str, Any]:
-    try:
-        info = json.loads(raw)
-        if not isinstance(info, dict) or any(not isinstance(info.get(k), t) for k, t in _FIELDS):
-            raise ValueError("fields missing or of the wrong type")
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
-        return {"kind": "?", "count": 0, "error": str(exc)[:200]}
-    return info
-
-
-def _parse_meta(raw: dict[bytes, bytes]) -> dict[str, Any]:
-    meta: dict[str, Any] = {}
-    for key, value in raw.items():
-        k, v = key.decode("utf-8", "replace"), value.decode("utf-8", "replace")
-        if "\ufffd" in k or "\ufffd" in v:
-            meta.setdefault("_malformed", []).append(k)
-        if k in ("config", "tags", "argv", "packages", "env", "git_notes"):
-            try:
-                meta[k] = json.loads(v)
-            except ValueError:
-                meta[k] = v
-        elif k == "git_dirty":
-            meta[k] = v in ("1", "True", "true")
-        else:
-            meta[k] = v
-    return meta
 
 
 def _matches(

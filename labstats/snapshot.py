@@ -13,13 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from labstats import codec, device
+from labstats import device
+from labstats.format import codec
+from labstats.format.codec import Encoded
 
 # What a snapshot is: a Python bool/int/float (a scalar point), or one of these wrappers.
-
-
-class Encoded(bytes):
-    """A value already encoded by :mod:`labstats.codec` (containers, str, None...)."""
 
 
 class Deferred:

@@ -9,7 +9,7 @@ import pytest
 from conftest import password, same
 
 import labstats
-from labstats import archive, cli
+from labstats import archive, archive_file, cli
 from labstats.reader import Lab
 
 WINDOWS = [(None, None), (0, 0), (5, 17), (100, 2500), (-10, 3), (2999, None), (None, 40), (10**6, None)]
@@ -155,9 +155,9 @@ def test_a_window_of_a_long_archived_series_reads_few_row_groups(tmp_path, lab):
         for step in range(200_000):
             stats.log(step=step, v=float(step))
     done = archive.archive(lab, lab.run("long"), tmp_path / "archive")
-    reader = archive.ArchivedRun(done.path)
+    reader = archive_file.ArchiveFile(done.path)
     assert len(reader.meta["index"]["v"]["groups"]) >= 6
-    s = reader.series("v", {"kind": "f"}, 150_000, 150_999)
+    s = reader.window("v", {"kind": "f"}, 150_000, 150_999)
     assert s.idx.tolist() == list(range(150_000, 151_000))
     assert s.values.tolist() == [float(i) for i in range(150_000, 151_000)]
 
@@ -193,9 +193,9 @@ def test_a_missing_archive_file_is_said_clearly(tmp_path, lab):
     lab.archive_dir = tmp_path / "archive"
     with pytest.raises(labstats.LabstatsError, match=r"is archived, but its file .* is not here"):
         lab.run("gone").series("v")
-    assert archive.path_for(tmp_path, "20261125-163012-5f3a9c").name == "20261125-163012-5f3a9c.parquet"
+    assert archive_file.path_for(tmp_path, "20261125-163012-5f3a9c").name == "20261125-163012-5f3a9c.parquet"
     with pytest.raises(labstats.LabstatsError, match="cannot name an archive file"):
-        archive.path_for(tmp_path, "../../etc/passwd")
+        archive_file.path_for(tmp_path, "../../etc/passwd")
 
 
 def test_due_picks_old_ended_runs_and_the_cli_archives_them(tmp_path, lab, capsys, monkeypatch):
@@ -255,12 +255,12 @@ def test_the_archiver_redis_user_may_archive_an_owned_run_and_its_owner_may_not(
 
 def test_archive_files_are_named_by_owned_run_ids_and_nothing_else():
     assert (
-        archive.path_for("/a", "alice.20261204-101500-3fa2c1").name == "alice.20261204-101500-3fa2c1.parquet"
+        archive_file.path_for("/a", "alice.20261204-101500-3fa2c1").name == "alice.20261204-101500-3fa2c1.parquet"
     )
-    assert archive.path_for("/a", "_svc.20261204-101500-3fa2c1").name == "_svc.20261204-101500-3fa2c1.parquet"
+    assert archive_file.path_for("/a", "_svc.20261204-101500-3fa2c1").name == "_svc.20261204-101500-3fa2c1.parquet"
     for bad in ("..", "a/../b", ".hidden", "../x", "a/b", "-rf", ""):
         with pytest.raises(labstats.LabstatsError):
-            archive.path_for("/a", bad)
+            archive_file.path_for("/a", bad)
 
 
 def test_the_viewer_shows_an_archived_run_and_says_when_its_file_is_missing(tmp_path, url, lab):
@@ -356,14 +356,14 @@ def planted_archive(path, run_id, rows, *, blob=0, meta_changes=None, dictionary
         else pa.nulls(rows, pa.large_binary()),
     }  # fmt: skip
     meta = {
-        "format": archive.FORMAT, "run_id": run_id, "run": {}, "series": {"v": {"sid": 1, "kind": kind}},
+        "format": archive_file.FORMAT, "run_id": run_id, "run": {}, "series": {"v": {"sid": 1, "kind": kind}},
         "index": {"v": {"kinds": [kind], "groups": [[0, 0, 0, rows, kind]]}}, "rows": rows, "digest": "",
         **(meta_changes or {}),
     }  # fmt: skip
-    table = pa.table(columns, schema=archive._schema(pa))
+    table = pa.table(columns, schema=archive_file.table_schema(pa))
     with pq.ParquetWriter(path, table.schema, compression="zstd", use_dictionary=dictionary) as writer:
         writer.write_table(table, row_group_size=rows)
-        writer.add_key_value_metadata({archive.META_KEY: json.dumps(meta)})
+        writer.add_key_value_metadata({archive_file.META_KEY: json.dumps(meta)})
     return path
 
 
@@ -376,7 +376,7 @@ def test_a_small_archive_file_that_decompresses_to_a_lot_is_refused_before_it_is
     planted_archive(done.path, lab.run("victim").id, 4_000_000)  # 4M zeros, 32 MB decoded
     assert done.path.stat().st_size < 100_000
     with pytest.raises(labstats.LabstatsError, match=r"row group 0 holds 4,000,000 rows; at most 32,768"):
-        archive.ArchivedRun(done.path)
+        archive_file.ArchiveFile(done.path)
     lab.archive_dir = tmp_path / "archive"
     with pytest.raises(labstats.LabstatsError, match="not read: row group 0 holds 4,000,000 rows"):
         lab.run("victim").series("v")
@@ -387,33 +387,33 @@ def test_a_small_archive_file_that_decompresses_to_a_lot_is_refused_before_it_is
 def test_an_archive_row_group_over_the_byte_limit_is_refused(tmp_path, monkeypatch):
     # 1,024 objects of 16 KiB of zeros: 16 MiB decoded from a file of a few KB (the real
     # limit, 256 MiB, works the same; lowered so the test does not build 256 MiB).
-    assert archive.MAX_GROUP_BYTES == 256 << 20
+    assert archive_file.MAX_GROUP_BYTES == 256 << 20
     plain = planted_archive(tmp_path / "plain.parquet", "r", 1_024, blob=16_384, dictionary=False)
     repeated = planted_archive(tmp_path / "repeated.parquet", "r", 1_024, blob=16_384)
     assert plain.stat().st_size < 100_000
     assert repeated.stat().st_size < 100_000
     for path in (plain, repeated):  # within every limit
-        assert len(archive.ArchivedRun(path).series("v", {"kind": "o"}, None, None)) == 1_024
-    monkeypatch.setattr(archive, "MAX_GROUP_BYTES", 8 << 20)
+        assert len(archive_file.ArchiveFile(path).window("v", {"kind": "o"}, None, None)) == 1_024
+    monkeypatch.setattr(archive_file, "MAX_GROUP_BYTES", 8 << 20)
     # Stored in every row: the footer says how much it decodes to; refused before any read.
     with pytest.raises(
         labstats.LabstatsError,
         match=r"row group 0 holds 16,\d{3},\d{3} bytes uncompressed; at most 8,388,608",
     ):
-        archive.ArchivedRun(plain)
+        archive_file.ArchiveFile(plain)
     # Stored once and repeated (a dictionary): the footer says a few KB; the rows' values are
     # added up from the dictionary before any is copied.
-    reader = archive.ArchivedRun(repeated)
+    reader = archive_file.ArchiveFile(repeated)
     with pytest.raises(labstats.LabstatsError, match="values decode to over 8,388,608 bytes"):
-        reader.series("v", {"kind": "o"}, None, None)
+        reader.window("v", {"kind": "o"}, None, None)
 
 
 def test_an_archive_over_the_row_limit_is_refused(tmp_path, monkeypatch):
     path = planted_archive(tmp_path / "many.parquet", "r", 1_000)
-    archive.ArchivedRun(path)  # within every limit
-    monkeypatch.setattr(archive, "MAX_ROWS", 999)
+    archive_file.ArchiveFile(path)  # within every limit
+    monkeypatch.setattr(archive_file, "MAX_ROWS", 999)
     with pytest.raises(labstats.LabstatsError, match="holds 1,000 rows; at most 999"):
-        archive.ArchivedRun(path)
+        archive_file.ArchiveFile(path)
 
 
 @pytest.mark.parametrize(
@@ -424,7 +424,7 @@ def test_garbage_in_the_archive_folder_reads_as_a_clear_error(tmp_path, content)
     path = tmp_path / "r.parquet"
     path.write_bytes(content)
     with pytest.raises(labstats.LabstatsError, match="not a readable labstats archive"):
-        archive.ArchivedRun(path)
+        archive_file.ArchiveFile(path)
 
 
 @pytest.mark.parametrize(
@@ -445,4 +445,4 @@ def test_garbage_in_the_archive_folder_reads_as_a_clear_error(tmp_path, content)
 def test_archive_metadata_that_does_not_match_the_file_is_refused(tmp_path, changes):
     path = planted_archive(tmp_path / "r.parquet", "r", 10, meta_changes=changes)
     with pytest.raises(labstats.LabstatsError, match="malformed archive metadata"):
-        archive.ArchivedRun(path)
+        archive_file.ArchiveFile(path)
