@@ -8,6 +8,7 @@ of the value's memory (a tensor is sent without a copy).
 from __future__ import annotations
 
 import struct
+
 # Blob part size: 1 MiB minus Redis's string header (and a little), one exact allocator
 # class. Measured against 64 KiB parts on an H200 box: 0.92 GB/s into Redis instead of 0.78
 # (fewer hash fields and sends per tensor; docs/benchmarks.md).

@@ -25,9 +25,12 @@ FLAG_FIELDS = ("git_dirty",)
 _TRUE = ("1", "True", "true")
 
 
-def encode_field(value: Any) -> str | int | float:
-    """A field's stored form: text and numbers as they are, anything else as JSON."""
-    return value if isinstance(value, str | int | float) else json.dumps(value, default=str)
+def encode_field(key: str, value: Any) -> str | int | float:
+    """A field's stored form: a JSON field always as JSON; another field's text and numbers
+    as they are, anything else as JSON."""
+    if key in JSON_FIELDS or not isinstance(value, str | int | float):
+        return json.dumps(value, default=str)
+    return value
 
 
 def decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
