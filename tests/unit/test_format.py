@@ -189,7 +189,6 @@ def test_block_points_keep_what_summaries_of_each_block_keep(values):
 
 @given(
     st.integers(0, 2**32 - 1),
-    st.integers(1, 2**32 - 1),
     st.binary(min_size=1, max_size=200),
     st.integers(1, 50),
 )
