@@ -35,12 +35,16 @@ import redis
 
 from labstats import config as cfg
 from labstats import media, runmeta, schema, tensorfiles
-from labstats.chunks import cmd
+from labstats.batches import BatchBuilder
+from labstats.chunks import ChunkEncoder, cmd
 from labstats.codec import EncodeError
-from labstats.snapshot import capture, capture_histogram
-from labstats.spool import spool_dir
+from labstats.device import Pending
+from labstats.snapshot import Deferred, Histogram, capture, capture_histogram
+from labstats.spool import Spool, spool_dir
 from labstats.store import ArtifactStore, default_artifact_dir
-from labstats.writer import RESERVE, NameTaken, Writer, reserve_name
+from labstats.transport import RESERVE, NameTaken, Transport, reserve_name
+from labstats.writequeue import WriteQueue
+from labstats.writer import Writer
 
 log = logging.getLogger("labstats")
 
@@ -111,6 +115,8 @@ class Stats:
         }  # fmt: skip
         self._watched: dict[str, Any] = {}
         self._writer: Writer | None = None
+        self._media_writer: media.MediaWriter | None = None
+        self._spool_path: Path | None = None
         self._freeze_thread: threading.Thread | None = None
         self._closed = False
         self._last_step = -1
@@ -177,20 +183,7 @@ class Stats:
         if diff:
             commands.append(cmd("SET", k.diff(self.run_id), diff))
 
-        settings = self.settings
-        self._writer = Writer(
-            lambda: cfg.client(settings),
-            k,
-            self.run_id,
-            spool_dir(self.savedir) / f"{self.run_id}.spool",
-            flush_interval=opts["flush_interval"],
-            on_name=self._named,
-            resend_window=opts["resend_window"],
-        )
-        store = ArtifactStore(opts["artifact_dir"] or default_artifact_dir())
-        self._writer.media = media.MediaWriter(k, self.run_id, store)
-        if opts["tensor_file_bytes"] > 0:
-            self._writer.encoder.files = tensorfiles.TensorFiles(store, opts["tensor_file_bytes"])
+        self._writer = self._make_writer()
         self._writer.put_commands(commands)
         self._writer.start()
         if opts["capture_freeze"]:
@@ -202,6 +195,28 @@ class Stats:
         _open_runs.add(self)
         _install_hooks(opts["handle_signals"])
         return self
+
+    def _make_writer(self) -> Writer:
+        """The run's writer, built from its parts: queue, batch builder, transport."""
+        opts, k, settings = self._options, self.keys, self.settings
+        store = ArtifactStore(opts["artifact_dir"] or default_artifact_dir())
+        files = (
+            tensorfiles.TensorFiles(store, opts["tensor_file_bytes"])
+            if opts["tensor_file_bytes"] > 0
+            else None
+        )
+        self._media_writer = media.MediaWriter(k, self.run_id, store)
+        self._spool_path = spool_dir(self.savedir) / f"{self.run_id}.spool"
+        transport = Transport(
+            lambda: cfg.client(settings),
+            k,
+            self.run_id,
+            Spool(self._spool_path),
+            on_name=self._named,
+            resend_window=opts["resend_window"],
+        )
+        builder = BatchBuilder(ChunkEncoder(k, self.run_id, files), self._media_writer)
+        return Writer(WriteQueue(), builder, transport, flush_interval=opts["flush_interval"])
 
     def _reserve_now(self, wanted: str, policy: str) -> str:
         """Reserve the run's name before on() returns, so ``stats.name`` is final at once.
@@ -258,6 +273,7 @@ class Stats:
         """Record every watched object at ``idx = epoch*set_size + step*batch_size``; returns idx."""
         idx = int(epoch) * int(set_size) + int(step) * int(batch_size)
         values = {}
+        nbytes = 0  # of large values, which count against the writer queue's bound
         for name, watched in self._watched.items():
             watched.updates += 1
             if (watched.updates - 1) % watched.every:
@@ -266,27 +282,43 @@ class Stats:
             value = obj() if callable(obj) and not _is_array_like(obj) else obj
             if watched.kind in _MEDIA_KINDS:
                 self._media(watched.kind, name, value, idx)
-            elif watched.kind == "histogram":
-                values[name] = self._capture(value, name, bins=watched.bins)
-            else:
-                values[name] = self._capture(value, name)
+                continue
+            if watched.kind == "histogram":
+                value = self._capture(value, name, bins=watched.bins)
+            elif type(value) not in _PLAIN_SCALARS:
+                value = self._capture(value, name)
+            values[name] = value
+            if isinstance(value, _QUEUED_BYTES):
+                nbytes += value.nbytes
         if epoch != self._last_epoch:
             values["_epoch"] = int(epoch)
             self._last_epoch = epoch
-        self._put(idx, values)
+        writer = self._require_writer()
+        self._last_step = _as_step(idx)
+        writer.put_points(self._last_step, values, nbytes)
         return idx
 
     def log(self, step: int | None = None, **values: Any) -> int:
         """Record ``values`` (name=value) at ``step`` (default: the last step + 1); returns step."""
-        writer = self._require_writer()
+        # The training loop's hot path: the common case (plain numbers, names seen before,
+        # an int step) costs a few dictionary lookups. ``values`` is this call's own dict.
+        writer = self._writer
+        if writer is None or self._closed:
+            writer = self._require_writer()
+        nbytes = 0
+        for name, value in values.items():
+            if name not in _good_names:
+                _check_series_name(name)
+            if type(value) not in _PLAIN_SCALARS:
+                values[name] = value = self._capture(value, name)
+                if isinstance(value, _QUEUED_BYTES):
+                    nbytes += value.nbytes
         if step is None:
             step = self._last_step + 1
-        captured = {}
-        for name, value in values.items():
-            _check_series_name(name)
-            captured[name] = self._capture(value, name)
-        self._last_step = step = _as_step(step)
-        writer.put_points(step, captured)
+        elif type(step) is not int:
+            step = _as_step(step)
+        self._last_step = step
+        writer.put_points(step, values, nbytes)
         return step
 
     def histogram(self, name: str, values: Any, step: int | None = None, *, bins: int = 64) -> int:
@@ -298,22 +330,23 @@ class Stats:
         if int(bins) < 1:
             raise ValueError("labstats: bins must be at least 1")
         step = _as_step(step) if step is not None else max(self._last_step, 0)
-        writer.put_points(step, {name: self._capture(values, name, bins=int(bins))})
+        captured = self._capture(values, name, bins=int(bins))
+        writer.put_points(step, {name: captured}, _queued_bytes({name: captured}))
         self._last_step = step
         return step
 
     def add_scalar(self, tag: str, value: Any, global_step: int | None = None) -> None:
         """TensorBoard-style alias of :meth:`log` for one value."""
         _check_series_name(tag)
-        self._put(
+        self.record(
             self._last_step + 1 if global_step is None else global_step, {tag: self._capture(value, tag)}
         )
 
     def write_immediate(self, obj: Any, name: str, epoch: int, step: int, idx: int) -> None:
         """Record one value now (the original API) and wake the writer; does not block."""
         _check_series_name(name)
-        self._put(idx, {name: self._capture(obj, name), "_epoch": int(epoch)})
-        self._require_writer()._wake.set()
+        self.record(idx, {name: self._capture(obj, name), "_epoch": int(epoch)})
+        self._require_writer().wake()
 
     def set_config(self, **values: Any) -> None:
         """Add to the run's config (hyperparameters) after start."""
@@ -361,7 +394,8 @@ class Stats:
         _check_series_name(name)
         if int(every) < 1 or int(last) < 0:
             raise ValueError("labstats: retain needs every >= 1 and last >= 0")
-        self._require_writer().media.retention[name] = (int(every), int(last))
+        self._require_writer()
+        self._media_writer.retention[name] = (int(every), int(last))
 
     def save_jpg(self, data: Any, savedir: str | os.PathLike, prefix: str, epoch: int, step: int,
                  idx: int) -> Path:  # fmt: skip
@@ -390,13 +424,46 @@ class Stats:
         self._media("points", "shape", points, self._seed_step(step), files=files)
         return Path(f"{base}.obj")
 
-    def _backdate(self, started: float) -> None:
-        """Give the run an earlier start (an imported run: its first event's time)."""
+    # ---- for importers and adapters (labstats.tbimport, labstats.tb) -------------------------
+
+    @property
+    def last_step(self) -> int:
+        """The step of the last value recorded (-1 before any)."""
+        return self._last_step
+
+    @property
+    def writer(self) -> Writer | None:
+        """The run's background writer (None before :meth:`on`): its queue, batch builder and
+        transport, and counters such as ``resent_batches``."""
+        return self._writer
+
+    def record(self, step: int, values: dict[str, Any]) -> None:
+        """Record ``values`` at ``step`` as they are, for importers: plain numbers, strings,
+        snapshots (``labstats.snapshot``, such as a ``CountedHistogram``), and the step's own
+        wall time (unix seconds) under ``schema.TIME_SERIES`` instead of the call's. Names
+        are not checked and values not copied: leave them unchanged."""
+        writer = self._require_writer()
+        step = _as_step(step)
+        self._last_step = step
+        writer.put_points(step, values, _queued_bytes(values))
+
+    def backdate(self, started: float) -> None:
+        """Give the run an earlier start (unix seconds; an imported run: its first event's time)."""
         k = self.keys
         self._require_writer().put_commands([
             cmd("HSET", k.run(self.run_id), "started", f"{started:.3f}"),
             cmd("ZADD", k.runs_index(self.owner), f"{started:.3f}", self.run_id),
         ])  # fmt: skip
+
+    _backdate = backdate  # the old name, which tests/unit/test_owners.py still calls
+
+    def mark_imported(self, origin: dict[str, Any]) -> None:
+        """Note where an imported run came from (the run's ``imported_from`` field, JSON with
+        sorted keys): an importer finds it there and does not import the same source twice."""
+        origin_json = json.dumps(origin, sort_keys=True)
+        self._require_writer().put_commands(
+            [cmd("HSET", self.keys.run(self.run_id), "imported_from", origin_json)]
+        )
 
     def _seed_step(self, step: int) -> int:
         return self._last_step if self._last_step >= 0 else _as_step(step)
@@ -426,12 +493,6 @@ class Stats:
             return capture(value) if bins is None else capture_histogram(value, bins)
         except EncodeError as exc:
             raise TypeError(f"labstats: series {name!r}: {exc}") from None
-
-    def _put(self, idx: int, values: dict[str, Any]) -> None:
-        writer = self._require_writer()
-        step = _as_step(idx)
-        self._last_step = step
-        writer.put_points(step, values)
 
     # ---- ending ----------------------------------------------------------------------------
 
@@ -471,8 +532,8 @@ class Stats:
                 self.name,
                 timeout,
             )
-        elif self._writer.spool.path.exists():
-            log.warning("labstats: Redis unreachable at close; records kept in %s", self._writer.spool.path)
+        elif self._spool_path.exists():
+            log.warning("labstats: Redis unreachable at close; records kept in %s", self._spool_path)
         _open_runs.discard(self)
 
     def __enter__(self) -> Stats:
@@ -487,11 +548,19 @@ class Stats:
     @property
     def pending_spool(self) -> Path | None:
         """The spool file if records are waiting for Redis, else None."""
-        path = self._writer.spool.path if self._writer else None
+        path = self._spool_path
         return path if path is not None and path.exists() else None
 
 
 _MEDIA_KINDS = ("image", "fits", "points")
+_PLAIN_SCALARS = frozenset((bool, int, float))  # snapshots of themselves
+_QUEUED_BYTES = (Deferred, Pending, Histogram)  # snapshots whose bytes count against the queue's bound
+
+
+def _queued_bytes(values: dict[str, Any]) -> int:
+    return sum(v.nbytes for v in values.values() if isinstance(v, _QUEUED_BYTES))
+
+
 _WATCH_KINDS = ("value", "histogram", *_MEDIA_KINDS)
 
 

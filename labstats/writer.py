@@ -1,172 +1,86 @@
-"""The background writer: the only place that talks to Redis on the training side.
+"""The background writer: the only thread that talks to Redis on the training side.
 
-The training thread appends snapshots to a queue and returns. This thread wakes every
-``flush_interval`` seconds, turns everything queued into one batch of commands and sends it
-as one MULTI/EXEC transaction that also records the batch number. If Redis cannot be reached
-(or refuses the batch), the batch goes to the spool file instead, and so does every later
-batch, until Redis answers again; then the spool is replayed in order, skipping batches the
-server already has, and removed. Nothing is lost or applied twice.
+    writer = Writer(WriteQueue(...), BatchBuilder(...), Transport(...), flush_interval=0.2)
+    writer.start()
+    writer.put_points(step, values)    # training thread: queued, returns at once
+    writer.flush(); writer.stop()
 
-Two more guarantees:
-- A value that cannot be encoded is left out with a warning (and counted in the run's
-  ``quarantined`` field); it never takes other values with it.
-- Batches Redis acknowledged are kept for ``resend_window`` seconds. Redis writes its
-  append-only file to disk once a second, so a crash of the server can forget the last
-  acknowledged batches: before each send the writer reads the stored batch number, and if it
-  went back, resends the forgotten batches in order (the batch number keeps them exactly once).
+The training thread appends to a bounded queue (:mod:`labstats.writequeue`) and returns;
+it waits only when the queue is full. This thread wakes every ``flush_interval`` seconds,
+turns everything queued into one batch of commands (:mod:`labstats.batches`) and hands it to
+the transport (:mod:`labstats.transport`), which sends it as one MULTI/EXEC transaction that
+also records the batch number, or spools it when Redis is away, and resends what a crashed
+server forgot. Nothing is lost or applied twice. Every ``heartbeat_interval`` a batch goes
+out even when nothing was logged: the heartbeat says the process lives.
+
+A value that cannot be encoded is left out with a warning (and counted in the run's
+``quarantined`` field); it never takes other values with it.
 """
 
 from __future__ import annotations
 
 import logging
-import statistics
 import threading
 import time
-from collections import deque
-from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
-import redis
+from labstats.batches import COMMANDS, MARKER, MEDIA, POINTS, BatchBuilder
+from labstats.media import Capture
+from labstats.spool import Command
+from labstats.transport import RETRYABLE, Transport, apply_new
+from labstats.writequeue import WriteQueue
 
-from labstats import schema
-from labstats.chunks import ChunkEncoder, cmd
-from labstats.device import Pending
-from labstats.media import Capture, MediaWriter
-from labstats.snapshot import Deferred, Histogram
-from labstats.spool import Command, Spool
+__all__ = ["RETRYABLE", "Writer", "apply_new"]  # labstats.replay imports the two from here
 
 log = logging.getLogger("labstats")
 
-# Errors after which the batch is known not to be applied, or may not be: spool and retry.
-RETRYABLE = (redis.ConnectionError, redis.TimeoutError, redis.BusyLoadingError, redis.ReadOnlyError, OSError)
-
-# Queue item tags
-_POINTS, _COMMANDS, _MARKER, _MEDIA = 0, 1, 2, 3
-
-# A batch may hold this pseudo-command (never sent as is): reserve the run's name, then
-# record it in the run's hash. Arguments: names key, run key, wanted name, run id, policy.
-RESERVE = b"LABSTATS.RESERVE"
-MAX_SUFFIX = 10_000
-
-# The wall-clock time of a log()/update() call goes into schema.TIME_SERIES at the call's
-# idx, when at least TIME_RESOLUTION after the last one kept: every point's time is then
-# known to 10 ms (the viewer's time axes), for 16 bytes per kept time (docs/schema.md).
-TIME_RESOLUTION = 0.01
-
-
-class NameTaken(Exception):
-    """The wanted run name belongs to another run and the policy is 'error'."""
-
-
-def reserve_name(client: redis.Redis, names_key: str, wanted: str, run_id: str, policy: str) -> str:
-    """Take ``wanted`` (or ``wanted.2``, ``.3``... with policy 'suffix') for ``run_id``.
-
-    HSETNX makes the claim atomic without server-side scripting (a training user's Redis
-    user may not run scripts), and a replayed batch finds its own claim again instead of
-    taking a second name. Only HSETNX and HGET touch the shared names: a training user's
-    ACL allows no other write there (a name is first come, never taken over)."""
-    name = wanted
-    for n in range(2, MAX_SUFFIX):
-        if client.hsetnx(names_key, name, run_id):
-            return name
-        owner = client.hget(names_key, name)
-        if owner is not None and owner.decode() == run_id:
-            return name
-        if policy == "error":
-            raise NameTaken(f"run name already taken: {wanted}")
-        name = f"{wanted}.{n}"
-    raise NameTaken(f"run name {wanted!r} and its first {MAX_SUFFIX} suffixes are taken")
-
 
 class Writer(threading.Thread):
+    """Moves one run's queued values to Redis (or the spool), from its own thread."""
+
     def __init__(
         self,
-        connect: Callable[[], redis.Redis],
-        keys: schema.Keys,
-        run_id: str,
-        spool_path: Path,
+        queue: WriteQueue,
+        builder: BatchBuilder,
+        transport: Transport,
         *,
         flush_interval: float = 0.2,
         heartbeat_interval: float = 10.0,
-        max_queue: int = 200_000,
-        max_queue_bytes: int = 512 * 2**20,
-        on_name: Callable[[str], None] | None = None,
-        resend_window: float = 5.0,
-        resend_max_bytes: int = 64 * 2**20,
     ) -> None:
-        super().__init__(name=f"labstats-writer-{run_id}", daemon=True)
-        self._connect = connect
-        self._redis: redis.Redis | None = None
-        self.keys = keys
-        self.run_id = run_id
-        self.spool = Spool(spool_path)
+        super().__init__(name=f"labstats-writer-{transport.run_id}", daemon=True)
+        self.queue = queue
+        self.builder = builder
+        self.transport = transport
         self.flush_interval = flush_interval
         self.heartbeat_interval = heartbeat_interval
-        self.max_queue = max_queue
-        self.max_queue_bytes = max_queue_bytes
-        self.on_name = on_name
-        self.encoder = ChunkEncoder(keys, run_id)
-        self.queue: deque = deque()
-        self.queued_bytes = 0
-        self._bytes_lock = threading.Lock()  # queued_bytes changes on both threads
-        # Acknowledged batches that a server crash could still forget: (time, seq, commands, size).
-        self.resend_window = resend_window
-        self.resend_max_bytes = resend_max_bytes
-        self._acked: deque[tuple[float, int, list[Command], int]] = deque()
-        self._acked_bytes = 0
-        self.resent_batches = 0
-        self._wake = threading.Event()
+        self._wake = queue.wakeup
         self._stopping = threading.Event()
-        self._seq = 0
-        self._spooling = spool_path.exists() and spool_path.stat().st_size > 0
-        self._next_retry = 0.0
-        self._backoff = 0.5
         self._last_heartbeat = 0.0
-        # The training loop's pulse, for readers to tell a stuck loop from a slow one: the time
-        # of its last log()/update() call, and its usual interval between calls (the median of
-        # one estimate per writer pass).
-        self.last_call = 0.0
-        self._call_intervals: deque[float] = deque(maxlen=50)
-        self._warned_backpressure = False
-        self._warned_disk = False
-        # Batches neither Redis nor the spool's disk would take yet: (seq, commands, size).
-        self._held: deque[tuple[int, list[Command], int]] = deque()
-        self.held_bytes = 0
-        self.last_error: str | None = None
-        self._last_time = 0.0  # the last call time written to TIME_SERIES
-        # Media (images, FITS, points, files): set by the logger; encoded and stored here.
-        self.media: MediaWriter | None = None
 
     # ---- called from the training thread -------------------------------------------------
 
-    def put_points(self, idx: int, values: dict[str, Any]) -> None:
-        nbytes = sum(v.nbytes for v in values.values() if isinstance(v, Deferred | Pending | Histogram))
-        if nbytes:
-            with self._bytes_lock:
-                self.queued_bytes += nbytes
-        if self._full():
-            self._wait_for_space()
-        self.queue.append((_POINTS, idx, values, nbytes, time.time()))
+    def put_points(self, idx: int, values: dict[str, Any], nbytes: int = 0) -> None:
+        """Queue one call's values (``nbytes``: the bytes of its large values, which count
+        against the queue's bound; waits while the queue is full)."""
+        self.queue.put((POINTS, idx, values, nbytes, time.time()), nbytes)
 
     def put_media(self, item: Capture) -> None:
-        nbytes = item.nbytes
-        with self._bytes_lock:
-            self.queued_bytes += nbytes
-        if self._full():
-            self._wait_for_space()
-        self.queue.append((_MEDIA, item, nbytes))
+        self.queue.put((MEDIA, item, item.nbytes), item.nbytes)
 
     def put_commands(self, commands: list[Command]) -> None:
-        self.queue.append((_COMMANDS, commands))
+        self.queue.put_now((COMMANDS, commands))
+        self._wake.set()
+
+    def wake(self) -> None:
+        """Send what is queued now instead of at the next interval."""
         self._wake.set()
 
     def flush(self, timeout: float | None = None) -> bool:
         """Wait until everything queued so far is in Redis or in the spool."""
         if not self.is_alive():
-            return not self.queue
+            return not len(self.queue)
         done = threading.Event()
-        self.queue.append((_MARKER, done))
+        self.queue.put_now((MARKER, done))
         self._wake.set()
         return done.wait(timeout)
 
@@ -176,291 +90,46 @@ class Writer(threading.Thread):
         self.join(timeout)
         return not self.is_alive()
 
-    def _wait_for_space(self) -> None:
-        # Policy when the bound is hit: the training thread waits (data is never dropped).
-        # The writer drains to Redis or to the spool file, so this only happens when even
-        # the disk cannot keep up.
-        if not self._warned_backpressure:
-            log.warning("labstats: writer queue full (%d items); logging waits for it", len(self.queue))
-            self._warned_backpressure = True
-        self._wake.set()
-        while self._full() and self.is_alive():
-            time.sleep(0.005)
-
-    def _full(self) -> bool:
-        return (
-            len(self.queue) >= self.max_queue
-            or self.queued_bytes > self.max_queue_bytes
-            or self.held_bytes > self.max_queue_bytes
-        )
+    @property
+    def resent_batches(self) -> int:
+        """Acknowledged batches sent again because a crashed Redis forgot them."""
+        return self.transport.resent_batches
 
     # ---- the writer thread ----------------------------------------------------------------
 
     def run(self) -> None:
-        while True:
-            self._wake.wait(self.flush_interval)
-            self._wake.clear()
-            try:
-                self._drain()
-            except Exception:  # a bug here must not end the training run (nor lose the batch:
-                # _send spools whatever it could not send)
-                log.exception("labstats: writer error (will retry)")
-            if self._stopping.is_set() and not self.queue:
-                break
         try:
-            if self._spooling:
-                self._recover(force=True)
-            self._save_held()
-            if self._held:
-                log.error("labstats: %d batches of run %s could not be stored (Redis away, spool disk "
-                          "full) and are lost with this process", len(self._held), self.run_id)  # fmt: skip
+            while True:
+                self._wake.wait(self.flush_interval)
+                self._wake.clear()
+                try:
+                    self._drain()
+                except Exception:  # a bug here must not end the training run (nor lose the
+                    # batch: the transport spools whatever it could not send)
+                    log.exception("labstats: writer error (will retry)")
+                if self._stopping.is_set() and not len(self.queue):
+                    break
+            self.transport.finish()
         finally:
-            if self.encoder.files is not None:
-                self.encoder.files.close()
-            self.spool.close()
+            self.builder.close()
+            self.transport.close()
+            self.queue.close()
 
     def _drain(self) -> None:
         while True:
-            commands: list[Command] = []
-            markers: list[threading.Event] = []
-            points: list[tuple[int, str, Any]] = []
-            freed = 0
-            calls, last_call = 0, 0.0
-            while self.queue and len(points) < 50_000:
-                item = self.queue.popleft()
-                if item[0] == _POINTS:
-                    _, idx, values, nbytes, when = item
-                    calls, last_call = calls + 1, when
-                    points.extend((idx, name, value) for name, value in values.items())
-                    # An importer gives each step its own time; the logger's is the call's.
-                    if schema.TIME_SERIES not in values and when - self._last_time >= TIME_RESOLUTION:
-                        points.append((idx, schema.TIME_SERIES, when))
-                        self._last_time = when
-                    freed += nbytes
-                elif item[0] in (_COMMANDS, _MEDIA):
-                    if points:
-                        commands += self.encoder.encode(points)
-                        points = []
-                    if item[0] == _COMMANDS:
-                        commands += item[1]
-                    else:
-                        commands += self._media_commands(item[1])
-                        freed += item[2]
-                else:
-                    markers.append(item[1])
-            if points:
-                commands += self.encoder.encode(points)
-            with self._bytes_lock:
-                self.queued_bytes -= freed
-            if calls:
-                if self.last_call:
-                    self._call_intervals.append(max(0.0, last_call - self.last_call) / calls)
-                self.last_call = last_call
+            batch = self.builder.build(self.queue)
+            self.queue.release(batch.freed)
             now = time.time()
             try:
-                if commands or now - self._last_heartbeat >= self.heartbeat_interval:
-                    commands.append(cmd("HSET", self.keys.run(self.run_id), *self._pulse(now)))
+                if batch.commands or now - self._last_heartbeat >= self.heartbeat_interval:
+                    batch.commands.append(self.builder.pulse(now))
                     self._last_heartbeat = now
-                    self._send(commands)
-                elif self._spooling:
-                    self._recover()
+                    self.transport.send(batch.commands)
+                elif self.transport.spooling:
+                    self.transport.recover()
             finally:
-                for marker in markers:  # a flush() waiting on this batch is answered, always
+                for marker in batch.markers:  # a flush() waiting on this batch is answered, always
                     marker.set()
-            if not self.queue:
+                self.queue.release(0, self.transport.held_bytes)
+            if not len(self.queue):
                 return
-
-    def _pulse(self, now: float) -> list[str]:
-        """The heartbeat's fields: the process lives (heartbeat), and where its loop is."""
-        fields = ["heartbeat", f"{now:.3f}"]
-        if self.last_call:
-            fields += ["last_call", f"{self.last_call:.3f}"]
-        if self._call_intervals:
-            fields += ["call_interval", f"{statistics.median(self._call_intervals):.6f}"]
-        return fields
-
-    def _media_commands(self, item: Capture) -> list[Command]:
-        if self.media is None:
-            return []
-        failed = self.media.failed
-        commands = self.media.commands(item)
-        if self.media.failed != failed:
-            commands.append(cmd("HSET", self.keys.run(self.run_id), "media_failed", self.media.failed))
-        return commands
-
-    def _send(self, commands: list[Command]) -> None:
-        self._seq += 1
-        if self._spooling:
-            self._recover()
-        if not self._spooling:
-            try:
-                self._catch_up(self._client())
-                self._execute(self._seq, commands)
-                self._remember(self._seq, commands)
-                return
-            except (*RETRYABLE, redis.ResponseError) as exc:
-                self._start_spooling(exc)
-            except Exception as exc:  # anything else: this batch is kept, never dropped
-                log.exception("labstats: unexpected error sending a batch; it is spooled")
-                self._start_spooling(exc)
-        self._store(self._seq, commands)
-
-    def _store(self, seq: int, commands: list[Command]) -> None:
-        """Into the spool file; if the disk refuses (full), held in memory, in order, until the
-        disk or Redis takes them (the training thread waits when too much is held)."""
-        self._save_held()
-        if not self._held:
-            try:
-                self.spool.append(seq, commands)
-                return
-            except OSError as exc:
-                if not self._warned_disk:
-                    log.warning("labstats: cannot write the spool %s (%s); holding records in memory "
-                                "until the disk or Redis takes them", self.spool.path, exc)  # fmt: skip
-                    self._warned_disk = True
-        size = batch_bytes(commands)
-        self._held.append((seq, commands, size))
-        self.held_bytes += size
-
-    def _save_held(self) -> None:
-        while self._held:
-            seq, commands, size = self._held[0]
-            try:
-                self.spool.append(seq, commands)
-            except OSError:
-                return
-            self._held.popleft()
-            self.held_bytes -= size
-        self._warned_disk = False
-
-    def _remember(self, seq: int, commands: list[Command]) -> None:
-        """Keep an acknowledged batch for a while: a server crash may still forget it."""
-        now = time.monotonic()
-        size = batch_bytes(commands)
-        self._acked.append((now, seq, commands, size))
-        self._acked_bytes += size
-        while self._acked and (
-            self._acked[0][0] < now - self.resend_window
-            or (self._acked_bytes > self.resend_max_bytes and len(self._acked) > 1)
-        ):
-            self._acked_bytes -= self._acked.popleft()[3]
-
-    def _catch_up(self, client: redis.Redis) -> None:
-        """Resend the acknowledged batches the server forgot (its batch number went back)."""
-        if not self._acked:
-            return
-        stored = int(client.get(self.keys.seq(self.run_id)) or 0)
-        last = self._acked[-1][1]
-        if stored >= last:
-            return
-        lost = [(seq, commands) for _, seq, commands, _ in self._acked if seq > stored]
-        if lost[0][0] != stored + 1:
-            log.error(
-                "labstats: Redis lost batches %d..%d of run %s in a crash, more than the last %.0f s "
-                "that can be resent; batches %d..%d are resent",
-                stored + 1, last, self.run_id, self.resend_window, lost[0][0], last,
-            )  # fmt: skip
-        else:
-            log.warning("labstats: Redis forgot %d acknowledged batches (a crash?); resending", len(lost))
-        for seq, commands in lost:
-            self._execute(seq, commands)
-        self.resent_batches += len(lost)
-
-    def _start_spooling(self, exc: Exception) -> None:
-        self.last_error = f"{type(exc).__name__}: {exc}"
-        log.warning("labstats: Redis unavailable (%s); spooling to %s", self.last_error, self.spool.path)
-        self._spooling = True
-        self._redis = None
-        self._next_retry = time.monotonic() + self._backoff
-
-    def _recover(self, force: bool = False) -> None:
-        """Replay the spool if Redis answers again (at most every few seconds)."""
-        if not force and time.monotonic() < self._next_retry:
-            return
-        try:
-            client = self._client()
-            self._catch_up(client)  # first what the server acknowledged and then forgot
-            held = [(seq, commands) for seq, commands, _ in self._held]  # newer than the spool's
-            batches = [*self.spool.batches(), *held]
-            apply_new(client, self.keys.seq(self.run_id), batches, self._remember, self.on_name)
-            self._seq = max([self._seq, *(seq for seq, _ in batches)])
-            self._held.clear()
-            self.held_bytes = 0
-        except (*RETRYABLE, redis.ResponseError) as exc:
-            self.last_error = f"{type(exc).__name__}: {exc}"
-            self._redis = None
-            self._backoff = min(self._backoff * 2, 5.0)
-            self._next_retry = time.monotonic() + self._backoff
-            return
-        self.spool.clear()
-        self._spooling = False
-        self._backoff = 0.5
-        log.warning("labstats: Redis is back; spool replayed")
-
-    def _client(self) -> redis.Redis:
-        if self._redis is None:
-            self._redis = self._connect()
-        return self._redis
-
-    def _execute(self, seq: int, commands: list[Command]) -> None:
-        execute_batch(self._client(), self.keys.seq(self.run_id), seq, commands, self.on_name)
-
-
-def batch_bytes(commands: list[Command]) -> int:
-    return sum(len(arg) for command in commands for arg in command)
-
-
-def apply_new(
-    client: redis.Redis,
-    seq_key: str,
-    batches: list[tuple[int, list[Command]]],
-    on_applied: Callable[[int, list[Command]], None] | None = None,
-    on_name: Callable[[str], None] | None = None,
-) -> int:
-    """Apply, in order, the batches the server does not have yet (numbered above the batch
-    number it stores); returns how many. The writer's recovery and `labstats replay`."""
-    applied = int(client.get(seq_key) or 0)
-    sent = 0
-    for seq, commands in batches:
-        if seq > applied:
-            execute_batch(client, seq_key, seq, commands, on_name)
-            sent += 1
-            if on_applied is not None:
-                on_applied(seq, commands)
-    return sent
-
-
-def execute_batch(
-    client: redis.Redis,
-    seq_key: str,
-    seq: int,
-    commands: list[Command],
-    on_name: Callable[[str], None] | None = None,
-) -> None:
-    """Apply one batch as a MULTI/EXEC transaction that also stores its number in ``seq_key``
-    (the writer, and ``labstats replay`` for spools whose process is gone)."""
-    pipe = client.pipeline(transaction=True)
-    for command in commands:
-        if command[0] == RESERVE:
-            command = _reserve(client, command, on_name)
-        pipe.execute_command(*command)
-    pipe.set(seq_key, seq)
-    # A transaction the server discards whole (EXECABORT: a refused command, OOM, ACL)
-    # raises here and the batch is spooled; errors of single commands are only logged.
-    results = pipe.execute(raise_on_error=False)
-    for command, result in zip(commands, results, strict=False):
-        if isinstance(result, redis.ResponseError):
-            log.error("labstats: Redis refused %s: %s", command[0].decode(), result)
-
-
-def _reserve(client: redis.Redis, command: Command, on_name: Callable[[str], None] | None) -> Command:
-    """Run a RESERVE pseudo-command now; returns the command that records the name."""
-    names_key, run_key, wanted, run_id, policy = (arg.decode() for arg in command[1:])
-    try:
-        name = reserve_name(client, names_key, wanted, run_id, policy)
-    except NameTaken as exc:
-        log.error("labstats: %s; run %s keeps no name of its own", exc, run_id)
-        return cmd("HSET", run_key, "name_refused", wanted)
-    if on_name is not None:
-        on_name(name)
-    return cmd("HSET", run_key, "name", name)

@@ -133,7 +133,7 @@ def test_a_cuda_tensor_whose_file_fails_goes_to_redis_intact(tmp_path, lab, monk
                 w.mul_(2)
             # What the writer keeps to resend (after a Redis crash) is still each step's value,
             # though the pinned buffer it was read from now holds another step's.
-            kept = [b"".join(c[3::2]) for _, _, commands, _ in stats._writer._acked
+            kept = [b"".join(c[3::2]) for _, commands in stats.writer.transport.acknowledged()
                     for c in commands if c[0] == b"HSET" and b":b:" in c[1]]  # fmt: skip
     finally:
         device.configure(pinned_bytes=budget)

@@ -86,7 +86,7 @@ def test_batches_a_crashed_server_forgot_are_resent_exactly_once(tmp_path):
         for step in range(1000, 2000):
             stats.log(step=step, loss=float(step), w=np.full(2, step))
         stats.close(timeout=30)
-        assert stats._writer.resent_batches > 0
+        assert stats.writer.resent_batches > 0
         run = labstats.connect(server.url).run("crash")
         assert run.config == {"lr": 0.1}
         assert run.status == "finished"
@@ -121,7 +121,7 @@ def test_sigkill_of_redis_with_everysec_fsync_while_logging_loses_nothing(tmp_pa
         crasher.join()
         stats.close(timeout=30)
         v = labstats.connect(server.url).run("everysec").series("v")
-        print(f"logged {step} points; resent batches: {stats._writer.resent_batches}")
+        print(f"logged {step} points; resent batches: {stats.writer.resent_batches}")
         assert v.idx.tolist() == list(range(step))  # 0 lost, 0 duplicated
     finally:
         server.stop()

@@ -1,0 +1,85 @@
+"""The batch builder and the writer built from its parts: what the builder makes is what
+the transport sends, in order, with the heartbeat last."""
+
+import threading
+
+import redis
+
+from labstats import schema
+from labstats.batches import COMMANDS, MARKER, MAX_POINTS, POINTS, Batch, BatchBuilder
+from labstats.chunks import ChunkEncoder, cmd
+from labstats.spool import Spool
+from labstats.transport import Transport
+from labstats.writequeue import WriteQueue
+from labstats.writer import Writer
+
+KEYS = schema.Keys("ls")
+RUN = "20261205-000000-abcdef"
+
+
+def items() -> list[tuple]:
+    return [
+        (POINTS, 0, {"loss": 0.5, "acc": 1}, 0, 1000.0),
+        (COMMANDS, [cmd("HSET", KEYS.run(RUN), "note", "between the points")]),
+        (POINTS, 1, {"loss": 0.25}, 0, 1000.001),  # within 10 ms: no second time point
+        (POINTS, 2, {"loss": 0.125}, 0, 1000.5),
+    ]
+
+
+def built(queued: list[tuple]) -> tuple[BatchBuilder, Batch]:
+    builder = BatchBuilder(ChunkEncoder(KEYS, RUN))
+    queue = WriteQueue()
+    for item in queued:
+        queue.put_now(item)
+    return builder, builder.build(queue)
+
+
+def test_points_become_chunk_records_and_commands_keep_their_place():
+    _, batch = built(items())
+    names = [c[0] for c in batch.commands]
+    note = names.index(b"HSET", [c[1] for c in batch.commands].index(KEYS.run(RUN).encode()))
+    before = {c[1] for c in batch.commands[:note] if c[0] == b"APPEND"}
+    assert KEYS.chunk(RUN, 0, 0).encode() in before  # step 0's loss went out before the note
+    series = {c[2]: c for c in batch.commands if c[0] == b"HSET" and c[1] == KEYS.series(RUN).encode()}
+    assert set(series) == {b"loss", b"acc", schema.TIME_SERIES.encode()}
+    assert batch.markers == []
+    assert batch.freed == 0
+
+
+def test_the_call_times_make_the_pulse():
+    builder, _ = built(items())
+    pulse = builder.pulse(1001.0)
+    fields = dict(zip(pulse[2::2], pulse[3::2], strict=True))
+    assert fields[b"heartbeat"] == b"1001.000"
+    assert fields[b"last_call"] == b"1000.500"
+
+
+def test_a_batch_stops_at_max_points_and_the_rest_waits():
+    queue = WriteQueue(max_items=10**6)
+    for step in range(MAX_POINTS + 10):
+        queue.put_now((POINTS, step, {"x": 1.0}, 0, 0.0))
+    BatchBuilder(ChunkEncoder(KEYS, RUN)).build(queue)
+    assert len(queue) == 10  # one point a call (a call time of 0.0 adds no time point)
+
+
+def test_what_the_writer_sends_is_what_the_builder_makes(tmp_path, url):
+    _, expected = built(items())
+    queue = WriteQueue()
+    transport = Transport(lambda: redis.Redis.from_url(url), KEYS, RUN, Spool(tmp_path / "r.spool"),
+                          resend_window=60)  # fmt: skip
+    writer = Writer(queue, BatchBuilder(ChunkEncoder(KEYS, RUN)), transport, flush_interval=60)
+    for item in items():
+        queue.put_now(item)
+    done = threading.Event()
+    queue.put_now((MARKER, done))
+    writer.start()
+    writer.wake()
+    assert done.wait(10)
+    assert writer.stop(10)
+    ((seq, sent),) = transport.acknowledged()
+    assert seq == 1
+    assert sent[:-1] == expected.commands
+    assert sent[-1][:3] == (b"HSET", KEYS.run(RUN).encode(), b"heartbeat")
+    client = redis.Redis.from_url(url)
+    assert client.get(KEYS.seq(RUN)) == b"1"
+    assert client.hget(KEYS.run(RUN), "note") == b"between the points"

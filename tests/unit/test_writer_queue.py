@@ -1,0 +1,76 @@
+"""The writer's bounded queue: a full queue makes the producer wait on a condition (no
+polling) until the writer takes a batch; nothing is dropped."""
+
+import threading
+import time
+
+from conftest import wait_for
+
+from labstats.writequeue import WriteQueue
+
+
+def start_producer(queue: WriteQueue, item, nbytes: int = 0) -> threading.Thread:
+    thread = threading.Thread(target=queue.put, args=(item, nbytes), daemon=True)
+    thread.start()
+    return thread
+
+
+def test_a_full_queue_blocks_the_producer_until_the_writer_releases_a_batch():
+    queue = WriteQueue(max_items=2, max_bytes=1000)
+    queue.put("a")
+    queue.put("b")
+    producer = start_producer(queue, "c")
+    assert wait_for(lambda: queue.waiting == 1, 5)
+    assert queue.wakeup.is_set()  # the writer is called at once, not at its next interval
+    assert queue.take() == "a"
+    # There is room now, but a producer that waits on the condition (instead of polling the
+    # length every few milliseconds) goes on only when the writer says it took its batch.
+    time.sleep(0.2)
+    assert producer.is_alive()
+    assert queue.waiting == 1
+    queue.release(0)
+    producer.join(5)
+    assert not producer.is_alive()
+    assert queue.waiting == 0
+    assert [queue.take(), queue.take(), queue.take()] == ["b", "c", None]
+
+
+def test_queued_bytes_bound_the_queue_and_one_large_value_still_passes():
+    queue = WriteQueue(max_items=100, max_bytes=100)
+    queue.put("huge", 150)  # larger than the bound alone: it must not wait for ever
+    producer = start_producer(queue, "small", 1)
+    assert wait_for(lambda: queue.waiting == 1, 5)
+    assert queue.take() == "huge"
+    queue.release(150)
+    producer.join(5)
+    assert not producer.is_alive()
+    assert queue.queued_bytes == 1
+    assert len(queue) == 1
+
+
+def test_bytes_held_further_on_count_against_the_bound():
+    queue = WriteQueue(max_items=100, max_bytes=100)
+    queue.release(0, backlog_bytes=500)  # the transport holds batches the disk refused
+    producer = start_producer(queue, "x")
+    assert wait_for(lambda: queue.waiting == 1, 5)
+    queue.release(0, backlog_bytes=0)
+    producer.join(5)
+    assert not producer.is_alive()
+    assert queue.take() == "x"
+
+
+def test_commands_and_markers_pass_a_full_queue():
+    queue = WriteQueue(max_items=1, max_bytes=100)
+    queue.put("a")
+    queue.put_now("flush marker")  # a flush() must not wait behind the bound it waits for
+    assert len(queue) == 2
+
+
+def test_closing_the_queue_lets_waiting_producers_go():
+    queue = WriteQueue(max_items=1, max_bytes=100)
+    queue.put("a")
+    producer = start_producer(queue, "b")
+    assert wait_for(lambda: queue.waiting == 1, 5)
+    queue.close()  # the writer thread ended: nobody would release the producer
+    producer.join(5)
+    assert not producer.is_alive()
