@@ -25,6 +25,7 @@ from typing import Any
 
 import numpy as np
 
+from labstats import media
 from labstats.logger import Stats
 
 log = logging.getLogger("labstats")
@@ -74,7 +75,7 @@ class SummaryWriter:
         if walltime is not None:
             self._walltime(walltime)
         self.stats.log(
-            max(self.stats._last_step, 0) if global_step is None else global_step, **{tag: scalar_value}
+            max(self.stats.last_step, 0) if global_step is None else global_step, **{tag: scalar_value}
         )
 
     def add_scalars(
@@ -171,8 +172,6 @@ class SummaryWriter:
         walltime: float | None = None,
     ) -> None:
         """A video (N, T, C, H, W; the N videos side by side) as an animated GIF file of the run."""
-        from labstats import media
-
         self._walltime(walltime)
         video = np.asarray(_host(vid_tensor))
         if video.ndim != 5:
@@ -246,7 +245,7 @@ class SummaryWriter:
     def _step(self, global_step: Any) -> int:
         """TensorBoard's global_step; None is the current step (0 before any)."""
         if global_step is None:
-            return max(self.stats._last_step, 0)
+            return max(self.stats.last_step, 0)
         return int(global_step)
 
 

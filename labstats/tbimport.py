@@ -27,9 +27,9 @@ from typing import Any
 import numpy as np
 
 from labstats import schema
-from labstats.chunks import cmd
 from labstats.config import LabstatsError
 from labstats.logger import Stats
+from labstats.reader import connect
 from labstats.snapshot import CountedHistogram
 from labstats.tb import HISTOGRAM_BINS
 
@@ -60,8 +60,6 @@ def import_tb(
     progress: Callable[[str], None] | None = None,
 ) -> list[Imported]:
     """Import every run folder of ``logdir`` (see the module docstring); returns what was done."""
-    from labstats.reader import connect
-
     root = Path(logdir).resolve()
     say = progress or (lambda text: None)
     folders = run_folders(root)
@@ -165,17 +163,14 @@ def _import_folder(folder: Path, name: str, url, prefix, say, position: str) -> 
     stats = Stats(folder, name=name, url=url, prefix=prefix, config=hparams, tags=["tensorboard"],
                   capture_git=False, capture_freeze=False, handle_signals=False)  # fmt: skip
     try:
-        origin = json.dumps({"folder": str(folder), "files": files}, sort_keys=True)
-        stats._require_writer().put_commands(
-            [cmd("HSET", stats.keys.run(stats.run_id), "imported_from", origin)]
-        )
+        stats.mark_imported({"folder": str(folder), "files": files})
         if walltimes:
-            stats._backdate(min(walltimes.values()))
+            stats.backdate(min(walltimes.values()))
         for n, step in enumerate(sorted(set(points) | set(walltimes)), 1):
             values = dict(points.get(step, {}))
             if step in walltimes:
                 values[schema.TIME_SERIES] = walltimes[step]
-            stats._put(step, values)
+            stats.record(step, values)
             if n % FLUSH_EVERY == 0:  # an import is faster than any training loop: let the writer keep up
                 stats.flush(600)
         for tag, step, _, encoded in images:
