@@ -686,14 +686,49 @@ def _matches(
 UNREACHABLE = (redis.ConnectionError, redis.TimeoutError, OSError)  # a store that is away
 
 
-class Labs:
-    """Several stores read as one (one per training box, as on the web box): ``runs()`` lists
-    the runs of every source it can reach, newest first; ``run(ref)`` finds a run in any of
-    them ("source/name" picks one). A source that cannot be reached is left out with a
-    warning and named in ``unreachable`` (source -> why); its runs come back when it does."""
+def short(exc: Exception) -> str:
+    """The first line of an error, as a source's state shows it."""
+    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
 
-    def __init__(self, labs: dict[str, Lab]) -> None:
+
+SORTS = ("started", "name", "status", "heartbeat")  # how a page of runs can be ordered
+
+
+def _sort_key(sort: str) -> Callable[[tuple[str, Run]], Any]:
+    if sort in ("started", "heartbeat"):  # newest first; runs without the time last
+
+        def by_time(pair: tuple[str, Run]) -> tuple[bool, float]:
+            value = number(pair[1].meta.get(sort))
+            return value is None, -(value or 0.0)
+
+        return by_time
+    if sort == "name":
+        return lambda pair: str(pair[1].name)
+    return lambda pair: pair[1].status
+
+
+@dataclass
+class Page:
+    """One page of the runs of several sources: ``runs`` as (source, run) in order, each
+    source's ``states`` ({"reachable", "link", "error"}: see :meth:`Labs.state`), and whether
+    ``more`` pages follow."""
+
+    runs: list[tuple[str, Run]]
+    states: dict[str, dict[str, Any]]
+    more: bool
+
+
+class Labs:
+    """Several stores read as one (one per training box, as on the web box), by the CLI,
+    notebooks and the viewer alike: ``runs()`` and ``page()`` list the runs of every source
+    it can reach, newest first; ``run(ref)`` finds a run in any of them ("source/name" picks
+    one). A source that cannot be reached is left out and named in ``unreachable`` (source ->
+    why), with a warning the first time when ``warn`` (a person at a prompt); its runs come
+    back when it does."""
+
+    def __init__(self, labs: dict[str, Lab], *, warn: bool = True) -> None:
         self.labs = labs
+        self.warn = warn
         self.unreachable: dict[str, str] = {}
         self.disconnected: list[str] = []  # replicas whose training box is not connected
 
@@ -715,13 +750,60 @@ class Labs:
             try:
                 result = call(lab)
             except UNREACHABLE as exc:
-                if name not in self.unreachable:
-                    warnings.warn(f"labstats: source {name} is unreachable ({exc}); its runs are left out",
-                                  stacklevel=3)  # fmt: skip
-                self.unreachable[name] = str(exc)
+                self._away(name, exc)
                 continue
             self.unreachable.pop(name, None)
             yield name, result
+
+    def _away(self, name: str, exc: Exception) -> None:
+        if self.warn and name not in self.unreachable:
+            warnings.warn(
+                f"labstats: source {name} is unreachable ({exc}); its runs are left out", stacklevel=4
+            )
+        self.unreachable[name] = str(exc)
+
+    def state(self, name: str) -> dict[str, Any]:
+        """Whether a source can be read now, whether its training box is connected to it
+        (``link``: "up", "down", or None for a master), and why not (``error``)."""
+        try:
+            link = self.labs[name].link_state()
+        except UNREACHABLE as exc:
+            self._away(name, exc)
+            return {"reachable": False, "link": None, "error": short(exc)}
+        self.unreachable.pop(name, None)
+        return {"reachable": True, "link": link, "error": None}
+
+    def page(
+        self,
+        *,
+        name: str | None = None,
+        tag: str | None = None,
+        status: str | None = None,
+        sort: str = "started",
+        limit: int = 100,
+        page: int = 1,
+    ) -> Page:
+        """Page ``page`` (from 1) of ``limit`` runs of every source that can be read, ordered
+        by ``sort`` (SORTS), and every source's state: one source that is away leaves the
+        others listed. Each source reads its own first page x limit runs (and one more, to
+        know whether more follow): enough for this page of the merged list."""
+        if sort not in SORTS:
+            raise LabstatsError(f"sort must be {', '.join(SORTS[:-1])} or {SORTS[-1]}")
+        if limit < 1 or page < 1:
+            raise LabstatsError("limit and page count from 1")
+        found: list[tuple[str, Run]] = []
+        states: dict[str, dict[str, Any]] = {}
+        for source, lab in self.labs.items():
+            try:
+                runs = lab.runs(name=name, tag=tag, status=status, limit=limit * page + 1)
+            except UNREACHABLE as exc:
+                self._away(source, exc)
+                states[source] = {"reachable": False, "link": None, "error": short(exc)}
+                continue
+            states[source] = self.state(source)
+            found += [(source, run) for run in runs]
+        found.sort(key=_sort_key(sort))
+        return Page(found[limit * (page - 1) : limit * page], states, len(found) > limit * page)
 
     def runs(self, *, limit: int | None = 100, offset: int = 0, **filters: Any) -> list[Run]:
         """As :meth:`Lab.runs`, over every reachable source."""

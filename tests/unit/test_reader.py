@@ -1,5 +1,7 @@
 """Series windows, comparison frames and exports, checked against a plain-Python model."""
 
+import time
+
 import numpy as np
 import pandas as pd
 import pytest
@@ -309,3 +311,42 @@ def test_a_page_is_right_when_forged_entries_crowd_an_index(lab, redis_server):
         client.hset(keys.run(run_id), mapping={"name": run_id, "status": "finished"})
     assert [r.id for r in lab.runs(limit=4)] == ["alice.r2", "alice.r1", "alice.r0", "old9"]
     assert [r.id for r in lab.runs(limit=2, offset=2)] == ["alice.r0", "old9"]
+
+
+def test_a_page_of_several_sources_merges_sorts_and_pages_them_and_names_the_one_away(tmp_path, url):
+    """The one aggregator the CLI, notebooks and the viewer list runs through: each source's
+    runs merged in the order asked, paged, and a source that is away left out and named in
+    its state (no warning: the viewer asks every few seconds)."""
+    import warnings
+
+    import redis
+    from conftest import RedisServer
+
+    from labstats.reader import Lab, Labs
+
+    other = RedisServer(tmp_path / "other").start()
+    try:
+        for name, where in (("b1", url), ("a2", other.url), ("c3", url)):
+            with labstats.Stats(tmp_path / name, url=where) as stats:
+                stats.log(step=0, loss=1.0)
+            time.sleep(0.01)  # distinct start times
+        labs = Labs({"gpu1": labstats.connect(url), "gpu2": labstats.connect(other.url),
+                     "off": Lab(redis.Redis(port=1, socket_connect_timeout=0.5))}, warn=False)  # fmt: skip
+        with warnings.catch_warnings():
+            warnings.simplefilter("error")
+            first = labs.page(limit=2)
+        assert [(source, run.name) for source, run in first.runs] == [("gpu1", "c3"), ("gpu2", "a2")]
+        assert first.more
+        assert first.states["gpu1"] == {"reachable": True, "link": None, "error": None}
+        assert first.states["off"]["reachable"] is False
+        assert "refused" in first.states["off"]["error"].lower()
+        assert labs.unreachable.keys() == {"off"}
+        second = labs.page(limit=2, page=2)
+        assert [run.name for _, run in second.runs] == ["b1"]
+        assert not second.more
+        assert [run.name for _, run in labs.page(sort="name").runs] == ["a2", "b1", "c3"]
+        assert [run.name for _, run in labs.page(name="c").runs] == ["c3"]
+        with pytest.raises(labstats.LabstatsError, match="sort must be"):
+            labs.page(sort="owner")
+    finally:
+        other.stop()
