@@ -25,6 +25,7 @@ from bokeh.models import ColorBar, ColumnDataSource, DataTable, HoverTool, Linea
 from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
 
+from labstats import media
 from labstats.reader import LabstatsError, Run, Series, each_readable
 from labstats.viewer.downsample import MAX_POINTS, downsample
 
@@ -137,8 +138,6 @@ def metadata_table(run: Run):
 
 
 def _chosen(run: Run, name: str, steps: Iterable[int] | None, limit: int) -> list[int]:
-    from labstats import media
-
     logged = run.media_steps(name)
     if not logged:
         raise LabstatsError(f"run {run.name!r} has no media {name!r}")
@@ -165,8 +164,6 @@ def images(run: Run, name: str, steps: Iterable[int] | None = None, columns: int
 
 def montage(run: Run, name: str, steps: Iterable[int] | None = None, original: bool = False, limit: int = 64):
     """Media ``name`` at ``steps`` as one PIL image (rows of pictures, by step)."""
-    from labstats import media
-
     pictures = [p for _, p in run.pictures(name, _chosen(run, name, steps, limit), original=original)]
     return media.montage(pictures)
 
@@ -174,8 +171,6 @@ def montage(run: Run, name: str, steps: Iterable[int] | None = None, original: b
 def animation(run: Run, name: str, steps: Iterable[int] | None = None, ms: int = 200, original: bool = False,
               limit: int = 300):  # fmt: skip
     """Media ``name`` over its steps as an animated GIF: the bytes, shown inline by Jupyter."""
-    from labstats import media
-
     pictures = [p for _, p in run.pictures(name, _chosen(run, name, steps, limit), original=original)]
     return Animation(media.animation(pictures, ms))
 

@@ -29,6 +29,7 @@ import numpy as np
 import redis
 
 from labstats import config as cfg
+from labstats import media, regenerate
 from labstats.archive_file import ArchiveFile, path_for
 from labstats.config import LabstatsError
 from labstats.format import chunk, media_record, run_record, series_info
@@ -210,9 +211,7 @@ class Run:
         """(step, PIL image) of media ``name`` (item 0) at ``steps`` (default: all): the
         thumbnails from Redis, or with ``original=True`` the full pictures (images as logged,
         FITS as their ZScale/Asinh preview, from the artifact store). Steps without one are left out."""
-        from PIL import Image
-
-        from labstats import media
+        from PIL import Image  # optional (the media extra): the reader works without it
 
         kind = self.media_names().get(name)
         out = []
@@ -231,8 +230,6 @@ class Run:
         """The original file of media ``name`` at ``step`` (default: the last one): ``as_``
         "bytes", "path" (in the artifact store), or "array" (images as HWC uint8, FITS data,
         points as N×3; files as bytes)."""
-        from labstats import media
-
         records = self.media(name)
         if step is not None:
             records = [r for r in records if r["step"] == step and r.get("item", 0) == item]
@@ -261,10 +258,9 @@ class Run:
             raise ValueError("as_ must be 'bytes', 'path' or 'array'")
         return media.decode_array(record, data)
 
-    def regenerate_plan(self):
-        from labstats.regenerate import plan
-
-        return plan(self.id, self.meta)
+    def regenerate_plan(self) -> regenerate.Plan:
+        """What regenerating this run takes, from its record (see labstats.regenerate)."""
+        return regenerate.plan(self.id, self.meta)
 
     def regenerate_command(self) -> str:
         """A shell recipe that regenerates this run from an empty directory (or the one
