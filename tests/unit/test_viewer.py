@@ -230,20 +230,20 @@ def test_downsample_keeps_first_last_min_and_max():
 
 
 def test_run_page_decodes_only_the_tensor_it_shows(client, tmp_path, url, monkeypatch):
-    from labstats.reader import Lab
+    from labstats.points import RedisPoints
 
     with labstats.Stats(tmp_path / "tensors") as stats:
         for i in range(40):  # 40 tensors of 40 kB: each one a blob
             stats.log(step=i * 10, w=np.full((100, 100), i, dtype=np.float32))
             stats.log(step=i * 10, note=f"step {i}")
     fetched = []
-    original = Lab._blob
+    original = RedisPoints.blob
 
-    def counting_blob(self, run_id, ref):
+    def counting_blob(self, ref):
         fetched.append(1)
-        return original(self, run_id, ref)
+        return original(self, ref)
 
-    monkeypatch.setattr(Lab, "_blob", counting_blob)
+    monkeypatch.setattr(RedisPoints, "blob", counting_blob)
     page = client.get(f"/runs/local/{stats.run_id}?step=125")
     assert page.status_code == 200
     html = page.get_data(as_text=True)
