@@ -19,17 +19,9 @@ from werkzeug.exceptions import HTTPException
 
 from labstats import __version__
 from labstats.viewer import api, auth, media, pages
+from labstats.viewer.csp import policy_for
 from labstats.viewer.sources import Source, load_auth, load_sources
 from labstats.viewer.windows import X_AXES
-
-# Bokeh needs 'unsafe-eval' (it compiles chart callbacks) and inline styles; no inline
-# scripts are used: chart specs are JSON data blocks.
-CSP = (
-    "default-src 'self'; script-src 'self' 'unsafe-eval'; style-src 'self' 'unsafe-inline'; "
-    "img-src 'self' data: blob:; connect-src 'self'; font-src 'self'; object-src 'none'; "
-    "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
-)
-
 
 # Debian's libjs-three (the viewer role installs it); config THREE_JS names another file.
 THREE_JS = "/usr/share/javascript/three/build/three.min.js"
@@ -120,7 +112,7 @@ def create_app(
 
     @app.after_request
     def security_headers(response):
-        response.headers.setdefault("Content-Security-Policy", CSP)
+        response.headers.setdefault("Content-Security-Policy", policy_for(request.endpoint))
         response.headers.setdefault("X-Content-Type-Options", "nosniff")
         response.headers.setdefault("Referrer-Policy", "same-origin")
         response.headers.setdefault("X-Frame-Options", "DENY")
