@@ -1,6 +1,8 @@
 """Transitional: the names of labstats.format under their old module (removed once every
 module imports labstats.format)."""
 
+# ruff: noqa: F401
+
 from labstats.format.blob import PART as BLOB_PART
 from labstats.format.blob import REF as BLOB_REF
 from labstats.format.blob import TAG as BLOB_TAG
