@@ -18,8 +18,9 @@ from typing import Any
 
 import redis
 
-from labstats import archive, reader, regenerate, replay, schema, tbimport
+from labstats import archive, reader, regenerate, replay, tbimport
 from labstats.config import LabstatsError
+from labstats.format import run_record
 
 EX_TEMPFAIL = 75  # replay: Redis cannot be reached now; try again later (the timer does)
 
@@ -289,7 +290,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("ls", help="list runs, newest first")
     p.add_argument("--name", help="name contains this")
     p.add_argument("--tag")
-    p.add_argument("--status", choices=list(schema.SHOWN_STATUSES))
+    p.add_argument("--status", choices=list(run_record.SHOWN_STATUSES))
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="config value (lr=0.001, opt=adam) or range (lr=1e-4..1e-2); repeatable")  # fmt: skip
     p.add_argument("--limit", type=int, default=50)

@@ -40,7 +40,7 @@ from pathlib import Path
 import redis
 from redis.connection import parse_url
 
-from labstats.schema import DEFAULT_PREFIX, valid_owner
+from labstats.format.keys import DEFAULT_PREFIX, valid_owner
 
 DEFAULT_URL = "redis://127.0.0.1:6379/0"
 SYSTEM_ARCHIVE_DIR = Path("/var/lib/labstats/archive")
@@ -142,7 +142,7 @@ def redacted(url: str) -> str:
 def url_owner(url: str) -> str | None:
     """The owner of the runs logged through ``url``: its Redis username
     (``redis://alice:pw@host/0`` -> "alice"), when it has one that can own runs (not
-    ``default``, and ``schema.OWNER_PATTERN``); else None: a store without ACL users (a
+    ``default``, and ``labstats.format.keys.OWNER_PATTERN``); else None: a store without ACL users (a
     laptop, an old setup), whose runs keep the shared layout of schema version 1."""
     try:
         username = parse_url(url).get("username")

@@ -21,7 +21,9 @@ from dataclasses import dataclass, field
 
 import redis
 
-from labstats import archive, schema
+from labstats import archive
+from labstats.format import run_record
+from labstats.format.keys import DEFAULT_PREFIX, Keys
 from labstats.reader import Lab
 
 
@@ -38,7 +40,7 @@ class Report:
         return not self.differences
 
 
-def run_digest(client: redis.Redis, keys: schema.Keys, run_id: str) -> tuple[str, int, int]:
+def run_digest(client: redis.Redis, keys: Keys, run_id: str) -> tuple[str, int, int]:
     """SHA-256 over a run's series info and every chunk and blob it holds, with its series
     and point counts. Read with plain reads, so the read-only viewer user is enough."""
     digest = hashlib.sha256()
@@ -63,8 +65,8 @@ def run_digest(client: redis.Redis, keys: schema.Keys, run_id: str) -> tuple[str
     return digest.hexdigest(), len(infos), points
 
 
-def compare(restored: redis.Redis, live: redis.Redis, prefix: str = schema.DEFAULT_PREFIX) -> Report:
-    keys = schema.Keys(prefix)
+def compare(restored: redis.Redis, live: redis.Redis, prefix: str = DEFAULT_PREFIX) -> Report:
+    keys = Keys(prefix)
     report = Report()
     # Every run of both layouts: the shared indexes and each owner's (schema version 2).
     ids = Lab(restored, prefix).run_ids()[::-1]  # oldest first, as the report reads best
@@ -84,7 +86,7 @@ def compare(restored: redis.Redis, live: redis.Redis, prefix: str = schema.DEFAU
             report.canaries += 1
             if archive.points_digest(Lab(restored, prefix), run_id) != live_archived.decode():
                 report.differences.append(f"run {run_id}: archived since the backup, and the archive differs")
-        elif status == schema.FINISHED.encode() or status == schema.CRASHED.encode():
+        elif status == run_record.FINISHED.encode() or status == run_record.CRASHED.encode():
             report.canaries += 1
             live_digest, _, _ = run_digest(live, keys, run_id)
             if live_digest != copy_digest:
@@ -103,7 +105,7 @@ def main(argv: list[str] | None = None) -> int:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--restored", required=True, help="URL of the Redis started on the restored file")
     parser.add_argument("--live", required=True, help="URL of the live store (a replica)")
-    parser.add_argument("--prefix", default=schema.DEFAULT_PREFIX)
+    parser.add_argument("--prefix", default=DEFAULT_PREFIX)
     args = parser.parse_args(argv)
     started = time.monotonic()
     report = compare(redis.Redis.from_url(args.restored), redis.Redis.from_url(args.live), args.prefix)

@@ -18,7 +18,8 @@ from pathlib import Path
 
 import redis
 
-from labstats import schema, spool
+from labstats import spool
+from labstats.format.keys import Keys
 from labstats.writer import RETRYABLE, apply_new
 
 MAX_DEPTH = 6  # how deep folders are searched for spools
@@ -55,7 +56,7 @@ def _walk(root: Path) -> Iterator[Path]:
                    len(here.parts) - base < MAX_DEPTH]  # fmt: skip
 
 
-def replay_file(path: Path, client: redis.Redis, keys: schema.Keys) -> Outcome:
+def replay_file(path: Path, client: redis.Redis, keys: Keys) -> Outcome:
     run_id = path.name.removesuffix(spool.SUFFIX)
     try:
         handle = open(path, "rb")  # noqa: SIM115 - held (with its lock) until the end
@@ -76,7 +77,7 @@ def replay_file(path: Path, client: redis.Redis, keys: schema.Keys) -> Outcome:
     return Outcome(path, "replayed", sent, detail)
 
 
-def replay(paths: Iterable[str | os.PathLike], client: redis.Redis, keys: schema.Keys) -> list[Outcome]:
+def replay(paths: Iterable[str | os.PathLike], client: redis.Redis, keys: Keys) -> list[Outcome]:
     files = list(dict.fromkeys([*find(paths), *spool.indexed()]))
     outcomes = [replay_file(path, client, keys) for path in files]
     spool.prune_index()

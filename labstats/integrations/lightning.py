@@ -16,7 +16,7 @@ from typing import Any
 from lightning.pytorch.loggers.logger import Logger, rank_zero_experiment
 from lightning.pytorch.utilities import rank_zero_only
 
-from labstats import schema
+from labstats.format import run_record
 from labstats.integrations import flat_config
 from labstats.logger import Stats
 
@@ -76,4 +76,4 @@ class LabstatsLogger(Logger):
         if status == "success":
             self._stats.close()
         else:
-            self._stats.close(schema.CRASHED, f"lightning: {status}")
+            self._stats.close(run_record.CRASHED, f"lightning: {status}")

@@ -7,9 +7,10 @@ import json
 
 import redis
 
-from labstats import media, schema
+from labstats import media
+from labstats.format import keys
 
-K = schema.Keys()
+K = keys.Keys()
 
 
 def plant(url: str, run_id: str, name: str, kind: str, records: dict, thumbs: dict | None = None) -> None:

@@ -254,10 +254,8 @@ def test_the_archiver_redis_user_may_archive_an_owned_run_and_its_owner_may_not(
 
 
 def test_archive_files_are_named_by_owned_run_ids_and_nothing_else():
-    assert (
-        archive_file.path_for("/a", "alice.20261204-101500-3fa2c1").name == "alice.20261204-101500-3fa2c1.parquet"
-    )
-    assert archive_file.path_for("/a", "_svc.20261204-101500-3fa2c1").name == "_svc.20261204-101500-3fa2c1.parquet"
+    for run_id in ("alice.20261204-101500-3fa2c1", "_svc.20261204-101500-3fa2c1"):
+        assert archive_file.path_for("/a", run_id).name == f"{run_id}.parquet"
     for bad in ("..", "a/../b", ".hidden", "../x", "a/b", "-rf", ""):
         with pytest.raises(labstats.LabstatsError):
             archive_file.path_for("/a", bad)

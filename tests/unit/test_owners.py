@@ -15,11 +15,12 @@ import torch
 from conftest import password
 
 import labstats
-from labstats import cli, schema
+from labstats import cli
 from labstats.config import LabstatsError
+from labstats.format import keys, run_record
 from labstats.reader import Lab
 
-K = schema.Keys()
+K = keys.Keys()
 
 
 def url_of(server, user: str) -> str:
@@ -80,9 +81,9 @@ def log_every_call(url: str, savedir, name: str, tags: list[str], *, crash: bool
         if crash:
             raise RuntimeError("boom")
     except RuntimeError as exc:
-        stats.close(schema.CRASHED, f"RuntimeError: {exc}")
+        stats.close(run_record.CRASHED, f"RuntimeError: {exc}")
     except BaseException:
-        stats.close(schema.CRASHED, "test failed")  # its writer must not outlive the test
+        stats.close(run_record.CRASHED, "test failed")  # its writer must not outlive the test
         raise
     else:
         stats.close()

@@ -9,7 +9,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 import labstats
-from labstats import schema
+from labstats.format import chunk, keys
+from labstats.format.keys import Keys
 
 
 def test_windows_of_a_long_series_match_the_model(tmp_path, lab):
@@ -84,8 +85,8 @@ def test_malformed_records_are_reported_not_raised(tmp_path, lab, redis_server):
         stats.log(step=0, t="ok")
     run = lab.run("run")
     sid = run.series_info()["t"]["sid"]
-    key = schema.Keys().chunk(run.id, sid, 0)
-    redis_server.client().append(key, schema.OBJECT_HEADER.pack(1, 3) + b"Zzz")
+    key = keys.Keys().chunk(run.id, sid, 0)
+    redis_server.client().append(key, chunk.OBJECT_HEADER.pack(1, 3) + b"Zzz")
     values = run.series("t").values
     assert values[0] == "ok"
     assert isinstance(values[1], ValueError)
@@ -149,13 +150,11 @@ def test_the_regenerate_recipe_quotes_every_recorded_field(url, tmp_path):
     import json
     import subprocess
 
-    from labstats import schema
-
     pwned = tmp_path / "pwned"
     hostile = f"main && touch {pwned}; $(touch {pwned}) `touch {pwned}` ' \" \n"
     r = labstats.connect(url).redis
     commit = "0123456789abcdef0123456789abcdef01234567"
-    r.hset(schema.Keys().run("evil"), mapping={
+    r.hset(keys.Keys().run("evil"), mapping={
         "name": "evil", "git_root": "/repo", "git_remote": hostile, "git_commit": commit, "git_dirty": "1",
         "cwd_in_repo": hostile, "argv": json.dumps(["python", hostile, "--lr", "0.1"]),
         "env": json.dumps({"A": hostile}),
@@ -174,7 +173,7 @@ def test_the_regenerate_recipe_quotes_every_recorded_field(url, tmp_path):
     assert f"cd<-->\ncd<{hostile}>" in out
     assert f"env<A={hostile}>\nenv<python>\nenv<{hostile}>\nenv<--lr>" in out
     # A commit that is not a commit id is never passed to git: the recipe stops there, saying so.
-    r.hset(schema.Keys().run("evil"), "git_commit", hostile)
+    r.hset(keys.Keys().run("evil"), "git_commit", hostile)
     recipe = labstats.connect(url).run("evil").regenerate_command()
     assert (
         recipe.splitlines()[-1]
@@ -282,15 +281,15 @@ def test_the_newest_first_page_of_all_indexes_matches_the_model(url, redis_serve
 
     client = redis_server.client()
     client.flushall()
-    keys = schema.Keys()
-    client.sadd(keys.owners, "alice", "bob", "Not-An-Owner")
+    k = Keys()
+    client.sadd(k.owners, "alice", "bob", "Not-An-Owner")
     model: dict[str, tuple[float, str]] = {}
     for index, who, number, started in entries:
         run_id = f"{who}.r{number:02d}" if who else f"r{number:02d}"
-        client.zadd(keys.runs_index(index), {run_id: started})
-        client.hset(keys.run(run_id), "name", run_id)  # a run (index entries without one never count)
+        client.zadd(k.runs_index(index), {run_id: started})
+        client.hset(k.run(run_id), "name", run_id)  # a run (index entries without one never count)
         if index == who:
-            model[run_id] = (client.zscore(keys.runs_index(index), run_id), run_id)
+            model[run_id] = (client.zscore(k.runs_index(index), run_id), run_id)
     newest = sorted(model, key=model.__getitem__, reverse=True)
     lab = Lab(client)
     assert lab._newest(offset, limit) == newest[offset : offset + limit]
@@ -302,13 +301,13 @@ def test_a_page_is_right_when_forged_entries_crowd_an_index(lab, redis_server):
     """Alice lists 500 of bob's ids, far in the future, in her own index: her own newest runs
     still make the page (the window grows past the entries that do not count)."""
     client = redis_server.client()
-    keys = schema.Keys()
-    client.sadd(keys.owners, "alice", "bob")
-    client.zadd(keys.owner_runs("alice"), {f"bob.forged{i}": 1e10 for i in range(500)})
-    client.zadd(keys.owner_runs("alice"), {f"alice.r{i}": 100 + i for i in range(3)})
-    client.zadd(keys.runs, {f"old{i}": 50 + i for i in range(10)})
+    k = Keys()
+    client.sadd(k.owners, "alice", "bob")
+    client.zadd(k.owner_runs("alice"), {f"bob.forged{i}": 1e10 for i in range(500)})
+    client.zadd(k.owner_runs("alice"), {f"alice.r{i}": 100 + i for i in range(3)})
+    client.zadd(k.runs, {f"old{i}": 50 + i for i in range(10)})
     for run_id in ["alice.r0", "alice.r1", "alice.r2", *(f"old{i}" for i in range(10))]:
-        client.hset(keys.run(run_id), mapping={"name": run_id, "status": "finished"})
+        client.hset(k.run(run_id), mapping={"name": run_id, "status": "finished"})
     assert [r.id for r in lab.runs(limit=4)] == ["alice.r2", "alice.r1", "alice.r0", "old9"]
     assert [r.id for r in lab.runs(limit=2, offset=2)] == ["alice.r0", "old9"]
 

@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 
 import labstats
-from labstats import cli, regenerate, schema
+from labstats import cli, regenerate
+from labstats.format import keys
 
 TRAIN_V1 = """
 import sys
@@ -120,7 +121,7 @@ def test_a_diff_that_does_not_apply_is_refused_and_nothing_runs(repo, tmp_path, 
         -this line is not there
         +nor this one
     """)
-    lab.redis.set(schema.Keys().diff(original), broken)
+    lab.redis.set(keys.Keys().diff(original), broken)
     runs_before = len(lab.runs(limit=None))
     assert cli.main(["--url", url, "regenerate", original, str(tmp_path / "x"), "--run"]) == 1
     assert "does not apply" in capsys.readouterr().err
@@ -244,9 +245,9 @@ def test_a_diff_that_makes_requirements_txt_a_link_out_of_the_checkout_is_refuse
 ):
     lab, run_id, bashrc = forged
     link = str(bashrc) if target == "absolute" else "../home/.bashrc"
-    lab.redis.set(schema.Keys().diff(run_id), symlink_diff(repo, {"requirements.txt": link}))
-    lab.redis.hset(schema.Keys().run(run_id), "git_dirty", "1")
-    lab.redis.set(schema.Keys().freeze(run_id), "evil==1.0\n")
+    lab.redis.set(keys.Keys().diff(run_id), symlink_diff(repo, {"requirements.txt": link}))
+    lab.redis.hset(keys.Keys().run(run_id), "git_dirty", "1")
+    lab.redis.set(keys.Keys().freeze(run_id), "evil==1.0\n")
     assert cli.main(["regenerate", run_id, str(tmp_path / "checkout")]) == 1
     said = capsys.readouterr().err
     assert f"requirements.txt -> {link} leaves the checkout" in said
@@ -261,10 +262,10 @@ def test_links_that_leave_the_checkout_only_once_resolved_are_refused_after_appl
     # through d to the checkout's parent: only the tree as applied shows it.
     lab, run_id, bashrc = forged
     lab.redis.set(
-        schema.Keys().diff(run_id), symlink_diff(repo, {"d": ".", "requirements.txt": "d/../home/.bashrc"})
+        keys.Keys().diff(run_id), symlink_diff(repo, {"d": ".", "requirements.txt": "d/../home/.bashrc"})
     )
-    lab.redis.hset(schema.Keys().run(run_id), "git_dirty", "1")
-    lab.redis.set(schema.Keys().freeze(run_id), "evil==1.0\n")
+    lab.redis.hset(keys.Keys().run(run_id), "git_dirty", "1")
+    lab.redis.set(keys.Keys().freeze(run_id), "evil==1.0\n")
     assert cli.main(["regenerate", run_id, str(tmp_path / "checkout")]) == 1
     said = capsys.readouterr().err
     assert "requirements.txt -> d/../home/.bashrc leaves the checkout" in said
@@ -292,7 +293,7 @@ def test_a_remote_that_looks_like_an_option_is_never_taken_as_one(forged, tmp_pa
     lab, run_id, _ = forged
     pwned = tmp_path / "pwned"
     remote = f"--upload-pack=touch {pwned};"
-    lab.redis.hset(schema.Keys().run(run_id), "git_remote", remote)
+    lab.redis.hset(keys.Keys().run(run_id), "git_remote", remote)
     recipe = lab.run(run_id).regenerate_command().splitlines()
     assert f"git clone -- {shlex.quote(remote)} DIR" in recipe
     assert cli.main(["regenerate", run_id, str(tmp_path / "checkout")]) == 1
@@ -304,7 +305,7 @@ def test_a_remote_that_looks_like_an_option_is_never_taken_as_one(forged, tmp_pa
 
 def test_a_recorded_commit_or_folder_that_is_not_one_is_refused(forged, tmp_path, capsys):
     lab, run_id, _ = forged
-    key = schema.Keys().run(run_id)
+    key = keys.Keys().run(run_id)
     real = lab.run(run_id).meta["git_commit"]
     lab.redis.hset(key, "git_commit", "--orphan=x")
     assert "git checkout --detach" not in lab.run(run_id).regenerate_command()
@@ -341,7 +342,7 @@ nice==${HOME}
 
 def test_only_plain_pinned_packages_reach_requirements_txt(forged, tmp_path, capsys):
     lab, run_id, _ = forged
-    lab.redis.set(schema.Keys().freeze(run_id), HOSTILE_FREEZE)
+    lab.redis.set(keys.Keys().freeze(run_id), HOSTILE_FREEZE)
     assert "--freeze --checked > requirements.txt" in lab.run(run_id).regenerate_command()
     assert cli.main(["regenerate", run_id, str(tmp_path / "checkout")]) == 0
     written = (tmp_path / "checkout" / "requirements.txt").read_text()
@@ -362,7 +363,7 @@ def test_nothing_recorded_is_executed_without_run(forged, repo, tmp_path):
     diff = subprocess.run(
         ["git", "diff", "--binary", "HEAD"], cwd=repo, capture_output=True, text=True
     ).stdout
-    lab.redis.set(schema.Keys().diff(run_id), diff)
+    lab.redis.set(keys.Keys().diff(run_id), diff)
     assert cli.main(["regenerate", run_id, str(tmp_path / "checkout")]) == 0
     assert (tmp_path / "checkout" / "train.py").read_text().startswith("open(")
     assert not marker.exists()
