@@ -248,3 +248,37 @@ def test_calling_thread_only_copies(tmp_path, store, lab):
     got = lab.run("run").artifact("img", as_="array")
     assert got.any()
     print(f"calling-thread cost of a 256x256 RGB image: {elapsed * 1e6:.0f} µs")
+
+
+@pytest.mark.parametrize("shape", [(256, 256, 3), (1, 1, 3), (5, 7, 1), (33, 17, 4), (2, 300, 3), (9, 1, 1)])
+def test_png_bytes_decode_to_the_same_pixels(shape):
+    """The PNG written without Pillow: every pixel back as it was, in the mode Pillow gives."""
+    pixels = np.random.default_rng(len(shape) * sum(shape)).integers(0, 256, shape, dtype=np.uint8)
+    picture = Image.open(io.BytesIO(media.png_bytes(pixels)))
+    assert picture.format == "PNG"
+    assert picture.mode == media.pil_image(pixels).mode
+    back = np.asarray(picture)
+    assert np.array_equal(back.reshape(shape), pixels)
+
+
+def test_images_logged_faster_than_encoded_are_each_stored_as_logged(tmp_path, store, lab):
+    """Copies are made into buffers of images already encoded: each stored image is still
+    the one logged at its step (a buffer given back too early would show another's pixels)."""
+    rng = np.random.default_rng(3)
+    pictures = [rng.integers(0, 256, (64, 48, 3), dtype=np.uint8) for _ in range(40)]
+    with labstats.Stats(tmp_path / "run") as stats:
+        for step, picture in enumerate(pictures):
+            stats.image("burst", picture, step=step)
+            if step % 10 == 9:
+                stats.flush(30)  # let buffers come back, so that later copies reuse them
+    run = lab.run("run")
+    for step, picture in enumerate(pictures):
+        assert np.array_equal(run.artifact("burst", step, as_="array"), picture), step
+
+
+def test_a_thumbnail_of_thumbnail_size_leaves_the_picture_as_it_was():
+    picture = Image.fromarray(np.full((256, 200, 3), 90, np.uint8))
+    thumb = Image.open(io.BytesIO(media.thumbnail(picture, max_bytes=10)))  # too small: the fallback
+    assert thumb.format == "WEBP"
+    assert max(thumb.size) == 128
+    assert picture.size == (200, 256)  # not shrunk in place
