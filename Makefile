@@ -81,8 +81,8 @@ package: venv ## Build the sdist and wheel into dist/ (python -m build) and chec
 
 test: lint unit package molecule bench-quick lab-check ## Everything CI runs
 
-bench-logger: venv ## Logger overhead against the original design and tensorboardX; the SummaryWriter shim and import-tb
-	$(BIN)/python benchmarks/bench_logger.py --publish
+bench-logger: venv ## Logger overhead against the original design and tensorboardX (BASELINE=commit: beside it); the SummaryWriter shim and import-tb
+	$(BIN)/python benchmarks/bench_logger.py --publish $(if $(BASELINE),--baseline $(BASELINE))
 	$(BIN)/python benchmarks/bench_tb.py --publish
 
 bench-gpu: venv ## Logging cost in a GPU training loop (CPU when no GPU), writer throughput
@@ -96,8 +96,8 @@ bench-viewer: venv ## Viewer: run page with 10 series x 1,000,000 points; the ru
 bench-archive: venv ## Archive tier: Redis memory freed, 1,000-point window of 1,000,000 archived points
 	$(BIN)/python benchmarks/bench_archive.py --publish
 
-bench-media: venv ## Media: calling-thread cost of an image against the original and tensorboardX; gallery, GIF, point cloud
-	$(BIN)/python benchmarks/bench_media.py --publish
+bench-media: venv ## Media: images/s, calling-thread cost against the original and tensorboardX (BASELINE=commit: beside it); gallery, GIF, point cloud
+	$(BIN)/python benchmarks/bench_media.py --publish $(if $(BASELINE),--baseline $(BASELINE))
 
 bench-replication: ## Replication lag trainbox → webbox over WireGuard (needs `make lab`; QUICK=1: a smoke run)
 	mkdir -p .cache && docker cp benchmarks/bench_replication.py labstats-lab-webbox:/tmp/bench_replication.py

@@ -3,6 +3,7 @@
 side by side in one run, each against its own fresh redis-server (or event file).
 
     make bench-logger            # or: python benchmarks/bench_logger.py [--quick]
+    python benchmarks/bench_logger.py --baseline 47045b9   # beside another commit (baseline.py)
 
 "original" re-creates the seed design as its issue describes it: one synchronous ZADD per
 watched object per step into a sorted set per experiment, member = JSON
@@ -26,8 +27,11 @@ from pathlib import Path
 import numpy as np
 import redis
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import baseline
 import report
+
+sys.path.insert(0, baseline.package_root())
 
 import labstats
 
@@ -89,6 +93,16 @@ class Original:
         data = obj.tolist() if isinstance(obj, np.ndarray) else obj
         member = json.dumps({"epoch": epoch, "step": step, "data": data})
         self.r.zadd(f"experiment:{self.name}:{name}", {member: idx})
+
+
+# Float32 tensors whose stored size is measured (4 KiB to 16 MiB); the calling thread is
+# timed at two of them (the original design's JSON of 16 MiB would take minutes).
+TENSOR_BYTES = (4 << 10, 64 << 10, 400 << 10, 1 << 20, 4 << 20, 16 << 20)
+CALL_TIMED = (4 << 10, 400 << 10)
+
+
+def _kib(nbytes: int) -> str:
+    return f"{nbytes >> 20} MiB" if nbytes >= 1 << 20 else f"{nbytes >> 10} KiB"
 
 
 def per_call_us(fn, n: int) -> float:
@@ -153,6 +167,7 @@ def bench(quick: bool) -> tuple[list[tuple[str, str, str, str, str]], dict[str, 
                 f"{t_ls10 / t_tbx10:.3f}× tbX",
             )
         )
+        fig.update(t_ls10=t_ls10, t_tbx10=t_tbx10)
         for name in values:
             stats.unwatch(name)
             original.watched.pop(name)
@@ -233,35 +248,50 @@ def bench(quick: bool) -> tuple[list[tuple[str, str, str, str, str]], dict[str, 
 
         fig["window"] = t_win
 
-        # 5. Tensors: calling-thread cost per update, and stored bytes against raw bytes.
-        for size in (1_000, 100_000):
+        # 5. Tensors: calling-thread cost per update (two sizes), and stored bytes against raw
+        # bytes from 4 KiB to 16 MiB: Redis memory plus the run's files in the artifact store.
+        sizes = (4 << 10, 400 << 10, 1 << 20) if quick else TENSOR_BYTES
+        for nbytes in sizes:
+            size = nbytes // 4
             tensor = np.random.default_rng(0).standard_normal(size).astype(np.float32)
-            reps = 200 if size == 1_000 else 20
-            ts = labstats.Stats(Path(tmp) / f"tensor{size}", capture_git=False)
-            t_ls_t = per_call_us(lambda i, t=tensor, s=ts: s.log(step=i, w=t), reps)
+            # Stored bytes: a different tensor each step (the store keeps equal files once).
+            steps = max(2, min(20 if quick else 200, (32 << 20) // nbytes))
+            files = Path(tmp) / f"artifacts{size}"
+            ts = labstats.Stats(Path(tmp) / f"tensor{size}", capture_git=False, artifact_dir=files)
+            for i in range(steps):
+                ts.log(step=i, w=tensor + np.float32(i))
             ts.close()
             tid = lab.run(f"tensor{size}").id
-            stored = servers["labstats"].memory(f"ls:run:{tid}:[sb]:*") / reps
-            key = f"w{size}"
-            t_orig_t = per_call_us(lambda i, t=tensor, k=key: original.write_immediate(t, k, 0, i, i), reps)
-            t_tbx_t = per_call_us(lambda i, t=tensor, k=key: tbx.add_histogram(k, t, i), reps)
-            rows.append(
-                (
-                    f"float32 tensor of {size:,}: calling thread",
-                    f"{t_ls_t / 1e3:.3f} ms",
-                    f"{t_orig_t / 1e3:.2f} ms",
-                    f"{t_tbx_t / 1e3:.2f} ms (histogram)",
-                    "",
+            in_files = sum(f.stat().st_size for f in files.rglob("*") if f.is_file())
+            stored = (servers["labstats"].memory(f"ls:run:{tid}:[sb]:*") + in_files) / steps
+            fig[f"tensor{nbytes}"] = stored / tensor.nbytes
+            if nbytes in CALL_TIMED:
+                reps = 200 if nbytes < 64 << 10 else 20
+                ts = labstats.Stats(Path(tmp) / f"timed{size}", capture_git=False, artifact_dir=files)
+                t_ls_t = per_call_us(lambda i, t=tensor, s=ts: s.log(step=i, w=t), reps)
+                ts.close()
+                key = f"w{size}"
+                t_orig_t = per_call_us(
+                    lambda i, t=tensor, k=key: original.write_immediate(t, k, 0, i, i), reps
                 )
-            )
-            fig[f"tensor{size}"] = stored / tensor.nbytes
+                t_tbx_t = per_call_us(lambda i, t=tensor, k=key: tbx.add_histogram(k, t, i), reps)
+                rows.append(
+                    (
+                        f"float32 tensor of {_kib(nbytes)} ({size:,} values): calling thread",
+                        f"{t_ls_t / 1e3:.3f} ms",
+                        f"{t_orig_t / 1e3:.2f} ms",
+                        f"{t_tbx_t / 1e3:.2f} ms (histogram)",
+                        "",
+                    )
+                )
+                fig[f"tensor_call{nbytes}"] = t_ls_t
             rows.append(
                 (
-                    f"float32 tensor of {size:,}: Redis bytes / raw",
+                    f"float32 tensor of {_kib(nbytes)}: bytes stored / raw",
                     f"{stored / tensor.nbytes:.3f}×",
                     "",
                     "",
-                    "target ≤ 1.05×",
+                    "Redis + files; target ≤ 1.05×",
                 )
             )
         tbx.close()
@@ -272,21 +302,55 @@ def bench(quick: bool) -> tuple[list[tuple[str, str, str, str, str]], dict[str, 
     return rows, fig
 
 
+def measure(args: argparse.Namespace) -> dict:
+    """The table's rows, the summary's figures and the figures compared with a baseline."""
+    rows, f = bench(args.quick)
+    compare = [
+        ["calling thread, 1 scalar", f["t_ls"], "µs"],
+        ["sustained points/s", f["rate"], "/s"],
+        ["  1 scalar against tensorboardX add_scalar", f["t_ls"] / f["t_tbx"], "×"],
+        ["calling thread, update of 10 scalars", f["t_ls10"], "µs"],
+        ["storage bytes per scalar point", f["bytes"], "B"],
+        ["read 1,000 points", f["window"], "ms"],
+    ]
+    compare += [
+        [f"float32 tensor of {_kib(n)}: calling thread", f[f"tensor_call{n}"], "µs"] for n in CALL_TIMED
+    ]
+    compare += [
+        [f"float32 tensor of {_kib(n)}: bytes stored / raw", f[f"tensor{n}"], "×"]
+        for n in TENSOR_BYTES
+        if f"tensor{n}" in f
+    ]
+    return {"rows": [list(r) for r in rows], "fig": f, "compare": compare}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     report.add_options(parser)
+    baseline.add_options(parser)
     args = parser.parse_args()
-    rows, f = bench(args.quick)
+    current, base = baseline.side_by_side(args, measure)
+    f = current["fig"]
+    sizes = [n for n in TENSOR_BYTES if f"tensor{n}" in f]
+    ratios = [f[f"tensor{n}"] for n in sizes]
     header = ["measure", "labstats", "original (sync JSON)", "tensorboardX", "note"]
     summary = (
-        f"`make bench-logger`: {f['t_ls']:.2f} µs per logged scalar on the training thread (tensorboardX: "
-        f"{f['t_tbx']:.0f} µs, the original synchronous design: {f['t_orig']:.0f} µs), {f['rate']:,.0f} "
-        f"points/s sustained into Redis from one process, {f['bytes']:.1f} bytes of Redis memory per scalar "
-        f"point (original: {f['orig_bytes']:.0f}), a 1,000-point window of a {f['points']:,}-point series in "
-        f"{f['window']:.2f} ms, float32 tensors of 1,000 and 100,000 values stored at {f['tensor1000']:.3f}× "
-        f"and {f['tensor100000']:.3f}× their raw size."
+        f"`make bench-logger`: {f['t_ls']:.2f} µs per logged scalar on the training thread, "
+        f"{f['t_ls'] / f['t_tbx']:.3f}× tensorboardX's `add_scalar` ({f['t_tbx']:.0f} µs; the original "
+        f"synchronous design: {f['t_orig']:.0f} µs), {f['rate']:,.0f} points/s sustained into Redis from one "
+        f"process, {f['bytes']:.1f} bytes of Redis memory per scalar point "
+        f"(original: {f['orig_bytes']:.0f}), "
+        f"a 1,000-point window of a {f['points']:,}-point series in {f['window']:.2f} ms, float32 tensors "
+        f"from {_kib(sizes[0])} to {_kib(sizes[-1])} stored at {min(ratios):.3f}× to {max(ratios):.3f}× "
+        "their raw size."
     )
-    report.emit(args, "logger", report.table(header, [list(r) for r in rows]), summary)
+    lines = report.table(header, current["rows"])
+    this = current.get("commit") or "this checkout"
+    if base is not None:
+        summary += f" ({this} against {base['commit']}: {baseline.summary_ratios(current, base, 3)}.)"
+        lines += ["", f"Against commit {base['commit']}, measured in the same run:", "",
+                  *baseline.ratio_table(current, base, this)]  # fmt: skip
+    report.emit(args, "logger", lines, summary, current.get("commit"), base and base["commit"])
 
 
 if __name__ == "__main__":

@@ -4,12 +4,16 @@
 - calling-thread cost of logging one 256×256 RGB image: labstats `Stats.image`, the
   original design (`save_jpg`: Pillow encodes a JPEG and writes it on the training thread)
   and tensorboardX `add_image`;
+  each called once per 10 ms step of a loop, as in training;
+- images per second stored (PNG original in the store, WebP thumbnail and record in Redis),
+  all logged at once, from the first call until the last image is in Redis;
 - bytes stored per image (artifact file, Redis record + thumbnail);
 - the viewer's media panel for a name with 1,000 images: server time of the run page and
   of the records at one step (what the slider asks), plus a 300-frame GIF;
 - a point cloud of 1,000,000 points: bytes sent and server time of the first draw.
 
     make bench-media            # or: python benchmarks/bench_media.py [--images 1000]
+    python benchmarks/bench_media.py --baseline 47045b9   # beside another commit (baseline.py)
 """
 
 from __future__ import annotations
@@ -24,9 +28,11 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
+import baseline
 import report
+
+sys.path.insert(0, baseline.package_root())
 from bench_logger import RedisServer
 
 import labstats
@@ -41,6 +47,19 @@ def per_call_us(fn, images: list[np.ndarray]) -> float:
     return (time.perf_counter() - start) / len(images) * 1e6
 
 
+def paced_us(fn, images: list[np.ndarray], step_s: float) -> float:
+    """Mean time inside ``fn``, called once per step of ``step_s`` as a training loop would
+    (the rest of each step is the loop's own work, here a sleep)."""
+    inside, due = 0.0, time.perf_counter()
+    for i, image in enumerate(images):
+        due += step_s
+        start = time.perf_counter()
+        fn(i, image)
+        inside += time.perf_counter() - start
+        time.sleep(max(0.0, due - time.perf_counter()))
+    return inside / len(images) * 1e6
+
+
 def timed(client, url: str) -> tuple[float, int]:
     start = time.perf_counter()
     response = client.get(url)
@@ -48,15 +67,8 @@ def timed(client, url: str) -> tuple[float, int]:
     return time.perf_counter() - start, len(response.data)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--images", type=int, default=1000, help="images logged for the gallery")
-    parser.add_argument("--calls", type=int, default=300, help="images per calling-thread measurement")
-    parser.add_argument("--points", type=int, default=1_000_000)
-    report.add_options(parser)
-    args = parser.parse_args()
-    if args.quick:
-        args.images, args.calls, args.points = 100, 30, 50_000
+def measure(args: argparse.Namespace) -> dict:
+    """The table's rows, the summary's figures and the figures compared with a baseline."""
     sample_steps = range(0, args.images, max(1, args.images // 20))
     rng = np.random.default_rng(0)
     # Natural-looking pictures (smooth gradients plus noise), not pure noise: JPEG/PNG sizes
@@ -74,10 +86,20 @@ def main() -> None:
             store = tmp / "artifacts"
             with labstats.Stats(tmp / "run", url=server.url, capture_git=False, capture_freeze=False,
                                 artifact_dir=store) as stats:  # fmt: skip
-                labstats_us = per_call_us(lambda i, im: stats.image("sample", im, step=i), images)
+                stats.image("warm-up", images[0], step=0)
+                stats.flush(60)
+                # Images/s: all logged at once, until the last is stored and in Redis.
+                started = time.perf_counter()
+                burst_us = per_call_us(lambda i, im: stats.image("sample", im, step=i), images)
                 flush_start = time.perf_counter()
                 stats.flush(120)
                 writer_ms = (time.perf_counter() - flush_start) * 1e3
+                images_per_s = len(images) / (time.perf_counter() - started)
+                # The calling thread: one image per step of a training loop.
+                labstats_us = paced_us(
+                    lambda i, im: stats.image("paced", im, step=i), images, args.step_ms / 1e3
+                )
+                stats.flush(120)
                 seed_dir = tmp / "seed"
                 seed_dir.mkdir()
 
@@ -85,11 +107,13 @@ def main() -> None:
                     # The original design: encode and write on the training thread.
                     Image.fromarray(image).save(seed_dir / f"img{0:03}_s{i:05}_i{0:05}.jpg", quality=92)
 
-                original_us = per_call_us(original, images)
+                original_us = paced_us(original, images, args.step_ms / 1e3)
             from tensorboardX import SummaryWriter
 
             tbx = SummaryWriter(str(tmp / "tbx"))
-            tbx_us = per_call_us(lambda i, im: tbx.add_image("sample", im, i, dataformats="HWC"), images)
+            tbx_us = paced_us(
+                lambda i, im: tbx.add_image("sample", im, i, dataformats="HWC"), images, args.step_ms / 1e3
+            )
             tbx.close()
             tbx_bytes = sum(p.stat().st_size for p in (tmp / "tbx").rglob("*") if p.is_file()) / len(images)
 
@@ -99,13 +123,18 @@ def main() -> None:
             files = sum(p.stat().st_size for p in store.rglob("*") if p.is_file()) / len(images)
             jpg = sum(p.stat().st_size for p in seed_dir.glob("*.jpg")) / len(images)
             rows += [
-                ("calling thread, one 256×256 RGB image: labstats image()", f"{labstats_us:.0f} µs",
+                (f"calling thread, one 256×256 RGB image a step of {args.step_ms:g} ms: labstats image()",
+                 f"{labstats_us:.0f} µs",
                  f"{labstats_us / tbx_us:.3f}× tensorboardX"),
                 ("  original design (save_jpg: Pillow JPEG + write, on the thread)", f"{original_us:.0f} µs",
                  f"{original_us / tbx_us:.2f}× tensorboardX"),
                 ("  tensorboardX add_image", f"{tbx_us:.0f} µs", "1×"),
-                ("  labstats writer thread, after the calls (PNG + thumbnail + store)",
-                 f"{writer_ms / len(images) * 1e3:.0f} µs/image", "off the training thread"),
+                ("  labstats against the original design", f"{labstats_us / original_us:.3f}×",
+                 "target ≤ 0.05×"),
+                (f"images stored per second ({len(images)} logged at once: PNG + thumbnail + store + record)",
+                 f"{images_per_s:,.0f}", "target ≥ 500"),
+                ("  calling thread meanwhile (memory not yet reused)", f"{burst_us:.0f} µs", ""),
+                ("  left to store after the last call", f"{writer_ms:.0f} ms", "off the training thread"),
                 ("bytes per image: labstats PNG in the store", f"{files / 1e3:.1f} kB", ""),
                 ("  labstats record + thumbnail in Redis", f"{(len(str(record)) + thumb) / 1e3:.1f} kB",
                  f"thumbnail {thumb / 1e3:.1f} kB"),
@@ -148,16 +177,54 @@ def main() -> None:
          f"{first[1] / 1e6:.1f} MB binary (200,000 points)"),
         ("  the same again (cached)", f"{again[0] * 1e3:.0f} ms", ""),
     ]  # fmt: skip
+    fig = {
+        "labstats_us": labstats_us, "tbx_us": tbx_us, "original_us": original_us,
+        "images_per_s": images_per_s, "page_ms": median(t for t, _ in page) * 1e3,
+        "points_mb": first[1] / 1e6, "points_ms": first[0] * 1e3,
+    }  # fmt: skip
+    compare = [
+        ["images stored per second (256×256 RGB)", images_per_s, "/s"],
+        ["calling thread, one image", labstats_us, "µs"],
+        ["  against the original save_jpg", labstats_us / original_us, "×"],
+        ["bytes per image in the store", files, "B"],
+        ["thumbnail bytes", thumb, "B"],
+        [f"run page of a {args.images:,}-image name", fig["page_ms"], "ms"],
+        [f"point cloud of {args.points:,}, first draw", fig["points_ms"], "ms"],
+    ]
+    return {"rows": [list(r) for r in rows], "fig": fig, "compare": compare, "images": args.images,
+            "points": args.points}  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--images", type=int, default=1000, help="images logged for the gallery")
+    parser.add_argument("--calls", type=int, default=500, help="images per calling-thread measurement")
+    parser.add_argument("--step-ms", type=float, default=10.0, help="a training step, one image each")
+    parser.add_argument("--points", type=int, default=1_000_000)
+    report.add_options(parser)
+    baseline.add_options(parser)
+    args = parser.parse_args()
+    if args.quick:
+        args.images, args.calls, args.points = 100, 30, 50_000
+    current, base = baseline.side_by_side(args, measure)
+    f = current["fig"]
     summary = (
         f"`make bench-media`: logging a 256×256 RGB image costs the training thread "
-        f"{labstats_us / tbx_us:.3f}× what tensorboardX's `add_image` does ({labstats_us:.0f} µs against "
-        f"{tbx_us / 1e3:.1f} ms); the writer thread then spends {writer_ms / len(images):.1f} ms per image; "
-        f"the run page of a name with {args.images:,} images takes {median(t for t, _ in page) * 1e3:.0f} ms "
-        "of server time; "
-        f"a {args.points:,}-point cloud reaches the browser as {first[1] / 1e6:.1f} MB of binary in "
-        f"{first[0] * 1e3:.0f} ms."
+        f"{f['labstats_us']:.0f} µs, "
+        f"{f['labstats_us'] / f['original_us']:.3f}× the original design's `save_jpg` "
+        f"({f['original_us']:.0f} µs) and {f['labstats_us'] / f['tbx_us']:.3f}× tensorboardX's `add_image` "
+        f"({f['tbx_us'] / 1e3:.1f} ms); {f['images_per_s']:,.0f} images/s are stored (lossless PNG, WebP "
+        f"thumbnail); the run page of a name with {current['images']:,} images takes {f['page_ms']:.0f} ms "
+        f"of server time; a {current['points']:,}-point cloud reaches the browser as {f['points_mb']:.1f} MB "
+        f"of binary in {f['points_ms']:.0f} ms."
     )
-    report.emit(args, "media", report.table(["measure", "figure", "note"], [list(r) for r in rows]), summary)
+    lines = report.table(["measure", "figure", "note"], current["rows"])
+    this = current.get("commit") or "this checkout"
+    if base is not None:
+        summary += f" ({this} against {base['commit']}: {baseline.summary_ratios(current, base)}.)"
+        lines += ["", f"Against commit {base['commit']}, measured in the same run:", "",
+                  *baseline.ratio_table(current, base, this)]  # fmt: skip
+    report.emit(args, "media", lines, summary, current.get("commit"), base and base["commit"])
 
 
 if __name__ == "__main__":

@@ -63,8 +63,11 @@ def _redis_version() -> str:
     return f"Redis {found[1]}" if found else "Redis ?"
 
 
-def provenance(command: str) -> str:
-    return (f"Made by `{command}` at commit {_commit()} on {time.strftime('%Y-%m-%d')}, "
+def provenance(command: str, commit: str | None = None, baseline: str | None = None) -> str:
+    """Where a table came from. ``commit``: the commit measured when it is not this checkout's
+    work tree; ``baseline``: the commit measured beside it (--baseline)."""
+    against = f", against commit {baseline} measured in the same run" if baseline else ""
+    return (f"Made by `{command}` at commit {commit or _commit()}{against} on {time.strftime('%Y-%m-%d')}, "
             f"{os.cpu_count()} cores, Python {platform.python_version()}, {_redis_version()}.")  # fmt: skip
 
 
@@ -77,8 +80,16 @@ def _replace(path: Path, name: str, lines: list[str]) -> None:
     path.write_text(pattern.sub(lambda _: "\n".join([start, *lines, end]), text, count=1), encoding="utf-8")
 
 
-def emit(args: argparse.Namespace, name: str, lines: list[str], summary: str | None = None) -> None:
-    """Print the benchmark's table; with --publish, write it (and the README's summary line)."""
+def emit(
+    args: argparse.Namespace,
+    name: str,
+    lines: list[str],
+    summary: str | None = None,
+    commit: str | None = None,
+    baseline: str | None = None,
+) -> None:
+    """Print the benchmark's table; with --publish, write it (and the README's summary line),
+    headed by the commits measured (see provenance)."""  # fmt: skip
     print("\n".join(lines))
     if summary:
         summary_lines = textwrap.wrap(summary, width=95, initial_indent="- ", subsequent_indent="  ")
@@ -89,7 +100,7 @@ def emit(args: argparse.Namespace, name: str, lines: list[str], summary: str | N
         raise SystemExit("--publish writes figures for the docs: not from a --quick run")
     argv = [a for a in sys.argv if a != "--publish"]
     command = shlex.join(["python", os.path.relpath(argv[0], ROOT), *argv[1:]])
-    _replace(DOCS, name, [provenance(command), "", *lines])
+    _replace(DOCS, name, [provenance(command, commit, baseline), "", *lines])
     if summary:
         _replace(README, name, summary_lines)
     print(f"published to docs/benchmarks.md{' and README.md' if summary else ''} ({name})")
