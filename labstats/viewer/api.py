@@ -84,18 +84,20 @@ def health():
     return jsonify({"ok": ok, "sources": reachable}), 200 if ok else 503
 
 
+# The runs list's query (list_runs), here and on the runs table's pages.
+RUNS_QUERY = [
+    parameter("q", STRING, "name contains"),
+    one_of("status", schema.SHOWN_STATUSES),
+    parameter("tag", STRING),
+    one_of("sort", RUN_SORTS, "default: started (newest first)"),
+    integer("limit", 1, MAX_LIST_LIMIT, "runs on a page"),
+    integer("page", 1, MAX_LIST_PAGE, "from 1"),
+]
+
+
 @bp.get("/runs")
 @declare(
-    "Runs of every source, filtered and sorted, a page at a time",
-    query=[
-        parameter("q", STRING, "name contains"),
-        one_of("status", schema.SHOWN_STATUSES),
-        parameter("tag", STRING),
-        one_of("sort", RUN_SORTS, "default: started (newest first)"),
-        integer("limit", 1, MAX_LIST_LIMIT, "runs on a page (default 200)"),
-        integer("page", 1, MAX_LIST_PAGE, "from 1"),
-    ],
-    responses=errors(400),
+    "Runs of every source, filtered and sorted, a page at a time", query=RUNS_QUERY, responses=errors(400)
 )
 def runs():
     runs, states = list_runs()

@@ -8,7 +8,8 @@ endpoint declares beside it:
 document(app) walks the app's URL map: each rule whose view is declared becomes a path with
 an operation per method, its path parameters taken from the rule itself (source, run_id and
 name are shared components), so the document lists exactly the routes the app serves and
-the fuzzer (tests/unit/test_viewer_fuzz.py) reaches every one of them.
+the fuzzer (tests/unit/test_viewer_fuzz.py) reaches every one of them. The HTML pages declare
+their query too (tag "pages"): only static files and the login form are left out.
 """
 
 from __future__ import annotations
@@ -101,6 +102,17 @@ def errors(*statuses: int, ok: dict[str, Any] | None = None) -> dict[int, Any]:
     return {200: ok or JSON_OK, **{status: "Error" for status in sorted(statuses)}}
 
 
+def page_errors(*statuses: int) -> dict[int, Any]:
+    """The responses of an HTML page: the page, and each error status as an error page."""
+    error = {"description": "error page", "content": {"text/html": {"schema": STRING}}}
+    return {200: content("text/html", "page"), **{status: error for status in sorted(statuses)}}
+
+
+def strings(name: str, description: str, **bounds: int) -> dict[str, Any]:
+    """A repeatable string query parameter (?name=a&name=b); ``bounds``: minItems, maxItems."""
+    return parameter(name, {"type": "array", "items": STRING, **bounds}, description)
+
+
 def openapi_path(rule: str) -> str:
     """A Flask rule as an OpenAPI path: /api/runs/<source>/<path:name> → /api/runs/{source}/{name}."""
     return _RULE_ARGUMENT.sub(r"{\1}", rule)
@@ -128,13 +140,19 @@ def document(app: Flask) -> dict[str, Any]:
     return spec.to_dict()
 
 
+# Routes the document leaves out: files with no data (static files, BokehJS, three.js, the
+# favicon) and the login form. Every other route declares itself.
+NOT_DOCUMENTED = {"static", "bokeh_js", "three", "favicon", "auth.login", "auth.logout"}
+
+
 def undocumented(app: Flask) -> list[str]:
-    """The routes under /api/ of ``app`` that declare nothing, as "METHOD rule" (the unit
-    tests keep this empty: each route is in the document, so the fuzzer reaches it)."""
+    """The routes of ``app`` that declare nothing and are not in NOT_DOCUMENTED, as
+    "METHOD rule" (the unit tests keep this empty: each route is in the document, so the
+    fuzzer reaches it)."""
     return sorted(
         f"{method} {rule.rule}"
         for rule in app.url_map.iter_rules()
-        if rule.rule.startswith("/api/") and not hasattr(app.view_functions[rule.endpoint], "openapi")
+        if rule.endpoint not in NOT_DOCUMENTED and not hasattr(app.view_functions[rule.endpoint], "openapi")
         for method in rule.methods or ()
         if method not in ("HEAD", "OPTIONS")
     )

@@ -10,9 +10,11 @@ import numpy as np
 from bokeh.palettes import Category10_10, Category20_20
 from flask import Blueprint, abort, render_template, request, url_for
 
+from labstats.codec import INT64_MAX, INT64_MIN
 from labstats.reader import LabstatsError
 from labstats.schema import RUNNING, STALLED, TIME_SERIES
 from labstats.viewer import charts
+from labstats.viewer.api import RUNS_QUERY
 from labstats.viewer.data import (
     MAX_DRAWN_TENSOR_VALUES,
     MAX_PAGE_CONFIG_BYTES,
@@ -27,6 +29,7 @@ from labstats.viewer.data import (
     tensor_at,
 )
 from labstats.viewer.media import media_overview
+from labstats.viewer.openapi import STRING, declare, integer, one_of, page_errors, parameter, strings
 from labstats.viewer.windows import X_AXES
 
 bp = Blueprint("pages", __name__)
@@ -50,15 +53,29 @@ bp.register_error_handler(ApiError, _page_error)
 # builds (url_for would take _external, _scheme, _method... as its own options).
 LIST_FILTERS = ("q", "status", "tag", "sort", "limit", "metric")
 PAGE_RUNS = 50  # runs on a page of the runs table
+HPARAMS_RUNS = 500
+MAX_METRICS = 6  # more metric columns a table may have
+MAX_COMPARED = 20  # runs on one compare page
+MAX_TEXT_PAGE = 10_000  # pages of a text series' older values
+# The runs table's own query besides the runs list's (RUNS_QUERY).
+TABLE_QUERY = [
+    *RUNS_QUERY,
+    parameter("metric", STRING, "the metric column (default: the series most runs have)"),
+    strings("also", f"more metric columns (the first {MAX_METRICS} of the runs' series)"),
+]
+# The charts' axes (anything else is idx, and a linear y).
+AXES_QUERY = [one_of("x", X_AXES, "the charts' x axis"), one_of("y", ["log"], "a log y axis")]
 
 
 @bp.get("/")
+@declare("The runs table (HTML)", query=TABLE_QUERY, responses=page_errors(400))
 def index():
     table = _runs_table(PAGE_RUNS)
     return render_template("runs.html", **table)
 
 
 @bp.get("/hparams")
+@declare("Hyperparameters against a metric (HTML)", query=TABLE_QUERY, responses=page_errors(400))
 def hparams():
     """Hyperparameters against the chosen metric: parallel coordinates over the listed runs
     (the runs list's filters; up to 500), one line per run coloured by the metric."""
@@ -71,9 +88,6 @@ def hparams():
     lines = [(r["name"], url_for("pages.run_page", source=r["source"], run_id=r["id"])) for r in runs]
     spec = charts.parallel_coordinates(axes, lines, "hparams-chart") if runs and len(axes) > 1 else None
     return render_template("hparams.html", spec=spec, **table)
-
-
-HPARAMS_RUNS = 500
 
 
 def _runs_table(default_limit: int) -> dict[str, Any]:
@@ -127,7 +141,6 @@ def _metric_choices(infos, wanted: str | None) -> tuple[list[str], str | None]:
 
 
 MAX_CONFIG_COLUMNS = 12
-MAX_METRICS = 6  # more metric columns a table may have
 
 
 def _differing_config(runs: list[dict[str, Any]]) -> list[str]:
@@ -141,6 +154,16 @@ def _differing_config(runs: list[dict[str, Any]]) -> list[str]:
 
 
 @bp.get("/runs/<source>/<run_id>")
+@declare(
+    "A run's page: its charts, values, tensors and media (HTML)",
+    query=[
+        *AXES_QUERY,
+        integer("step", INT64_MIN, INT64_MAX, "the tensors at or before it (default: the latest)"),
+        integer("text_page", 0, MAX_TEXT_PAGE, "older values of the text series"),
+        strings("merge", "chart groups drawn as one chart each (train for train/*)"),
+    ],
+    responses=page_errors(400, 404),
+)
 def run_page(source: str, run_id: str):
     try:
         run = get_run(source, run_id)
@@ -279,7 +302,7 @@ def _add_series(run, source, name, i, target, live, at_idx, plots, texts, tensor
                             "dtype": str(element.dtype), "shape": list(element.shape),
                             "steps": run.steps(name, 200).tolist() if k == 0 else []})  # fmt: skip
         return
-    page = max(0, int_arg("text_page", 0, 0, 10_000) or 0)
+    page = max(0, int_arg("text_page", 0, 0, MAX_TEXT_PAGE) or 0)
     newest = run.recent(name, TEXT_ROWS * (page + 1))
     rows = [
         (i_, _text(v)) for i_, v in reversed(newest[: max(0, len(newest) - TEXT_ROWS * page)][-TEXT_ROWS:])
@@ -326,9 +349,18 @@ def _text(value: Any) -> str:
 
 
 @bp.get("/compare")
+@declare(
+    "Runs compared: their charts and configs side by side (HTML)",
+    query=[
+        {**strings("run", "source/run_id", minItems=1, maxItems=MAX_COMPARED), "required": True},
+        strings("series", "the series charted (default: all)"),
+        *AXES_QUERY,
+    ],
+    responses=page_errors(400, 404),
+)
 def compare():
     refs = request.args.getlist("run")
-    if not refs or len(refs) > 20:
+    if not refs or len(refs) > MAX_COMPARED:
         abort(400, "choose between 1 and 20 runs to compare (?run=source/id&run=...)")
     runs = []
     for ref in refs:

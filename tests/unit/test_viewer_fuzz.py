@@ -1,8 +1,8 @@
-"""Fuzz the viewer's JSON API from its own OpenAPI document (schemathesis): whatever the
-input, no answer is a server error. Runs against the real redis-server fixture, with real
-runs whose ids are offered to the fuzzer as examples. The document is generated from the
-endpoints' declarations (test_viewer_openapi.py checks it lists every /api route), so every
-route is fuzzed."""
+"""Fuzz the viewer's API and pages from its own OpenAPI document (schemathesis): whatever
+the input, no answer is a server error. Runs against the real redis-server fixture; half the
+cases name a real run (and names it has), so parameters are fuzzed against real data, not
+only 404s. The document is generated from the endpoints' declarations (test_viewer_openapi.py
+checks it lists every route but static files and the login form), so every route is fuzzed."""
 
 import collections
 
@@ -16,7 +16,7 @@ from schemathesis.checks import not_a_server_error
 
 import labstats
 from labstats.viewer import create_app
-from labstats.viewer.openapi import document
+from labstats.viewer.openapi import NOT_DOCUMENTED, document
 from labstats.viewer.sources import Source
 
 
@@ -56,9 +56,9 @@ def test_api_answers_every_input_without_a_server_error(app_and_run):
     schema = schemathesis.openapi.from_dict(doc)
     schema.app = app
     operations = [result.ok() for result in schema.get_all_operations()]
-    routes = [(rule, method) for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/")
-              for method in rule.methods - {"HEAD", "OPTIONS"}]  # fmt: skip
-    assert len(operations) == len(routes) == 18
+    documented = [rule for rule in app.url_map.iter_rules() if rule.endpoint not in NOT_DOCUMENTED]
+    routes = [(rule, method) for rule in documented for method in rule.methods - {"HEAD", "OPTIONS"}]
+    assert len(operations) == len(routes) == 22  # the API's, the media's and the pages
     for operation in operations:
         endpoint = doc["paths"][operation.path][operation.method.lower()]["operationId"]
         # Half the cases fuzz everything; half name the real run (and a name it has), so the
@@ -66,6 +66,8 @@ def test_api_answers_every_input_without_a_server_error(app_and_run):
         real = {"source": "local", "run_id": run_id, "name": REAL_NAMES.get(endpoint, "loss")}
         real = {key: value for key, value in real.items() if f"{{{key}}}" in operation.path}
         on_the_run = operation.as_strategy(path_parameters=real)
+        if endpoint == "pages.compare":
+            on_the_run = operation.as_strategy(query={"run": [f"local/{run_id}"]})
         if endpoint == "api.live":
             on_the_run = operation.as_strategy(body={
                 "runs": [f"local/{run_id}", "local/none"],

@@ -1,7 +1,7 @@
 """The viewer's OpenAPI document is generated from the endpoints' declarations: it lists every
-/api route of the app's URL map (each method, each path parameter), so the fuzzer
-(test_viewer_fuzz.py) reaches them all, and the bounds it declares are the ones the
-endpoints enforce."""
+route of the app's URL map (each method, each path parameter) but static files and the login
+form, so the fuzzer (test_viewer_fuzz.py) reaches them all, and the bounds it declares are
+the ones the endpoints and pages enforce."""
 
 import numpy as np
 import pytest
@@ -10,7 +10,7 @@ from flask import Blueprint
 
 import labstats
 from labstats.viewer import create_app
-from labstats.viewer.openapi import declare, document, openapi_path, undocumented
+from labstats.viewer.openapi import NOT_DOCUMENTED, declare, document, openapi_path, undocumented
 from labstats.viewer.sources import Source
 
 
@@ -26,9 +26,11 @@ def _operations(doc):
 def test_every_api_route_is_in_the_document_with_its_parameters(app):
     doc = app.test_client().get("/api/openapi.json").json
     operations = _operations(doc)
-    routes = [(rule, method.lower()) for rule in app.url_map.iter_rules() if rule.rule.startswith("/api/")
-              for method in rule.methods - {"HEAD", "OPTIONS"}]  # fmt: skip
-    assert len(routes) == 18  # 9 of the API (POST /api/live one of them), 9 of the media
+    documented = [rule for rule in app.url_map.iter_rules() if rule.endpoint not in NOT_DOCUMENTED]
+    routes = [(rule, method.lower()) for rule in documented for method in rule.methods - {"HEAD", "OPTIONS"}]
+    # 9 of the API (POST /api/live one of them), 9 of the media, 4 pages; 6 files and forms left out
+    assert len(routes) == 22
+    assert len(list(app.url_map.iter_rules())) == 22 + len(NOT_DOCUMENTED)
     assert undocumented(app) == []
     for rule, method in routes:
         op = operations[openapi_path(rule.rule), method]
@@ -59,7 +61,9 @@ def _query(doc, path, method="get"):
 def test_the_declared_bounds_are_the_ones_the_endpoints_check(app, tmp_path):
     with labstats.Stats(tmp_path / "bounds") as stats:
         for i in range(10):
-            stats.log(step=i, loss=float(i), weights=np.zeros(3, np.float32) if i == 9 else None)
+            stats.log(
+                step=i, loss=float(i), note=f"n{i}", weights=np.zeros(3, np.float32) if i == 9 else None
+            )
     client = app.test_client()
     doc = document(app)
     checked = {
@@ -92,6 +96,19 @@ def test_the_declared_bounds_are_the_ones_the_endpoints_check(app, tmp_path):
         for choice in _query(doc, path)[name]["schema"]["enum"]:
             assert client.get(url, query_string={name: choice}).status_code in (200, 404), (name, choice)
         assert client.get(url, query_string={name: "nonsense"}).status_code == 400
+    # The pages' bounds: a text series' pages, the runs compared.
+    page = f"/runs/local/{stats.run_id}"
+    most = _query(doc, "/runs/{source}/{run_id}")["text_page"]["schema"]["maximum"]
+    assert client.get(page, query_string={"text_page": most}).status_code == 200
+    assert client.get(page, query_string={"text_page": most + 1}).status_code == 400
+    compared = _query(doc, "/compare")["run"]["schema"]
+    assert compared["minItems"] == 1
+    assert client.get("/compare").status_code == 400
+    runs = [f"local/{stats.run_id}"] * compared["maxItems"]
+    assert client.get("/compare", query_string={"run": runs}).status_code == 200
+    assert client.get("/compare", query_string={"run": [*runs, runs[0]]}).status_code == 400
+    assert _query(doc, "/")["also"]["schema"]["type"] == "array"
+    assert _query(doc, "/runs/{source}/{run_id}")["merge"]["schema"]["type"] == "array"
     # The live poll's limit on its lists is the one it checks.
     live = doc["paths"]["/api/live"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     most = live["properties"]["runs"]["maxItems"]
