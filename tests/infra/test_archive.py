@@ -1,12 +1,25 @@
 """The archive tier on the real boxes: an ended run moved to Parquet on the training box,
-its points gone from Redis (master and replica), the file pulled to the web box over the
-tunnel, and the run read the same from the training user's reader, the viewer's API and
-Jupyter's reader; the pull key can do nothing but a read-only rsync, from the tunnel only."""
+its points gone from Redis (master and replica), the file pushed to the web box over the
+tunnel (the one way files leave a training box) and shown there only once its SHA-256 is
+the one the training box sent, a re-archived run's file replacing the old one, and the run
+read the same from the training user's reader, the viewer's API and Jupyter's reader. The
+web box holds no key that any training box accepts: nothing on it can read an archive."""
 
 import json
+import secrets
+import shlex
 
 import pytest
-from conftest import box, https_get, log_run_on_trainbox, redis_cli, tunnel_address, wait_until, web_token
+from conftest import (
+    box,
+    hosts_in,
+    https_get,
+    log_run_on_trainbox,
+    redis_cli,
+    tunnel_address,
+    wait_until,
+    web_token,
+)
 
 testinfra_hosts = ["trainbox"]
 
@@ -16,9 +29,13 @@ run = labstats.connect().run(sys.argv[1])
 s = run.series("loss")
 print(run.archived, len(s), s.values[10:13].tolist())
 """
-SYNC_SSH = (
-    "ssh -i /var/lib/labstats-sync/.ssh/id_ed25519 -o BatchMode=yes -o ConnectTimeout=10 "
-    "-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile=/var/lib/labstats-sync/.ssh/known_hosts"
+ARCHIVE = "/var/lib/labstats/archive"
+SHOWN = "/var/lib/labstats/archive/trainbox"  # on the web box: what the viewer and Jupyter read
+INCOMING = "/var/lib/labstats/incoming/trainbox"  # on the web box: as pushed, before the check
+TRIES = "/var/lib/labstats-file-verify/archive-tries/trainbox"
+PUSH_SSH = (
+    "ssh -i /var/lib/labstats-push/.ssh/id_ed25519 -o BatchMode=yes -o ConnectTimeout=10 "
+    "-o StrictHostKeyChecking=accept-new -o UserKnownHostsFile=/var/lib/labstats-push/.ssh/known_hosts"
 )
 
 
@@ -80,15 +97,37 @@ def test_archiving_frees_master_and_replica_and_the_trainer_reads_the_same(host,
     assert json.loads(out.split(" ", 2)[2]) == [1 / 11, 1 / 12, 1 / 13]
 
 
-def test_the_web_box_pulls_the_file_and_the_viewer_and_jupyter_read_it(archived_run):
-    name, run_id = archived_run
+def web_clock() -> str:
+    """Now on the web box, for journalctl --since."""
+    return box("webbox").check_output("date +@%s")
+
+
+def push_and_check(host, since: str) -> str:
+    """One push from the training box and one check on the web box, now (their timers do
+    the same every few seconds); what the checks said since then."""
+    with host.sudo():
+        host.check_output("systemctl start labstats-file-push.service")
+    return check_on_the_web_box(since)
+
+
+def check_on_the_web_box(since: str) -> str:
     web = box("webbox")
     with web.sudo():
-        pulled = web.run("systemctl start labstats-archive-sync.service")
-        assert pulled.rc == 0, pulled.stderr
-        copy = web.file(f"/var/lib/labstats/archive/trainbox/{run_id}.parquet")
+        web.check_output("systemctl start labstats-file-verify.service")
+        return web.check_output("journalctl -u labstats-file-verify --since %s -o cat", since)
+
+
+def test_the_push_brings_the_file_to_the_web_box_and_the_viewer_and_jupyter_read_it(host, archived_run):
+    name, run_id = archived_run
+    web = box("webbox")
+    with host.sudo():
+        original = host.file(f"{ARCHIVE}/{run_id}.parquet").sha256sum
+    push_and_check(host, web_clock())
+    with web.sudo():
+        copy = web.file(f"{SHOWN}/{run_id}.parquet")
         assert copy.exists
-        assert copy.mode == 0o644
+        assert copy.sha256sum == original
+        assert (copy.user, copy.mode) == ("root", 0o444)  # the receiving account can no longer change it
     status, _, body = https_get(
         f"/api/runs/trainbox/{run_id}/series/loss?start=10&stop=12", token=web_token()
     )
@@ -104,25 +143,136 @@ def test_the_web_box_pulls_the_file_and_the_viewer_and_jupyter_read_it(archived_
     assert out.split()[:2] == ["True", "300"]
 
 
-def test_the_pull_key_only_reads_the_archive_and_only_over_the_tunnel(host, archived_run):
+def test_an_archive_file_is_shown_only_when_it_is_what_the_training_box_listed(host, archived_run):
+    """Pushed by hand with the box's own key: a file whose SHA-256 is not its line in
+    SHA256SUMS is never shown (removed, sent again by the next push, a bounded number of
+    times); once it matches, it is shown, root's and read-only."""
     web = box("webbox")
-    trainer = tunnel_address(host)
-    public = host.ansible.get_variables()["ansible_host"]
-    with web.sudo("labstats-sync"):
-        listing = web.run(f"rsync -e {SYNC_SSH!r} labstats-archive@{trainer}:")
-        assert listing.rc == 0, listing.stderr
-        assert f"{archived_run[1]}.parquet" in listing.stdout
-        # ssh exits 255 when refused, which testinfra raises on: the status is printed instead.
-        shell = web.run(f"{SYNC_SSH} labstats-archive@{trainer} cat /etc/passwd; echo status=$?")
-        assert "status=0" not in shell.stdout
-        assert "root:" not in shell.stdout
-        push = web.run(f"rsync -e {SYNC_SSH!r} /etc/hostname labstats-archive@{trainer}:x; echo status=$?")
-        assert "status=0" not in push.stdout
-        outside = web.run(f"rsync -e {SYNC_SSH!r} labstats-archive@{public}:; echo status=$?")
-        assert "status=0" not in outside.stdout
-        assert "Permission denied (publickey)" in outside.stderr  # the key is for the tunnel only
-    with host.sudo():
-        assert not host.file("/var/lib/labstats/archive/x").exists
+    hub = tunnel_address(web)
+    forged = f"forged-{secrets.token_hex(4)}.parquet"
+    work = "/var/lib/labstats-push/forge"
+    module = f"labstats-in-1@{hub}::archive/"
+    since = web_clock()
+    with host.sudo():  # its own push would send the box's SHA256SUMS in between
+        host.check_output("systemctl stop labstats-file-push.timer")
+    with host.sudo("labstats-push"):
+        host.check_output(f"rm -rf {work} && mkdir -p {work} && head -c 2000 /dev/urandom >{work}/{forged}")
+        real = host.check_output(f"sha256sum <{work}/{forged}").split()[0]
+
+    def send(listed_sum: str) -> None:
+        with host.sudo("labstats-push"):
+            host.check_output(f"echo '{listed_sum}  {forged}' >{work}/SHA256SUMS")
+            for part in ("SHA256SUMS", forged):
+                host.check_output(f"rsync -t -e {shlex.quote(PUSH_SSH)} {work}/{part} {module}")
+
+    try:
+        send("0" * 64)
+        said = check_on_the_web_box(since)
+        assert f"copy of trainbox/{forged} is not its SHA256SUMS line: removed, not shown (try 1 of 3" in said
+        with web.sudo():
+            assert not web.file(f"{SHOWN}/{forged}").exists
+            assert not web.file(f"{INCOMING}/{forged}").exists  # so that the next push sends it again
+        send(real)
+        said = check_on_the_web_box(since)
+        assert f"arrived: trainbox/{forged}" in said
+        with web.sudo():
+            shown = web.file(f"{SHOWN}/{forged}")
+            assert shown.sha256sum == real
+            assert (shown.user, shown.mode) == ("root", 0o444)
+            assert not web.file(f"{TRIES}/{forged}.tries").exists  # a good copy forgets the tries
+    finally:
+        with web.sudo():
+            web.run(f"rm -f {SHOWN}/{forged} {INCOMING}/{forged} {TRIES}/{forged}.tries")
+        with host.sudo():
+            host.run(f"rm -rf {work}")
+            host.check_output("systemctl start labstats-file-push.timer")
+        push_and_check(host, since)  # the box's own SHA256SUMS again
+    with web.sudo():
+        listed = web.check_output(f"cat {INCOMING}/SHA256SUMS")
+    assert forged not in listed
+    assert f"  {archived_run[1]}.parquet" in listed
+
+
+def private_keys_on_the_web_box() -> dict[str, str]:
+    """Every private key on the web box that ssh-keygen can read (the host keys among them,
+    and keys a package ships as test data: an attacker can copy any file), by file, as the
+    public key blob it derives."""
+    web = box("webbox")
+    with web.sudo():
+        out = web.check_output(
+            "find /root /home /etc /var /opt /srv /usr/local /tmp -xdev -type f -size -64k "
+            "-exec grep -l -s -e '-----BEGIN .*PRIVATE KEY-----' {} + | while read -r path; do "
+            'install -m 0600 "$path" /tmp/probe.key && '
+            'echo "$path $(ssh-keygen -y -P "" -f /tmp/probe.key 2>/dev/null | cut -d" " -f2)"; '
+            "done; rm -f /tmp/probe.key"
+        )
+    return {path: blob for path, _, blob in (line.partition(" ") for line in out.splitlines()) if blob}
+
+
+def accepted_keys(trainer) -> set[str]:
+    """Every public key blob a training box's sshd accepts, for any account: the files it
+    reads (checked: only these two) of every account."""
+    with trainer.sudo():
+        sshd = trainer.check_output("sshd -T")
+        assert "authorizedkeysfile /etc/ssh/authorized_keys/%u .ssh/authorized_keys" in sshd
+        assert "authorizedkeyscommand none" in sshd
+        lines = trainer.check_output(
+            "getent passwd | while IFS=: read -r user _ _ _ _ home _; do "
+            'cat "/etc/ssh/authorized_keys/$user" "$home/.ssh/authorized_keys" 2>/dev/null; done; true'
+        )
+    blobs = set()
+    for line in lines.splitlines():
+        fields = line.split()
+        blobs |= {f for f in fields if f.startswith("AAAA")}
+    return blobs
+
+
+@pytest.mark.parametrize("trainer_name", hosts_in("training"))
+def test_no_key_on_the_web_box_is_accepted_by_a_training_box(trainer_name):
+    keys = private_keys_on_the_web_box()
+    assert "/etc/ssh/ssh_host_ed25519_key" in keys  # the search finds keys (it could fail)
+    accepted = accepted_keys(box(trainer_name))
+    assert accepted  # the admin's key at least: the search finds accepted keys too
+    assert not {path for path, blob in keys.items() if blob in accepted}
+    web = box("webbox")
+    assert not web.user("labstats-sync").exists  # the pull account of earlier versions is gone
+    with box(trainer_name).sudo():
+        assert not box(trainer_name).file("/var/lib/labstats-archive/.ssh").exists
+        assert box(trainer_name).user("labstats-archive").shell == "/usr/sbin/nologin"
+
+
+@pytest.mark.parametrize("trainer_name", hosts_in("training"))
+def test_root_on_the_web_box_cannot_read_a_training_boxs_archive(trainer_name):
+    """An attacker with root on the web box tries every private key there, and none, against
+    the archive account, root and the receiving side's accounts, over the tunnel and over the
+    public address; and an rsync daemon. Each is refused."""
+    web, trainer = box("webbox"), box(trainer_name)
+    addresses = [tunnel_address(trainer), trainer.ansible.get_variables()["ansible_host"]]
+    keys = " ".join(private_keys_on_the_web_box())
+    options = (
+        "-o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=no "
+        "-o UserKnownHostsFile=/dev/null -o ConnectTimeout=10"
+    )
+    ssh = f"ssh -n {options}"
+    tries = []
+    for address in addresses:
+        for user in ("labstats-archive", "root", "labstats-push"):
+            tries.append(f"{ssh} {user}@{address} true")
+            tries += [f"{ssh} -i {key} {user}@{address} true" for key in keys.split()]
+        tries.append(f"rsync --contimeout=5 rsync://{address}/")
+    script = (
+        "; ".join(f"{t} >/dev/null 2>&1 && echo ACCEPTED: {shlex.quote(t)}" for t in tries) + "; echo done"
+    )
+    with web.sudo():
+        out = web.check_output(script)
+        stolen = (
+            f"rsync -e {shlex.quote('ssh ' + options)} labstats-archive@{addresses[0]}:{ARCHIVE}/ /tmp/stolen"
+        )
+        archive = web.run(f"{stolen}; echo status=$?")
+    assert out.strip().endswith("done")
+    assert "ACCEPTED" not in out, out
+    assert "status=0" not in archive.stdout
+    assert "Permission denied (publickey" in archive.stderr
 
 
 def test_unarchive_puts_the_points_back(host, archived_run):
@@ -135,3 +285,30 @@ def test_unarchive_puts_the_points_back(host, archived_run):
     with host.sudo("researcher"):
         out = host.check_output("cd ~ && /opt/labstats/venv/bin/python -c %s %s", READ, name)
     assert out.split()[:2] == ["False", "300"]
+
+
+def test_a_re_archived_run_replaces_its_file_on_the_web_box(host, archived_run):
+    """After an unarchive (the test before) the run is archived again: the training box's
+    new file replaces the web box's copy in one step, checked like the first."""
+    name, run_id = archived_run
+    web = box("webbox")
+    since = web_clock()
+    with web.sudo():
+        before = web.check_output("stat -c %%i:%%Y %s", f"{SHOWN}/{run_id}.parquet")
+    with host.sudo():
+        result = host.run("labstats-archiver archive %s", name)
+        assert result.rc == 0, result.stderr
+        now = host.file(f"{ARCHIVE}/{run_id}.parquet")
+        original, mtime = now.sha256sum, now.mtime
+    said = push_and_check(host, since)  # (or the timers did it already: the journal has it)
+    assert f"arrived: trainbox/{run_id}.parquet" in said
+    with web.sudo():
+        copy = web.file(f"{SHOWN}/{run_id}.parquet")
+        assert copy.sha256sum == original
+        assert copy.mtime == mtime
+        assert web.check_output("stat -c %%i:%%Y %s", copy.path) != before
+    status, _, body = https_get(
+        f"/api/runs/trainbox/{run_id}/series/loss?start=10&stop=12", token=web_token()
+    )
+    assert status == 200, body
+    assert json.loads(body)["values"] == [1 / 11, 1 / 12, 1 / 13]

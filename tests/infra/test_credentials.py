@@ -22,7 +22,7 @@ def test_generated_secrets_are_owner_only():
         "redis/replication.password",
         "redis/ops.password",
         "redis/archiver.password",
-        "archive-sync/id_ed25519",
+        "file-push/trainbox",  # the training box's push key (the web box holds none for it)
         "web/labstats.password",
         "web/jupyter.password",
     }

@@ -98,7 +98,7 @@ def test_the_store_is_shared_by_the_training_users_and_pushed_on_a_timer(host):
         ).strip()
     assert prefixes == "256 root:labstats 3775"  # made by the role, not by a first writer
     assert "labstats" in host.user("researcher").groups
-    timer = host.service("labstats-artifact-push.timer")
+    timer = host.service("labstats-file-push.timer")
     assert timer.is_enabled
     assert timer.is_running
 
@@ -184,7 +184,7 @@ def test_media_logged_during_a_tunnel_outage_arrive_after_it(host):
         run_id = log_media(host, "media-outage")  # the logger spools, the store keeps the files
         with host.sudo():
             push = host.run(
-                "systemctl start labstats-artifact-push.service; systemctl is-failed labstats-artifact-push"
+                "systemctl start labstats-file-push.service; systemctl is-failed labstats-file-push"
             )
         assert "failed" not in push.stdout  # "cannot reach" is a retry, not a failure
     finally:
@@ -194,7 +194,7 @@ def test_media_logged_during_a_tunnel_outage_arrive_after_it(host):
     assert wait_until(lambda: copies_match(web, digests(run_id)), timeout=60)
 
 
-DAMAGED = "/var/lib/labstats-artifact-verify/damaged/trainbox"
+DAMAGED = "/var/lib/labstats-file-verify/damaged/trainbox"
 
 
 def test_a_damaged_copy_is_set_aside_once_and_sent_again_a_bounded_number_of_times(host, media_run):
@@ -217,7 +217,7 @@ def test_a_damaged_copy_is_set_aside_once_and_sent_again_a_bounded_number_of_tim
         assert status == 502  # never served while damaged
         with web.sudo():
             return web.check_output(
-                "systemctl start labstats-artifact-verify; journalctl -u labstats-artifact-verify -n 3 -o cat"
+                "systemctl start labstats-file-verify; journalctl -u labstats-file-verify -n 3 -o cat"
             )
 
     with web.sudo():
@@ -229,7 +229,7 @@ def test_a_damaged_copy_is_set_aside_once_and_sent_again_a_bounded_number_of_tim
             assert not web.file(copy).exists
             assert web.check_output(f"ls {DAMAGED} | grep -c {digest}") == "2"  # the copy and its count
         with host.sudo():
-            host.check_output("systemctl start labstats-artifact-push.service")
+            host.check_output("systemctl start labstats-file-push.service")
         assert wait_until(lambda: copies_match(web, wanted), timeout=30)
     said = damage_and_check()
     assert "still damaged after 3 tries" in said, said
@@ -238,7 +238,7 @@ def test_a_damaged_copy_is_set_aside_once_and_sent_again_a_bounded_number_of_tim
         assert web.check_output(f"ls {DAMAGED} | grep -c {digest}") == "2"
         web.check_output(f"rm {copy} {DAMAGED}/{digest}.tries")  # mend the lab for later tests
     with host.sudo():
-        host.check_output("systemctl start labstats-artifact-push.service")
+        host.check_output("systemctl start labstats-file-push.service")
     assert wait_until(lambda: copies_match(web, wanted), timeout=30)
     status, _, body = https_get(f"/api/runs/trainbox/{media_run}/file/sky", token=web_token())
     assert status == 200
@@ -256,12 +256,12 @@ def test_a_planted_file_that_is_not_its_name_is_never_sent(host):
         host.check_output(f"truncate -s 200M {planted}")
     try:
         with host.sudo():
-            host.check_output("systemctl start labstats-artifact-push.service")  # before the seal: not sent
+            host.check_output("systemctl start labstats-file-push.service")  # before the seal: not sent
             host.check_output("systemctl start labstats-artifact-seal.service")
             said = host.check_output("journalctl -u labstats-artifact-seal -n 20 -o cat")
             assert not host.file(planted).exists
             assert host.file(f"/var/lib/labstats-artifact-seal/quarantine/{name}.researcher").exists
-            host.check_output("systemctl start labstats-artifact-push.service")
+            host.check_output("systemctl start labstats-file-push.service")
         assert f"moved out of the store: ab/{name} (written by researcher)" in said
         with web.sudo():
             assert not web.file(f"{COPIES}/ab/{name}").exists
@@ -370,7 +370,7 @@ def test_the_receiving_key_only_writes_regular_named_files_into_its_own_folder(h
         assert strays == ""
         assert not web.file("/var/lib/labstats-in/.ssh").exists
         assert not web.file(f"{COPIES}/home").exists
-        assert web.user(RECEIVE).shell == "/usr/local/sbin/labstats-artifact-receive"
+        assert web.user(RECEIVE).shell == "/usr/local/sbin/labstats-file-receive"
         sshd = web.check_output("sshd -T | grep -i '^authorizedkeysfile'")
         assert sshd.split()[1:] == ["/etc/ssh/authorized_keys/%u", ".ssh/authorized_keys"]
         web.check_output(f"rm -f {COPIES}/{good[:2]}/{good}")
@@ -382,28 +382,26 @@ def test_a_box_over_its_quota_pushes_nothing_until_room_is_made(host):
     web = box("webbox")
     with web.sudo():
         # The check with a quota of 0: over it, the flag is set and the job fails.
-        over = web.run(
-            "sed 's/-gt [0-9]*/-gt 0/' /usr/local/bin/labstats-artifact-verify >/tmp/v && sh /tmp/v"
-        )
+        over = web.run("sed 's/-gt [0-9]*/-gt 0/' /usr/local/bin/labstats-file-verify >/tmp/v && sh /tmp/v")
         assert over.rc == 1
         assert "over its quota" in over.stderr
-        assert web.file("/var/lib/labstats-artifact-verify/over-quota/trainbox").exists
+        assert web.file("/var/lib/labstats-file-verify/over-quota/trainbox").exists
     try:
         with host.sudo("researcher"):
             fresh = host.check_output("cd ~ && /opt/labstats/venv/bin/python -c %s", PUT_RANDOM)
         with host.sudo():
             host.check_output("systemctl start labstats-artifact-seal.service")  # only sealed files leave
-            host.run("systemctl start labstats-artifact-push.service")
-            said = host.check_output("journalctl -u labstats-artifact-push -n 20 -o cat")
+            host.run("systemctl start labstats-file-push.service")
+            said = host.check_output("journalctl -u labstats-file-push -n 20 -o cat")
         assert "over its quota" in said
         with web.sudo():
             assert not web.file(f"{COPIES}/{fresh[:2]}/{fresh}").exists
     finally:
         with web.sudo():
-            web.check_output("systemctl start labstats-artifact-verify.service")  # the real quota: under it
-            assert not web.file("/var/lib/labstats-artifact-verify/over-quota/trainbox").exists
+            web.check_output("systemctl start labstats-file-verify.service")  # the real quota: under it
+            assert not web.file("/var/lib/labstats-file-verify/over-quota/trainbox").exists
     with host.sudo():
-        host.check_output("systemctl start labstats-artifact-push.service")
+        host.check_output("systemctl start labstats-file-push.service")
     with web.sudo():
         assert web.file(f"{COPIES}/{fresh[:2]}/{fresh}").exists
 

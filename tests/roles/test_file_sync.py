@@ -1,0 +1,202 @@
+"""The push (role file_send) and the web box's receiving modules and check (role
+file_receive), rendered from their templates and run here, no box needed: the push's rsync
+reaches the real receiving module through an `ssh` that runs its command locally, and the
+check runs as root of a user namespace (it gives files to root). What an archive file needs
+to be shown, how a re-archived file replaces its copy, and what is never shown."""
+
+import hashlib
+import os
+import shutil
+import subprocess
+from pathlib import Path
+
+import jinja2
+import pytest
+
+ROLES = Path(__file__).resolve().parents[2] / "roles"
+BOX = {"host": "trainbox", "source": "trainbox", "push_account": "labstats-in-1", "address": "10.0.0.2"}
+
+pytestmark = pytest.mark.skipif(
+    not shutil.which("rsync") or subprocess.run(["unshare", "-r", "true"], check=False).returncode != 0,
+    reason="needs rsync and user namespaces",
+)
+
+
+def render(role: str, template: str, **context) -> str:
+    env = jinja2.Environment(loader=jinja2.FileSystemLoader(ROLES / role / "templates"), trim_blocks=True)
+    env.filters["quote"] = lambda value: "'" + str(value).replace("'", "'\\''") + "'"
+    env.filters["comment"] = lambda text: f"#\n# {text}\n#"
+    return env.get_template(template).render(ansible_managed="Ansible managed", **context)
+
+
+class Lab:
+    """A training box's folders, its push, and the web box's folders, module and check, all
+    under one temporary folder."""
+
+    def __init__(self, root: Path) -> None:
+        self.root = root
+        self.archive = root / "train/archive"
+        self.store = root / "train/artifacts"
+        self.home = root / "train/push-home"
+        self.incoming = root / "web/incoming"
+        self.shown = root / "web/archive"
+        self.state = root / "web/state"
+        for folder in (self.archive, self.store, self.home / ".ssh", self.state / "over-quota",
+                       self.state / "damaged", self.incoming / "trainbox", self.shown / "trainbox",
+                       root / "web/artifacts/trainbox", root / "bin"):  # fmt: skip
+            folder.mkdir(parents=True)
+        (self.home / ".ssh/id_ed25519").touch()
+        module = render(
+            "file_receive",
+            "rsyncd-module.conf.j2",
+            item=BOX,
+            file_receive_artifacts_dir=root / "web/artifacts",
+            file_receive_incoming_dir=self.incoming,
+            file_receive_archive_dir=self.shown,
+        ).replace("/usr/local/sbin/labstats-file-quota", "true")
+        # A daemon started by root would become nobody; the receiving account is never root.
+        as_self = f"uid = {os.getuid()}\ngid = {os.getgid()}\n"
+        (root / "web/module.conf").write_text(as_self + module)
+        # The SSH session: the command the push asks for, run here against the module above.
+        fake_ssh = root / "bin/ssh"
+        fake_ssh.write_text(
+            '#!/bin/sh\nwhile [ "$1" != rsync ]; do shift; done\n'
+            f'exec rsync --server --daemon --config="{root}/web/module.conf" .\n'
+        )
+        fake_ssh.chmod(0o755)
+        # The push's home is /var/lib/<its user>: a relative name brings it here.
+        user = os.path.relpath(self.home, "/var/lib")
+        push = render(
+            "file_send",
+            "labstats-file-push.j2",
+            file_send_user=user,
+            file_send_remote_user="labstats-in-1",
+            file_send_to="hub",
+            file_send_artifacts_dir=self.store,
+            file_send_archive_dir=self.archive,
+            file_send_max_file_mb=10,
+        )
+        (root / "push").write_text(push)
+        verify = render(
+            "file_receive",
+            "labstats-file-verify.j2",
+            file_receive_sources=[BOX],
+            file_receive_artifacts_dir=root / "web/artifacts",
+            file_receive_incoming_dir=self.incoming,
+            file_receive_archive_dir=self.shown,
+            file_receive_state_dir=self.state,
+            file_receive_box_quota_mb=100,
+            file_receive_damaged_retries=3,
+        )
+        (root / "verify").write_text(verify)
+
+    def push(self) -> subprocess.CompletedProcess:
+        env = {**os.environ, "PATH": f"{self.root}/bin:{os.environ['PATH']}"}
+        result = subprocess.run(
+            ["sh", self.root / "push"], env=env, capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        return result
+
+    def verify(self) -> str:
+        result = subprocess.run(
+            ["unshare", "-r", "sh", self.root / "verify"], capture_output=True, text=True, check=False
+        )
+        assert result.returncode == 0, result.stderr
+        return result.stderr
+
+    def archive_file(self, name: str, content: bytes) -> str:
+        """Written as the archiver does: a hidden temporary name, then renamed."""
+        tmp = self.archive / f".{name}.123.tmp"
+        tmp.write_bytes(content)
+        tmp.replace(self.archive / name)
+        return hashlib.sha256(content).hexdigest()
+
+
+@pytest.fixture
+def lab(tmp_path):
+    return Lab(tmp_path)
+
+
+def test_an_archived_runs_file_is_shown_once_checked_and_a_re_archive_replaces_it(lab):
+    digest = lab.archive_file("alice.run1.parquet", b"first version")
+    (lab.archive / ".alice.run2.parquet.99.tmp").write_bytes(b"half written")
+    lab.push()
+    shown = lab.shown / "trainbox/alice.run1.parquet"
+    assert not shown.exists()  # arrived, not checked yet
+    assert (lab.incoming / "trainbox/SHA256SUMS").read_text() == f"{digest}  alice.run1.parquet\n"
+    assert not (lab.incoming / "trainbox/.alice.run2.parquet.99.tmp").exists()
+    said = lab.verify()
+    assert "arrived: trainbox/alice.run1.parquet" in said
+    assert shown.read_bytes() == b"first version"
+    assert oct(shown.stat().st_mode & 0o7777) == "0o444"
+    assert lab.verify() == ""  # shown already: nothing to do
+
+    lab.archive_file("alice.run1.parquet", b"second version, longer")
+    lab.push()
+    lab.verify()
+    assert shown.read_bytes() == b"second version, longer"
+    assert [p.name for p in shown.parent.iterdir()] == ["alice.run1.parquet"]  # no hidden leftovers
+
+
+def test_the_push_hashes_a_file_once_per_version(lab):
+    lab.archive_file("alice.run1.parquet", b"x" * 1000)
+    lab.push()
+    hashed = (lab.home / "archive.hashed").read_text()
+    sums = lab.home / "outbox/SHA256SUMS"
+    before = sums.stat().st_mtime_ns
+    lab.push()
+    assert (lab.home / "archive.hashed").read_text() == hashed
+    assert sums.stat().st_mtime_ns == before  # unchanged: not sent again
+
+
+def test_a_copy_that_is_not_its_line_is_never_shown_and_sent_again_a_bounded_number_of_times(lab):
+    lab.archive_file("alice.run1.parquet", b"the real content")
+    lab.push()
+    incoming = lab.incoming / "trainbox"
+    listed = incoming / "SHA256SUMS"
+    for attempt in (1, 2, 3):
+        listed.chmod(0o644)
+        listed.write_text(f"{'0' * 64}  alice.run1.parquet\n")
+        said = lab.verify()
+        assert f"(try {attempt} of 3;" in said, said
+        assert not (lab.shown / "trainbox/alice.run1.parquet").exists()
+        assert not (incoming / "alice.run1.parquet").exists()  # so that the next push sends it
+        os.utime(lab.home / "outbox/SHA256SUMS", (1, 1))  # (the forged list differs from it)
+        lab.push()
+        assert (incoming / "alice.run1.parquet").exists()
+    listed.chmod(0o644)
+    listed.write_text(f"{'0' * 64}  alice.run1.parquet\n")
+    assert "still not its SHA256SUMS line after 3 tries" in lab.verify()
+    assert lab.verify() == ""  # reported once
+    assert (incoming / "alice.run1.parquet").exists()  # left there, never shown
+    assert not (lab.shown / "trainbox/alice.run1.parquet").exists()
+
+
+def test_lines_that_are_not_a_run_ids_file_are_ignored(lab):
+    incoming = lab.incoming / "trainbox"
+    for name in ("../escape.parquet", ".hidden.parquet", "notes.txt"):
+        path = incoming / name
+        path.write_bytes(b"planted")
+    digest = hashlib.sha256(b"planted").hexdigest()
+    (incoming / "SHA256SUMS").write_text(
+        "".join(f"{digest}  {name}\n" for name in ("../escape.parquet", ".hidden.parquet", "notes.txt"))
+    )
+    assert lab.verify() == ""
+    assert list((lab.shown / "trainbox").iterdir()) == []
+    assert not (lab.shown / "escape.parquet").exists()
+
+
+def test_the_receiving_module_takes_only_archive_files_and_their_list(lab):
+    (lab.archive / "alice.run1.parquet").write_bytes(b"ok")
+    (lab.root / "bin/probe").write_text("x")
+    env = {**os.environ, "PATH": f"{lab.root}/bin:{os.environ['PATH']}"}
+    sent = subprocess.run(
+        ["rsync", "-t", "-e", "ssh", str(lab.root / "bin/probe"), "labstats-in-1@hub::archive/"],
+        env=env, capture_output=True, text=True, check=False,
+    )  # fmt: skip
+    assert sent.returncode != 0 or not (lab.incoming / "trainbox/probe").exists()
+    assert not (lab.incoming / "trainbox/probe").exists()
+    lab.push()
+    assert (lab.incoming / "trainbox/alice.run1.parquet").read_bytes() == b"ok"
+    assert oct((lab.incoming / "trainbox/alice.run1.parquet").stat().st_mode & 0o777) == "0o444"
