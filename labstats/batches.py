@@ -68,18 +68,20 @@ class BatchBuilder:
         commands = batch.commands
         points: list[tuple[int, str, Any]] = []
         calls, last_call = 0, 0.0
+        take, time_series = queue.take, schema.TIME_SERIES
         while len(points) < MAX_POINTS:
-            item = queue.take()
+            item = take()
             if item is None:
                 break
             tag = item[0]
             if tag == POINTS:
                 _, idx, values, nbytes, when = item
                 calls, last_call = calls + 1, when
-                points.extend((idx, name, value) for name, value in values.items())
+                for name, value in values.items():
+                    points.append((idx, name, value))
                 # An importer gives each step its own time; the logger's is the call's.
-                if schema.TIME_SERIES not in values and when - self._last_time >= TIME_RESOLUTION:
-                    points.append((idx, schema.TIME_SERIES, when))
+                if time_series not in values and when - self._last_time >= TIME_RESOLUTION:
+                    points.append((idx, time_series, when))
                     self._last_time = when
                 batch.freed += nbytes
             elif tag == MARKER:

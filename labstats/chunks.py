@@ -97,18 +97,25 @@ class ChunkEncoder:
         # (several at once, in the pool), then the records are made in order.
         staged: list[tuple[int, str, Any, str | None]] = []
         for idx, name, value in points:
+            if type(value) is float:  # the common case, ready as it is
+                staged.append((idx, name, value, None))
+                continue
             try:
                 staged.append((idx, name, *self._stage(value)))
             except Exception as exc:  # encoding only: nothing was changed yet
                 self._quarantine(name, idx, exc)
+        pack_float = schema.RECORD_STRUCTS[schema.KIND_FLOAT].pack
         for idx, name, value, hint in staged:
-            blob_commands: list[Command] = []
-            try:
-                kind, record = self._record(idx, value, blob_commands)
-            except Exception as exc:
-                self._quarantine(name, idx, exc)
-                continue
-            commands += blob_commands
+            if type(value) is float:
+                kind, record = schema.KIND_FLOAT, pack_float(idx, value)
+            else:
+                blob_commands: list[Command] = []
+                try:
+                    kind, record = self._record(idx, value, blob_commands)
+                except Exception as exc:
+                    self._quarantine(name, idx, exc)
+                    continue
+                commands += blob_commands
             state = self.series.get(name)
             if state is None:
                 state = self.series[name] = SeriesState(len(self.series), name)
@@ -123,8 +130,10 @@ class ChunkEncoder:
                 self._open_chunk(state, kind, idx)
             state.buf += record
             state.count += 1
-            state.lo = min(state.lo, idx)
-            state.hi = max(state.hi, idx)
+            if idx < state.lo:
+                state.lo = idx
+            elif idx > state.hi:
+                state.hi = idx
             state.last_idx = idx
             touched[name] = state
         for state in touched.values():
