@@ -18,7 +18,7 @@ from flask import current_app, jsonify, request
 
 from labstats import schema
 from labstats.codec import INT64_MAX, INT64_MIN
-from labstats.reader import UNREACHABLE, LabstatsError, Run, Series, number
+from labstats.reader import SORTS, UNREACHABLE, Labs, LabstatsError, Run, Series, number, short
 from labstats.viewer.sources import Source
 
 MAX_TEXT = 2000  # characters of a text/object value shown
@@ -33,7 +33,7 @@ MAX_TENSOR_VALUES = 1_000_000  # elements of one tensor sent whole, as JSON, by 
 # elements of one tensor a run page draws (reduced for the screen): a 4096×4096 weight
 MAX_DRAWN_TENSOR_VALUES = 4096 * 4096
 # The runs list's query: its sort orders and the bounds of a page (the API declares the same).
-RUN_SORTS = ("started", "name", "status", "heartbeat")
+RUN_SORTS = SORTS
 MAX_LIST_LIMIT = 10_000  # runs on one page
 MAX_LIST_PAGE = 10_000
 
@@ -78,20 +78,10 @@ class SourceDown(ApiError):
         self.source = source
 
 
-def short(exc: Exception) -> str:
-    return str(exc).splitlines()[0][:200] if str(exc) else type(exc).__name__
-
-
-def source_state(src: Source) -> dict[str, Any]:
-    """Whether a source can be read and whether its training box is connected to it."""
-    try:
-        return {"reachable": True, "link": src.lab.link_state(), "error": None}
-    except UNREACHABLE as exc:
-        return unreachable_state(exc)
-
-
-def unreachable_state(exc: Exception) -> dict[str, Any]:
-    return {"reachable": False, "link": None, "error": short(exc)}
+def labs() -> Labs:
+    """The app's sources read as one, as the CLI and notebooks read them (no warnings: pages
+    ask every few seconds and show each source's state instead)."""
+    return Labs({name: src.lab for name, src in sources().items()}, warn=False)
 
 
 def int_arg(
@@ -226,8 +216,8 @@ def _duration(meta: dict[str, Any]) -> float | None:
 
 def list_runs(with_runs: bool = False, default_limit: int = 200):
     """A page of the runs of every source that can be read (``limit`` a page, ``page`` from
-    1), and each source's state (see source_state): one source that is away leaves the
-    others listed. ``with_runs``: also the Run objects in the same order (the runs table
+    1), and each source's state (reachable, link, error: see Labs.page): one source that is
+    away leaves the others listed. ``with_runs``: also the Run objects in the same order (the runs table
     reads their series), and whether more pages follow."""
     q = request.args.get("q") or None
     status = request.args.get("status") or None
@@ -239,27 +229,11 @@ def list_runs(with_runs: bool = False, default_limit: int = 200):
         raise ApiError(400, "sort must be started, name, status or heartbeat")
     limit = int_arg("limit", default_limit, 1, MAX_LIST_LIMIT)
     page = int_arg("page", 1, 1, MAX_LIST_PAGE)
-    pairs, states = [], {}
-    for name, src in sources().items():
-        try:
-            # Each source's newest page * limit (and one more, to know whether more follow):
-            # enough for this page of the merged list.
-            found = src.lab.runs(name=q, tag=tag, status=status, limit=limit * page + 1)
-        except UNREACHABLE as exc:
-            states[name] = unreachable_state(exc)
-            continue
-        states[name] = source_state(src)
-        pairs += [(run_summary(name, run), run) for run in found]
-    if sort in ("started", "heartbeat"):  # newest first; runs without the time last
-        pairs.sort(key=lambda p: (p[0][sort] is None, -(p[0][sort] or 0)))
-    else:
-        pairs.sort(key=lambda p: str(p[0][sort] or ""))
-    more = len(pairs) > limit * page
-    pairs = pairs[limit * (page - 1) : limit * page]
-    runs = [summary for summary, _ in pairs]
+    found = labs().page(name=q, tag=tag, status=status, sort=sort, limit=limit, page=page)
+    runs = [run_summary(source, run) for source, run in found.runs]
     if with_runs:
-        return runs, states, [run for _, run in pairs], more
-    return runs, states
+        return runs, found.states, [run for _, run in found.runs], found.more
+    return runs, found.states
 
 
 def tensor_at(
