@@ -55,6 +55,11 @@ class PinnedPool:
             self._free[buffer.dtype, buffer.numel()].append(buffer)
             self._cond.notify_all()
 
+    def idle_buffers(self) -> list[Any]:
+        """The buffers waiting to be reused (none of them holds a value in flight)."""
+        with self._cond:
+            return [buffer for buffers in self._free.values() for buffer in buffers]
+
 
 _pool = PinnedPool()
 

@@ -111,7 +111,7 @@ def test_a_large_cuda_tensor_is_written_to_its_file_from_the_pinned_memory(tmp_p
     assert len(seen) == 3
     assert all(held >= 16 for _, held, _ in seen)  # the buffer goes back only after its write
     assert pool.in_use == 0
-    pinned = [buffer.data for buffers in pool._free.values() for buffer in buffers]
+    pinned = [buffer.data for buffer in pool.idle_buffers()]
     assert all(any(np.shares_memory(body, p) for p in pinned) for _, _, body in seen)  # no host copy
 
 
