@@ -66,7 +66,7 @@ class AuthConfig:
             if origin_of(origin) is None:
                 raise ValueError(f"[auth] origins: {origin!r} is not an origin like https://host:port")
         config = cls(
-            tokens=_read_pairs(section.get("tokens_file"), bytes.fromhex),
+            tokens=read_pairs(section.get("tokens_file"), bytes.fromhex),
             secret=secret,
             session_hours=float(section.get("session_hours", 12)),
             idle_minutes=float(section.get("idle_minutes", 120)),
@@ -88,7 +88,7 @@ class AuthConfig:
         if stamp is None or stamp == self._users_stamp:
             return False
         try:
-            self.users = _read_pairs(self.users_file, lambda v: v.encode())
+            self.users = read_pairs(self.users_file, lambda v: v.encode())
         except (OSError, UnicodeDecodeError):
             return False
         self._users_stamp = stamp
@@ -103,7 +103,7 @@ def _stamp(path: str) -> tuple | None:
     return st.st_ino, st.st_size, st.st_mtime_ns, st.st_ctime_ns
 
 
-def _read_pairs(path: str | None, convert) -> dict:
+def read_pairs(path: str | None, convert) -> dict:
     pairs = {}
     if not path:
         return pairs
