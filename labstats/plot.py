@@ -26,8 +26,8 @@ from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
 
 from labstats import media
+from labstats.downsample import MAX_POINTS, downsample
 from labstats.reader import LabstatsError, Run, Series, each_readable
-from labstats.viewer.downsample import MAX_POINTS, downsample
 
 
 def _points(run: Run, name: str, start: int | None, stop: int | None, max_points: int) -> Series:

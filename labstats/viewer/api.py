@@ -25,6 +25,7 @@ from werkzeug.exceptions import HTTPException
 
 from labstats import schema
 from labstats.codec import INT64_MAX, INT64_MIN
+from labstats.downsample import MAX_POINTS
 from labstats.reader import LabstatsError, Run
 from labstats.viewer.data import (
     MAX_LIST_LIMIT,
@@ -44,7 +45,6 @@ from labstats.viewer.data import (
     sources,
     tensor_at,
 )
-from labstats.viewer.downsample import MAX_POINTS
 from labstats.viewer.openapi import (
     JSON_OK,
     STRING,

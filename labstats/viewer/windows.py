@@ -12,9 +12,9 @@ from werkzeug.datastructures import MultiDict
 
 from labstats import schema
 from labstats.codec import INT64_MAX, INT64_MIN
+from labstats.downsample import MAX_POINTS, downsample
 from labstats.reader import LabstatsError, Run, number
 from labstats.viewer.data import ApiError, describe, finite, int_arg, is_numeric, series_window
-from labstats.viewer.downsample import MAX_POINTS, downsample
 
 # Values of an object (text) series sent in one answer: 1,000 × MAX_TEXT is at most 2 MB;
 # max_points (up to 100,000) would allow 200 MB.

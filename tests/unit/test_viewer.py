@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 
 import labstats
+from labstats.downsample import downsample
 from labstats.viewer import charts, create_app
-from labstats.viewer.downsample import downsample
 from labstats.viewer.sources import Source
 
 HOSTILE = "<script>alert(1)</script>/../../etc/passwd"
