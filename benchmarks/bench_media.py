@@ -35,10 +35,6 @@ import report
 sys.path.insert(0, baseline.package_root())
 from bench_logger import RedisServer
 
-import labstats
-from labstats.viewer import create_app
-from labstats.viewer.sources import Source
-
 
 def per_call_us(fn, images: list[np.ndarray]) -> float:
     start = time.perf_counter()
@@ -72,6 +68,11 @@ def timed(client, url: str) -> tuple[float, int]:
 
 def measure(args: argparse.Namespace) -> dict:
     """The table's rows, the summary's figures and the figures compared with a baseline."""
+    # Imported here: with --baseline, this process only starts the measuring ones.
+    import labstats
+    from labstats.viewer import create_app
+    from labstats.viewer.sources import Source
+
     sample_steps = range(0, args.images, max(1, args.images // 20))
     rng = np.random.default_rng(0)
     # Natural-looking pictures (smooth gradients plus noise), not pure noise: JPEG/PNG sizes
