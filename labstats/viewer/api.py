@@ -23,9 +23,9 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
-from labstats import schema
-from labstats.codec import INT64_MAX, INT64_MIN
 from labstats.downsample import MAX_POINTS
+from labstats.format import run_record
+from labstats.format.codec import INT64_MAX, INT64_MIN
 from labstats.reader import LabstatsError, Run
 from labstats.viewer.data import (
     MAX_LIST_LIMIT,
@@ -87,7 +87,7 @@ def health():
 # The runs list's query (list_runs), here and on the runs table's pages.
 RUNS_QUERY = [
     parameter("q", STRING, "name contains"),
-    one_of("status", schema.SHOWN_STATUSES),
+    one_of("status", run_record.SHOWN_STATUSES),
     parameter("tag", STRING),
     one_of("sort", RUN_SORTS, "default: started (newest first)"),
     integer("limit", 1, MAX_LIST_LIMIT, "runs on a page"),

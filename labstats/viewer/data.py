@@ -16,8 +16,8 @@ from typing import Any
 import numpy as np
 from flask import current_app, jsonify, request
 
-from labstats import schema
-from labstats.codec import INT64_MAX, INT64_MIN
+from labstats.format import run_record
+from labstats.format.codec import INT64_MAX, INT64_MIN
 from labstats.reader import SORTS, UNREACHABLE, Labs, LabstatsError, Run, Series, number, short
 from labstats.viewer.sources import Source
 
@@ -223,8 +223,8 @@ def list_runs(with_runs: bool = False, default_limit: int = 200):
     status = request.args.get("status") or None
     tag = request.args.get("tag") or None
     sort = request.args.get("sort") or "started"
-    if status is not None and status not in schema.SHOWN_STATUSES:
-        raise ApiError(400, f"status must be one of {', '.join(schema.SHOWN_STATUSES)}")
+    if status is not None and status not in run_record.SHOWN_STATUSES:
+        raise ApiError(400, f"status must be one of {', '.join(run_record.SHOWN_STATUSES)}")
     if sort not in RUN_SORTS:
         raise ApiError(400, "sort must be started, name, status or heartbeat")
     limit = int_arg("limit", default_limit, 1, MAX_LIST_LIMIT)

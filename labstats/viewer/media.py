@@ -29,7 +29,7 @@ from PIL import Image
 from werkzeug.wsgi import wrap_file
 
 from labstats import media
-from labstats.codec import INT64_MAX, INT64_MIN
+from labstats.format.codec import INT64_MAX, INT64_MIN
 from labstats.reader import Run
 from labstats.viewer.data import ApiError, get_run, int_arg, json_error
 from labstats.viewer.openapi import (

@@ -10,9 +10,10 @@ import numpy as np
 from bokeh.palettes import Category10_10, Category20_20
 from flask import Blueprint, abort, render_template, request, url_for
 
-from labstats.codec import INT64_MAX, INT64_MIN
+from labstats.format.codec import INT64_MAX, INT64_MIN
+from labstats.format.keys import TIME_SERIES
+from labstats.format.run_record import RUNNING, STALLED
 from labstats.reader import LabstatsError
-from labstats.schema import RUNNING, STALLED, TIME_SERIES
 from labstats.viewer import charts
 from labstats.viewer.api import RUNS_QUERY
 from labstats.viewer.data import (

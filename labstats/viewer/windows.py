@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from werkzeug.datastructures import MultiDict
 
-from labstats import schema
-from labstats.codec import INT64_MAX, INT64_MIN
 from labstats.downsample import MAX_POINTS, downsample
+from labstats.format import keys
+from labstats.format.codec import INT64_MAX, INT64_MIN
 from labstats.reader import LabstatsError, Run, number
 from labstats.viewer.data import ApiError, describe, finite, int_arg, is_numeric, series_window
 
@@ -31,7 +31,7 @@ class XAxis:
     internal series and mapped to and from idx."""
 
     def __init__(self, r: Run, kind: str) -> None:
-        name = schema.EPOCH_SERIES if kind == "epoch" else schema.TIME_SERIES
+        name = keys.EPOCH_SERIES if kind == "epoch" else keys.TIME_SERIES
         try:
             s = r.series(name)
         except LabstatsError:

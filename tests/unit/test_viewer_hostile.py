@@ -13,11 +13,12 @@ import pytest
 from conftest import password
 
 import labstats
-from labstats import schema, tensorfiles
+from labstats import tensorfiles
+from labstats.format import blob, chunk, keys
 from labstats.viewer import create_app
 from labstats.viewer.sources import Source
 
-K = schema.Keys()
+K = keys.Keys()
 
 
 def strict_json(text: str):
@@ -84,18 +85,12 @@ def store(acl_server, tmp_path):
     }
     r.hset(K.series("alice.bad-series"), mapping=series)
     r.set(K.chunk("alice.bad-series", 0, 0), b"Zgarbage")
-    r.set(
-        K.chunk("alice.bad-series", 2, 0), schema.KIND_OBJECT + schema.OBJECT_HEADER.pack(0, 999) + b"short"
-    )
-    ref = schema.BLOB_REF.pack(schema.BLOB_TAG, 7, 3, 100)
-    r.set(
-        K.chunk("alice.bad-series", 3, 0), schema.KIND_OBJECT + schema.OBJECT_HEADER.pack(0, len(ref)) + ref
-    )
-    r.set(K.chunk("alice.bad-series", 4, 0), schema.KIND_FLOAT + b"\x01" * 21)  # not a whole record
+    r.set(K.chunk("alice.bad-series", 2, 0), chunk.KIND_OBJECT + chunk.OBJECT_HEADER.pack(0, 999) + b"short")
+    ref = blob.REF.pack(blob.TAG, 7, 3, 100)
+    r.set(K.chunk("alice.bad-series", 3, 0), chunk.KIND_OBJECT + chunk.OBJECT_HEADER.pack(0, len(ref)) + ref)
+    r.set(K.chunk("alice.bad-series", 4, 0), chunk.KIND_FLOAT + b"\x01" * 21)  # not a whole record
     ref = tensorfiles.make_ref("0" * 64, 100)  # a tensor file that is in no store
-    r.set(
-        K.chunk("alice.bad-series", 5, 0), schema.KIND_OBJECT + schema.OBJECT_HEADER.pack(0, len(ref)) + ref
-    )
+    r.set(K.chunk("alice.bad-series", 5, 0), chunk.KIND_OBJECT + chunk.OBJECT_HEADER.pack(0, len(ref)) + ref)
     r.hsetnx(K.names, "ghost", "alice.no-such-run")  # names are claimed first come (HSETNX only)
     r.hsetnx(K.names, "\u202eevil", "alice.bad-json")
     odd_ids = ["no-hash-at-all", "<script>alert(1)</script>", "../../etc", "..", "x.y"]

@@ -21,11 +21,12 @@ from PIL import Image
 from planting import plant
 
 import labstats
-from labstats import media, schema
+from labstats import media
+from labstats.format import keys
 from labstats.viewer import create_app
 from labstats.viewer.sources import Source
 
-K = schema.Keys()
+K = keys.Keys()
 
 
 @pytest.fixture

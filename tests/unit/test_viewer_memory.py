@@ -32,10 +32,11 @@ from PIL import Image
 from planting import plant
 
 import labstats
-from labstats import media, schema
+from labstats import media
+from labstats.format import keys
 from labstats.store import ArtifactStore
 
-K = schema.Keys()
+K = keys.Keys()
 ADDRESS_SPACE = 3 << 29  # 1.5 GiB: RLIMIT_AS of the child (it needs ~240 MB to import and answer)
 MEMORY_BUDGET_MB = 300  # peak RSS of the child in any scenario (~75 MB after import; 164 MB measured)
 

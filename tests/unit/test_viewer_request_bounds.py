@@ -12,11 +12,11 @@ import pytest
 import redis
 
 import labstats
-from labstats import schema
+from labstats.format import keys
 from labstats.viewer import create_app
 from labstats.viewer.sources import Source
 
-K = schema.Keys()
+K = keys.Keys()
 
 
 @pytest.fixture
