@@ -62,11 +62,12 @@ lab-check: ## `make lab`, then a --check --diff preview, the docs' box commands,
 	$(MAKE) restore-drill
 	test -e .cache/lab-was-up || $(MAKE) lab-down
 
-lint: venv ## yamllint, ansible-lint (production profile), ruff, role spec/defaults check
+lint: venv ## yamllint, ansible-lint (production profile), ruff, the package's layers (import-linter), role spec/defaults check
 	yamllint --strict .
 	ansible-lint
 	ruff check .
 	ruff format --check .
+	lint-imports
 	$(BIN)/python scripts/check-role-specs.py
 
 unit: venv ## Unit tests: the labstats package against a real redis-server, role templates

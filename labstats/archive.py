@@ -74,7 +74,7 @@ class _Batch:
         return size + sum(sum(map(len, v)) if k == "o" else v.nbytes for k, v in self.values.items())
 
 
-def _redis_batches(lab: Lab, run_id: str, info: dict[str, Any], blobs: set[int]) -> Iterator[_Batch]:
+def redis_batches(lab: Lab, run_id: str, info: dict[str, Any], blobs: set[int]) -> Iterator[_Batch]:
     """A series' points from Redis in idx order, a few hundred chunks at a time (object
     values as their stored codec bytes, blobs joined; the blobs' numbers added to ``blobs``)."""
     points = RedisPoints(lab.redis, lab.keys, run_id, lab.artifacts)
@@ -218,7 +218,7 @@ def archive(lab: Lab, run: Run, directory: str | Path, *, force: bool = False) -
                     info = infos[name]
                     entry = index[name] = {"kinds": [], "groups": []}
                     digest.start(name)
-                    for batch in _redis_batches(lab, run.id, info, blobs):
+                    for batch in redis_batches(lab, run.id, info, blobs):
                         digest.add(name, batch.idx, batch.kinds, batch.values)
                         for piece in _split(batch):
                             writer.write_table(_table(pa, name, piece), row_group_size=len(piece.idx))
@@ -294,7 +294,7 @@ def points_digest(lab: Lab, run_id: str) -> str:
     for raw_name, raw_info in lab.redis.hgetall(lab.keys.series(run_id)).items():
         name = raw_name.decode("utf-8", "surrogateescape")
         digest.start(name)
-        for batch in _redis_batches(lab, run_id, json.loads(raw_info), set()):
+        for batch in redis_batches(lab, run_id, json.loads(raw_info), set()):
             digest.add(name, batch.idx, batch.kinds, batch.values)
     return digest.hexdigest()
 

@@ -171,13 +171,13 @@ def test_running_runs_are_refused_and_writes_during_archiving_abort_it(tmp_path,
     stats.close()
 
     # A write lands while the file is being written: nothing in Redis is deleted.
-    real = archive._redis_batches
+    real = archive.redis_batches
 
     def write_meanwhile(lab_, run_id, info, blobs):
         lab.redis.hset(lab.keys.series(run_id), "late", b'{"sid":9,"kind":"f","count":0,"last_chunk":-1}')
         yield from real(lab_, run_id, info, blobs)
 
-    monkeypatch.setattr(archive, "_redis_batches", write_meanwhile)
+    monkeypatch.setattr(archive, "redis_batches", write_meanwhile)
     with pytest.raises(labstats.LabstatsError, match="written to while it was archived"):
         archive.archive(lab, lab.run("live"), tmp_path / "archive")
     run = lab.run("live")

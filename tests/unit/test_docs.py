@@ -351,7 +351,9 @@ def _quoted_commands() -> list[tuple[str, str]]:
 
 def test_every_quoted_labstats_command_parses():
     parser = cli.build_parser()
-    subcommands = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction)).choices
+    # argparse lists its subcommands and options only through its private actions.
+    actions = parser._actions  # noqa: SLF001
+    subcommands = next(a for a in actions if isinstance(a, argparse._SubParsersAction)).choices  # noqa: SLF001
     quoted = _quoted_commands()
     assert len(quoted) >= 10
     for document, span in quoted:
@@ -359,7 +361,7 @@ def test_every_quoted_labstats_command_parses():
         for name in words[1].split("/"):  # `labstats show/export/tail`: each of them
             sub = subcommands.get(name)
             assert sub is not None, f"{document}: `{span}`: no subcommand {name!r}"
-            options = {o for a in sub._actions for o in a.option_strings}
+            options = {o for a in sub._actions for o in a.option_strings}  # noqa: SLF001
             for word in words[2:]:
                 if word.startswith("-"):
                     assert word.split("=")[0] in options, f"{document}: `{span}`: no option {word}"

@@ -376,7 +376,7 @@ def test_the_same_page_whichever_layout_a_run_uses(open_store, tmp_path):
         url = server.url if who is None else url_of(server, who)
         with labstats.Stats(tmp_path / f"r{i}", name=f"r{i}", url=url, capture_git=False,
                             tags=["odd"] if i % 2 else []) as stats:  # fmt: skip
-            stats._backdate(1.7e9 + i)  # an imported run's start: its own index
+            stats.backdate(1.7e9 + i)  # an imported run's start: its own index
         ids.append(stats.run_id)
     assert not refused(server)
     lab = viewer(server)
@@ -444,7 +444,7 @@ def test_the_spool_of_an_owned_run_replays_as_its_owner(own_acl_server, tmp_path
             stats.log(step=step, loss=float(step))
         stats.image("pic", np.zeros((4, 4), np.uint8))
         stats.retain("pic", last=1)
-        stats._backdate(1.6e9)
+        stats.backdate(1.6e9)
     assert stats.pending_spool is not None
     own_acl_server.start()
     assert cli.main(["--url", url, "replay"]) == 0

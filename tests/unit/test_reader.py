@@ -292,8 +292,8 @@ def test_the_newest_first_page_of_all_indexes_matches_the_model(url, redis_serve
             model[run_id] = (client.zscore(k.runs_index(index), run_id), run_id)
     newest = sorted(model, key=model.__getitem__, reverse=True)
     lab = Lab(client)
-    assert lab._newest(offset, limit) == newest[offset : offset + limit]
-    assert lab._newest(offset, None) == newest[offset:]
+    assert [r.id for r in lab.runs(limit=limit, offset=offset)] == newest[offset : offset + limit]
+    assert [r.id for r in lab.runs(limit=None, offset=offset)] == newest[offset:]
     assert lab.run_ids() == newest
 
 
