@@ -243,33 +243,40 @@ def test_no_key_on_the_web_box_is_accepted_by_a_training_box(trainer_name):
 
 @pytest.mark.parametrize("trainer_name", hosts_in("training"))
 def test_root_on_the_web_box_cannot_read_a_training_boxs_archive(trainer_name):
-    """An attacker with root on the web box tries every private key there, and none, against
-    the archive account, root and the receiving side's accounts, over the tunnel and over the
-    public address; and an rsync daemon. Each is refused."""
+    """An attacker with root on the web box tries every private key there (a copy of each,
+    owner-only, as ssh wants it), and none, as the archive account, root and the push
+    account, over the tunnel and over the public address; and an rsync daemon. Each is
+    refused."""
     web, trainer = box("webbox"), box(trainer_name)
-    addresses = [tunnel_address(trainer), trainer.ansible.get_variables()["ansible_host"]]
+    addresses = " ".join([tunnel_address(trainer), trainer.ansible.get_variables()["ansible_host"]])
     keys = " ".join(private_keys_on_the_web_box())
     options = (
         "-o BatchMode=yes -o IdentitiesOnly=yes -o StrictHostKeyChecking=no "
         "-o UserKnownHostsFile=/dev/null -o ConnectTimeout=10"
     )
-    ssh = f"ssh -n {options}"
-    tries = []
-    for address in addresses:
-        for user in ("labstats-archive", "root", "labstats-push"):
-            tries.append(f"{ssh} {user}@{address} true")
-            tries += [f"{ssh} -i {key} {user}@{address} true" for key in keys.split()]
-        tries.append(f"rsync --contimeout=5 rsync://{address}/")
-    script = (
-        "; ".join(f"{t} >/dev/null 2>&1 && echo ACCEPTED: {shlex.quote(t)}" for t in tries) + "; echo done"
-    )
+    script = f"""
+        tried=0
+        for address in {addresses}; do
+          for user in labstats-archive root labstats-push; do
+            ssh -n {options} "$user@$address" true 2>/dev/null && echo "ACCEPTED: none, $user@$address"
+            for key in {keys}; do
+              install -m 0600 "$key" /tmp/try.key
+              ssh -n {options} -i /tmp/try.key "$user@$address" true 2>/dev/null \\
+                && echo "ACCEPTED: $key, $user@$address"
+              tried=$((tried + 1))
+            done
+          done
+          rsync --contimeout=5 "rsync://$address/" >/dev/null 2>&1 && echo "ACCEPTED: rsync at $address"
+        done
+        rm -f /tmp/try.key
+        echo "tried $tried"
+    """
     with web.sudo():
-        out = web.check_output(script)
-        stolen = (
-            f"rsync -e {shlex.quote('ssh ' + options)} labstats-archive@{addresses[0]}:{ARCHIVE}/ /tmp/stolen"
-        )
+        out = web.check_output("bash -c %s", script)
+        tunnel = addresses.split()[0]
+        stolen = f"rsync -e {shlex.quote('ssh ' + options)} labstats-archive@{tunnel}:{ARCHIVE}/ /tmp/x"
         archive = web.run(f"{stolen}; echo status=$?")
-    assert out.strip().endswith("done")
+    assert out.strip().endswith(f"tried {2 * 3 * len(keys.split())}"), out
     assert "ACCEPTED" not in out, out
     assert "status=0" not in archive.stdout
     assert "Permission denied (publickey" in archive.stderr
