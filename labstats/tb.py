@@ -177,7 +177,7 @@ class SummaryWriter:
         if video.ndim != 5:
             raise ValueError(f"labstats: add_video takes N×T×C×H×W, not shape {video.shape}")
         frames = [media.to_uint8(video[:, t], "NCHW") for t in range(video.shape[1])]
-        pictures = [media._pil_from_hwc(media.grid(f) if len(f) > 1 else f[0]) for f in frames]
+        pictures = [media.pil_image(media.grid(f) if len(f) > 1 else f[0]) for f in frames]
         step = self._step(global_step)
         folder = Path(self.log_dir) / "videos"
         folder.mkdir(parents=True, exist_ok=True)
