@@ -427,6 +427,11 @@ class Stats:
     # ---- for importers and adapters (labstats.tbimport, labstats.tb) -------------------------
 
     @property
+    def closed(self) -> bool:
+        """Whether :meth:`close` ended the run (a closed Stats logs nothing more)."""
+        return self._closed
+
+    @property
     def last_step(self) -> int:
         """The step of the last value recorded (-1 before any)."""
         return self._last_step
