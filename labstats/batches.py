@@ -6,7 +6,7 @@
 
 The queue holds four kinds of items (made by :class:`labstats.writer.Writer`): points of
 one log()/update() call, ready commands, a media capture, a flush marker. Points become chunk
-records (:mod:`labstats.chunks`), with the call's wall time in ``schema.TIME_SERIES``; the
+records (:mod:`labstats.chunks`), with the call's wall time in ``TIME_SERIES``; the
 builder also keeps the training loop's pulse (when it last called, and how often) for the
 heartbeat.
 """
@@ -19,8 +19,8 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from labstats import schema
 from labstats.chunks import ChunkEncoder, cmd
+from labstats.format.keys import TIME_SERIES
 from labstats.media import Capture, MediaWriter
 from labstats.spool import Command
 from labstats.writequeue import WriteQueue
@@ -29,7 +29,7 @@ from labstats.writequeue import WriteQueue
 # (MARKER, threading.Event), (MEDIA, capture, nbytes).
 POINTS, COMMANDS, MARKER, MEDIA = 0, 1, 2, 3
 
-# The wall-clock time of a log()/update() call goes into schema.TIME_SERIES at the call's
+# The wall-clock time of a log()/update() call goes into TIME_SERIES at the call's
 # idx, when at least TIME_RESOLUTION after the last one kept: every point's time is then
 # known to 10 ms (the viewer's time axes), for 16 bytes per kept time (docs/schema.md).
 TIME_RESOLUTION = 0.01
@@ -68,7 +68,7 @@ class BatchBuilder:
         commands = batch.commands
         points: list[tuple[int, str, Any]] = []
         calls, last_call = 0, 0.0
-        take, time_series = queue.take, schema.TIME_SERIES
+        take, time_series = queue.take, TIME_SERIES
         while len(points) < MAX_POINTS:
             item = take()
             if item is None:

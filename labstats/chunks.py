@@ -8,14 +8,15 @@ Commands are built as bytes here so that a batch can go to Redis or, unchanged, 
 
 from __future__ import annotations
 
-import json
 import logging
 from typing import Any
 
 import numpy as np
 
-from labstats import codec, schema
 from labstats.device import Pending
+from labstats.format import blob, chunk, codec, series_info
+from labstats.format.chunk import kind_of, summarize
+from labstats.format.keys import Keys
 from labstats.snapshot import Deferred, Encoded, Histogram
 from labstats.spool import Command
 from labstats.tensorfiles import FileJob, TensorFiles
@@ -35,16 +36,6 @@ def cmd(*args: Any) -> Command:
     return tuple(_b(a) for a in args)
 
 
-def kind_of(value: Any) -> bytes:
-    if value is True or value is False:
-        return schema.KIND_BOOL
-    if type(value) is int:
-        return schema.KIND_INT if codec.INT64_MIN <= value <= codec.INT64_MAX else schema.KIND_OBJECT
-    if type(value) is float:
-        return schema.KIND_FLOAT
-    return schema.KIND_OBJECT
-
-
 class SeriesState:
     """Writer-side state of one series: its id and its open chunk."""
 
@@ -62,23 +53,14 @@ class SeriesState:
         self.hint: str | None = None  # "histogram": values are [min, max, counts...] arrays
 
     def info(self) -> bytes:
-        info = {
-            "sid": self.sid,
-            "kind": self.kind.decode(),
-            "count": self.count,
-            "last_chunk": self.chunk_no,
-            "last_idx": self.last_idx,
-            "monotonic": self.monotonic,
-        }
-        if self.hint:
-            info["hint"] = self.hint
-        return json.dumps(info, separators=(",", ":")).encode()
+        return series_info.encode(self.sid, self.kind.decode(), self.count, self.chunk_no, self.last_idx,
+                                  self.monotonic, self.hint)  # fmt: skip
 
 
 class ChunkEncoder:
     """Builds the commands for one run's points; owns every series' state."""
 
-    def __init__(self, keys: schema.Keys, run_id: str, files: TensorFiles | None = None) -> None:
+    def __init__(self, keys: Keys, run_id: str, files: TensorFiles | None = None) -> None:
         self.keys = keys
         self.run_id = run_id
         self.files = files  # large arrays go to files of the artifact store (labstats.tensorfiles)
@@ -104,10 +86,10 @@ class ChunkEncoder:
                 staged.append((idx, name, *self._stage(value)))
             except Exception as exc:  # encoding only: nothing was changed yet
                 self._quarantine(name, idx, exc)
-        pack_float = schema.RECORD_STRUCTS[schema.KIND_FLOAT].pack
+        pack_float = chunk.RECORD_STRUCTS[chunk.KIND_FLOAT].pack
         for idx, name, value, hint in staged:
             if type(value) is float:
-                kind, record = schema.KIND_FLOAT, pack_float(idx, value)
+                kind, record = chunk.KIND_FLOAT, pack_float(idx, value)
             else:
                 blob_commands: list[Command] = []
                 try:
@@ -123,7 +105,7 @@ class ChunkEncoder:
                 state.hint = hint
             if (
                 kind != state.kind
-                or len(state.buf) + len(record) > schema.CHUNK_BYTES
+                or len(state.buf) + len(record) > chunk.CHUNK_BYTES
                 or (state.last_idx is not None and idx < state.last_idx)
             ):
                 self._close_chunk(state, commands)
@@ -167,31 +149,31 @@ class ChunkEncoder:
     def _record(self, idx: int, value: Any, commands: list[Command]) -> tuple[bytes, bytes]:
         if isinstance(value, FileJob):
             ref = value.ref() or self._blob(value.header, value.body, commands)  # no file: into Redis
-            return schema.KIND_OBJECT, schema.OBJECT_HEADER.pack(idx, len(ref)) + ref
+            return chunk.KIND_OBJECT, chunk.OBJECT_HEADER.pack(idx, len(ref)) + ref
         kind = kind_of(value)
-        if kind != schema.KIND_OBJECT:
-            return kind, schema.RECORD_STRUCTS[kind].pack(idx, value)
+        if kind != chunk.KIND_OBJECT:
+            return kind, chunk.RECORD_STRUCTS[kind].pack(idx, value)
         if isinstance(value, np.ndarray):
             header, body = codec.array_parts(value)
-            if len(header) + len(body) > schema.INLINE_MAX:
+            if len(header) + len(body) > chunk.INLINE_MAX:
                 ref = self._blob(header, body, commands)
-                return kind, schema.OBJECT_HEADER.pack(idx, len(ref)) + ref
+                return kind, chunk.OBJECT_HEADER.pack(idx, len(ref)) + ref
             payload = header + bytes(body)
         else:
             payload = bytes(value) if isinstance(value, Encoded) else codec.encode(value)
-            if len(payload) > schema.INLINE_MAX:
+            if len(payload) > chunk.INLINE_MAX:
                 ref = self._blob(payload, memoryview(b""), commands)
-                return kind, schema.OBJECT_HEADER.pack(idx, len(ref)) + ref
-        return kind, schema.OBJECT_HEADER.pack(idx, len(payload)) + payload
+                return kind, chunk.OBJECT_HEADER.pack(idx, len(ref)) + ref
+        return kind, chunk.OBJECT_HEADER.pack(idx, len(payload)) + payload
 
     def _blob(self, head: bytes, body: memoryview, commands: list[Command]) -> bytes:
         """Store head+body as a blob whose parts each fill one allocator class (see
-        :func:`part_lengths`). Only the first part is copied (to join the small head to the
-        body); the others are views of the body's memory."""
+        :func:`labstats.format.blob.part_lengths`). Only the first part is copied (to join the
+        small head to the body); the others are views of the body's memory."""
         n = self.blobs
         self.blobs += 1
         total = len(head) + len(body)
-        lengths = part_lengths(total)
+        lengths = blob.part_lengths(total)
         if len(head) > lengths[0] or not len(body):  # an encoded value: all of it is in head
             data = memoryview(head + bytes(body))
             first, rest, pos = data[: lengths[0]], data, lengths[0]
@@ -206,7 +188,7 @@ class ChunkEncoder:
         for i, data in enumerate(parts):
             args += [i, data]
         commands.append(cmd(*args))
-        return schema.BLOB_REF.pack(schema.BLOB_TAG, n, len(parts), total)
+        return blob.ref(n, len(parts), total)
 
     def _open_chunk(self, state: SeriesState, kind: bytes, idx: int) -> None:
         if state.chunk_no >= 0 and state.last_idx is not None and idx < state.last_idx:
@@ -240,80 +222,3 @@ class ChunkEncoder:
         if summary is not None:
             key = self.keys.chunk_summary(self.run_id, state.sid)
             commands.append(cmd("HSET", key, state.chunk_no, summary))
-
-
-# A blob part costs Redis about this much besides its bytes (hash entry and field name): a
-# part whose allocator class wastes less than this is not worth splitting further.
-PART_COST = 64
-
-
-def part_lengths(total: int) -> list[int]:
-    """How a blob of ``total`` bytes is cut into parts: full ``schema.BLOB_PART`` parts, then
-    the rest in parts that each fill one allocator class exactly.
-
-    Redis keeps each part as one allocation, rounded up to the allocator's next size class
-    (jemalloc: four classes per power of two), so a single 400 KB part would take 448 KiB
-    (1.12x). Cut greedily into the largest part that fills a class, each rest is under a
-    quarter of the part before it: a few parts more, each costing about PART_COST."""
-    lengths = []
-    while total > 0:
-        length = min(total, schema.BLOB_PART)
-        if length < total or _class_waste(length) <= PART_COST:
-            lengths.append(length)
-        else:
-            lengths.append(_filling(length))
-        total -= lengths[-1]
-    return lengths
-
-
-def _sds_overhead(length: int) -> int:
-    """Bytes Redis adds to a string of ``length`` bytes (sds header and terminating NUL)."""
-    if length < 32:
-        return 2
-    if length < 256:
-        return 4
-    return 6 if length < 65536 else 10
-
-
-def _size_class(size: int) -> int:
-    """The jemalloc size class an allocation of ``size`` bytes gets (x86-64, 16-byte quantum)."""
-    if size <= 8:
-        return 8
-    if size <= 128:
-        return -(-size // 16) * 16
-    step = 1 << ((size - 1).bit_length() - 3)  # a quarter of the power of two below
-    return -(-size // step) * step
-
-
-def _class_waste(length: int) -> int:
-    size = length + _sds_overhead(length)
-    return _size_class(size) - size
-
-
-def _filling(length: int) -> int:
-    """The largest part length up to ``length`` whose string fills its size class."""
-    size = length + _sds_overhead(length)
-    below = _size_class(size)
-    while below > size:  # the class under the one ``length`` needs
-        below = (below - 16) if below <= 128 else below - (1 << ((below - 1).bit_length() - 3))
-    part = below - _sds_overhead(length)
-    return part - (_sds_overhead(part) - _sds_overhead(length))
-
-
-def summarize(kind: bytes, chunk: bytes | bytearray) -> bytes | None:
-    """First, min, max and last points of a numeric chunk (NaNs ignored), packed."""
-    dtype = schema.RECORD_DTYPES.get(kind)
-    if dtype is None:
-        return None
-    records = np.frombuffer(chunk, dtype=dtype, offset=1, count=(len(chunk) - 1) // dtype.itemsize)
-    values = records["value"].astype(np.float64)
-    finite = np.flatnonzero(~np.isnan(values))
-    if not len(finite):
-        return None
-    lo = finite[np.argmin(values[finite])]
-    hi = finite[np.argmax(values[finite])]
-    first, last = finite[0], finite[-1]
-    idx = records["idx"]
-    return schema.SUMMARY.pack(
-        idx[first], values[first], idx[lo], values[lo], idx[hi], values[hi], idx[last], values[last]
-    )

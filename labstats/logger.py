@@ -34,11 +34,13 @@ from typing import Any
 import redis
 
 from labstats import config as cfg
-from labstats import media, runmeta, schema, tensorfiles
+from labstats import media, runmeta, tensorfiles
 from labstats.batches import BatchBuilder
 from labstats.chunks import ChunkEncoder, cmd
-from labstats.codec import EncodeError
 from labstats.device import Pending
+from labstats.format import run_record
+from labstats.format.codec import EncodeError
+from labstats.format.keys import SCHEMA_VERSION, Keys, series_name_problem
 from labstats.snapshot import Deferred, Histogram, capture, capture_histogram
 from labstats.spool import Spool, spool_dir
 from labstats.store import ArtifactStore, default_artifact_dir
@@ -142,7 +144,7 @@ class Stats:
         if not wanted or any(c in wanted for c in "\x00\n\r"):
             raise ValueError(f"invalid run name {wanted!r}")
         self.settings = cfg.resolve(opts["url"], opts["prefix"])
-        self.keys = schema.Keys(self.settings.prefix)
+        self.keys = Keys(self.settings.prefix)
         self.owner = owner = cfg.url_owner(self.settings.url)
         self.run_id = new_run_id(owner)
         self.name = self._reserve_now(wanted, opts["on_conflict"])
@@ -153,13 +155,13 @@ class Stats:
         fields: dict[str, Any] = {
             "id": self.run_id,
             "name": self.name,
-            "status": schema.RUNNING,
+            "status": run_record.RUNNING,
             "started": f"{started:.3f}",
             "heartbeat": f"{started:.3f}",
             "savedir": str(self.savedir.resolve()),
             "config": _config_json(opts["config"]),
             "tags": json.dumps(opts["tags"]),
-            "schema": schema.SCHEMA_VERSION,
+            "schema": SCHEMA_VERSION,
         }
         if owner is not None:
             fields["owner"] = owner
@@ -171,11 +173,11 @@ class Stats:
         # Every command here must be one the owner's ACL allows: one refused command discards
         # the whole batch (EXECABORT), which would then wait in the spool for ever.
         commands = [
-            cmd("SET", k.schema, schema.SCHEMA_VERSION),
+            cmd("SET", k.schema, SCHEMA_VERSION),
             cmd("HSET", k.run(self.run_id), *[x for item in fields.items() for x in item]),
             cmd(RESERVE, k.names, k.run(self.run_id), self.name, self.run_id, opts["on_conflict"]),
             cmd("ZADD", k.runs_index(owner), f"{started:.3f}", self.run_id),
-            cmd("SADD", k.status_index(owner, schema.RUNNING), self.run_id),
+            cmd("SADD", k.status_index(owner, run_record.RUNNING), self.run_id),
         ]
         if owner is not None:
             commands.append(cmd("SADD", k.owners, owner))  # readers find the owner's indexes by it
@@ -445,7 +447,7 @@ class Stats:
     def record(self, step: int, values: dict[str, Any]) -> None:
         """Record ``values`` at ``step`` as they are, for importers: plain numbers, strings,
         snapshots (``labstats.snapshot``, such as a ``CountedHistogram``), and the step's own
-        wall time (unix seconds) under ``schema.TIME_SERIES`` instead of the call's. Names
+        wall time (unix seconds) under ``TIME_SERIES`` instead of the call's. Names
         are not checked and values not copied: leave them unchanged."""
         writer = self._require_writer()
         step = _as_step(step)
@@ -459,8 +461,6 @@ class Stats:
             cmd("HSET", k.run(self.run_id), "started", f"{started:.3f}"),
             cmd("ZADD", k.runs_index(self.owner), f"{started:.3f}", self.run_id),
         ])  # fmt: skip
-
-    _backdate = backdate  # the old name, which tests/unit/test_owners.py still calls
 
     def mark_imported(self, origin: dict[str, Any]) -> None:
         """Note where an imported run came from (the run's ``imported_from`` field, JSON with
@@ -507,7 +507,7 @@ class Stats:
 
     def close(
         self,
-        status: str = schema.FINISHED,
+        status: str = run_record.FINISHED,
         reason: str = "",
         timeout: float = 10.0,
         *,
@@ -528,7 +528,7 @@ class Stats:
         self._writer.put_commands(
             [
                 cmd("HSET", k.run(run), *fields),
-                cmd("SMOVE", k.status_index(owner, schema.RUNNING), k.status_index(owner, status), run),
+                cmd("SMOVE", k.status_index(owner, run_record.RUNNING), k.status_index(owner, status), run),
             ]
         )
         if not self._writer.stop(timeout):
@@ -548,7 +548,7 @@ class Stats:
         if exc_type is None:
             self.close()
         else:
-            self.close(schema.CRASHED, f"{exc_type.__name__}: {exc}")
+            self.close(run_record.CRASHED, f"{exc_type.__name__}: {exc}")
 
     @property
     def pending_spool(self) -> Path | None:
@@ -601,7 +601,7 @@ _good_names: set[str] = set()  # names checked already: log() is called every st
 def _check_series_name(name: str) -> None:
     if isinstance(name, str) and name in _good_names:
         return
-    problem = schema.series_name_problem(name)
+    problem = series_name_problem(name)
     if problem is not None:
         raise ValueError(f"labstats: invalid series name {name!r}: it {problem}")
     if len(_good_names) < 100_000:
@@ -625,12 +625,12 @@ def _install_hooks(handle_signals: bool) -> None:
     if _hooks_installed:
         return
     _hooks_installed = True
-    atexit.register(_close_all, schema.FINISHED)
+    atexit.register(_close_all, run_record.FINISHED)
 
     previous_hook = sys.excepthook
 
     def excepthook(exc_type, exc, tb):
-        _close_all(schema.CRASHED, f"{exc_type.__name__}: {exc}")
+        _close_all(run_record.CRASHED, f"{exc_type.__name__}: {exc}")
         previous_hook(exc_type, exc, tb)
 
     sys.excepthook = excepthook
@@ -640,7 +640,7 @@ def _install_hooks(handle_signals: bool) -> None:
     if handle_signals and on_main_thread and signal.getsignal(signal.SIGTERM) is signal.SIG_DFL:
 
         def on_sigterm(signum, frame):
-            _close_all(schema.CRASHED, "SIGTERM")
+            _close_all(run_record.CRASHED, "SIGTERM")
             signal.signal(signal.SIGTERM, signal.SIG_DFL)
             os.kill(os.getpid(), signal.SIGTERM)
 

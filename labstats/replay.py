@@ -20,7 +20,7 @@ import redis
 
 from labstats import spool
 from labstats.format.keys import Keys
-from labstats.writer import RETRYABLE, apply_new
+from labstats.transport import RETRYABLE, apply_new
 
 MAX_DEPTH = 6  # how deep folders are searched for spools
 

@@ -26,8 +26,8 @@ from typing import Any
 
 import numpy as np
 
-from labstats import schema
 from labstats.config import LabstatsError
+from labstats.format.keys import MAX_NAME_CHARS, TIME_SERIES, series_name_problem
 from labstats.logger import Stats
 from labstats.reader import connect
 from labstats.snapshot import CountedHistogram
@@ -169,7 +169,7 @@ def _import_folder(folder: Path, name: str, url, prefix, say, position: str) -> 
         for n, step in enumerate(sorted(set(points) | set(walltimes)), 1):
             values = dict(points.get(step, {}))
             if step in walltimes:
-                values[schema.TIME_SERIES] = walltimes[step]
+                values[TIME_SERIES] = walltimes[step]
             stats.record(step, values)
             if n % FLUSH_EVERY == 0:  # an import is faster than any training loop: let the writer keep up
                 stats.flush(600)
@@ -254,8 +254,8 @@ def _hparams(content: bytes) -> dict[str, Any]:
 def series_name(tag: str) -> str:
     """A TensorBoard tag as a labstats series name (which travels in URL paths): empty,
     "." and ".." parts and control characters are dropped."""
-    if schema.series_name_problem(tag) is None:
+    if series_name_problem(tag) is None:
         return tag
     clean = "".join(c for c in tag if ord(c) >= 32 and ord(c) != 127)
     clean = "/".join(part for part in clean.split("/") if part not in ("", ".", ".."))
-    return clean[: schema.MAX_NAME_CHARS] or "unnamed"
+    return clean[:MAX_NAME_CHARS] or "unnamed"

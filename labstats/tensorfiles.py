@@ -7,58 +7,31 @@ several tensors at once (SHA-256 and file writes let other threads run). The sto
 content-addressed, so a tensor that did not change (a frozen layer) is stored once. The
 training box pushes the store to the web box every few seconds, as it does media.
 
-The file holds the value's codec bytes (``labstats.codec``: dtype, shape, raw data); the
-chunk record holds ``REF`` instead of the bytes. If the file cannot be written (disk full,
-store not writable), the tensor goes to Redis as a blob as before: nothing is lost.
+The file holds the value's codec bytes (``labstats.format.codec``: dtype, shape, raw data);
+the chunk record holds a reference instead (``labstats.format.tensor_file``). If the file
+cannot be written (disk full, store not writable), the tensor goes to Redis as a blob as
+before: nothing is lost.
 """
 
 from __future__ import annotations
 
 import logging
 import os
-import struct
 import threading
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
 
 import numpy as np
 
-from labstats import codec
+from labstats.format import codec, tensor_file
 from labstats.store import ArtifactStore
 
 log = logging.getLogger("labstats")
 
-# Tag, SHA-256 of the file (raw 32 bytes), length of the codec bytes it holds.
-REF = struct.Struct("<c32sQ")
-TAG = b"S"  # no codec value starts with it (codec tags), nor a blob reference ("R")
 # Arrays of at least this many bytes go to files (Stats(tensor_file_bytes=...)); smaller ones
 # are cheaper in Redis, inline in their chunk or as a blob.
 DEFAULT_MIN_BYTES = 2**20
 WORKERS = max(1, min(4, os.cpu_count() or 1))
-
-
-def is_ref(payload: bytes | memoryview) -> bool:
-    return payload[:1] == TAG and len(payload) == REF.size
-
-
-def make_ref(digest: str, length: int) -> bytes:
-    return REF.pack(TAG, bytes.fromhex(digest), length)
-
-
-def resolve(payload: bytes | memoryview, store: ArtifactStore | None) -> bytes | memoryview:
-    """A record's codec bytes: the payload itself, or the file a reference names."""
-    if not is_ref(payload):
-        return payload
-    digest = REF.unpack(bytes(payload))[1].hex()
-    if store is None:
-        raise ValueError(f"tensor file {digest} is in an artifact store, and none was given")
-    try:
-        return store.read(digest)  # checked against its SHA-256: a damaged copy raises
-    except FileNotFoundError:
-        raise ValueError(
-            f"tensor file {digest} is not in the artifact store {store.root} yet "
-            "(a web box gets it with the next artifact sync)"
-        ) from None
 
 
 class FileJob:
@@ -74,7 +47,7 @@ class FileJob:
 
     def ref(self) -> bytes | None:
         digest = self.future.result()
-        return None if digest is None else make_ref(digest, len(self.header) + len(self.body))
+        return None if digest is None else tensor_file.make_ref(digest, len(self.header) + len(self.body))
 
 
 class TensorFiles:

@@ -25,8 +25,8 @@ from collections.abc import Callable
 
 import redis
 
-from labstats import schema
 from labstats.chunks import cmd
+from labstats.format.keys import Keys
 from labstats.spool import Command, Spool
 
 log = logging.getLogger("labstats")
@@ -70,7 +70,7 @@ class Transport:
     def __init__(
         self,
         connect: Callable[[], redis.Redis],
-        keys: schema.Keys,
+        keys: Keys,
         run_id: str,
         spool: Spool,
         *,

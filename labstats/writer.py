@@ -27,10 +27,8 @@ from typing import Any
 from labstats.batches import COMMANDS, MARKER, MEDIA, POINTS, BatchBuilder
 from labstats.media import Capture
 from labstats.spool import Command
-from labstats.transport import RETRYABLE, Transport, apply_new
+from labstats.transport import Transport
 from labstats.writequeue import WriteQueue
-
-__all__ = ["RETRYABLE", "Writer", "apply_new"]  # labstats.replay imports the two from here
 
 log = logging.getLogger("labstats")
 

@@ -1,8 +1,10 @@
 """A blob: a value too large to sit in a chunk, kept as a Redis hash of parts.
 
 The chunk holds a fixed-size reference in the value's place (tag, blob number, part count,
-total length); the parts are the value's bytes cut at PART. Parts after the first are views
-of the value's memory (a tensor is sent without a copy).
+total length). The parts are the value's bytes cut into full PART-sized parts, then parts
+that each fill one allocator size class (part_lengths): Redis's memory for a blob is then
+its size, not its size rounded up. Parts after the first are views of the value's memory (a
+tensor is sent without a copy).
 """
 
 from __future__ import annotations
@@ -42,3 +44,61 @@ def join(payload: bytes | memoryview, found: list[bytes | None]) -> bytes:
     if len(data) != total:
         raise ValueError(f"blob {number} has {len(data)} bytes, expected {total}")
     return data
+
+
+# A blob part costs Redis about this much besides its bytes (hash entry and field name): a
+# part whose allocator class wastes less than this is not worth splitting further.
+PART_COST = 64
+
+
+def part_lengths(total: int) -> list[int]:
+    """How a blob of ``total`` bytes is cut into parts: full ``PART`` parts, then
+    the rest in parts that each fill one allocator class exactly.
+
+    Redis keeps each part as one allocation, rounded up to the allocator's next size class
+    (jemalloc: four classes per power of two), so a single 400 KB part would take 448 KiB
+    (1.12x). Cut greedily into the largest part that fills a class, each rest is under a
+    quarter of the part before it: a few parts more, each costing about PART_COST."""
+    lengths = []
+    while total > 0:
+        length = min(total, PART)
+        if length < total or _class_waste(length) <= PART_COST:
+            lengths.append(length)
+        else:
+            lengths.append(_filling(length))
+        total -= lengths[-1]
+    return lengths
+
+
+def _sds_overhead(length: int) -> int:
+    """Bytes Redis adds to a string of ``length`` bytes (sds header and terminating NUL)."""
+    if length < 32:
+        return 2
+    if length < 256:
+        return 4
+    return 6 if length < 65536 else 10
+
+
+def _size_class(size: int) -> int:
+    """The jemalloc size class an allocation of ``size`` bytes gets (x86-64, 16-byte quantum)."""
+    if size <= 8:
+        return 8
+    if size <= 128:
+        return -(-size // 16) * 16
+    step = 1 << ((size - 1).bit_length() - 3)  # a quarter of the power of two below
+    return -(-size // step) * step
+
+
+def _class_waste(length: int) -> int:
+    size = length + _sds_overhead(length)
+    return _size_class(size) - size
+
+
+def _filling(length: int) -> int:
+    """The largest part length up to ``length`` whose string fills its size class."""
+    size = length + _sds_overhead(length)
+    below = _size_class(size)
+    while below > size:  # the class under the one ``length`` needs
+        below = (below - 16) if below <= 128 else below - (1 << ((below - 1).bit_length() - 3))
+    part = below - _sds_overhead(length)
+    return part - (_sds_overhead(part) - _sds_overhead(length))

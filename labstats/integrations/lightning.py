@@ -49,7 +49,7 @@ class LabstatsLogger(Logger):
     @rank_zero_experiment
     def experiment(self) -> Stats:
         """The labstats run (started at the first use; a new one after ``finalize``)."""
-        if self._stats is None or self._stats._closed:
+        if self._stats is None or self._stats.closed:
             if self._stats is not None:
                 log.warning("labstats: logging after the run %r ended starts a new run", self._stats.name)
             self._stats = Stats(self._savedir, name=self._name, config=self._config, **self._options)
@@ -71,7 +71,7 @@ class LabstatsLogger(Logger):
 
     @rank_zero_only
     def finalize(self, status: str) -> None:
-        if self._stats is None or self._stats._closed:
+        if self._stats is None or self._stats.closed:
             return
         if status == "success":
             self._stats.close()

@@ -10,7 +10,8 @@ from conftest import same
 from fake_cuda import Tensor, calls
 
 import labstats
-from labstats import codec, device
+from labstats import device
+from labstats.format import codec
 from labstats.store import ArtifactStore
 
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import labstats
-from labstats import schema
+from labstats.format import keys
 
 
 def read_all(lab, run_name, series):
@@ -201,7 +201,7 @@ def test_a_run_without_heartbeat_reads_as_crashed(tmp_path, url):
 def test_schema_version_is_recorded(tmp_path, redis_server, url):
     labstats.Stats(tmp_path / "run").close()
     client = redis_server.client()
-    assert client.get("ls:schema") == str(schema.SCHEMA_VERSION).encode()
+    assert client.get("ls:schema") == str(keys.SCHEMA_VERSION).encode()
     run_id = client.hget("ls:names", "run").decode()
     info = json.loads(client.hget(f"ls:run:{run_id}:series", "_epoch") or "null")
     assert info is None  # log() alone records no epoch series
@@ -255,7 +255,7 @@ def test_the_owner_of_a_run_is_the_username_of_its_url(url, owner):
 
     assert url_owner(url) == owner
     run_id = new_run_id(owner)
-    assert schema.run_owner(run_id) == owner
+    assert keys.run_owner(run_id) == owner
     assert re.fullmatch(r"\d{8}-\d{6}-[0-9a-f]{6}", run_id.removeprefix(f"{owner}.") if owner else run_id)
 
 
@@ -272,4 +272,4 @@ def test_a_run_without_username_keeps_the_shared_layout(tmp_path, lab, redis_ser
     assert not client.exists("ls:owners")
     assert "owner" not in lab.run("plain").meta
     assert lab.run("plain").owner is None
-    assert client.get("ls:schema") == str(schema.SCHEMA_VERSION).encode()
+    assert client.get("ls:schema") == str(keys.SCHEMA_VERSION).encode()

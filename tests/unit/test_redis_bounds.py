@@ -21,6 +21,10 @@ def test_a_full_master_refuses_writes_and_the_logger_spools_them_until_memory_is
         stats = labstats.Stats(tmp_path / "run", name="big", url=server.url)
         for step in range(4000):  # about 800 kB that does not compress (a repeated note once fit)
             stats.log(step=step, loss=float(step), note=os.urandom(100).hex())
+            if step % 500 == 499:
+                # In batches of about 100 kB: Redis refuses a write once memory is over the
+                # limit, so one transaction of everything could be taken whole, over it.
+                stats.flush()
         stats.flush()
         assert stats.pending_spool is not None  # refused (OOM), kept on disk
         assert client.config_get("maxmemory-policy")["maxmemory-policy"] == "noeviction"

@@ -10,7 +10,8 @@ import pytest
 from conftest import same
 
 import labstats
-from labstats import tensorfiles
+from labstats.format import tensor_file
+from labstats.points import resolve_file
 from labstats.store import ArtifactStore
 
 BIG = 300_000  # floats: 1.2 MB, above the default 1 MiB
@@ -92,12 +93,12 @@ def test_a_missing_tensor_file_is_said_clearly(tmp_path, lab):
 
 
 def test_a_reference_is_only_what_the_writer_made():
-    ref = tensorfiles.make_ref("ab" * 32, 123)
-    assert tensorfiles.is_ref(ref)
-    assert not tensorfiles.is_ref(ref[:-1])
-    assert not tensorfiles.is_ref(b"F")  # the codec's False
+    ref = tensor_file.make_ref("ab" * 32, 123)
+    assert tensor_file.is_ref(ref)
+    assert not tensor_file.is_ref(ref[:-1])
+    assert not tensor_file.is_ref(b"F")  # the codec's False
     with pytest.raises(ValueError, match="none was given"):
-        tensorfiles.resolve(ref, None)
+        resolve_file(ref, None)
 
 
 def test_a_damaged_tensor_file_is_never_decoded(tmp_path, lab):

@@ -13,8 +13,7 @@ import pytest
 from conftest import password
 
 import labstats
-from labstats import tensorfiles
-from labstats.format import blob, chunk, keys
+from labstats.format import blob, chunk, keys, tensor_file
 from labstats.viewer import create_app
 from labstats.viewer.sources import Source
 
@@ -89,7 +88,7 @@ def store(acl_server, tmp_path):
     ref = blob.REF.pack(blob.TAG, 7, 3, 100)
     r.set(K.chunk("alice.bad-series", 3, 0), chunk.KIND_OBJECT + chunk.OBJECT_HEADER.pack(0, len(ref)) + ref)
     r.set(K.chunk("alice.bad-series", 4, 0), chunk.KIND_FLOAT + b"\x01" * 21)  # not a whole record
-    ref = tensorfiles.make_ref("0" * 64, 100)  # a tensor file that is in no store
+    ref = tensor_file.make_ref("0" * 64, 100)  # a tensor file that is in no store
     r.set(K.chunk("alice.bad-series", 5, 0), chunk.KIND_OBJECT + chunk.OBJECT_HEADER.pack(0, len(ref)) + ref)
     r.hsetnx(K.names, "ghost", "alice.no-such-run")  # names are claimed first come (HSETNX only)
     r.hsetnx(K.names, "\u202eevil", "alice.bad-json")

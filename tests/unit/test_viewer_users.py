@@ -42,9 +42,7 @@ def test_a_new_password_is_hashed_again_and_a_user_no_longer_listed_is_dropped(t
     assert [p.name for p in tmp_path.iterdir()] == ["viewer-users"]  # no temporary file left
 
 
-def test_htpasswd_hashes_are_kept_and_a_line_that_is_not_bcrypt_is_replaced(
-    tmp_path, monkeypatch, capsys
-):
+def test_htpasswd_hashes_are_kept_and_a_line_that_is_not_bcrypt_is_replaced(tmp_path, monkeypatch, capsys):
     path = tmp_path / "viewer-users"
     # What community.general.htpasswd (passlib) wrote before: the $2y$ variant.
     old = bcrypt.hashpw(b"a-pw", bcrypt.gensalt(4)).decode().replace("$2b$", "$2y$", 1)

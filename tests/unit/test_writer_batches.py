@@ -5,15 +5,15 @@ import threading
 
 import redis
 
-from labstats import schema
 from labstats.batches import COMMANDS, MARKER, MAX_POINTS, POINTS, Batch, BatchBuilder
 from labstats.chunks import ChunkEncoder, cmd
+from labstats.format import keys
 from labstats.spool import Spool
 from labstats.transport import Transport
 from labstats.writequeue import WriteQueue
 from labstats.writer import Writer
 
-KEYS = schema.Keys("ls")
+KEYS = keys.Keys("ls")
 RUN = "20261205-000000-abcdef"
 
 
@@ -41,7 +41,7 @@ def test_points_become_chunk_records_and_commands_keep_their_place():
     before = {c[1] for c in batch.commands[:note] if c[0] == b"APPEND"}
     assert KEYS.chunk(RUN, 0, 0).encode() in before  # step 0's loss went out before the note
     series = {c[2]: c for c in batch.commands if c[0] == b"HSET" and c[1] == KEYS.series(RUN).encode()}
-    assert set(series) == {b"loss", b"acc", schema.TIME_SERIES.encode()}
+    assert set(series) == {b"loss", b"acc", keys.TIME_SERIES.encode()}
     assert batch.markers == []
     assert batch.freed == 0
 

@@ -5,24 +5,25 @@ import numpy as np
 import pytest
 
 import labstats
-from labstats import schema
-from labstats.chunks import PART_COST, ChunkEncoder, part_lengths
+from labstats.chunks import ChunkEncoder
+from labstats.format import blob, keys
+from labstats.format.blob import PART_COST, part_lengths
 
 
 @pytest.mark.parametrize("total", [1, 31, 4116, 65556, 409_620, 2**20 - 16, 2**20 + 20, 16 * 2**20 + 20])
 def test_parts_cover_the_value_and_waste_little_of_their_size_classes(total):
     lengths = part_lengths(total)
     assert sum(lengths) == total
-    assert all(0 < n <= schema.BLOB_PART for n in lengths)
+    assert all(0 < n <= blob.PART for n in lengths)
     # Every part but the last is a full BLOB_PART or fills its class: the waste is at most a
     # few bytes of class rounding each, and one part's own cost at the end.
-    assert len(lengths) <= total // schema.BLOB_PART + 8
+    assert len(lengths) <= total // blob.PART + 8
     wasted = sum(_allocated(n) - n for n in lengths)
     assert wasted <= 10 * len(lengths) + PART_COST
 
 
 def test_a_blob_is_sent_as_its_parts_in_order():
-    encoder = ChunkEncoder(schema.Keys("t"), "r")
+    encoder = ChunkEncoder(keys.Keys("t"), "r")
     values = np.arange(100_000, dtype=np.float32)
     commands = encoder.encode([(0, "w", values)])
     (blob,) = [c for c in commands if c[0] == b"HSET" and c[1] == b"t:run:r:b:0"]
