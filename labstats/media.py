@@ -331,8 +331,6 @@ def pil_image(array: np.ndarray):
     return Image.fromarray(array, "RGBA" if channels == 4 else "RGB")
 
 
-_pil_from_hwc = pil_image  # the old name, until labstats/tb.py calls pil_image: then delete this line
-
 _PNG_COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # grey, RGB, RGBA (8 bits per sample)
 _PNG_FILTER_UP = 2
 
