@@ -34,7 +34,7 @@ from typing import Any
 import redis
 
 from labstats import config as cfg
-from labstats import media, runmeta, tensorfiles
+from labstats import media, media_files, runmeta, tensorfiles
 from labstats.batches import BatchBuilder
 from labstats.chunks import ChunkEncoder, cmd
 from labstats.device import Pending
@@ -486,7 +486,7 @@ class Stats:
                 value, options["header"] = media.capture_fits(value, options.get("header"))
             elif kind == "points":
                 value, options["colors"] = media.capture_points(value, options.get("colors"))
-        except media.MediaError as exc:
+        except media_files.MediaError as exc:
             raise ValueError(f"labstats: {kind} {name!r}: {exc}") from None
         except EncodeError as exc:
             raise TypeError(f"labstats: {kind} {name!r}: {exc}") from None

@@ -25,7 +25,7 @@ from bokeh.models import ColorBar, ColumnDataSource, DataTable, HoverTool, Linea
 from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
 
-from labstats import media
+from labstats import media_files
 from labstats.downsample import MAX_POINTS, downsample
 from labstats.reader import LabstatsError, Run, Series, each_readable
 
@@ -141,7 +141,7 @@ def _chosen(run: Run, name: str, steps: Iterable[int] | None, limit: int) -> lis
     logged = run.media_steps(name)
     if not logged:
         raise LabstatsError(f"run {run.name!r} has no media {name!r}")
-    return media.evenly(logged if steps is None else [s for s in steps if s in set(logged)], limit)
+    return media_files.evenly(logged if steps is None else [s for s in steps if s in set(logged)], limit)
 
 
 def images(run: Run, name: str, steps: Iterable[int] | None = None, columns: int = 4, original: bool = False,
@@ -165,14 +165,14 @@ def images(run: Run, name: str, steps: Iterable[int] | None = None, columns: int
 def montage(run: Run, name: str, steps: Iterable[int] | None = None, original: bool = False, limit: int = 64):
     """Media ``name`` at ``steps`` as one PIL image (rows of pictures, by step)."""
     pictures = [p for _, p in run.pictures(name, _chosen(run, name, steps, limit), original=original)]
-    return media.montage(pictures)
+    return media_files.montage(pictures)
 
 
 def animation(run: Run, name: str, steps: Iterable[int] | None = None, ms: int = 200, original: bool = False,
               limit: int = 300):  # fmt: skip
     """Media ``name`` over its steps as an animated GIF: the bytes, shown inline by Jupyter."""
     pictures = [p for _, p in run.pictures(name, _chosen(run, name, steps, limit), original=original)]
-    return Animation(media.animation(pictures, ms))
+    return Animation(media_files.animation(pictures, ms))
 
 
 class Animation(bytes):

@@ -29,7 +29,7 @@ import numpy as np
 import redis
 
 from labstats import config as cfg
-from labstats import media, regenerate
+from labstats import media_files, regenerate
 from labstats.archive_file import ArchiveFile, path_for
 from labstats.config import LabstatsError
 from labstats.format import chunk, media_record, run_record, series_info
@@ -219,9 +219,9 @@ class Run:
         for step in self.media_steps(name) if steps is None else steps:
             if original and kind in ("image", "fits"):
                 array = self.artifact(name, step, as_="array")
-                picture = media.fits_preview(array) if kind == "fits" else Image.fromarray(array)
+                picture = media_files.fits_preview(array) if kind == "fits" else Image.fromarray(array)
             else:
-                picture = media.open_picture(self.thumbnail(name, step))
+                picture = media_files.open_picture(self.thumbnail(name, step))
                 if picture is None:
                     continue
             out.append((step, picture.convert("RGB")))
@@ -257,7 +257,7 @@ class Run:
             return data
         if as_ != "array":
             raise ValueError("as_ must be 'bytes', 'path' or 'array'")
-        return media.decode_array(record, data)
+        return media_files.decode_array(record, data)
 
     def regenerate_plan(self) -> regenerate.Plan:
         """What regenerating this run takes, from its record (see labstats.regenerate)."""

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from labstats import media
+from labstats import media_files
 from labstats.logger import Stats
 
 log = logging.getLogger("labstats")
@@ -176,13 +176,13 @@ class SummaryWriter:
         video = np.asarray(_host(vid_tensor))
         if video.ndim != 5:
             raise ValueError(f"labstats: add_video takes N×T×C×H×W, not shape {video.shape}")
-        frames = [media.to_uint8(video[:, t], "NCHW") for t in range(video.shape[1])]
-        pictures = [media.pil_image(media.grid(f) if len(f) > 1 else f[0]) for f in frames]
+        frames = [media_files.to_uint8(video[:, t], "NCHW") for t in range(video.shape[1])]
+        pictures = [media_files.pil_image(media_files.grid(f) if len(f) > 1 else f[0]) for f in frames]
         step = self._step(global_step)
         folder = Path(self.log_dir) / "videos"
         folder.mkdir(parents=True, exist_ok=True)
         path = folder / f"{_file_safe(tag)}-{step}.gif"
-        path.write_bytes(media.animation(pictures, max(1, round(1000 / max(fps, 1)))))
+        path.write_bytes(media_files.animation(pictures, max(1, round(1000 / max(fps, 1)))))
         self.stats.file(tag, path, step)
 
     def add_mesh(

@@ -28,8 +28,10 @@ from flask import Blueprint, Response, request
 from PIL import Image
 from werkzeug.wsgi import wrap_file
 
-from labstats import media
+from labstats import media_files
+from labstats.format import media_record
 from labstats.format.codec import INT64_MAX, INT64_MIN
+from labstats.media_files import THUMB_READ_MAX_BYTES
 from labstats.reader import Run
 from labstats.viewer.data import ApiError, get_run, int_arg, json_error
 from labstats.viewer.openapi import (
@@ -46,8 +48,8 @@ bp = Blueprint("media", __name__, url_prefix="/api")
 bp.register_error_handler(ApiError, json_error)
 
 
-@bp.errorhandler(media.MediaError)
-def unreadable(exc: media.MediaError):
+@bp.errorhandler(media_files.MediaError)
+def unreadable(exc: media_files.MediaError):
     """A stored file or thumbnail that is not what its record says, or over a limit."""
     status = 413 if " over " in str(exc) or "refused" in str(exc) else 422
     return json_error(ApiError(status, str(exc)))
@@ -56,7 +58,9 @@ def unreadable(exc: media.MediaError):
 @bp.errorhandler(Image.DecompressionBombError)
 @bp.errorhandler(Image.DecompressionBombWarning)
 def too_many_pixels(exc: Exception):
-    return json_error(ApiError(413, f"the picture has more than {media.MAX_DECODE_PIXELS:,} pixels: refused"))
+    return json_error(
+        ApiError(413, f"the picture has more than {media_files.MAX_DECODE_PIXELS:,} pixels: refused")
+    )
 
 
 MAX_POINTS_SENT = 200_000  # a point cloud is decimated on the server to this many points
@@ -75,7 +79,7 @@ _CACHE_ITEMS = 32
 # Pillow decodes no picture over MAX_DECODE_PIXELS in the viewer, and its warning between
 # that and twice it is an error (answered 413) instead of a 0.7 GB decode: a second line of
 # defence behind the explicit checks of the header (open_thumbnail) before decoding.
-Image.MAX_IMAGE_PIXELS = media.MAX_DECODE_PIXELS
+Image.MAX_IMAGE_PIXELS = media_files.MAX_DECODE_PIXELS
 warnings.simplefilter("error", Image.DecompressionBombWarning)
 INLINE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif")  # the only types shown inline
 
@@ -205,7 +209,7 @@ PICTURE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bm
 
 
 def _thumb_key(run: Run, name: str) -> str:
-    return run.lab.keys.media_thumbs(run.id, media.media_id(name))
+    return run.lab.keys.media_thumbs(run.id, media_record.media_id(name))
 
 
 def _thumb_lengths(run: Run, name: str, wanted: list[tuple[int, int]]) -> list[int]:
@@ -215,29 +219,29 @@ def _thumb_lengths(run: Run, name: str, wanted: list[tuple[int, int]]) -> list[i
         return []
     pipe = run.lab.redis.pipeline(transaction=False)
     for step, item in wanted:
-        pipe.hstrlen(_thumb_key(run, name), media.field_name(step, item))
+        pipe.hstrlen(_thumb_key(run, name), media_record.field_name(step, item))
     return [int(n) for n in pipe.execute()]
 
 
 def _pictures(run: Run, name: str, wanted: list[tuple[int, int]]) -> list[tuple[int, Any]]:
     """(step, RGB picture) of the thumbnails of ``wanted`` (step, item) that exist: each
     checked for its length before it is fetched and for its size before it is decoded
-    (media.open_thumbnail), so memory is at most 256×256 px per picture. A thumbnail
+    (media_files.open_thumbnail), so memory is at most 256×256 px per picture. A thumbnail
     over a limit refuses the request (413); one that is not a picture is left out."""
     lengths = _thumb_lengths(run, name, wanted)
     for (step, _), length in zip(wanted, lengths, strict=True):
-        if length > media.THUMB_READ_MAX_BYTES:
+        if length > media_files.THUMB_READ_MAX_BYTES:
             raise ApiError(413, f"the thumbnail at step {step} is {length:,} bytes, over the "
-                                f"{media.THUMB_READ_MAX_BYTES:,} a thumbnail may be: refused")  # fmt: skip
+                                f"{THUMB_READ_MAX_BYTES:,} a thumbnail may be: refused")  # fmt: skip
     present = [pair for pair, length in zip(wanted, lengths, strict=True) if length]
     out = []
     for start in range(0, len(present), 32):  # 32 thumbnails (≤ 4 MB) fetched at a time
         batch = present[start : start + 32]
-        fields = [media.field_name(step, item) for step, item in batch]
+        fields = [media_record.field_name(step, item) for step, item in batch]
         for (step, _), data in zip(batch, run.lab.redis.hmget(_thumb_key(run, name), fields), strict=True):
             try:
-                out.append((step, media.open_thumbnail(data or b"")))
-            except media.MediaError as exc:
+                out.append((step, media_files.open_thumbnail(data or b"")))
+            except media_files.MediaError as exc:
                 if "refused" in str(exc) or " over " in str(exc):
                     raise ApiError(413, f"step {step}: {exc}") from None
     return out
@@ -257,11 +261,13 @@ def thumb(source: str, run_id: str, name: str):
     (length,) = _thumb_lengths(run, name, [wanted])
     if not length:
         raise ApiError(404, f"media {name!r} has no thumbnail at step {record['step']}")
-    if length > media.THUMB_READ_MAX_BYTES:
-        raise ApiError(413, f"this thumbnail is {length:,} bytes, over the {media.THUMB_READ_MAX_BYTES:,} "
+    if length > media_files.THUMB_READ_MAX_BYTES:
+        raise ApiError(413, f"this thumbnail is {length:,} bytes, over the {THUMB_READ_MAX_BYTES:,} "
                             "a thumbnail may be: refused")  # fmt: skip
-    data = run.lab.redis.hget(_thumb_key(run, name), media.field_name(*wanted)) or b""
-    kind = media.thumbnail_format(data)  # from its header; a MediaError (413/422) when it is no thumbnail
+    data = run.lab.redis.hget(_thumb_key(run, name), media_record.field_name(*wanted)) or b""
+    kind = media_files.thumbnail_format(
+        data
+    )  # from its header; a MediaError (413/422) when it is no thumbnail
     return Response(
         data, mimetype=f"image/{kind.lower()}", headers={"Cache-Control": "private, max-age=3600"}
     )
@@ -293,13 +299,13 @@ def original(source: str, run_id: str, name: str):
     try:
         size = _size(file)
         if wants_obj:
-            layout = media.ply_layout(file.read(media.PLY_HEADER_MAX_BYTES), size)
+            layout = media_files.ply_layout(file.read(media_files.PLY_HEADER_MAX_BYTES), size)
             if layout.count > MAX_OBJ_POINTS:
                 raise ApiError(413, f"a cloud of {layout.count:,} points is over the {MAX_OBJ_POINTS:,} sent "
                                     "as OBJ text: download its PLY file")  # fmt: skip
             file.seek(0)
             response = Response(
-                _closing(media.obj_stream(file, size), file), mimetype="application/octet-stream"
+                _closing(media_files.obj_stream(file, size), file), mimetype="application/octet-stream"
             )
             filename = filename.rsplit(".", 1)[0] + ".obj"
             response.headers["Content-Disposition"] = f'attachment; filename="{filename}"'
@@ -351,14 +357,14 @@ def _download_name(run: Run, name: str, record: dict[str, Any]) -> str:
 )
 def fits_preview(source: str, run_id: str, name: str):
     """A PNG preview (ZScale interval, Asinh stretch) of a FITS record, at most 2048 px,
-    made from a strided section of one plane (media.fits_plane): memory is bounded by the
+    made from a strided section of one plane (media_files.fits_plane): memory is bounded by the
     preview's size, not the file's."""
     run, record = _asked(source, run_id, name, "fits")
 
     def make():
         with _original(run, record) as file:
-            plane = media.fits_plane(file, _size(file), MAX_PREVIEW_PX)
-        image = media.fits_preview(plane)
+            plane = media_files.fits_plane(file, _size(file), MAX_PREVIEW_PX)
+        image = media_files.fits_preview(plane)
         out = io.BytesIO()
         image.save(out, "PNG")
         return out.getvalue(), "image/png"
@@ -370,10 +376,10 @@ def fits_preview(source: str, run_id: str, name: str):
 @bp.get("/runs/<source>/<run_id>/fitsheader/<path:name>")
 @declare("A FITS record's header", query=[STEP, ITEM], responses=errors(*FILE_ERRORS))
 def fits_header(source: str, run_id: str, name: str):
-    """A FITS record's primary header (at most media.FITS_HEADER_MAX_BYTES of it is read)."""
+    """A FITS record's primary header (at most media_files.FITS_HEADER_MAX_BYTES of it is read)."""
     run, record = _asked(source, run_id, name, "fits")
     with _original(run, record) as file:
-        header = media.fits_header(file)
+        header = media_files.fits_header(file)
     cards = [[card.keyword, str(card.value), card.comment] for card in header.cards]
     return {"name": name, "step": record["step"], "header": cards}
 
@@ -392,7 +398,7 @@ def _steps_arg(all_steps: list[int], limit: int) -> list[int]:
         chosen = sorted({s for s in wanted if s in logged})
     else:
         chosen = all_steps
-    chosen = media.evenly(chosen, limit)
+    chosen = media_files.evenly(chosen, limit)
     if not chosen:
         raise ApiError(404, "none of the asked steps was logged")
     return chosen
@@ -418,7 +424,7 @@ def montage(source: str, run_id: str, name: str):
     if not images:
         raise ApiError(404, f"media {name!r} has no thumbnails to show")
     out = io.BytesIO()
-    media.montage(images).save(out, "PNG")
+    media_files.montage(images).save(out, "PNG")
     return Response(out.getvalue(), mimetype="image/png")
 
 
@@ -443,7 +449,7 @@ def animation(source: str, run_id: str, name: str):
         frames = [image for _, image in _pictures(run, name, [(s, 0) for s in steps])]
         if not frames:
             raise ApiError(404, f"media {name!r} has no thumbnails to animate")
-        return media.animation(frames, duration), "image/gif"
+        return media_files.animation(frames, duration), "image/gif"
 
     key = ("gif", source, run.id, name, json.dumps(steps), duration)
     data, mimetype = _cached(key, make)
@@ -459,13 +465,13 @@ def animation(source: str, run_id: str, name: str):
 def points(source: str, run_id: str, name: str):
     """A point cloud for the 3-D view, binary: N×3 float32 positions then N×3 uint8 colours
     (little-endian), at most 200,000 points evenly chosen, read a block at a time from the
-    PLY file (media.read_ply_file). Headers say N, the total and whether colours came with
+    PLY file (media_files.read_ply_file). Headers say N, the total and whether colours came with
     the points."""
     run, record = _asked(source, run_id, name, "points")
 
     def make():
         with _original(run, record) as file:
-            xyz, rgb, total = media.read_ply_file(file, _size(file), MAX_POINTS_SENT)
+            xyz, rgb, total = media_files.read_ply_file(file, _size(file), MAX_POINTS_SENT)
         colored = rgb is not None
         if rgb is None:
             rgb = np.full((len(xyz), 3), (70, 110, 200), np.uint8)

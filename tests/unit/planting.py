@@ -7,8 +7,7 @@ import json
 
 import redis
 
-from labstats import media
-from labstats.format import keys
+from labstats.format import keys, media_record
 
 K = keys.Keys()
 
@@ -16,7 +15,7 @@ K = keys.Keys()
 def plant(url: str, run_id: str, name: str, kind: str, records: dict, thumbs: dict | None = None) -> None:
     """Media records and thumbnails of ``name`` in ``run_id``: {(step, item): record or bytes}."""
     r = redis.Redis.from_url(url)
-    mid = media.media_id(name)
+    mid = media_record.media_id(name)
     r.hset(K.media(run_id), name, json.dumps({"mid": mid, "kind": kind}))
     pipe = r.pipeline()
     for (step, item), record in records.items():

@@ -1,6 +1,7 @@
 """Media against a real redis-server and real Pillow / astropy: images, FITS, points, files,
 the original save_* methods, retention, bad input and a full artifact store."""
 
+import hashlib
 import io
 import logging
 import os
@@ -13,7 +14,8 @@ from astropy.io import fits
 from PIL import Image
 
 import labstats
-from labstats import media
+from labstats import media, media_files
+from labstats.format import media_record
 
 
 @pytest.fixture
@@ -51,7 +53,7 @@ def test_image_layouts_round_trip_in_colour_row_0_on_top(tmp_path, store, lab):
     assert record["caption"] == "red top"
     assert record["type"] == "image/png"
     assert record["shape"] == [8, 8, 3]
-    assert record["digest"] == media.hashlib.sha256(run.artifact("hwc")).hexdigest()
+    assert record["digest"] == hashlib.sha256(run.artifact("hwc")).hexdigest()
     thumb = Image.open(io.BytesIO(run.thumbnail("hwc", 1)))
     assert thumb.format == "WEBP"
     assert max(thumb.size) == 256
@@ -98,7 +100,7 @@ def test_points_round_trip_as_binary_ply(tmp_path, store, lab):
     run = lab.run("run")
     data = run.artifact("cloud")
     assert data.startswith(b"ply\nformat binary_little_endian 1.0\nelement vertex 500\n")
-    got, got_colors = media.read_ply(data)
+    got, got_colors = media_files.read_ply(data)
     assert np.array_equal(got, xyz)
     assert np.array_equal(got_colors, colors)
     assert np.array_equal(run.artifact("seed_layout", as_="array"), xyz)
@@ -204,7 +206,7 @@ def test_retention_keeps_every_nth_step_and_the_last_k(tmp_path, store, lab):
     run = lab.run("run")
     kept = [s for i, s in enumerate(range(0, 200, 10)) if i % 5 == 0 or i >= 17]
     assert run.media_steps("sample") == kept == [0, 50, 100, 150, 170, 180, 190]
-    thumbs = lab.redis.hkeys(lab.keys.media_thumbs(run.id, media.media_id("sample")))
+    thumbs = lab.redis.hkeys(lab.keys.media_thumbs(run.id, media_record.media_id("sample")))
     assert sorted(int(f.split(b":")[0]) for f in thumbs) == kept
 
 
@@ -254,9 +256,9 @@ def test_calling_thread_only_copies(tmp_path, store, lab):
 def test_png_bytes_decode_to_the_same_pixels(shape):
     """The PNG written without Pillow: every pixel back as it was, in the mode Pillow gives."""
     pixels = np.random.default_rng(len(shape) * sum(shape)).integers(0, 256, shape, dtype=np.uint8)
-    picture = Image.open(io.BytesIO(media.png_bytes(pixels)))
+    picture = Image.open(io.BytesIO(media_files.png_bytes(pixels)))
     assert picture.format == "PNG"
-    assert picture.mode == media.pil_image(pixels).mode
+    assert picture.mode == media_files.pil_image(pixels).mode
     back = np.asarray(picture)
     assert np.array_equal(back.reshape(shape), pixels)
 
@@ -278,7 +280,7 @@ def test_images_logged_faster_than_encoded_are_each_stored_as_logged(tmp_path, s
 
 def test_a_thumbnail_of_thumbnail_size_leaves_the_picture_as_it_was():
     picture = Image.fromarray(np.full((256, 200, 3), 90, np.uint8))
-    thumb = Image.open(io.BytesIO(media.thumbnail(picture, max_bytes=10)))  # too small: the fallback
+    thumb = Image.open(io.BytesIO(media_files.thumbnail(picture, max_bytes=10)))  # too small: the fallback
     assert thumb.format == "WEBP"
     assert max(thumb.size) == 128
     assert picture.size == (200, 256)  # not shrunk in place

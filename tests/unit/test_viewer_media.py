@@ -15,6 +15,7 @@ from PIL import Image
 
 import labstats
 from labstats import media
+from labstats.format import media_record
 from labstats.viewer import create_app
 from labstats.viewer.sources import Source
 
@@ -210,7 +211,7 @@ def test_hostile_records_never_reach_the_file_system(client, run_id, url):
     import redis
 
     r = redis.Redis.from_url(url)
-    mid = media.media_id("evil")
+    mid = media_record.media_id("evil")
     r.hset(f"ls:run:{run_id}:media", "evil", json.dumps({"mid": mid, "kind": "fits"}))
     r.hset(f"ls:run:{run_id}:m:{mid}", mapping={
         "1:0": '{"step": 1, "item": 0, "kind": "fits", "digest": "../../../../etc/passwd"}',

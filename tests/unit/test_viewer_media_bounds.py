@@ -21,7 +21,7 @@ from PIL import Image
 from planting import plant
 
 import labstats
-from labstats import media
+from labstats import media_files
 from labstats.format import keys
 from labstats.viewer import create_app
 from labstats.viewer.sources import Source
@@ -77,7 +77,7 @@ def test_an_oversized_thumbnail_is_refused_from_its_header_never_decoded(client,
     """8000×8000 PNGs planted as thumbnails (~60 KB each here, 186 KB in the attack): a
     montage of 4 took a worker to 3.6 GB. Now its header refuses it: 413 at once."""
     big = png(8000, 8000)
-    assert len(big) < media.THUMB_READ_MAX_BYTES  # refused by its size in pixels, not bytes
+    assert len(big) < media_files.THUMB_READ_MAX_BYTES  # refused by its size in pixels, not bytes
     plant(url, run_id, "pics", "image", {(s, 0): {"digest": "0" * 64} for s in range(4)},
           {(s, 0): big for s in range(4)})  # fmt: skip
     started = time.monotonic()
@@ -86,24 +86,24 @@ def test_an_oversized_thumbnail_is_refused_from_its_header_never_decoded(client,
         assert answer.status_code == 413, (what, answer.status_code, answer.data)
         assert "px is refused (thumbnails are at most 256 px)" in answer.get_json()["error"]
     assert time.monotonic() - started < 2  # four decodes of 8000×8000 took seconds each
-    with pytest.raises(media.MediaError, match="refused"):
-        media.open_thumbnail(big)
-    assert media.open_picture(big) is None  # the reader's pictures() leaves it out
+    with pytest.raises(media_files.MediaError, match="refused"):
+        media_files.open_thumbnail(big)
+    assert media_files.open_picture(big) is None  # the reader's pictures() leaves it out
 
 
 def test_a_thumbnail_too_long_to_be_one_is_refused_before_it_is_fetched(client, url, run_id):
-    huge = webp(1) + b"\0" * (media.THUMB_READ_MAX_BYTES + 1)
+    huge = webp(1) + b"\0" * (media_files.THUMB_READ_MAX_BYTES + 1)
     plant(url, run_id, "pics", "image", {(0, 0): {"digest": "0" * 64}}, {(0, 0): huge})
     for what in ("thumb", "montage", "animation"):
         answer = client.get(api(run_id, what, "pics"))
         assert answer.status_code == 413
-        assert f"over the {media.THUMB_READ_MAX_BYTES:,}" in answer.get_json()["error"]
+        assert f"over the {media_files.THUMB_READ_MAX_BYTES:,}" in answer.get_json()["error"]
 
 
 def test_pillows_pixel_limit_is_low_in_the_viewer_and_its_warning_an_error():
     import warnings
 
-    assert Image.MAX_IMAGE_PIXELS == media.MAX_DECODE_PIXELS == 4096 * 4096
+    assert Image.MAX_IMAGE_PIXELS == media_files.MAX_DECODE_PIXELS == 4096 * 4096
     picture = Image.open(io.BytesIO(png(5000, 5000)))  # 1.5× the limit: Pillow only warned
     with warnings.catch_warnings():
         warnings.simplefilter("error", Image.DecompressionBombWarning)
@@ -258,7 +258,7 @@ def test_stored_files_are_read_only_and_special_files_are_never_opened(store):
 def test_a_big_cloud_is_sampled_a_block_at_a_time_and_its_obj_streamed(client, url, run_id, store):
     rng = np.random.default_rng(2)
     xyz = rng.normal(size=(3_000_000, 3)).astype(np.float32)
-    digest = store.put(media.ply_bytes(xyz, None))
+    digest = store.put(media_files.ply_bytes(xyz, None))
     del xyz
     plant(url, run_id, "cloud", "points", {(0, 0): {"digest": digest, "type": "application/x-ply"}})
     mb, answer = peak_mb(lambda: client.get(api(run_id, "points", "cloud")))
@@ -267,7 +267,7 @@ def test_a_big_cloud_is_sampled_a_block_at_a_time_and_its_obj_streamed(client, u
     assert answer.headers["X-Points-Total"] == "3000000"
     assert mb < 40, f"{mb:.0f} MB for a 36 MB cloud"  # the file read whole and copied: 72 MB and more
 
-    small = store.put(media.ply_bytes(rng.normal(size=(300_000, 3)).astype(np.float32), None))
+    small = store.put(media_files.ply_bytes(rng.normal(size=(300_000, 3)).astype(np.float32), None))
     plant(url, run_id, "small", "points", {(0, 0): {"digest": small, "type": "application/x-ply"}})
 
     def obj():
@@ -287,7 +287,7 @@ def test_a_big_cloud_is_sampled_a_block_at_a_time_and_its_obj_streamed(client, u
         b"ply\nformat binary_little_endian 1.0\nelement vertex 5\nproperty float x\nend_header\n",
         b"ply\nformat ascii 1.0\nelement vertex 1\nproperty float x\nproperty float y\n"
         b"property float z\nend_header\n1 2 3\n",
-        media.ply_bytes(np.ones((100, 3), np.float32), None)[:-7],  # truncated
+        media_files.ply_bytes(np.ones((100, 3), np.float32), None)[:-7],  # truncated
         b"ply\nformat binary_little_endian 1.0\nelement vertex 99999999999\nproperty float x\n"
         b"property float y\nproperty float z\nend_header\n",
         b"ply\n" + b"comment x\n" * 5000 + b"end_header\n",

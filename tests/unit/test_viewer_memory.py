@@ -32,7 +32,7 @@ from PIL import Image
 from planting import plant
 
 import labstats
-from labstats import media
+from labstats import media_files
 from labstats.format import keys
 from labstats.store import ArtifactStore
 
@@ -157,9 +157,9 @@ def test_big_malformed_and_huge_point_clouds_in_bounded_memory(url, store, run_i
     xyz = rng.normal(size=(n, 3)).astype(np.float32)
     rgb = rng.integers(0, 255, (n, 3), dtype=np.uint8)
     clouds = {
-        "three-million": store.put(media.ply_bytes(xyz, rgb)),  # 45 MB
-        "one-million": store.put(media.ply_bytes(xyz[:1_000_000], None)),
-        "malformed": store.put(media.ply_bytes(xyz[:100], rgb[:100])[:-40]),
+        "three-million": store.put(media_files.ply_bytes(xyz, rgb)),  # 45 MB
+        "one-million": store.put(media_files.ply_bytes(xyz[:1_000_000], None)),
+        "malformed": store.put(media_files.ply_bytes(xyz[:100], rgb[:100])[:-40]),
         "claims-more": store.put(
             b"ply\nformat binary_little_endian 1.0\nelement vertex 4000000000\nproperty float x\n"
             b"property float y\nproperty float z\nend_header\n" + b"\0" * 1200
