@@ -17,7 +17,7 @@ from conftest import box, https_get, tunnel_address, viewer_login, wait_until, w
 from playwright.sync_api import sync_playwright
 from test_browser import ARTIFACTS
 
-from labstats import codec
+from labstats.format import codec
 
 testinfra_hosts = ["trainbox"]
 
