@@ -85,7 +85,7 @@ def resolve_file(payload: bytes | memoryview, store: ArtifactStore | None) -> by
     except FileNotFoundError:
         raise ValueError(
             f"tensor file {digest} is not in the artifact store {store.root} yet "
-            "(a web box gets it with the next artifact sync)"
+            "(a web box gets it with the next push from its training box)"
         ) from None
 
 

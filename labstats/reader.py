@@ -243,7 +243,7 @@ class Run:
         if not path.is_file():
             raise LabstatsError(
                 f"the file of {name!r} at step {record['step']} ({record['digest'][:12]}) is not in "
-                f"{self.lab.artifacts.root} yet (a web box gets it with the next artifact sync)"
+                f"{self.lab.artifacts.root} yet (a web box gets it with the next push from its training box)"
             )
         if as_ == "path":
             return path
@@ -457,7 +457,7 @@ class Lab:
         except OSError:
             raise LabstatsError(
                 f"run {run_id} is archived, but its file {path} is not here (a web box gets it "
-                "with the next archive sync, within minutes)"
+                "with the next push from its training box, within minutes)"
             ) from None
         with self._archives_lock:
             cached = self._archives.get(run_id)

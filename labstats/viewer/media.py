@@ -142,7 +142,7 @@ def _original(run: Run, record: dict[str, Any]) -> BinaryIO:
         return run.lab.artifacts.open_checked(record["digest"])
     except (FileNotFoundError, IsADirectoryError, NotADirectoryError):
         raise ApiError(
-            404, "the file has not reached this box yet (the artifact sync brings it within a minute)"
+            404, "the file has not reached this box yet (the training box pushes it within a minute)"
         ) from None
     except ValueError:
         raise ApiError(
