@@ -110,9 +110,17 @@ def push_and_check(host, since: str) -> str:
     return check_on_the_web_box(since)
 
 
+def idle(host, unit: str) -> None:
+    """Wait while a run of ``unit`` (a oneshot its timer started) is still going: starting it
+    then would only wait for that run, which may have begun before what the test just did."""
+    running = f'[ "$(systemctl show -p ActiveState --value {unit})" = activating ]'
+    host.check_output(f"for _ in $(seq 600); do {running} || exit 0; sleep 0.1; done; false")
+
+
 def check_on_the_web_box(since: str) -> str:
     web = box("webbox")
     with web.sudo():
+        idle(web, "labstats-file-verify.service")
         web.check_output("systemctl start labstats-file-verify.service")
         return web.check_output("journalctl -u labstats-file-verify --since %s -o cat", since)
 
@@ -155,6 +163,7 @@ def test_an_archive_file_is_shown_only_when_it_is_what_the_training_box_listed(h
     since = web_clock()
     with host.sudo():  # its own push would send the box's SHA256SUMS in between
         host.check_output("systemctl stop labstats-file-push.timer")
+        idle(host, "labstats-file-push.service")  # nor may a push the timer started be under way
     with host.sudo("labstats-push"):
         host.check_output(f"rm -rf {work} && mkdir -p {work} && head -c 2000 /dev/urandom >{work}/{forged}")
         real = host.check_output(f"sha256sum <{work}/{forged}").split()[0]
@@ -162,8 +171,9 @@ def test_an_archive_file_is_shown_only_when_it_is_what_the_training_box_listed(h
     def send(listed_sum: str) -> None:
         with host.sudo("labstats-push"):
             host.check_output(f"echo '{listed_sum}  {forged}' >{work}/SHA256SUMS")
+            # By checksum: the forged and the real list have one size and may have one second.
             for part in ("SHA256SUMS", forged):
-                host.check_output(f"rsync -t -e {shlex.quote(PUSH_SSH)} {work}/{part} {module}")
+                host.check_output(f"rsync -t --checksum -e {shlex.quote(PUSH_SSH)} {work}/{part} {module}")
 
     try:
         send("0" * 64)
