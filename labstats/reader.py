@@ -432,7 +432,7 @@ class Lab:
         for run, info in numeric:
             pipe.hgetall(self.keys.chunk_summary(run.id, info["sid"]))
         for (run, info), raw in zip(numeric, pipe.execute(), strict=True):
-            if len(raw) < info["last_chunk"] + 1:
+            if not raw or len(raw) < info["last_chunk"] + 1:
                 # A chunk without summary (all NaN, a kind change), or none: an archived run's
                 # points, summaries included, are in its file.
                 with contextlib.suppress(LabstatsError, ValueError, TypeError, KeyError):

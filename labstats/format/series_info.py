@@ -41,4 +41,7 @@ def decode(raw: bytes) -> dict[str, Any]:
             raise ValueError("fields missing or of the wrong type")
     except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
         return {"kind": UNREADABLE_KIND, "count": 0, "error": str(exc)[:200]}
+    last = info.get("last_idx")
+    if not isinstance(last, int) or isinstance(last, bool):
+        info["last_idx"] = None  # not known: the last point written is read from the last chunk
     return info

@@ -104,6 +104,15 @@ def test_series_info_round_trips(sid, kind, count, last_chunk, last_idx, monoton
     }
 
 
+def test_a_last_idx_that_is_not_an_integer_reads_as_unknown():
+    """The reader looks the latest point up by it: a text or a bool there (written by the run's
+    owner) must not reach a comparison with idx."""
+    for bad in ('"x"', "true", "1.5", "null", "[1]"):
+        raw = f'{{"sid": 0, "kind": "f", "count": 3, "last_chunk": 0, "last_idx": {bad}}}'.encode()
+        assert series_info.decode(raw)["last_idx"] is None
+    assert series_info.decode(b'{"sid": 0, "kind": "f", "count": 3, "last_chunk": 0}')["last_idx"] is None
+
+
 @given(st.binary(max_size=40) | st.just(b'{"sid": "0"}') | st.just(b"[]"))
 def test_series_info_written_by_someone_else_reads_as_unreadable_not_a_crash(raw):
     info = series_info.decode(raw)

@@ -1,5 +1,6 @@
 """Series windows, comparison frames and exports, checked against a plain-Python model."""
 
+import json
 import time
 
 import numpy as np
@@ -349,3 +350,17 @@ def test_a_page_of_several_sources_merges_sorts_and_pages_them_and_names_the_one
             labs.page(sort="owner")
     finally:
         other.stop()
+
+
+def test_a_series_whose_last_idx_its_owner_made_text_still_reads_its_latest_point(tmp_path, lab):
+    with labstats.Stats(tmp_path / "r") as stats:
+        for step in range(5):
+            stats.log(step=step, loss=float(step), note=f"n{step}")
+    key = lab.keys.series(stats.run_id)
+    for name in (b"loss", b"note"):
+        info = json.loads(lab.redis.hget(key, name))
+        lab.redis.hset(key, name, json.dumps({**info, "last_idx": "x"}))
+    run = lab.run(stats.run_id)
+    assert run.latest("loss") == (4, 4.0)
+    assert run.latest("note") == (4, "n4")
+    assert run.summary("loss") == {"last": 4.0, "min": 0.0, "max": 4.0}
