@@ -34,7 +34,8 @@ POINTS, COMMANDS, MARKER, MEDIA = 0, 1, 2, 3
 # known to 10 ms (the viewer's time axes), for 16 bytes per kept time (docs/schema.md).
 TIME_RESOLUTION = 0.01
 
-# Points per batch at most: a batch is one transaction, and the producers wait for its end.
+# Points per batch at most (commands and media among them do not reset the count): a batch is
+# one transaction, which Redis applies whole before it answers anyone else.
 MAX_POINTS = 50_000
 
 
@@ -67,9 +68,10 @@ class BatchBuilder:
         batch = Batch()
         commands = batch.commands
         points: list[tuple[int, str, Any]] = []
+        encoded = 0  # points already encoded into commands (before a command or media item)
         calls, last_call = 0, 0.0
         take, time_series = queue.take, TIME_SERIES
-        while len(points) < MAX_POINTS:
+        while encoded + len(points) < MAX_POINTS:
             item = take()
             if item is None:
                 break
@@ -89,6 +91,7 @@ class BatchBuilder:
             else:  # commands and media go out in their place among the points
                 if points:
                     commands += self.encoder.encode(points)
+                    encoded += len(points)
                     points = []
                 if tag == COMMANDS:
                     commands += item[1]

@@ -97,7 +97,9 @@ class WriteQueue:
             if backlog_bytes is not None:
                 self.backlog_bytes = backlog_bytes
             self._over_bytes = self._bytes_over()
-            if self.waiting:
+            # Only when there is space: a waiting producer woken to find none wakes the writer,
+            # which releases again (a busy loop for as long as Redis and the disk are away).
+            if self.waiting and not self.full():
                 self._space.notify_all()
 
     def close(self) -> None:

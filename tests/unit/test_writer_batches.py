@@ -83,3 +83,13 @@ def test_what_the_writer_sends_is_what_the_builder_makes(tmp_path, url):
     client = redis.Redis.from_url(url)
     assert client.get(KEYS.seq(RUN)) == b"1"
     assert client.hget(KEYS.run(RUN), "note") == b"between the points"
+
+
+def test_commands_among_the_points_do_not_reset_the_batch_bound():
+    queue = WriteQueue(max_items=10**6)
+    for step in range(MAX_POINTS + 10):
+        queue.put_now((POINTS, step, {"x": 1.0}, 0, 0.0))
+        if step % 1000 == 0:
+            queue.put_now((COMMANDS, []))
+    BatchBuilder(ChunkEncoder(KEYS, RUN)).build(queue)
+    assert len(queue) >= 10  # the rest waits for the next transaction

@@ -74,3 +74,23 @@ def test_closing_the_queue_lets_waiting_producers_go():
     queue.close()  # the writer thread ended: nobody would release the producer
     producer.join(5)
     assert not producer.is_alive()
+
+
+def test_a_producer_waiting_on_the_backlog_is_not_woken_until_there_is_room():
+    """While Redis and the disk are away the writer holds a backlog over the bound and
+    releases every pass: a producer woken then to find no room would wake the writer again
+    at once, a busy loop for the whole outage."""
+    queue = WriteQueue(max_items=100, max_bytes=1000)
+    queue.release(0, 2000)  # the writer holds more than the bound further on
+    producer = start_producer(queue, "a")
+    assert wait_for(lambda: queue.waiting == 1, 5)
+    for _ in range(50):
+        queue.wakeup.clear()
+        queue.release(0, 2000)  # still over: nothing changed for the producer
+        time.sleep(0.002)
+        assert not queue.wakeup.is_set()
+    assert producer.is_alive()
+    queue.release(0, 0)
+    producer.join(5)
+    assert not producer.is_alive()
+    assert len(queue) == 1
