@@ -59,7 +59,7 @@ log = logging.getLogger("labstats")
 
 @dataclass
 class Capture:
-    """A media value taken on the training thread, encoded later on the writer thread."""
+    """A media value taken on the training thread, encoded later by a media thread."""
 
     kind: str
     name: str
@@ -266,7 +266,7 @@ def _numpy(snap: Any) -> np.ndarray:
     return np.asarray(snap)
 
 
-# ---- encoding on the writer thread -------------------------------------------------------------
+# ---- encoding (on the media threads) -------------------------------------------------------------
 
 
 @dataclass
@@ -409,7 +409,7 @@ class _Job:
         return self.result
 
 
-class _MediaThreads:
+class MediaThreads:
     """MEDIA_THREADS daemon threads encoding the captures of one queue, started at the first
     capture of a process (a forked child starts its own: it has none of its parent's).
 
@@ -426,9 +426,11 @@ class _MediaThreads:
         self._jobs: deque[tuple[Capture, _Job]] = deque()
         self._work = threading.Event()
 
-    def start(self, capture_: Capture) -> _Job:
-        if self._pid != os.getpid():
-            self._start_threads()
+    def start(self, capture_: Capture) -> _Job | None:
+        """The capture's job, queued for the threads; None when no thread could be started
+        (at interpreter shutdown, at a thread limit): the writer thread then encodes it."""
+        if self._pid != os.getpid() and not self._start_threads():
+            return None
         job = _Job()
         self._jobs.append((capture_, job))
         if len(self._jobs) == self.WAKE_AT:
@@ -439,15 +441,24 @@ class _MediaThreads:
         """Have the threads encode what waits (from the writer thread)."""
         self._work.set()
 
-    def _start_threads(self) -> None:
+    def _start_threads(self) -> bool:
+        """Whether this process has media threads now (started here when it had none)."""
         with self._lock:
             if self._pid == os.getpid():
-                return
+                return True
             # A parent's queued captures are not this process's; its threads are not here.
             self._jobs, self._work = deque(), threading.Event()
+            started = 0
             for k in range(MEDIA_THREADS):
-                threading.Thread(target=self._run, name=f"labstats-media-{k}", daemon=True).start()
-            self._pid = os.getpid()
+                try:
+                    threading.Thread(target=self._run, name=f"labstats-media-{k}", daemon=True).start()
+                except RuntimeError as exc:  # no thread may start now: never the user's error
+                    log.warning("labstats: no media thread could be started (%s); the writer encodes", exc)
+                    break
+                started += 1
+            if started:
+                self._pid = os.getpid()
+            return started > 0
 
     def _run(self) -> None:
         jobs, work = self._jobs, self._work
@@ -470,7 +481,7 @@ class _MediaThreads:
             job.finish(result, error)
 
 
-_media_threads = _MediaThreads()
+_media_threads = MediaThreads()
 
 
 def encoding(capture_: Capture) -> EncodedMedia:

@@ -25,9 +25,6 @@ from typing import Any
 
 import numpy as np
 
-KINDS = ("image", "fits", "points", "file")
-
-
 THUMB_PX = 256
 
 
@@ -527,7 +524,14 @@ def decode_array(record: dict[str, Any], data: bytes) -> Any:
     if kind == "image":
         from PIL import Image
 
-        return np.asarray(Image.open(io.BytesIO(data)))
+        try:
+            picture = Image.open(io.BytesIO(data))  # the header only: its size is checked first
+        except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # Pillow's own bound
+            raise MediaError(f"the picture is too large to decode: refused ({exc})") from None
+        if picture.size[0] * picture.size[1] > MAX_DECODE_PIXELS:
+            raise MediaError(f"the picture has {picture.size[0]}×{picture.size[1]} pixels, over the "
+                             f"{MAX_DECODE_PIXELS:,} one may decode to: refused")  # fmt: skip
+        return np.asarray(picture)
     if kind == "fits":
         from astropy.io import fits
 

@@ -284,3 +284,36 @@ def test_a_thumbnail_of_thumbnail_size_leaves_the_picture_as_it_was():
     assert thumb.format == "WEBP"
     assert max(thumb.size) == 128
     assert picture.size == (200, 256)  # not shrunk in place
+
+
+def test_images_are_kept_when_no_media_thread_can_start(tmp_path, store, lab, monkeypatch, caplog):
+    """At interpreter shutdown or a thread limit Thread.start raises: the image is encoded by
+    the writer thread instead, and the training call never sees the error."""
+    threads = media.MediaThreads()  # a process that has started none yet
+    monkeypatch.setattr(media, "_media_threads", threads)
+
+    start = media.threading.Thread.start
+
+    def refuse(self):
+        if self.name.startswith("labstats-media"):
+            raise RuntimeError("can't create new thread at interpreter shutdown")
+        start(self)
+
+    monkeypatch.setattr(media.threading.Thread, "start", refuse)
+    pixels = np.zeros((8, 8, 3), dtype=np.uint8)
+    pixels[0] = 255
+    with caplog.at_level(logging.WARNING, logger="labstats"), labstats.Stats(tmp_path / "s") as stats:
+        stats.image("late", pixels, step=1)
+    assert "no media thread could be started" in caplog.text
+    assert np.array_equal(lab.run(stats.run_id).artifact("late", as_="array"), pixels)
+
+
+def test_an_original_planted_as_a_huge_picture_is_refused_before_it_is_decoded():
+    """A training user can store any file as an image's original: a few kB of PNG that
+    says 8000×8000 px is 64 MB as an array in the reader (Pillow only warns from 89 Mpx)."""
+    picture = io.BytesIO()
+    Image.new("L", (8000, 8000)).save(picture, "PNG")
+    assert len(picture.getvalue()) < 1_000_000
+    # (Pillow's own bound refuses it first where the viewer lowered it to the same limit)
+    with pytest.raises(media_files.MediaError, match=r"8000×8000 pixels|too large to decode"):
+        media_files.decode_array({"kind": "image"}, picture.getvalue())
