@@ -28,7 +28,8 @@ def lines(passwords: dict[str, str], stored: dict[str, bytes]) -> str:
     """The file's text for these users, reusing each stored hash that matches its password."""
     out = []
     for name, password in sorted(passwords.items()):
-        if not name or ":" in name or "\n" in name:
+        # What the viewer reads back (auth.read_pairs): stripped lines, "#" comments.
+        if not name or ":" in name or name.startswith("#") or any(c.isspace() or ord(c) < 32 for c in name):
             raise ValueError(f"a user name cannot be {name!r}")
         secret = password.encode()[:72]  # bcrypt reads at most 72 bytes
         old = stored.get(name)

@@ -54,7 +54,7 @@ def test_htpasswd_hashes_are_kept_and_a_line_that_is_not_bcrypt_is_replaced(tmp_
     assert run(path, {"alice": "a-pw", "bob": "b-pw"}, monkeypatch, capsys) == "unchanged"
 
 
-@pytest.mark.parametrize("name", ["", "a:b", "a\nb"])
+@pytest.mark.parametrize("name", ["", "a:b", "a\nb", " bob", "bob\r", "#x", "a b", "a\x00"])
 def test_a_name_that_would_break_the_file_is_refused(tmp_path, name):
     with pytest.raises(ValueError, match="user name"):
         users.write(tmp_path / "f", {name: "pw"})
