@@ -49,13 +49,12 @@ class Batch:
 
 
 class BatchBuilder:
-    """Turns queued items into commands; owns the encoder's and the pulse's state."""
+    """Turns queued items into commands; owns the encoder's and the pulse's state. The run's
+    keys and id are the encoder's (one source: a copy here could go stale)."""
 
     def __init__(self, encoder: ChunkEncoder, media: MediaWriter | None = None) -> None:
         self.encoder = encoder
         self.media = media  # images, FITS, points, files: encoded and stored here
-        self.keys = encoder.keys
-        self.run_id = encoder.run_id
         self._last_time = 0.0  # the last call time written to TIME_SERIES
         # The training loop's pulse, for readers to tell a stuck loop from a slow one: the time
         # of its last log()/update() call, and its usual interval between calls (the median of
@@ -113,7 +112,7 @@ class BatchBuilder:
             fields += ["last_call", f"{self.last_call:.3f}"]
         if self._call_intervals:
             fields += ["call_interval", f"{statistics.median(self._call_intervals):.6f}"]
-        return cmd("HSET", self.keys.run(self.run_id), *fields)
+        return cmd("HSET", self._run_key(), *fields)
 
     def close(self) -> None:
         """Wait for the tensor files still being written."""
@@ -126,5 +125,8 @@ class BatchBuilder:
         failed = self.media.failed
         commands = self.media.commands(item)
         if self.media.failed != failed:
-            commands.append(cmd("HSET", self.keys.run(self.run_id), "media_failed", self.media.failed))
+            commands.append(cmd("HSET", self._run_key(), "media_failed", self.media.failed))
         return commands
+
+    def _run_key(self) -> str:
+        return self.encoder.keys.run(self.encoder.run_id)

@@ -93,3 +93,12 @@ def test_commands_among_the_points_do_not_reset_the_batch_bound():
             queue.put_now((COMMANDS, []))
     BatchBuilder(ChunkEncoder(KEYS, RUN)).build(queue)
     assert len(queue) >= 10  # the rest waits for the next transaction
+
+
+def test_the_builder_takes_the_run_from_its_encoder_alone():
+    """The run's keys and id have one source, the encoder: a copy kept by the builder would
+    send the heartbeat to another run's hash once they differ."""
+    encoder = ChunkEncoder(KEYS, RUN)
+    builder = BatchBuilder(encoder)
+    encoder.keys, encoder.run_id = keys.Keys("other"), "20261205-000000-fedcba"
+    assert builder.pulse(1.0)[1] == keys.Keys("other").run("20261205-000000-fedcba").encode()
