@@ -167,12 +167,18 @@ class ChunkEncoder:
         return kind, chunk.OBJECT_HEADER.pack(idx, len(payload)) + payload
 
     def _blob(self, head: bytes, body: memoryview, commands: list[Command]) -> bytes:
-        """Store head+body as a blob whose parts each fill one allocator class (see
-        :func:`labstats.format.blob.part_lengths`). Only the first part is copied (to join the
-        small head to the body); the others are views of the body's memory."""
+        """Store head+body as a blob and return its reference: a small one as one string
+        (see :mod:`labstats.format.blob`), a larger one as parts that each fill one allocator
+        class (:func:`labstats.format.blob.part_lengths`). Only the first part is copied (to
+        join the small head to the body); the others are views of the body's memory."""
         n = self.blobs
         self.blobs += 1
         total = len(head) + len(body)
+        if total <= blob.SMALL_MAX:  # one string and a tail in the record (format.blob)
+            data = head + bytes(body)
+            cut = blob.head_length(total)
+            commands.append(cmd("SET", self.keys.blob(self.run_id, n), data[:cut]))
+            return blob.small_ref(n, total, data[cut:])
         lengths = blob.part_lengths(total)
         if len(head) > lengths[0] or not len(body):  # an encoded value: all of it is in head
             data = memoryview(head + bytes(body))

@@ -55,12 +55,17 @@ def run_digest(client: redis.Redis, keys: Keys, run_id: str) -> tuple[str, int, 
         for data in client.mget(chunks) if chunks else []:
             digest.update(data or b"<missing>")
     blob = 0
-    while True:  # blobs are numbered from 0 without gaps
-        parts = client.hgetall(keys.blob(run_id, blob))
-        if not parts:
+    while True:  # blobs are numbered from 0 without gaps; a small one is a string (format.blob)
+        key = keys.blob(run_id, blob)
+        kind = client.type(key)
+        if kind == b"string":
+            digest.update(client.get(key) or b"")
+        elif kind == b"hash":
+            parts = client.hgetall(key)
+            for part in sorted(parts, key=int):
+                digest.update(parts[part])
+        else:
             break
-        for part in sorted(parts, key=int):
-            digest.update(parts[part])
         blob += 1
     return digest.hexdigest(), len(infos), points
 

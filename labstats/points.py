@@ -8,7 +8,6 @@ file (:mod:`labstats.archive_file`). Both offer the :class:`Points` interface, s
 
 from __future__ import annotations
 
-import contextlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -215,41 +214,56 @@ class RedisPoints:
                 records = chunk.records(data)
                 yield data[:1].decode(), records["idx"], records["value"]
             elif data[:1] == chunk.KIND_OBJECT:
-                pairs = list(self.payloads(data, start, stop, blobs))
+                unreadable: dict[int, str] = {}
+                pairs = list(self.payloads(data, start, stop, blobs, unreadable))
                 idx = np.array([p[0] for p in pairs], dtype=np.int64)
                 if raw:
                     yield "o", idx, [p[1] for p in pairs]
                 else:
-                    yield "o", idx, [self._value(p[1]) for p in pairs]
+                    yield "o", idx, [
+                        ValueError(f"unreadable record: {unreadable[n]}") if n in unreadable
+                        else decoded(payload, self.artifacts)
+                        for n, (_, payload) in enumerate(pairs)
+                    ]  # fmt: skip
             else:
                 raise LabstatsError(f"run {self.run_id}: chunk of unknown kind {data[:1]!r} (newer schema?)")
 
-    def _value(self, payload: bytes | memoryview) -> Any:
-        if blob.is_ref(payload):  # left as it was: the blob could not be read; say why
-            try:
-                self.blob(payload)
-            except ValueError as exc:
-                return ValueError(f"unreadable record: {exc}")
-        return decoded(payload, self.artifacts)
-
     def payloads(
-        self, data: bytes, start: int | None = None, stop: int | None = None, blobs: set[int] | None = None
+        self,
+        data: bytes,
+        start: int | None = None,
+        stop: int | None = None,
+        blobs: set[int] | None = None,
+        unreadable: dict[int, str] | None = None,
     ) -> Iterator[tuple[int, bytes | memoryview]]:
         """(idx, codec bytes) of an object chunk's records inside [start, stop], blobs joined
         (a record outside costs a header read, not a blob fetch; a blob that cannot be read
-        leaves its reference, which decodes as an error)."""
+        leaves its reference, which decodes as an error, and says why in ``unreadable``, by
+        the record's place among those yielded)."""
+        shown = 0
         for idx, payload in chunk.object_payloads(data):
             if (start is not None and idx < start) or (stop is not None and idx > stop):
                 continue
             if blob.is_ref(payload):
                 if blobs is not None:
                     blobs.add(blob.parse_ref(payload)[0])
-                with contextlib.suppress(ValueError):
+                try:
                     payload = self.blob(payload)
+                except ValueError as exc:
+                    if unreadable is not None:
+                        unreadable[shown] = str(exc)
+            shown += 1
             yield idx, payload
 
     def blob(self, ref: bytes | memoryview) -> bytes:
         """The value a blob reference names (a ValueError when it cannot be read whole)."""
         number, part_count, _ = blob.parse_ref(ref)
-        found = self.redis.hmget(self.keys.blob(self.run_id, number), [str(i) for i in range(part_count)])
+        key = self.keys.blob(self.run_id, number)
+        try:
+            if blob.is_small(ref):
+                found = [self.redis.get(key)]
+            else:
+                found = self.redis.hmget(key, [str(i) for i in range(part_count)])
+        except redis.ResponseError as exc:  # its owner made the key something else
+            raise ValueError(f"blob {number} is unreadable ({exc})") from None
         return blob.join(ref, found)

@@ -212,6 +212,21 @@ def test_a_blob_reference_names_its_parts_and_joins_them_only_whole(number, data
             blob.join(ref, broken)
 
 
+@given(st.integers(0, 2**32 - 1), st.binary(min_size=1, max_size=blob.SMALL_MAX))
+def test_a_small_blob_reference_carries_its_tail_and_joins_only_with_its_whole_head(number, data):
+    cut = blob.head_length(len(data))
+    assert len(data) - cut < max(len(data) // 4, blob.PART_COST + 16)
+    ref = blob.small_ref(number, len(data), data[cut:])
+    assert blob.is_ref(ref)
+    assert blob.is_small(ref)
+    assert not tensor_file.is_ref(ref)
+    assert blob.parse_ref(ref) == (number, 1, len(data))
+    assert blob.join(ref, [data[:cut]]) == data
+    for broken in ([None], [data[: cut - 1]], [data[:cut] + b"x"]):
+        with pytest.raises(ValueError, match=f"blob {number} "):
+            blob.join(ref, broken)
+
+
 @given(st.binary(min_size=32, max_size=32), st.integers(0, 2**63))
 def test_a_tensor_file_reference_names_its_file(raw_digest, length):
     ref = tensor_file.make_ref(raw_digest.hex(), length)
