@@ -60,10 +60,18 @@ def test_bytes_held_further_on_count_against_the_bound():
 
 
 def test_commands_and_markers_pass_a_full_queue():
+    """A flush() must not wait behind the bound it waits for: put_now returns at once on a
+    queue full by count and by bytes, and its item goes in line after what is queued."""
     queue = WriteQueue(max_items=1, max_bytes=100)
     queue.put("a")
-    queue.put_now("flush marker")  # a flush() must not wait behind the bound it waits for
-    assert len(queue) == 2
+    queue.release(0, backlog_bytes=500)  # over the byte bound too
+    caller = threading.Thread(target=queue.put_now, args=("flush marker",), daemon=True)
+    caller.start()
+    caller.join(2)
+    assert not caller.is_alive()  # it did not wait for room (nobody would make any here)
+    assert queue.waiting == 0
+    assert queue.queued_bytes == 0
+    assert [queue.take(), queue.take(), queue.take()] == ["a", "flush marker", None]
 
 
 def test_closing_the_queue_lets_waiting_producers_go():
