@@ -98,9 +98,18 @@ class Lab:
         assert result.returncode == 0, result.stderr
         return result
 
-    def verify(self) -> str:
+    def verify(self, path_first: Path | None = None) -> str:
+        """The check's report; ``path_first``: a folder of programs found before the real ones
+        (to act in the middle of a check)."""
+        env = dict(os.environ)
+        if path_first is not None:
+            env["PATH"] = f"{path_first}:{env['PATH']}"
         result = subprocess.run(
-            ["unshare", "-r", "sh", self.root / "verify"], capture_output=True, text=True, check=False
+            ["unshare", "-r", "sh", self.root / "verify"],
+            env=env,
+            capture_output=True,
+            text=True,
+            check=False,
         )
         assert result.returncode == 0, result.stderr
         return result.stderr
@@ -199,3 +208,37 @@ def test_the_receiving_module_takes_only_archive_files_and_their_list(lab):
     lab.push()
     assert (lab.incoming / "trainbox/alice.run1.parquet").read_bytes() == b"ok"
     assert oct((lab.incoming / "trainbox/alice.run1.parquet").stat().st_mode & 0o777) == "0o444"
+
+
+def test_a_list_replaced_during_the_check_judges_no_file_by_its_old_line(lab):
+    """A push renames a new SHA256SUMS into place, then the file it lists: a check that read
+    the old list must not judge the new file by its old line (before, it was removed as
+    damaged and a try counted); the box's check starts over with the new list."""
+    lab.archive_file("alice.run1.parquet", b"first version")
+    lab.push()
+    incoming = lab.incoming / "trainbox"
+    second = hashlib.sha256(b"second version").hexdigest()
+    (lab.root / "second").write_bytes(b"second version")
+    (lab.root / "second.sums").write_text(f"{second}  alice.run1.parquet\n")
+    # The check's first hard link runs once the old list was read: the push's two renames
+    # happen just then, as rsync makes them (a new file under a temporary name, renamed).
+    hooks = lab.root / "hooks"
+    hooks.mkdir()
+    ln = hooks / "ln"
+    ln.write_text(
+        f"#!/bin/sh\nroot={lab.root} in={incoming}\n"
+        'if [ ! -e "$root/pushed" ]; then\n'
+        '  touch "$root/pushed"\n'
+        '  cp "$root/second.sums" "$in/.SHA256SUMS.tmp" && mv -f "$in/.SHA256SUMS.tmp" "$in/SHA256SUMS"\n'
+        '  cp "$root/second" "$in/.alice.tmp" && mv -f "$in/.alice.tmp" "$in/alice.run1.parquet"\n'
+        "fi\n"
+        'PATH=${PATH#*:} exec ln "$@"\n'
+    )
+    ln.chmod(0o755)
+    said = lab.verify(path_first=hooks)
+    assert (lab.root / "pushed").exists()  # the push came in the middle of the check
+    assert "not its SHA256SUMS line" not in said, said
+    assert "trainbox/SHA256SUMS was replaced during its check: checked again" in said
+    assert "arrived: trainbox/alice.run1.parquet" in said
+    assert (lab.shown / "trainbox/alice.run1.parquet").read_bytes() == b"second version"
+    assert not (lab.state / "archive-tries/trainbox/alice.run1.parquet.tries").exists()  # no try counted
