@@ -59,8 +59,11 @@ class Lab:
         (root / "web/module.conf").write_text(as_self + module)
         # The SSH session: the command the push asks for, run here against the module above.
         fake_ssh = root / "bin/ssh"
+        # bin/on-connect, when there, runs once as a push connects: before rsync lists its files.
         fake_ssh.write_text(
-            '#!/bin/sh\nwhile [ "$1" != rsync ]; do shift; done\n'
+            f'#!/bin/sh\nhook="{root}/bin/on-connect"\n'
+            'if [ -x "$hook" ]; then "$hook"; rm -f "$hook"; fi\n'
+            'while [ "$1" != rsync ]; do shift; done\n'
             f'exec rsync --server --daemon --config="{root}/web/module.conf" .\n'
         )
         fake_ssh.chmod(0o755)
@@ -76,7 +79,8 @@ class Lab:
             file_send_archive_dir=self.archive,
             file_send_max_file_mb=10,
         )
-        (root / "push").write_text(push)
+        # The store's sealed files are root's; here, the test user's (the same when root).
+        (root / "push").write_text(push.replace("-user root", f"-user {os.getuid()}"))
         verify = render(
             "file_receive",
             "labstats-file-verify.j2",
@@ -242,3 +246,36 @@ def test_a_list_replaced_during_the_check_judges_no_file_by_its_old_line(lab):
     assert "arrived: trainbox/alice.run1.parquet" in said
     assert (lab.shown / "trainbox/alice.run1.parquet").read_bytes() == b"second version"
     assert not (lab.state / "archive-tries/trainbox/alice.run1.parquet.tries").exists()  # no try counted
+
+
+def put_artifact(store: Path, content: bytes) -> Path:
+    """Stored as the artifact store does: named by its SHA-256, in a folder of its first two."""
+    digest = hashlib.sha256(content).hexdigest()
+    path = store / digest[:2] / digest
+    path.parent.mkdir(exist_ok=True)
+    path.write_bytes(content)
+    return path
+
+
+def test_the_push_sends_the_sealed_files_listed_before_it_starts_and_nothing_else(lab):
+    """Before, the push listed the unsealed files to leave out and sent the rest of the store:
+    a file that appeared during the push (a planted one, half written under its final name)
+    was on no list and went. Now only the sealed files listed before the push leave."""
+    copies = lab.root / "web/artifacts/trainbox"
+    sealed = put_artifact(lab.store, b"a sealed file")
+    unsealed = None
+    if os.geteuid() == 0:  # a file of a training user: not sealed yet
+        unsealed = put_artifact(lab.store, b"a file its writer still owns")
+        os.chown(unsealed, 65534, 65534)
+    late = hashlib.sha256(b"whole content").hexdigest()
+    hook = lab.root / "bin/on-connect"
+    hook.write_text(
+        f"#!/bin/sh\nmkdir -p {lab.store}/{late[:2]}\nprintf half >{lab.store}/{late[:2]}/{late}\n"
+    )
+    hook.chmod(0o755)
+    lab.push()
+    assert not hook.exists()  # the file appeared once the push had begun
+    assert (copies / sealed.relative_to(lab.store)).read_bytes() == b"a sealed file"
+    assert not (copies / late[:2] / late).exists()
+    if unsealed is not None:
+        assert not (copies / unsealed.relative_to(lab.store)).exists()
