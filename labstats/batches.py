@@ -13,6 +13,7 @@ heartbeat.
 
 from __future__ import annotations
 
+import logging
 import statistics
 import threading
 from collections import deque
@@ -24,6 +25,8 @@ from labstats.format.keys import TIME_SERIES
 from labstats.media import Capture, MediaWriter
 from labstats.spool import Command
 from labstats.writequeue import WriteQueue
+
+log = logging.getLogger("labstats")
 
 # Queue item tags: (POINTS, idx, values, nbytes, time), (COMMANDS, commands),
 # (MARKER, threading.Event), (MEDIA, capture, nbytes).
@@ -63,7 +66,11 @@ class BatchBuilder:
         self._call_intervals: deque[float] = deque(maxlen=50)
 
     def build(self, queue: WriteQueue) -> Batch:
-        """The next batch: items taken from ``queue`` until it is empty or MAX_POINTS."""
+        """The next batch: items taken from ``queue`` until it is empty or MAX_POINTS.
+
+        An item or a value that makes the builder or the encoder fail (a bug met by one odd
+        value) is left out alone, with a warning (and counted in the run's ``quarantined``
+        field); every other item taken goes on in the batch, in its place."""
         batch = Batch()
         commands = batch.commands
         points: list[tuple[int, str, Any]] = []
@@ -74,31 +81,36 @@ class BatchBuilder:
             item = take()
             if item is None:
                 break
-            tag = item[0]
-            if tag == POINTS:
-                _, idx, values, nbytes, when = item
-                calls, last_call = calls + 1, when
-                for name, value in values.items():
-                    points.append((idx, name, value))
-                # An importer gives each step its own time; the logger's is the call's.
-                if time_series not in values and when - self._last_time >= TIME_RESOLUTION:
-                    points.append((idx, time_series, when))
-                    self._last_time = when
-                batch.freed += nbytes
-            elif tag == MARKER:
-                batch.markers.append(item[1])
-            else:  # commands and media go out in their place among the points
-                if points:
-                    commands += self.encoder.encode(points)
-                    encoded += len(points)
-                    points = []
-                if tag == COMMANDS:
-                    commands += item[1]
-                else:
-                    commands += self._media_commands(item[1])
-                    batch.freed += item[2]
+            mark = len(points)
+            try:
+                tag = item[0]
+                if tag == POINTS:
+                    _, idx, values, nbytes, when = item
+                    batch.freed += nbytes
+                    for name, value in values.items():
+                        points.append((idx, name, value))
+                    # An importer gives each step its own time; the logger's is the call's.
+                    if time_series not in values and when - self._last_time >= TIME_RESOLUTION:
+                        points.append((idx, time_series, when))
+                        self._last_time = when
+                    calls, last_call = calls + 1, when
+                elif tag == MARKER:
+                    batch.markers.append(item[1])
+                else:  # commands and media go out in their place among the points
+                    if points:
+                        encoded += len(points)
+                        self._encode(points, commands)
+                        points = []
+                    if tag == COMMANDS:
+                        commands += item[1]
+                    else:
+                        batch.freed += item[2]
+                        commands += self._media_commands(item[1])
+            except Exception as exc:
+                del points[mark:]  # a call that failed half way: none of its points
+                self._quarantine_item(item, exc, commands)
         if points:
-            commands += self.encoder.encode(points)
+            self._encode(points, commands)
         if calls:
             if self.last_call:
                 self._call_intervals.append(max(0.0, last_call - self.last_call) / calls)
@@ -128,5 +140,69 @@ class BatchBuilder:
             commands.append(cmd("HSET", self._run_key(), "media_failed", self.media.failed))
         return commands
 
+    def _encode(self, points: list[tuple[int, str, Any]], commands: list[Command]) -> None:
+        """Append the commands for ``points``. If the encoder fails on them, its state goes
+        back to before the call (it changes series as it goes, and the commands for those
+        changes went with the exception) and the points are encoded in halves, down to the
+        one that fails: that point alone is left out."""
+        checkpoint = EncoderCheckpoint(self.encoder, points)
+        try:
+            commands += self.encoder.encode(points)
+            return
+        except Exception as exc:
+            checkpoint.restore()
+            if len(points) == 1:
+                idx, name, _ = points[0]
+                self._quarantine(f"series {name!r} at idx {idx}: value", exc, commands)
+                return
+        half = len(points) // 2
+        self._encode(points[:half], commands)
+        self._encode(points[half:], commands)
+
+    def _quarantine_item(self, item: Any, exc: Exception, commands: list[Command]) -> None:
+        if item[0] == MEDIA:
+            what = f"media {getattr(item[1], 'name', '?')!r} at step {getattr(item[1], 'step', '?')}"
+        elif item[0] == POINTS:
+            what = f"the values logged at idx {item[1]}"
+        else:
+            what = f"a queued item of kind {item[0]!r}"
+        self._quarantine(what, exc, commands)
+
+    def _quarantine(self, what: str, exc: Exception, commands: list[Command]) -> None:
+        """Leave out what failed, with one warning, and count it with the encoder's own."""
+        self.encoder.quarantined += 1
+        log.warning("labstats: %s left out, it cannot be stored (writer error: %r)", what, exc, exc_info=exc)
+        commands.append(cmd("HSET", self._run_key(), "quarantined", self.encoder.quarantined))
+
     def _run_key(self) -> str:
         return self.encoder.keys.run(self.encoder.run_id)
+
+
+class EncoderCheckpoint:
+    """The encoder's state before one encode() call, to undo a call that failed half way.
+
+    Only what a call changes is kept: the counters, the number of series (new ones are added
+    last) and the touched series' fields with their open chunk's length (a chunk only grows
+    in place, or is replaced whole by a new one, so the length and the old buffer bring it
+    back without a copy)."""
+
+    __slots__ = ("blobs", "encoder", "n_series", "quarantined", "states")
+
+    def __init__(self, encoder: ChunkEncoder, points: list[tuple[int, str, Any]]) -> None:
+        series = encoder.series
+        self.encoder = encoder
+        self.blobs, self.quarantined, self.n_series = encoder.blobs, encoder.quarantined, len(series)
+        if len(series) <= len(points):  # the common case: few series, many points
+            touched = series.values()
+        else:
+            touched = [series[name] for name in {name for _, name, _ in points} if name in series]
+        self.states = [(state, vars(state).copy(), len(state.buf)) for state in touched]
+
+    def restore(self) -> None:
+        encoder = self.encoder
+        encoder.blobs, encoder.quarantined = self.blobs, self.quarantined
+        for name in list(encoder.series)[self.n_series :]:
+            del encoder.series[name]
+        for state, fields, length in self.states:
+            vars(state).update(fields)
+            del state.buf[length:]

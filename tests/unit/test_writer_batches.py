@@ -1,13 +1,14 @@
 """The batch builder and the writer built from its parts: what the builder makes is what
 the transport sends, in order, with the heartbeat last."""
 
+import logging
 import threading
 
 import redis
 
 from labstats.batches import COMMANDS, MARKER, MAX_POINTS, POINTS, Batch, BatchBuilder
 from labstats.chunks import ChunkEncoder, cmd
-from labstats.format import keys
+from labstats.format import chunk, keys, series_info
 from labstats.spool import Spool
 from labstats.transport import Transport
 from labstats.writequeue import WriteQueue
@@ -102,3 +103,47 @@ def test_the_builder_takes_the_run_from_its_encoder_alone():
     builder = BatchBuilder(encoder)
     encoder.keys, encoder.run_id = keys.Keys("other"), "20261205-000000-fedcba"
     assert builder.pulse(1.0)[1] == keys.Keys("other").run("20261205-000000-fedcba").encode()
+
+
+def stored_idx(client: redis.Redis, name: str) -> list[int]:
+    """The idx of every point of series ``name`` in Redis (its chunks in order)."""
+    info = series_info.decode(client.hget(KEYS.series(RUN), name))
+    found: list[int] = []
+    for n in range(info["last_chunk"] + 1):
+        found += chunk.idx_of(client.get(KEYS.chunk(RUN, info["sid"], n))).tolist()
+    return found
+
+
+def test_a_value_the_encoder_fails_on_is_left_out_alone_and_the_writer_goes_on(tmp_path, url, caplog):
+    """A series name with a lone surrogate (os.fsdecode of a file name that is not UTF-8)
+    passes the logger's check and makes the encoder raise half way through a batch, after
+    it changed other series: the batch's other values are stored exactly once, the odd value
+    alone is left out with one warning, and later batches go out as before."""
+    queue = WriteQueue()
+    transport = Transport(lambda: redis.Redis.from_url(url), KEYS, RUN, Spool(tmp_path / "r.spool"))
+    writer = Writer(queue, BatchBuilder(ChunkEncoder(KEYS, RUN)), transport, flush_interval=60)
+    for step in range(10):
+        values = {"loss": float(step), "acc": step}
+        if step == 5:
+            values["odd\udcff"] = 1.0
+        queue.put_now((POINTS, step, values, 0, 1000.0 + step))
+    queue.put_now((COMMANDS, [cmd("HSET", KEYS.run(RUN), "note", "after the points")]))
+    writer.start()
+    try:
+        with caplog.at_level(logging.WARNING, "labstats"):
+            assert writer.flush(10)
+        queue.put_now((POINTS, 10, {"loss": 10.0, "acc": 10}, 0, 1010.0))
+        assert writer.flush(10)
+        assert writer.is_alive()
+    finally:
+        assert writer.stop(10)
+    client = redis.Redis.from_url(url)
+    assert stored_idx(client, "loss") == list(range(11))
+    assert stored_idx(client, "acc") == list(range(11))
+    assert stored_idx(client, keys.TIME_SERIES) == list(range(11))
+    assert client.hlen(KEYS.series(RUN)) == 3  # no trace of the odd series
+    assert client.hget(KEYS.run(RUN), "quarantined") == b"1"
+    assert client.hget(KEYS.run(RUN), "note") == b"after the points"
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "odd" in warning.getMessage()
+    assert "left out" in warning.getMessage()
