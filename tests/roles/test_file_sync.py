@@ -53,7 +53,13 @@ class Lab:
             file_receive_artifacts_dir=root / "web/artifacts",
             file_receive_incoming_dir=self.incoming,
             file_receive_archive_dir=self.shown,
-        ).replace("/usr/local/sbin/labstats-file-quota", "true")
+            file_receive_max_file_mb=10,
+        )
+        max_size = render("file_receive", "labstats-file-max-size.j2", file_receive_max_file_mb=10)
+        (root / "web/max-size").write_text(max_size)
+        module = module.replace("/usr/local/sbin/labstats-file-quota", "true").replace(
+            "/usr/local/sbin/labstats-file-max-size", f"sh {root}/web/max-size"
+        )
         # A daemon started by root would become nobody; the receiving account is never root.
         as_self = f"uid = {os.getuid()}\ngid = {os.getgid()}\n"
         (root / "web/module.conf").write_text(as_self + module)
@@ -279,3 +285,34 @@ def test_the_push_sends_the_sealed_files_listed_before_it_starts_and_nothing_els
     assert not (copies / late[:2] / late).exists()
     if unsealed is not None:
         assert not (copies / unsealed.relative_to(lab.store)).exists()
+
+
+def test_no_file_over_the_receiving_sides_cap_arrives_whatever_the_push_asks(lab):
+    """rsync's daemon has no size cap of its own: a push that asked for none (or a larger one)
+    could fill the box's quota with one file. Now a push must ask for at most the receiving
+    side's cap per file (10 MiB here), else it is refused whole; the receiver skips a larger
+    file."""
+    big = lab.root / "big.parquet"
+    big.write_bytes(b"x" * (11 << 20))
+    small = lab.root / "small.parquet"
+    small.write_bytes(b"small")
+    env = {**os.environ, "PATH": f"{lab.root}/bin:{os.environ['PATH']}"}
+    incoming = lab.incoming / "trainbox"
+
+    def send(*options: str) -> subprocess.CompletedProcess:
+        return subprocess.run(
+            ["rsync", "-t", *options, "-e", "ssh", str(big), str(small), "labstats-in-1@hub::archive/"],
+            env=env, capture_output=True, text=True, check=False,
+        )  # fmt: skip
+
+    for options in ((), ("--max-size=11m",), ("--max-size=1m", "-M--max-size=100m")):
+        sent = send(*options)
+        assert sent.returncode != 0, options
+        assert "must ask for --max-size of at most 10 MiB" in sent.stderr + sent.stdout, options
+        assert sorted(p.name for p in incoming.iterdir()) == [], options
+    sent = send("--max-size=10m")
+    assert sent.returncode == 0, sent.stderr
+    assert sorted(p.name for p in incoming.iterdir()) == ["small.parquet"]  # the big one stays
+    lab.archive_file("alice.run1.parquet", b"ok")
+    lab.push()  # the push asks for its own cap (10 MiB here): taken
+    assert (incoming / "alice.run1.parquet").read_bytes() == b"ok"
