@@ -1,7 +1,8 @@
 """The push (role file_send) and the web box's receiving modules and check (role
 file_receive), rendered from their templates and run here, no box needed: the push's rsync
 reaches the real receiving module through an `ssh` that runs its command locally, and the
-check runs as root of a user namespace (it gives files to root). What an archive file needs
+check runs as root of a user namespace (it gives files to root), its unit's writable folders
+each a mount of their own, as systemd makes them. What an archive file needs
 to be shown, how a re-archived file replaces its copy, and what is never shown."""
 
 import hashlib
@@ -17,8 +18,8 @@ ROLES = Path(__file__).resolve().parents[2] / "roles"
 BOX = {"host": "trainbox", "source": "trainbox", "push_account": "labstats-in-1", "address": "10.0.0.2"}
 
 pytestmark = pytest.mark.skipif(
-    not shutil.which("rsync") or subprocess.run(["unshare", "-r", "true"], check=False).returncode != 0,
-    reason="needs rsync and user namespaces",
+    not shutil.which("rsync") or subprocess.run(["unshare", "-rm", "true"], check=False).returncode != 0,
+    reason="needs rsync and user and mount namespaces",
 )
 
 
@@ -26,6 +27,7 @@ def render(role: str, template: str, **context) -> str:
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(ROLES / role / "templates"), trim_blocks=True)
     env.filters["quote"] = lambda value: "'" + str(value).replace("'", "'\\''") + "'"
     env.filters["comment"] = lambda text: f"#\n# {text}\n#"
+    env.filters["dirname"] = os.path.dirname
     return env.get_template(template).render(ansible_managed="Ansible managed", **context)
 
 
@@ -99,6 +101,16 @@ class Lab:
             file_receive_damaged_retries=3,
         )
         (root / "verify").write_text(verify)
+        unit = render(
+            "file_receive",
+            "labstats-file-verify.service.j2",
+            file_receive_artifacts_dir=root / "web/artifacts",
+            file_receive_archive_dir=self.shown,
+            file_receive_state_dir=self.state,
+        )
+        # The check's unit makes each of these a mount of its own (parents first): so does its run here.
+        (writable,) = (line for line in unit.splitlines() if line.startswith("ReadWritePaths="))
+        self.writable = sorted(writable.removeprefix("ReadWritePaths=").split())
 
     def push(self) -> subprocess.CompletedProcess:
         env = {**os.environ, "PATH": f"{self.root}/bin:{os.environ['PATH']}"}
@@ -114,8 +126,11 @@ class Lab:
         env = dict(os.environ)
         if path_first is not None:
             env["PATH"] = f"{path_first}:{env['PATH']}"
+        as_the_unit = (
+            'verify=$1; shift; for path; do mount --bind "$path" "$path" || exit 1; done; exec sh "$verify"'
+        )
         result = subprocess.run(
-            ["unshare", "-r", "sh", self.root / "verify"],
+            ["unshare", "-rm", "sh", "-c", as_the_unit, "sh", self.root / "verify", *self.writable],
             env=env,
             capture_output=True,
             text=True,
@@ -316,3 +331,23 @@ def test_no_file_over_the_receiving_sides_cap_arrives_whatever_the_push_asks(lab
     lab.archive_file("alice.run1.parquet", b"ok")
     lab.push()  # the push asks for its own cap (10 MiB here): taken
     assert (incoming / "alice.run1.parquet").read_bytes() == b"ok"
+
+
+def test_a_damaged_copy_is_set_aside_by_a_rename(lab):
+    """The damaged copies' folder was in the check's state, a mount of its own under its unit:
+    setting a copy aside copied it (twice the disk for a moment, and a half copy if the check
+    stopped). Now it is beside the copies, in the same tree: the move keeps the file's inode."""
+    content = b"what the training box sent"
+    digest = hashlib.sha256(content).hexdigest()
+    copy = lab.root / "web/artifacts/trainbox" / digest[:2] / digest
+    copy.parent.mkdir()
+    copy.write_bytes(b"damaged on the way")
+    inode = copy.stat().st_ino
+    said = lab.verify()
+    assert f"damaged copy of trainbox/{digest} moved aside (try 1 of 3;" in said, said
+    assert not copy.exists()
+    (aside,) = (p for p in (lab.root / "web").rglob(digest) if p != copy)
+    assert aside.stat().st_ino == inode
+    assert aside.read_bytes() == b"damaged on the way"
+    assert aside.parent == lab.root / "web/artifacts/.damaged/trainbox"
+    assert (aside.parent / f"{digest}.tries").read_text() == "1\n"
