@@ -41,6 +41,15 @@ def test_nginx_writes_no_policy_of_its_own_and_keeps_the_viewers():
         for line in text.splitlines()
         if "content-security-policy" in line.lower() and not line.lstrip().startswith("#")
     ]
-    # The proxy snippet and /login: the role's policy only where the viewer sent none (the
-    # map above); no location hides the viewer's own header.
-    assert lines == ["add_header Content-Security-Policy $labstats_csp always;"] * 2
+    # The proxy snippet (/login includes it too): the role's policy only where the viewer
+    # sent none (the map above); no location hides the viewer's own header.
+    assert lines == ["add_header Content-Security-Policy $labstats_csp always;"]
+
+
+def test_the_login_goes_through_the_viewer_proxy_with_its_own_budget():
+    block = re.search(r"location = /login \{\n(.*?)\n    \}", render("labstats.conf.j2"), re.S)
+    assert block is not None
+    lines = [line.strip() for line in block.group(1).splitlines()]
+    assert "include /etc/nginx/snippets/labstats-viewer-proxy.conf;" in lines
+    assert any(line.startswith("limit_req zone=labstats_login ") for line in lines)
+    assert not any(line.startswith(("uwsgi_", "add_header")) for line in lines)  # no copy of the snippet
