@@ -19,6 +19,10 @@ The cookie holds a 256-bit random id; the file holds only its SHA-256, the user,
 time, the last use and a fingerprint of the user's password hash (a changed password ends the
 user's sessions). Without a sessions_file the store is in memory: right for one process
 (``labstats`` on a laptop), wrong for several uWSGI workers, which would each see their own.
+The same file keeps the passwords users set themselves in the viewer (the users file is the
+inventory's, root's, rewritten by each converge): a bcrypt hash and the SHA-256 of the users
+file's hash it replaced, so that an admin's reset there wins (see :mod:`labstats.viewer.auth`),
+and the wrong current passwords typed on that page (they are limited).
 The config is $LABSTATS_VIEWER_CONFIG when --config is not given. Run the command as root or as
 the viewer's user: as root it becomes the owner of the sessions folder first, so SQLite's side
 files (-wal, -shm) it may create stay the viewer's.
@@ -56,6 +60,17 @@ CREATE TABLE IF NOT EXISTS sessions (
     last_used REAL NOT NULL
 );
 CREATE INDEX IF NOT EXISTS sessions_user ON sessions (user);
+CREATE TABLE IF NOT EXISTS own_passwords (
+    user TEXT PRIMARY KEY,
+    hash TEXT NOT NULL,            -- bcrypt of the password the user set in the viewer
+    replaces TEXT NOT NULL,        -- SHA-256 of the users file's hash it overrides
+    set_at REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS password_failures (
+    user TEXT NOT NULL,            -- a wrong current password on the own-password page
+    at REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS password_failures_user ON password_failures (user, at);
 """
 
 
@@ -203,6 +218,42 @@ class SessionStore:
             "DELETE FROM sessions WHERE created <= ? OR last_used <= ?",
             (now - self.lifetime_s, now - self.idle_s),
         )
+
+    def own_password(self, user: str) -> tuple[bytes, str] | None:
+        """The password ``user`` set in the viewer: (its bcrypt hash, the SHA-256 of the users
+        file's hash it replaced); None if the user never set one."""
+        rows = self._read("SELECT hash, replaces FROM own_passwords WHERE user = ?", (user,))
+        return (rows[0][0].encode(), rows[0][1]) if rows else None
+
+    def set_own_password(self, user: str, hashed: bytes, replaces: str) -> None:
+        self._write(
+            "INSERT OR REPLACE INTO own_passwords (user, hash, replaces, set_at) VALUES (?, ?, ?, ?)",
+            (user, hashed.decode(), replaces, self.clock()),
+        )
+
+    def forget_replaced_passwords(self, current: dict[str, str]) -> int:
+        """Drop the viewer-set passwords whose user is gone or whose users-file hash changed
+        since (``current``: user -> SHA-256 of its hash there): the inventory won, for good."""
+        pairs = self._read("SELECT user, replaces FROM own_passwords")
+        dropped = 0
+        for user, replaces in pairs:
+            if current.get(user) != replaces:
+                dropped += self._write(
+                    "DELETE FROM own_passwords WHERE user = ? AND replaces = ?", (user, replaces)
+                )
+        return dropped
+
+    def note_password_failure(self, user: str) -> None:
+        self._write("INSERT INTO password_failures (user, at) VALUES (?, ?)", (user, self.clock()))
+
+    def password_failures(self, user: str, within_s: float) -> int:
+        """How many wrong current passwords ``user``'s sessions typed in the last ``within_s``."""
+        since = self.clock() - within_s
+        self._write("DELETE FROM password_failures WHERE at <= ?", (since,))
+        return self._read("SELECT COUNT(*) FROM password_failures WHERE user = ?", (user,))[0][0]
+
+    def clear_password_failures(self, user: str) -> None:
+        self._write("DELETE FROM password_failures WHERE user = ?", (user,))
 
     def sessions(self) -> list[Session]:
         rows = self._read("SELECT user, fingerprint, created, last_used FROM sessions ORDER BY user, created")

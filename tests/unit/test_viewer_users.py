@@ -1,4 +1,5 @@
-"""The viewer role's writer of the users file (labstats.viewer.users), with real bcrypt."""
+"""The viewer role's writer of the users file (labstats.viewer.users), with real bcrypt: one
+``name:hash:role`` line per user, written again only when a password or role changed."""
 
 import io
 import json
@@ -8,13 +9,22 @@ import bcrypt
 import pytest
 
 from labstats.viewer import users
-from labstats.viewer.auth import read_pairs
+from labstats.viewer.auth import read_entries
 
 
 def run(path, passwords, monkeypatch, capsys) -> str:
     monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps(passwords)))
     assert users.main([str(path)]) == 0
     return capsys.readouterr().out.strip()
+
+
+def read_pairs(path: str, convert) -> dict:
+    """name -> hash, roles left out."""
+    return {name: hashed for name, (hashed, _) in read_entries(path, convert).items()}
+
+
+def roles(path) -> dict:
+    return {name: role for name, (_, role) in read_entries(str(path), str.encode).items()}
 
 
 def test_a_second_write_with_the_same_passwords_changes_nothing(tmp_path, monkeypatch, capsys):
@@ -59,3 +69,65 @@ def test_a_name_that_would_break_the_file_is_refused(tmp_path, name):
     with pytest.raises(ValueError, match="user name"):
         users.write(tmp_path / "f", {name: "pw"})
     assert not (tmp_path / "f").exists()
+
+
+def test_each_line_carries_the_users_role(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "viewer-users"
+    given = {"alice": {"password": "a-pw", "role": "admin"}, "bob": {"password": "b-pw", "role": "editor"}}
+    assert (
+        run(path, {**given, "carol": {"password": "c-pw", "role": "reader"}}, monkeypatch, capsys)
+        == "changed"
+    )
+    assert roles(path) == {"alice": "admin", "bob": "editor", "carol": "reader"}
+    assert [line.rsplit(":", 1)[1] for line in path.read_text().splitlines()] == ["admin", "editor", "reader"]
+    hashes = read_pairs(str(path), str.encode)
+    # A role changed: that line is written again, the hashes all kept (same passwords).
+    given["bob"]["role"] = "reader"
+    assert (
+        run(path, {**given, "carol": {"password": "c-pw", "role": "reader"}}, monkeypatch, capsys)
+        == "changed"
+    )
+    assert roles(path)["bob"] == "reader"
+    assert read_pairs(str(path), str.encode) == hashes
+    assert (
+        run(path, {**given, "carol": {"password": "c-pw", "role": "reader"}}, monkeypatch, capsys)
+        == "unchanged"
+    )
+
+
+def test_a_file_of_before_roles_is_rewritten_with_them_once_keeping_its_hashes(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "viewer-users"
+    old = bcrypt.hashpw(b"a-pw", bcrypt.gensalt(4)).decode()
+    path.write_text(f"labstats:{old}\n")
+    assert roles(path) == {"labstats": "reader"}  # what the viewer reads it as until the converge
+    given = {"labstats": {"password": "a-pw", "role": "admin"}}
+    assert run(path, given, monkeypatch, capsys) == "changed"
+    assert path.read_text() == f"labstats:{old}:admin\n"
+    assert run(path, given, monkeypatch, capsys) == "unchanged"
+
+
+def test_a_bare_password_of_before_makes_a_reader(tmp_path, monkeypatch, capsys):
+    path = tmp_path / "viewer-users"
+    run(path, {"alice": "a-pw"}, monkeypatch, capsys)
+    assert roles(path) == {"alice": "reader"}
+
+
+@pytest.mark.parametrize(
+    "entry",
+    [
+        {"password": "pw", "role": "root"},
+        {"password": "pw", "role": "Admin"},
+        {"password": "pw", "role": ""},
+        {"password": "pw"},
+        {"role": "admin"},
+        {"password": 5, "role": "admin"},
+        ["pw", "admin"],
+    ],
+)
+def test_a_bad_role_or_entry_is_refused_and_nothing_is_written(tmp_path, monkeypatch, capsys, entry):
+    path = tmp_path / "viewer-users"
+    path.write_text("kept:x:admin\n")
+    monkeypatch.setattr("sys.stdin", io.StringIO(json.dumps({"ok": "pw-ok", "bad": entry})))
+    assert users.main([str(path)]) == 2
+    assert "refused" in capsys.readouterr().err
+    assert path.read_text() == "kept:x:admin\n"
