@@ -295,6 +295,8 @@ def init_app(app: Flask, config: AuthConfig | None) -> None:
     guard = Guard(config, store) if config else None
     app.extensions["labstats_guard"] = guard
     app.extensions["labstats_sessions"] = store
+    # Pages show a control only to whom may use it: {% if may("editor") %}...{% endif %}.
+    app.jinja_env.globals["may"] = lambda needed: has_role(g.get("role"), needed)
     warned = []
 
     def refresh() -> None:

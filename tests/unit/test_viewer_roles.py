@@ -425,3 +425,10 @@ def test_an_inventory_reset_wins_also_over_a_viewer_restarted_after_it(make_app,
     restarted = make_app(section)
     assert log_in(restarted.test_client(), user="carol", password=NEW_PASSWORD).status_code == 401
     assert log_in(restarted.test_client(), user="carol", password=reset).status_code == 302
+
+
+def test_pages_can_ask_what_the_user_may_do(app):
+    app.add_url_rule("/test/may", "test_may", lambda: app.jinja_env.from_string(
+        "{% for r in roles %}{{ r }}={{ may(r) }} {% endfor %}").render(roles=ROLES))  # fmt: skip
+    assert session_client(app, "carol").get("/test/may").text == "reader=True editor=False admin=False "
+    assert session_client(app, "bob").get("/test/may").text == "reader=True editor=True admin=False "
