@@ -5,11 +5,18 @@
     queue.wakeup.wait(0.2)         # writer thread: sleeps until the interval or a call for it
     item = queue.take()            # writer thread: the oldest item, or None
     queue.release(freed, backlog)  # writer thread: a batch was taken; waiting producers go on
+    queue.close()                  # at the writer's stop: puts from now on are refused
+    queue.seal()                   # writer thread, the queue seen empty: its last look
 
 Back-pressure, when the writer cannot keep up: the producer waits on a condition that the
 writer notifies when it takes a batch (no sleeping in a loop). Nothing is ever dropped. The
 bound counts items, the bytes of large values queued, and the bytes the writer still holds
 further on (batches neither Redis nor the spool's disk took yet: ``backlog``).
+
+At the writer's stop the queue is closed: a put returns False and its item is not written.
+What was in stays: the writer empties the queue and seals it when it finds it empty, so every
+item a put returned True for is written. A put that raced the close (it found the queue open,
+then closed after its append) learns which it was from the seal.
 """
 
 from __future__ import annotations
@@ -37,7 +44,11 @@ class WriteQueue:
         # Set when the writer should come before its interval ends: a full queue, commands,
         # a flush. The writer waits on it and clears it.
         self.wakeup = threading.Event()
-        self._closed = False
+        self._closed = False  # no put from now on is written (see module docstring)
+        # The writer's last look, when it found the queue empty: taken to seal and to settle a
+        # put that raced the close (never on the common path, which takes no lock).
+        self._seal_lock = threading.Lock()
+        self._sealed = False
         self._warned = False
 
     def __len__(self) -> int:
@@ -45,9 +56,12 @@ class WriteQueue:
 
     # ---- producers (any thread) -----------------------------------------------------------
 
-    def put(self, item: Any, nbytes: int = 0) -> None:
+    def put(self, item: Any, nbytes: int = 0) -> bool:
         """Append ``item`` (holding ``nbytes`` of large values); waits while the queue is full.
-        Its own bytes count once it is in: one value larger than the bound still passes."""
+        Its own bytes count once it is in: one value larger than the bound still passes.
+        True: it will be written; False: the queue is closed and it will not be."""
+        if self._closed:
+            return False
         if self._over_bytes or len(self._items) >= self.max_items:
             self._wait_for_space()
         if nbytes:
@@ -55,11 +69,24 @@ class WriteQueue:
                 self.queued_bytes += nbytes
                 self._over_bytes = self._bytes_over()
         self._items.append(item)
+        return not self._closed or self._settle(item)
 
-    def put_now(self, item: Any) -> None:
+    def put_now(self, item: Any) -> bool:
         """Append ``item`` without waiting (commands and flush markers: small, and a flush
-        must be able to pass a full queue)."""
+        must be able to pass a full queue). True or False as :meth:`put`."""
+        if self._closed:
+            return False
         self._items.append(item)
+        return not self._closed or self._settle(item)
+
+    def _settle(self, item: Any) -> bool:
+        """Whether ``item``, appended while the queue was being closed, will be written. Before
+        the seal the writer will take it (it seals only an empty queue); after the seal it
+        was written if the writer took it, and not if it is still here (nobody takes it)."""
+        with self._seal_lock:
+            if not self._sealed:
+                return True
+            return not any(queued is item for queued in list(self._items))
 
     def full(self) -> bool:
         return len(self._items) >= self.max_items or self._bytes_over()
@@ -103,7 +130,18 @@ class WriteQueue:
                 self._space.notify_all()
 
     def close(self) -> None:
-        """The writer is gone: no producer waits any more."""
+        """Take nothing more in (puts return False from now on); no producer waits any more.
+        What is queued stays for the writer, which empties the queue and then seals it."""
         with self._space:
             self._closed = True
             self._space.notify_all()
+
+    def seal(self, force: bool = False) -> bool:
+        """The writer's last look at a closed queue: True when it is empty (then sealed: an
+        item appended later is not written, and its put returns False). ``force``: seal it
+        anyway (the writer ends on an error; what is left is not written)."""
+        with self._seal_lock:
+            if len(self._items) and not force:
+                return False
+            self._sealed = True
+            return True

@@ -15,6 +15,10 @@ out even when nothing was logged: the heartbeat says the process lives.
 
 A value that cannot be encoded is left out with a warning (and counted in the run's
 ``quarantined`` field); it never takes other values with it.
+
+Everything put before :meth:`Writer.stop` (``Stats.close()``) is written before the writer
+ends. A put from another thread after it is refused: it returns False, the first refusal is
+warned about, and ``refused`` counts them. Nothing is dropped silently.
 """
 
 from __future__ import annotations
@@ -54,20 +58,36 @@ class Writer(threading.Thread):
         self._wake = queue.wakeup
         self._stopping = threading.Event()
         self._last_heartbeat = 0.0
+        self.refused = 0  # puts that came after the writer's last drain (not written)
+        self._refusing = threading.Lock()  # puts come from any thread: count each, warn once
 
     # ---- called from the training thread -------------------------------------------------
 
-    def put_points(self, idx: int, values: dict[str, Any], nbytes: int = 0) -> None:
+    def put_points(self, idx: int, values: dict[str, Any], nbytes: int = 0) -> bool:
         """Queue one call's values (``nbytes``: the bytes of its large values, which count
-        against the queue's bound; waits while the queue is full)."""
-        self.queue.put((POINTS, idx, values, nbytes, time.time()), nbytes)
+        against the queue's bound; waits while the queue is full). False, with a warning the
+        first time, when the writer has stopped: the values will not be written."""
+        return self.queue.put((POINTS, idx, values, nbytes, time.time()), nbytes) or self._refuse("values")
 
-    def put_media(self, item: Capture) -> None:
-        self.queue.put((MEDIA, item, item.nbytes), item.nbytes)
+    def put_media(self, item: Capture) -> bool:
+        """Queue one media capture; False when the writer has stopped (see put_points)."""
+        return self.queue.put((MEDIA, item, item.nbytes), item.nbytes) or self._refuse("a media item")
 
-    def put_commands(self, commands: list[Command]) -> None:
-        self.queue.put_now((COMMANDS, commands))
+    def put_commands(self, commands: list[Command]) -> bool:
+        """Queue ready commands, without waiting; False when the writer has stopped."""
+        if not self.queue.put_now((COMMANDS, commands)):
+            return self._refuse("commands")
         self._wake.set()
+        return True
+
+    def _refuse(self, what: str) -> bool:
+        with self._refusing:
+            self.refused += 1
+            first = self.refused == 1
+        if first:
+            log.warning("labstats: %s logged after run %s was closed: not written, nor anything "
+                        "logged later (writer.refused counts them)", what, self.transport.run_id)  # fmt: skip
+        return False
 
     def wake(self) -> None:
         """Send what is queued now instead of at the next interval."""
@@ -78,11 +98,17 @@ class Writer(threading.Thread):
         if not self.is_alive():
             return not len(self.queue)
         done = threading.Event()
-        self.queue.put_now((MARKER, done))
+        if not self.queue.put_now((MARKER, done)):  # stopping: its end is the flush
+            self.join(timeout)
+            return not self.is_alive()
         self._wake.set()
         return done.wait(timeout)
 
     def stop(self, timeout: float | None = None) -> bool:
+        """Write everything queued, then end. A put called from now on is refused (returns
+        False, warned once); one already waiting for room in a full queue goes in and is
+        written. The end is bounded whatever other threads keep logging."""
+        self.queue.close()
         self._stopping.set()
         self._wake.set()
         self.join(timeout)
@@ -105,13 +131,18 @@ class Writer(threading.Thread):
                 except Exception:  # a bug here must not end the training run (nor lose the
                     # batch: the transport spools whatever it could not send)
                     log.exception("labstats: writer error (will retry)")
-                if self._stopping.is_set() and not len(self.queue):
+                # stop() closed the queue first: once it is empty nothing more can be written
+                if self._stopping.is_set() and self.queue.seal():
                     break
             self.transport.finish()
         finally:
+            self.queue.close()
+            self.queue.seal(force=True)
+            if len(self.queue):
+                log.error("labstats: the writer of run %s ended with %d queued items not written",
+                          self.transport.run_id, len(self.queue))  # fmt: skip
             self.builder.close()
             self.transport.close()
-            self.queue.close()
 
     def _drain(self) -> None:
         while True:

@@ -5,6 +5,7 @@ import logging
 import threading
 
 import redis
+from conftest import wait_for
 
 from labstats.batches import COMMANDS, MARKER, MAX_POINTS, POINTS, Batch, BatchBuilder
 from labstats.chunks import ChunkEncoder, cmd
@@ -147,3 +148,57 @@ def test_a_value_the_encoder_fails_on_is_left_out_alone_and_the_writer_goes_on(t
     (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
     assert "odd" in warning.getMessage()
     assert "left out" in warning.getMessage()
+
+
+def started_writer(tmp_path, url) -> Writer:
+    transport = Transport(lambda: redis.Redis.from_url(url), KEYS, RUN, Spool(tmp_path / "r.spool"))
+    writer = Writer(WriteQueue(), BatchBuilder(ChunkEncoder(KEYS, RUN)), transport, flush_interval=0.01)
+    writer.start()
+    return writer
+
+
+def in_thread(call, *args):
+    """``call(*args)`` from another thread (a data loader, a callback); returns its result."""
+    result = []
+    thread = threading.Thread(target=lambda: result.append(call(*args)), daemon=True)
+    thread.start()
+    thread.join(5)
+    assert not thread.is_alive()
+    return result[0]
+
+
+def test_a_put_after_the_writer_stopped_is_refused_with_one_warning(tmp_path, url, caplog):
+    writer = started_writer(tmp_path, url)
+    assert writer.put_points(0, {"loss": 0.0})
+    assert writer.stop(10)
+    with caplog.at_level(logging.WARNING, "labstats"):
+        assert in_thread(writer.put_points, 1, {"loss": 1.0}) is False
+        assert in_thread(writer.put_commands, [cmd("HSET", KEYS.run(RUN), "late", "1")]) is False
+        assert writer.flush(1)  # nothing it could wait for: the writer's end was the flush
+    assert writer.refused == 2
+    (warning,) = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert "not written" in warning.getMessage()
+    assert len(writer.queue) == 0  # not kept in a queue nobody reads
+    assert stored_idx(redis.Redis.from_url(url), "loss") == [0]
+
+
+def test_every_put_that_was_accepted_while_the_writer_stopped_is_written(tmp_path, url):
+    """A thread logging while the run closes: each put is written or refused, never kept
+    in a queue that nobody drains any more."""
+    writer = started_writer(tmp_path, url)
+    accepted = []
+
+    def produce() -> None:
+        step = 0
+        while writer.put_points(step, {"loss": float(step)}):
+            accepted.append(step)
+            step += 1
+
+    producer = threading.Thread(target=produce, daemon=True)
+    producer.start()
+    assert wait_for(lambda: len(accepted) > 1000, 10)
+    assert writer.stop(10)
+    producer.join(5)
+    assert not producer.is_alive()
+    assert writer.refused == 1
+    assert stored_idx(redis.Redis.from_url(url), "loss") == accepted

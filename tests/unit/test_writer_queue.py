@@ -74,14 +74,45 @@ def test_commands_and_markers_pass_a_full_queue():
     assert [queue.take(), queue.take(), queue.take()] == ["a", "flush marker", None]
 
 
-def test_closing_the_queue_lets_waiting_producers_go():
+def start_put(queue: WriteQueue, item, nbytes: int = 0) -> tuple[threading.Thread, list]:
+    """A producer thread; its put's answer lands in the list."""
+    answer: list = []
+    thread = threading.Thread(target=lambda: answer.append(queue.put(item, nbytes)), daemon=True)
+    thread.start()
+    return thread, answer
+
+
+def test_closing_the_queue_lets_waiting_producers_go_and_their_items_stay_for_the_writer():
+    """A put called before the writer's stop is written: it goes in (the writer empties the
+    queue before it seals it); a put called after is refused."""
     queue = WriteQueue(max_items=1, max_bytes=100)
     queue.put("a")
-    producer = start_producer(queue, "b")
+    producer, answer = start_put(queue, "b", 10)
     assert wait_for(lambda: queue.waiting == 1, 5)
-    queue.close()  # the writer thread ended: nobody would release the producer
+    queue.close()  # the writer stops: nobody would release the producer
     producer.join(5)
     assert not producer.is_alive()
+    assert answer == [True]
+    assert queue.put("c") is False
+    assert queue.put_now("d") is False
+    assert not queue.seal()  # not empty: the writer drains first
+    assert [queue.take(), queue.take(), queue.take()] == ["a", "b", None]
+    assert queue.seal()
+
+
+def test_an_item_that_comes_in_after_the_writers_last_look_is_refused():
+    """A put that found the queue open and appends only after the writer sealed the empty
+    queue is not written, and its put says so (no caller believes it was kept)."""
+    queue = WriteQueue(max_items=1, max_bytes=100)
+    queue.put("a")
+    producer, answer = start_put(queue, "late")  # found the queue open, waits for room
+    assert wait_for(lambda: queue.waiting == 1, 5)
+    assert queue.take() == "a"
+    assert queue.seal()  # the writer's last look: empty
+    queue.close()
+    producer.join(5)
+    assert not producer.is_alive()
+    assert answer == [False]
 
 
 def test_a_producer_waiting_on_the_backlog_is_not_woken_until_there_is_room():
