@@ -8,6 +8,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from ansible.module_utils.common.arg_spec import ArgumentSpecValidator
 from ansible.parsing.dataloader import DataLoader
 from ansible.template import Templar, trust_as_template
 
@@ -58,6 +59,22 @@ def test_the_argument_spec_knows_the_packages_roles_and_requires_one(option):
     assert role["choices"] == list(ROLES)
     assert role["required"] is True
     assert task("ansible.builtin.assert")["vars"]["_viewer_roles"] == list(ROLES)
+
+
+@pytest.mark.parametrize(
+    ("entry", "error"),
+    [
+        ({"name": "bob", "role": "editor"}, None),
+        ({"name": "bob", "role": "root"}, "value of role must be one of: reader, editor, admin, got: root"),
+        ({"name": "bob"}, "missing required arguments: role"),
+    ],
+)
+def test_ansibles_validation_of_the_spec_refuses_an_unknown_or_missing_role(entry, error):
+    validator = ArgumentSpecValidator({name: SPEC[name] for name in ("viewer_users", "viewer_api_tokens")})
+    for option in ("viewer_users", "viewer_api_tokens"):
+        other = "viewer_api_tokens" if option == "viewer_users" else "viewer_users"
+        errors = [str(e) for e in validator.validate({option: [entry], other: []}).errors]
+        assert errors == ([] if error is None else [f"{error} found in {option}"])
 
 
 @pytest.mark.parametrize(

@@ -9,6 +9,7 @@ import sqlite3
 import subprocess
 import sys
 from email.utils import parsedate_to_datetime
+from pathlib import Path
 
 import bcrypt
 import pytest
@@ -376,3 +377,20 @@ def test_the_threads_of_a_worker_share_its_store(app):
     with ThreadPoolExecutor(8) as pool:
         assert all(pool.map(session_cycle, range(400)))
     assert store.sessions() == []
+
+
+def test_a_password_set_in_the_viewer_is_kept_as_a_bcrypt_hash_beside_the_sessions(app, section):
+    client = app.test_client()
+    log_in(client)
+    form = {"current": PASSWORD, "new": "alice's own new password", "again": "alice's own new password"}
+    assert client.post("/account/password", data=form).status_code == 200
+    with sqlite3.connect(section["sessions_file"]) as db:
+        stored = db.execute("SELECT user, hash, replaces FROM own_passwords").fetchall()
+    assert [user for user, _, _ in stored] == ["alice"]
+    assert "own new password" not in repr(stored)  # a copy of the file gives no password
+    assert bcrypt.checkpw(b"alice's own new password", stored[0][1].encode())
+    inventory = Path(section["users_file"]).read_text().splitlines()[0].split(":")[1]
+    assert stored[0][2] == hashlib.sha256(inventory.encode()).hexdigest()  # the hash it replaced
+    # Ending every session (an admin's end-all) leaves the password the user chose.
+    assert app.extensions["labstats_sessions"].end_all() == 1
+    assert log_in(app.test_client(), password="alice's own new password").status_code == 302
