@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import io
 import logging
+import math
 import mimetypes
 import os
+import queue
 import tempfile
 import threading
 import time
@@ -71,20 +73,20 @@ class Capture:
     # Files the encoded value is also written to (the original save_* methods): (path, what),
     # what being "data" (the stored file) or "obj" (the points as OBJ text).
     files: list[tuple[str, str]] = field(default_factory=list)
+    # Memory the value takes (what the writer's queue bound counts), counted once.
+    nbytes: int = field(default=0, init=False, repr=False, compare=False)
     # The encoding, queued for the media threads when the capture is made (see encoding()).
     job: _Job | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
+        value = self.value
+        if isinstance(value, Deferred | Pending | np.ndarray):
+            self.nbytes = value.nbytes
+        elif isinstance(value, bytes):
+            self.nbytes = len(value)
         # The training thread has only copied the value; the media threads encode it beside
         # the training and the writer, and the writer takes the results in order.
         self.job = _media_threads.start(self)
-
-    @property
-    def nbytes(self) -> int:
-        value = self.value
-        if isinstance(value, Deferred | Pending | np.ndarray):
-            return value.nbytes
-        return len(value) if isinstance(value, bytes) else 0
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:
@@ -119,11 +121,13 @@ def image_layout(shape: tuple[int, ...], dataformats: str | None = None) -> str:
 
 def capture_image(value: Any, batch: bool = False, dataformats: str | None = None) -> tuple[Any, str]:
     """(copy, layout) of an image or a batch of them; refuses what cannot be one."""
-    if _is_pil(value):
+    if type(value) is np.ndarray:  # the usual case first: it is none of the others
+        shape = value.shape
+    elif _is_pil(value):
         if batch:
             raise MediaError("images() takes a batch array (NHWC / NCHW) or a list of images")
         return value.copy(), "PIL"
-    if isinstance(value, list | tuple):
+    elif isinstance(value, list | tuple):
         if not value:
             raise MediaError("an empty list of images")
         arrays = [np.asarray(v) if _is_pil(v) else _to_host_now(v) for v in value]
@@ -131,21 +135,28 @@ def capture_image(value: Any, batch: bool = False, dataformats: str | None = Non
             value = np.stack(arrays)
         except ValueError as exc:
             raise MediaError(f"the images of a batch must have one shape ({exc})") from None
-    shape = _shape(value)
-    if shape is None:
-        raise MediaError(f"an image must be an array, tensor or PIL image, not {type(value).__name__}")
+        shape = value.shape
+    else:
+        shape = _shape(value)
+        if shape is None:
+            raise MediaError(f"an image must be an array, tensor or PIL image, not {type(value).__name__}")
+    layout = _checked_layout(shape, batch, dataformats)
+    snap = _spare_buffers.copy(value) if _copies_whole(value) else capture(value)
+    if isinstance(snap, Deferred) and isinstance(snap.obj, np.ndarray):
+        _check_pixels(snap.obj)
+    return snap, layout
+
+
+def _checked_layout(shape: tuple[int, ...], batch: bool, dataformats: str | None) -> str:
     layout = image_layout(shape, dataformats)
-    if batch != layout.startswith("N"):
+    if batch != (layout[0] == "N"):
         raise MediaError(
             f"{'images() takes a batch (N first)' if batch else 'image() takes one image'}, "
             f"got shape {shape} read as {layout}"
         )
     if 0 in shape:
         raise MediaError(f"an image of shape {shape} is empty")
-    snap = _spare_buffers.copy(value) if _copies_whole(value) else capture(value)
-    if isinstance(snap, Deferred) and isinstance(snap.obj, np.ndarray):
-        _check_pixels(snap.obj)
-    return snap, layout
+    return layout
 
 
 def _copies_whole(value: Any) -> bool:
@@ -153,51 +164,54 @@ def _copies_whole(value: Any) -> bool:
 
 
 class _Pixels(Deferred):
-    """An image's copy in a buffer of _spare_buffers, given back once it is encoded."""
+    """An image's copy in an array of _spare_buffers, given back once it is encoded."""
 
-    __slots__ = ("buffer",)
-
-    def __init__(self, array: np.ndarray, buffer: bytearray) -> None:
-        super().__init__(array)
-        self.buffer = buffer
+    __slots__ = ()
 
 
 class _SpareBuffers:
-    """Buffers of encoded images kept for the next copies: memory the process has touched
-    already. A new buffer costs the training thread a page fault per 4 KiB: copying a
-    256×256 RGB image took 100 to 170 µs into new memory on the busy 2-core VM, ~55 µs into
-    a reused buffer. At most MAX_BYTES are kept."""
+    """Arrays of encoded images kept for the next copies: memory the process has touched
+    already, the one given back last first (the warmest in the caches). A new array costs
+    the training thread a page fault per 4 KiB: copying a 256×256 RGB image took 100 to 170
+    µs into new memory on the busy 2-core VM, ~20 µs into the one given back last. At most MAX_BYTES
+    are kept.
+
+    The training thread only pops (list.pop is atomic under the GIL): it never waits for a
+    media thread giving an array back. The media threads give back under a lock, and count
+    what is kept then (a pop meanwhile only makes the count high, never over the bound)."""
 
     MAX_BYTES = 16 * 2**20
 
     def __init__(self) -> None:
-        self._free: dict[int, list[bytearray]] = {}
-        self._bytes = 0
+        self._free: dict[tuple[np.dtype, tuple[int, ...]], list[np.ndarray]] = {}
         self._lock = threading.Lock()
 
+    def take(self, dtype: np.dtype, shape: tuple[int, ...]) -> _Pixels:
+        """An array to copy into: a spare one when one of this type and shape is kept."""
+        try:
+            return _Pixels(self._free[dtype, shape].pop())
+        except (KeyError, IndexError):
+            return _Pixels(np.empty(shape, dtype))
+
     def copy(self, array: np.ndarray) -> _Pixels:
-        """A copy of a C-contiguous array, in a spare buffer when one of its size is kept."""
-        nbytes = array.nbytes
-        with self._lock:
-            free = self._free.get(nbytes)
-            buffer = free.pop() if free else None
-            if buffer is not None:
-                self._bytes -= nbytes
-        if buffer is None:
-            buffer = bytearray(memoryview(array).cast("B"))
-            return _Pixels(np.frombuffer(buffer, array.dtype).reshape(array.shape), buffer)
-        pixels = np.frombuffer(buffer, array.dtype).reshape(array.shape)
-        np.copyto(pixels, array)
-        return _Pixels(pixels, buffer)
+        """A copy of a C-contiguous array, in a spare array when one is kept."""
+        pixels = self.take(array.dtype, array.shape)
+        # A memoryview copy keeps the GIL (NumPy's lets it go): a thread that took it meanwhile
+        # (the writer building a batch) would keep the training thread waiting up to 5 ms.
+        memoryview(pixels.obj).cast("B")[:] = memoryview(array).cast("B")
+        return pixels
 
     def give_back(self, pixels: _Pixels) -> None:
-        buffer, pixels.buffer = pixels.buffer, None
-        if buffer is None:
+        array, pixels.obj = pixels.obj, None
+        if array is None:
             return
         with self._lock:
-            if self._bytes + len(buffer) <= self.MAX_BYTES:
-                self._free.setdefault(len(buffer), []).append(buffer)
-                self._bytes += len(buffer)
+            kept = sum(
+                len(arrays) * math.prod(shape) * dtype.itemsize
+                for (dtype, shape), arrays in self._free.items()
+            )
+            if kept + array.nbytes <= self.MAX_BYTES:
+                self._free.setdefault((array.dtype, array.shape), []).append(array)
 
 
 _spare_buffers = _SpareBuffers()
@@ -413,18 +427,15 @@ class MediaThreads:
     """MEDIA_THREADS daemon threads encoding the captures of one queue, started at the first
     capture of a process (a forked child starts its own: it has none of its parent's).
 
-    The training thread only appends to the queue: waking a thread from there cost it 80 to
-    130 µs on the busy 2-core VM (the woken thread took its core). The writer wakes them when
-    it wants an encoding (at the latest every flush interval), and the training thread once
-    WAKE_AT captures wait (a burst starts at once); awake, they empty the queue."""
-
-    WAKE_AT = 16
+    A capture wakes a thread only when one waits for work (SimpleQueue.put releases a waiting
+    get, and only appends when both are busy): the image is encoded while the training step
+    goes on, so its array is back, warm, before the next image is copied, and no encoding
+    competes with the next call for the cores and the GIL."""
 
     def __init__(self) -> None:
         self._pid = 0
         self._lock = threading.Lock()
-        self._jobs: deque[tuple[Capture, _Job]] = deque()
-        self._work = threading.Event()
+        self._jobs: queue.SimpleQueue[tuple[Capture, _Job]] = queue.SimpleQueue()
 
     def start(self, capture_: Capture) -> _Job | None:
         """The capture's job, queued for the threads; None when no thread could be started
@@ -432,14 +443,8 @@ class MediaThreads:
         if self._pid != os.getpid() and not self._start_threads():
             return None
         job = _Job()
-        self._jobs.append((capture_, job))
-        if len(self._jobs) == self.WAKE_AT:
-            self._work.set()
+        self._jobs.put((capture_, job))
         return job
-
-    def wake(self) -> None:
-        """Have the threads encode what waits (from the writer thread)."""
-        self._work.set()
 
     def _start_threads(self) -> bool:
         """Whether this process has media threads now (started here when it had none)."""
@@ -447,7 +452,7 @@ class MediaThreads:
             if self._pid == os.getpid():
                 return True
             # A parent's queued captures are not this process's; its threads are not here.
-            self._jobs, self._work = deque(), threading.Event()
+            self._jobs = queue.SimpleQueue()
             started = 0
             for k in range(MEDIA_THREADS):
                 try:
@@ -461,21 +466,15 @@ class MediaThreads:
             return started > 0
 
     def _run(self) -> None:
-        jobs, work = self._jobs, self._work
+        jobs = self._jobs
         while True:
-            try:
-                capture_, job = jobs.popleft()
-            except IndexError:
-                work.clear()
-                if not jobs:  # a capture queued before the clear is seen here: no wake is lost
-                    work.wait()
-                continue
+            capture_, job = jobs.get()
             try:
                 result, error = encode(capture_), None
             except BaseException as exc:  # the writer says what failed; this thread goes on
                 result, error = None, exc
             finally:
-                # Nothing reads an image's pixels once it is encoded: its buffer serves the next copy.
+                # Nothing reads an image's pixels once it is encoded: its array serves the next copy.
                 if isinstance(capture_.value, _Pixels):
                     _spare_buffers.give_back(capture_.value)
             job.finish(result, error)
@@ -488,7 +487,6 @@ def encoding(capture_: Capture) -> EncodedMedia:
     """The capture's encoding, from the media threads (queued when the capture was made)."""
     if capture_.job is None:
         return encode(capture_)
-    _media_threads.wake()
     return capture_.job.wait()
 
 

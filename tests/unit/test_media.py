@@ -317,3 +317,16 @@ def test_an_original_planted_as_a_huge_picture_is_refused_before_it_is_decoded()
     # (Pillow's own bound refuses it first where the viewer lowered it to the same limit)
     with pytest.raises(media_files.MediaError, match=r"8000×8000 pixels|too large to decode"):
         media_files.decode_array({"kind": "image"}, picture.getvalue())
+
+
+def test_spare_arrays_stay_within_their_bound_the_last_given_back_first():
+    """Arrays given back serve the next copies (the warmest first), MAX_BYTES of them at most."""
+    spare = media._SpareBuffers()  # noqa: SLF001 (a pool of its own, not the process's)
+    uint8, shape = np.dtype(np.uint8), (1024, 1024)
+    given = [spare.take(uint8, shape) for _ in range(20)]
+    arrays = [pixels.obj for pixels in given]
+    for pixels in given:
+        spare.give_back(pixels)
+    taken = [spare.take(uint8, shape).obj for _ in range(20)]
+    assert sum(any(t is a for a in arrays) for t in taken) == spare.MAX_BYTES // 2**20 == 16
+    assert taken[0] is arrays[15]
