@@ -213,6 +213,10 @@ class _SpareBuffers:
             if kept + array.nbytes <= self.MAX_BYTES:
                 self._free.setdefault((array.dtype, array.shape), []).append(array)
 
+    def after_fork_in_child(self) -> None:
+        # A media thread of the parent may have held the lock at the fork: it stays held.
+        self._lock = threading.Lock()
+
 
 _spare_buffers = _SpareBuffers()
 
@@ -433,26 +437,31 @@ class MediaThreads:
     competes with the next call for the cores and the GIL."""
 
     def __init__(self) -> None:
-        self._pid = 0
+        self._started = False
         self._lock = threading.Lock()
         self._jobs: queue.SimpleQueue[tuple[Capture, _Job]] = queue.SimpleQueue()
 
     def start(self, capture_: Capture) -> _Job | None:
         """The capture's job, queued for the threads; None when no thread could be started
         (at interpreter shutdown, at a thread limit): the writer thread then encodes it."""
-        if self._pid != os.getpid() and not self._start_threads():
+        if not self._started and not self._start_threads():
             return None
         job = _Job()
         self._jobs.put((capture_, job))
         return job
 
+    def after_fork_in_child(self) -> None:
+        # The parent's threads are not in the child, nor its queued captures; a lock one of
+        # its threads held at the fork would stay held.
+        self._started = False
+        self._lock = threading.Lock()
+        self._jobs = queue.SimpleQueue()
+
     def _start_threads(self) -> bool:
         """Whether this process has media threads now (started here when it had none)."""
         with self._lock:
-            if self._pid == os.getpid():
+            if self._started:
                 return True
-            # A parent's queued captures are not this process's; its threads are not here.
-            self._jobs = queue.SimpleQueue()
             started = 0
             for k in range(MEDIA_THREADS):
                 try:
@@ -461,9 +470,8 @@ class MediaThreads:
                     log.warning("labstats: no media thread could be started (%s); the writer encodes", exc)
                     break
                 started += 1
-            if started:
-                self._pid = os.getpid()
-            return started > 0
+            self._started = started > 0
+            return self._started
 
     def _run(self) -> None:
         jobs = self._jobs
@@ -481,6 +489,17 @@ class MediaThreads:
 
 
 _media_threads = MediaThreads()
+
+
+def _after_fork_in_child() -> None:
+    """A child forked while a media thread held a lock (a DataLoader worker forked as an
+    image was given back) would wait for it forever: the child gets its own locks."""
+    _spare_buffers.after_fork_in_child()
+    _media_threads.after_fork_in_child()
+
+
+if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
+    os.register_at_fork(after_in_child=_after_fork_in_child)
 
 
 def encoding(capture_: Capture) -> EncodedMedia:

@@ -5,6 +5,7 @@ import hashlib
 import io
 import logging
 import os
+import threading
 import time
 
 import numpy as np
@@ -330,3 +331,38 @@ def test_spare_arrays_stay_within_their_bound_the_last_given_back_first():
     taken = [spare.take(uint8, shape).obj for _ in range(20)]
     assert sum(any(t is a for a in arrays) for t in taken) == spare.MAX_BYTES // 2**20 == 16
     assert taken[0] is arrays[15]
+
+
+@pytest.mark.skipif(not hasattr(os, "fork"), reason="fork is POSIX")
+@pytest.mark.parametrize("held", ["spare arrays", "media threads"])
+def test_a_child_forked_while_a_media_lock_is_held_logs_images(tmp_path, store, lab, held):
+    """A DataLoader worker forked at the instant a media thread gives an array back (or one
+    starts the threads) inherits that lock held, and would wait for it forever: the child
+    gets locks of its own."""
+    pool = media._spare_buffers if held == "spare arrays" else media._media_threads  # noqa: SLF001
+    with labstats.Stats(tmp_path / "run") as stats:
+        stats.image("parent", rgb_8x8(), step=0)
+        stats.flush(30)
+        lock = pool._lock  # noqa: SLF001
+        lock.acquire()  # held at the fork, as by a media thread
+        try:
+            pid = os.fork()
+            if pid == 0:  # the child: log an image, and wait for one's encoding (10 s at most)
+                code = 1
+                try:
+                    done = threading.Event()
+
+                    def log_images():
+                        stats.image("child", rgb_8x8(), step=1)
+                        snap, layout = media.capture_image(rgb_8x8())
+                        media.encoding(media.Capture("image", "child", 2, 0, snap, "", {"layout": layout}))
+                        done.set()
+
+                    threading.Thread(target=log_images, daemon=True).start()
+                    code = 0 if done.wait(10) else 1
+                finally:
+                    os._exit(code)
+        finally:
+            lock.release()
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
