@@ -128,14 +128,7 @@ def capture_image(value: Any, batch: bool = False, dataformats: str | None = Non
             raise MediaError("images() takes a batch array (NHWC / NCHW) or a list of images")
         return value.copy(), "PIL"
     elif isinstance(value, list | tuple):
-        if not value:
-            raise MediaError("an empty list of images")
-        arrays = [np.asarray(v) if _is_pil(v) else _to_host_now(v) for v in value]
-        try:
-            value = np.stack(arrays)
-        except ValueError as exc:
-            raise MediaError(f"the images of a batch must have one shape ({exc})") from None
-        shape = value.shape
+        return _capture_list(value, batch, dataformats)
     else:
         shape = _shape(value)
         if shape is None:
@@ -157,6 +150,30 @@ def _checked_layout(shape: tuple[int, ...], batch: bool, dataformats: str | None
     if 0 in shape:
         raise MediaError(f"an image of shape {shape} is empty")
     return layout
+
+
+def _capture_list(images: list | tuple, batch: bool, dataformats: str | None) -> tuple[Any, str]:
+    """A list of images stacked straight into their one copy (a spare array when one is kept)."""
+    if not images:
+        raise MediaError("an empty list of images")
+    # NumPy arrays are read as they are (the stack is their copy); tensors come to the host.
+    arrays = [
+        v if type(v) is np.ndarray else np.asarray(v) if _is_pil(v) else _to_host_now(v) for v in images
+    ]
+    first = arrays[0]
+    if any(a.shape != first.shape for a in arrays):
+        shapes = sorted({a.shape for a in arrays})
+        raise MediaError(f"the images of a batch must have one shape, not {shapes}")
+    shape = (len(arrays), *first.shape)
+    layout = _checked_layout(shape, batch, dataformats)
+    if first.dtype.kind in "uifb" and all(a.dtype == first.dtype for a in arrays):
+        snap: Any = _spare_buffers.take(first.dtype, shape)
+        np.stack(arrays, out=snap.obj)
+    else:  # images of mixed or unusual types: NumPy's own stack, refused as an array would be
+        snap = capture(np.stack(arrays))
+    if isinstance(snap, Deferred) and isinstance(snap.obj, np.ndarray):
+        _check_pixels(snap.obj)
+    return snap, layout
 
 
 def _copies_whole(value: Any) -> bool:

@@ -7,6 +7,7 @@ import logging
 import os
 import threading
 import time
+import tracemalloc
 
 import numpy as np
 import pytest
@@ -318,6 +319,28 @@ def test_an_original_planted_as_a_huge_picture_is_refused_before_it_is_decoded()
     # (Pillow's own bound refuses it first where the viewer lowered it to the same limit)
     with pytest.raises(media_files.MediaError, match=r"8000×8000 pixels|too large to decode"):
         media_files.decode_array({"kind": "image"}, picture.getvalue())
+
+
+def test_a_list_of_images_is_copied_once_into_a_spare_array(tmp_path, store, lab):
+    """The images of a list are stacked straight into the copy the media threads encode: no
+    stacked array copied again (nor a copy of each image first)."""
+    images = [np.random.default_rng(k).integers(0, 256, (64, 48, 3), dtype=np.uint8) for k in range(4)]
+    expected = np.stack(images)
+    with labstats.Stats(tmp_path / "run") as stats:
+        stats.images("batch", images, step=1)
+        stats.flush(30)  # encoded: its array is kept for the next batch of this size
+        tracemalloc.start()
+        try:
+            snap, layout = media.capture_image(images, batch=True)
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    assert layout == "NHWC"
+    assert peak < expected.nbytes // 4  # a stack in between takes a whole batch more
+    for image in images:
+        image[:] = 0  # the caller's arrays are its own again after the call
+    assert np.array_equal(snap.to_numpy(), expected)
+    assert np.array_equal(lab.run("run").artifact("batch", as_="array"), media_files.grid(expected))
 
 
 def test_spare_arrays_stay_within_their_bound_the_last_given_back_first():
