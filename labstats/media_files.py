@@ -110,13 +110,16 @@ _PNG_COLOR_TYPES = {1: 0, 3: 2, 4: 6}  # grey, RGB, RGBA (8 bits per sample)
 
 
 _PNG_FILTER_UP = 2
+# Deflated pixels per IDAT chunk: the PNG spec allows at most 2**31-1 bytes in a chunk; at
+# 1 MiB an image has few chunks, each far below it.
+IDAT_BYTES = 2**20
 
 
 def _png_chunk(kind: bytes, body: bytes) -> bytes:
     return struct.pack(">I", len(body)) + kind + body + struct.pack(">I", zlib.crc32(body, zlib.crc32(kind)))
 
 
-def png_bytes(array: np.ndarray) -> bytes:
+def png_bytes(array: np.ndarray, idat_bytes: int = IDAT_BYTES) -> bytes:
     """A lossless PNG of an HWC uint8 array (1, 3 or 4 channels), several times faster than
     Pillow's (256×256 RGB on the 2-core VM: ~1.5 ms against ~9 ms at Pillow's default level,
     ~7 ms at its level 1) and as small within 1 % on the benchmark's pictures: every row is
@@ -132,8 +135,9 @@ def png_bytes(array: np.ndarray) -> bytes:
     deflate = zlib.compressobj(1, zlib.DEFLATED, 15, 9, zlib.Z_RLE)
     pixels = deflate.compress(filtered) + deflate.flush()
     header = struct.pack(">IIBBBBB", width, height, 8, _PNG_COLOR_TYPES[channels], 0, 0, 0)
-    return b"".join([b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", header), _png_chunk(b"IDAT", pixels),
-                     _png_chunk(b"IEND", b"")])  # fmt: skip
+    # The deflated pixels in IDAT chunks of idat_bytes (a PNG's chunk holds at most 2**31-1).
+    idats = [_png_chunk(b"IDAT", pixels[at : at + idat_bytes]) for at in range(0, len(pixels), idat_bytes)]
+    return b"".join([b"\x89PNG\r\n\x1a\n", _png_chunk(b"IHDR", header), *idats, _png_chunk(b"IEND", b"")])
 
 
 def grid(images: np.ndarray, columns: int | None = None, gap: int = 2) -> np.ndarray:

@@ -5,6 +5,7 @@ import hashlib
 import io
 import logging
 import os
+import struct
 import threading
 import time
 import tracemalloc
@@ -319,6 +320,22 @@ def test_an_original_planted_as_a_huge_picture_is_refused_before_it_is_decoded()
     # (Pillow's own bound refuses it first where the viewer lowered it to the same limit)
     with pytest.raises(media_files.MediaError, match=r"8000×8000 pixels|too large to decode"):
         media_files.decode_array({"kind": "image"}, picture.getvalue())
+
+
+def test_png_pixels_are_split_into_idat_chunks_that_pillow_reads():
+    """A PNG chunk holds at most 2**31-1 bytes: the deflated pixels go in chunks of a bound."""
+    pixels = np.random.default_rng(5).integers(0, 256, (40, 30, 3), dtype=np.uint8)
+    data = media_files.png_bytes(pixels, idat_bytes=500)
+    chunks, at = [], 8
+    while at < len(data):
+        (length,) = struct.unpack(">I", data[at : at + 4])
+        chunks.append((data[at + 4 : at + 8], length))
+        at += 12 + length
+    idats = [length for kind, length in chunks if kind == b"IDAT"]
+    assert len(idats) > 2
+    assert max(idats) == 500
+    assert [kind for kind, _ in chunks] == [b"IHDR"] + [b"IDAT"] * len(idats) + [b"IEND"]
+    assert np.array_equal(np.asarray(Image.open(io.BytesIO(data))), pixels)
 
 
 def test_a_list_of_images_is_copied_once_into_a_spare_array(tmp_path, store, lab):
