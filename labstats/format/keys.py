@@ -47,6 +47,8 @@ def series_name_problem(name: object) -> str | None:
         return f"must have at most {MAX_NAME_CHARS} characters"
     if any(ord(c) < 32 or ord(c) == 127 for c in name):
         return "must not contain control characters (NUL, newline, tab...)"
+    if any("\ud800" <= c <= "\udfff" for c in name):  # os.fsdecode of a non-UTF-8 file name
+        return "must be text UTF-8 can hold (it has a lone surrogate, as a non-UTF-8 file name decodes to)"
     if any(part in ("", ".", "..") for part in name.split("/")):
         return "must not start or end with '/', hold '//', or have a '.' or '..' part"
     return None

@@ -23,6 +23,7 @@ REFUSED = [
     "tab\there",
     "del\x7f",
     "x" * 513,
+    "loss-\udcff",  # a file name that is not UTF-8, as os.fsdecode gives it
 ]
 
 
