@@ -1,5 +1,5 @@
 """The viewer's Content-Security-Policy, written here only. The app sends it on every answer
-(the login page the stricter LOGIN_CSP) and nginx passes the app's header through; the nginx
+(the login and password pages the stricter LOGIN_CSP) and nginx passes the app's header through; the nginx
 role's ``nginx_viewer_csp`` (what nginx puts on the answers it makes itself: a 429, a 413, a
 502 while the viewer is down) is this CSP, which tests/roles/test_nginx_csp.py checks."""
 
@@ -10,13 +10,17 @@ CSP = (
     "img-src 'self' data: blob:; connect-src 'self'; font-src 'self'; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
-# The login page draws no chart and loads no pictures: no 'unsafe-eval', nothing but 'self'.
+# The login and password pages draw no chart and load no pictures: no 'unsafe-eval', nothing
+# but 'self'.
 LOGIN_CSP = (
     "default-src 'self'; script-src 'self'; style-src 'self' 'unsafe-inline'; object-src 'none'; "
     "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
 )
 
 
+FORM_ENDPOINTS = {"auth.login", "auth.password"}
+
+
 def policy_for(endpoint: str | None) -> str:
     """The policy of an answer of ``endpoint`` (a Flask endpoint name)."""
-    return LOGIN_CSP if endpoint == "auth.login" else CSP
+    return LOGIN_CSP if endpoint in FORM_ENDPOINTS else CSP

@@ -142,7 +142,7 @@ def document(app: Flask) -> dict[str, Any]:
 
 # Routes the document leaves out: files with no data (static files, BokehJS, three.js, the
 # favicon) and the login form. Every other route declares itself.
-NOT_DOCUMENTED = {"static", "bokeh_js", "three", "favicon", "auth.login", "auth.logout"}
+NOT_DOCUMENTED = {"static", "bokeh_js", "three", "favicon", "auth.login", "auth.logout", "auth.password"}
 
 
 def undocumented(app: Flask) -> list[str]:

@@ -46,8 +46,10 @@ def test_nginx_writes_no_policy_of_its_own_and_keeps_the_viewers():
     assert lines == ["add_header Content-Security-Policy $labstats_csp always;"]
 
 
-def test_the_login_goes_through_the_viewer_proxy_with_its_own_budget():
-    block = re.search(r"location = /login \{\n(.*?)\n    \}", render("labstats.conf.j2"), re.S)
+def test_the_login_and_password_forms_go_through_the_viewer_proxy_with_their_own_budget():
+    block = re.search(
+        r"location ~ \^/\(login\|account/password\)\$ \{\n(.*?)\n    \}", render("labstats.conf.j2"), re.S
+    )
     assert block is not None
     lines = [line.strip() for line in block.group(1).splitlines()]
     assert "include /etc/nginx/snippets/labstats-viewer-proxy.conf;" in lines

@@ -8,6 +8,7 @@ import bcrypt
 from labstats.viewer import create_app
 from labstats.viewer.auth import AuthConfig
 from labstats.viewer.csp import CSP, LOGIN_CSP
+from labstats.viewer.openapi import undocumented
 from labstats.viewer.sources import Source
 
 
@@ -35,3 +36,19 @@ def test_the_login_page_has_the_stricter_policy(url, tmp_path):
     assert refused.status_code == 401
     assert refused.headers.getlist("Content-Security-Policy") == [LOGIN_CSP]
     assert client.get("/").headers.getlist("Content-Security-Policy") == [CSP]  # the redirect to /login
+
+
+def test_the_password_page_has_the_stricter_policy_and_is_left_out_of_the_api_document(url, tmp_path):
+    users = tmp_path / "users"
+    users.write_text(f"alice:{bcrypt.hashpw(b'pw', bcrypt.gensalt(4)).decode()}:reader\n")
+    login = AuthConfig.load(
+        {"users_file": str(users), "sessions_file": str(tmp_path / "state" / "sessions.sqlite")}
+    )
+    app = create_app({"local": Source("local", url)}, login=login)
+    assert undocumented(app) == []
+    client = app.test_client()
+    client.post("/login", data={"user": "alice", "password": "pw"}, headers={"Origin": "http://localhost"})
+    page = client.get("/account/password")
+    assert page.status_code == 200
+    assert page.headers.getlist("Content-Security-Policy") == [LOGIN_CSP]
+    assert client.get("/").headers.getlist("Content-Security-Policy") == [CSP]
