@@ -75,8 +75,11 @@ class Capture:
     files: list[tuple[str, str]] = field(default_factory=list)
     # Memory the value takes (what the writer's queue bound counts), counted once.
     nbytes: int = field(default=0, init=False, repr=False, compare=False)
-    # The encoding, queued for the media threads when the capture is made (see encoding()).
-    job: _Job | None = field(default=None, init=False, repr=False, compare=False)
+    # The media threads the capture is queued for when it is made (None: the writer encodes
+    # it), and what they made of it (see encoding()).
+    threads: MediaThreads | None = field(default=None, init=False, repr=False, compare=False)
+    encoded: EncodedMedia | None = field(default=None, init=False, repr=False, compare=False)
+    error: BaseException | None = field(default=None, init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         value = self.value
@@ -86,7 +89,8 @@ class Capture:
             self.nbytes = len(value)
         # The training thread has only copied the value; the media threads encode it beside
         # the training and the writer, and the writer takes the results in order.
-        self.job = _media_threads.start(self)
+        if _media_threads.put(self):
+            self.threads = _media_threads
 
 
 def _shape(value: Any) -> tuple[int, ...] | None:
@@ -418,32 +422,6 @@ def encode(capture_: Capture) -> EncodedMedia:
 MEDIA_THREADS = max(1, min(2, os.cpu_count() or 1))
 
 
-class _Job:
-    """One capture's encoding: what the writer waits for. Lighter than a Future (the training
-    thread makes one per call): a lock held until the encoding is done."""
-
-    __slots__ = ("_done", "error", "result")
-
-    def __init__(self) -> None:
-        self._done = threading.Lock()
-        self._done.acquire()
-        self.result: EncodedMedia | None = None
-        self.error: BaseException | None = None
-
-    def finish(self, result: EncodedMedia | None, error: BaseException | None) -> None:
-        self.result, self.error = result, error
-        self._done.release()
-
-    def wait(self) -> EncodedMedia:
-        """The encoding (raises what the encoding raised)."""
-        with self._done:
-            pass
-        if self.error is not None:
-            raise self.error
-        assert self.result is not None
-        return self.result
-
-
 class MediaThreads:
     """MEDIA_THREADS daemon threads encoding the captures of one queue, started at the first
     capture of a process (a forked child starts its own: it has none of its parent's).
@@ -451,21 +429,31 @@ class MediaThreads:
     A capture wakes a thread only when one waits for work (SimpleQueue.put releases a waiting
     get, and only appends when both are busy): the image is encoded while the training step
     goes on, so its array is back, warm, before the next image is copied, and no encoding
-    competes with the next call for the cores and the GIL."""
+    competes with the next call for the cores and the GIL. The writer waits for an encoding
+    on one condition the threads notify (nothing made per call: no lock, no future)."""
 
     def __init__(self) -> None:
         self._started = False
         self._lock = threading.Lock()
-        self._jobs: queue.SimpleQueue[tuple[Capture, _Job]] = queue.SimpleQueue()
+        self._jobs: queue.SimpleQueue[Capture] = queue.SimpleQueue()
+        self._encoded = threading.Condition(threading.Lock())
 
-    def start(self, capture_: Capture) -> _Job | None:
-        """The capture's job, queued for the threads; None when no thread could be started
-        (at interpreter shutdown, at a thread limit): the writer thread then encodes it."""
+    def put(self, capture_: Capture) -> bool:
+        """Whether the capture is queued for the threads; False when no thread could be
+        started (at interpreter shutdown, at a thread limit): the writer then encodes it."""
         if not self._started and not self._start_threads():
-            return None
-        job = _Job()
-        self._jobs.put((capture_, job))
-        return job
+            return False
+        self._jobs.put(capture_)
+        return True
+
+    def wait(self, capture_: Capture) -> EncodedMedia:
+        """The encoding of a capture queued here, once done (raises what the encoding raised)."""
+        with self._encoded:
+            while capture_.encoded is None and capture_.error is None:
+                self._encoded.wait()
+        if capture_.error is not None:
+            raise capture_.error
+        return capture_.encoded
 
     def after_fork_in_child(self) -> None:
         # The parent's threads are not in the child, nor its queued captures; a lock one of
@@ -473,6 +461,7 @@ class MediaThreads:
         self._started = False
         self._lock = threading.Lock()
         self._jobs = queue.SimpleQueue()
+        self._encoded = threading.Condition(threading.Lock())
 
     def _start_threads(self) -> bool:
         """Whether this process has media threads now (started here when it had none)."""
@@ -493,7 +482,7 @@ class MediaThreads:
     def _run(self) -> None:
         jobs = self._jobs
         while True:
-            capture_, job = jobs.get()
+            capture_ = jobs.get()
             try:
                 result, error = encode(capture_), None
             except BaseException as exc:  # the writer says what failed; this thread goes on
@@ -502,7 +491,9 @@ class MediaThreads:
                 # Nothing reads an image's pixels once it is encoded: its array serves the next copy.
                 if isinstance(capture_.value, _Pixels):
                     _spare_buffers.give_back(capture_.value)
-            job.finish(result, error)
+            with self._encoded:
+                capture_.encoded, capture_.error = result, error
+                self._encoded.notify_all()
 
 
 _media_threads = MediaThreads()
@@ -521,9 +512,9 @@ if hasattr(os, "register_at_fork"):  # POSIX; elsewhere there is no fork
 
 def encoding(capture_: Capture) -> EncodedMedia:
     """The capture's encoding, from the media threads (queued when the capture was made)."""
-    if capture_.job is None:
+    if capture_.threads is None:
         return encode(capture_)
-    return capture_.job.wait()
+    return capture_.threads.wait(capture_)
 
 
 # ---- the writer side: store, then record --------------------------------------------------------
