@@ -19,7 +19,9 @@ from flask import current_app, jsonify, request
 from labstats.format import run_record
 from labstats.format.codec import INT64_MAX, INT64_MIN
 from labstats.reader import SORTS, UNREACHABLE, Labs, LabstatsError, Run, Series, number, short
+from labstats.viewer.filters import FilterError
 from labstats.viewer.sources import Source
+from labstats.viewer.table import Query, Table, caches, check_sort, duration, read_table
 
 MAX_TEXT = 2000  # characters of a text/object value shown
 # A run's config as lists (/api/runs, the runs page) and live updates send it: keys in
@@ -204,14 +206,46 @@ def run_summary(source: str, run: Run, whole_config: bool = False) -> dict[str, 
         "config_truncated": truncated,
         "malformed": run.malformed,
         "archived": run.archived,
-        "duration": _duration(meta),
+        "duration": duration(meta),
     }
 
 
-def _duration(meta: dict[str, Any]) -> float | None:
-    """Seconds from start to end (or to the last heartbeat of a run still going)."""
-    start, end = number(meta.get("started")), number(meta.get("ended")) or number(meta.get("heartbeat"))
-    return round(end - start, 3) if start is not None and end is not None and end >= start else None
+def table_query(default_limit: int) -> Query:
+    """The runs list's query from the request: name (q), tag, status, sort and order, a
+    filter expression, a group and the page; a 400 for what is not one."""
+    args = request.args
+    status = args.get("status") or None
+    if status is not None and status not in run_record.SHOWN_STATUSES:
+        raise ApiError(400, f"status must be one of {', '.join(run_record.SHOWN_STATUSES)}")
+    query = Query(
+        name=args.get("q") or None,
+        tag=args.get("tag") or None,
+        status=status,
+        sort=args.get("sort") or "started",
+        order=args.get("order") or None,
+        filter=(args.get("filter") or "").strip() or None,
+        group=args.get("group") or None,
+        limit=int_arg("limit", default_limit, 1, MAX_LIST_LIMIT),
+        page=int_arg("page", 1, 1, MAX_LIST_PAGE),
+    )
+    try:
+        check_sort(query.sort, query.order)
+    except FilterError as exc:
+        raise ApiError(400, str(exc)) from None
+    return query
+
+
+def runs_table(default_limit: int = 200) -> tuple[list[dict[str, Any]], Table]:
+    """A page of the runs of every source that can be read, filtered, sorted and grouped
+    over all of them (labstats.viewer.table), as the runs list shows each, and the Table
+    (each source's state, the Run objects, groups, totals): one source that is away leaves
+    the others listed. A filter that cannot be used is a 400 with its sentence."""
+    query = table_query(default_limit)
+    try:
+        table = read_table(labs(), query, caches(current_app.extensions))
+    except FilterError as exc:
+        raise ApiError(400, f"filter: {exc}") from None
+    return [run_summary(source, run) for source, run in table.runs], table
 
 
 def list_runs(with_runs: bool = False, default_limit: int = 200):
@@ -219,21 +253,10 @@ def list_runs(with_runs: bool = False, default_limit: int = 200):
     1), and each source's state (reachable, link, error: see Labs.page): one source that is
     away leaves the others listed. ``with_runs``: also the Run objects in the same order (the runs table
     reads their series), and whether more pages follow."""
-    q = request.args.get("q") or None
-    status = request.args.get("status") or None
-    tag = request.args.get("tag") or None
-    sort = request.args.get("sort") or "started"
-    if status is not None and status not in run_record.SHOWN_STATUSES:
-        raise ApiError(400, f"status must be one of {', '.join(run_record.SHOWN_STATUSES)}")
-    if sort not in RUN_SORTS:
-        raise ApiError(400, "sort must be started, name, status or heartbeat")
-    limit = int_arg("limit", default_limit, 1, MAX_LIST_LIMIT)
-    page = int_arg("page", 1, 1, MAX_LIST_PAGE)
-    found = labs().page(name=q, tag=tag, status=status, sort=sort, limit=limit, page=page)
-    runs = [run_summary(source, run) for source, run in found.runs]
+    runs, table = runs_table(default_limit)
     if with_runs:
-        return runs, found.states, [run for _, run in found.runs], found.more
-    return runs, found.states
+        return runs, table.states, [run for _, run in table.runs], table.more
+    return runs, table.states
 
 
 def tensor_at(
