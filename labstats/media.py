@@ -426,18 +426,11 @@ class MediaThreads:
     """MEDIA_THREADS daemon threads encoding the captures of one queue, started at the first
     capture of a process (a forked child starts its own: it has none of its parent's).
 
-    The training thread wakes no thread while images come: an awake thread looks for work
-    every POLL_S, and sleeps on the queue once none came for AWAKE_S (the first capture after
-    a pause wakes it: SimpleQueue.put releases a waiting get). A wake from the training
-    thread cost it ~8 µs a call on the 2-core VM, and now and then milliseconds (the woken
-    thread took its core); waiting for the writer to wake them instead left bursts of images
-    that competed with the next calls for the cores and the GIL, in cold buffers. Each image
-    is encoded within its step, and its array is back, warm, before the next is copied.
-    The writer waits for an encoding on one condition the threads notify (nothing is made
-    per call: no lock, no future)."""
-
-    POLL_S = 0.002
-    AWAKE_S = 1.0
+    A capture wakes a thread only when one waits for work (SimpleQueue.put releases a waiting
+    get, and only appends when both are busy): the image is encoded while the training step
+    goes on, so its array is back, warm, before the next image is copied, and no encoding
+    competes with the next call for the cores and the GIL. The writer waits for an encoding
+    on one condition the threads notify (nothing made per call: no lock, no future)."""
 
     def __init__(self) -> None:
         self._started = False
@@ -489,30 +482,18 @@ class MediaThreads:
     def _run(self) -> None:
         jobs = self._jobs
         while True:
-            self._encode(jobs.get())  # asleep: the first capture after a pause wakes it
-            idle = 0.0
-            while idle < self.AWAKE_S:  # awake: it looks every POLL_S, and no capture wakes it
-                try:
-                    capture_ = jobs.get_nowait()
-                except queue.Empty:
-                    time.sleep(self.POLL_S)
-                    idle += self.POLL_S
-                else:
-                    self._encode(capture_)
-                    idle = 0.0
-
-    def _encode(self, capture_: Capture) -> None:
-        try:
-            result, error = encode(capture_), None
-        except BaseException as exc:  # the writer says what failed; this thread goes on
-            result, error = None, exc
-        finally:
-            # Nothing reads an image's pixels once it is encoded: its array serves the next copy.
-            if isinstance(capture_.value, _Pixels):
-                _spare_buffers.give_back(capture_.value)
-        with self._encoded:
-            capture_.encoded, capture_.error = result, error
-            self._encoded.notify_all()
+            capture_ = jobs.get()
+            try:
+                result, error = encode(capture_), None
+            except BaseException as exc:  # the writer says what failed; this thread goes on
+                result, error = None, exc
+            finally:
+                # Nothing reads an image's pixels once it is encoded: its array serves the next copy.
+                if isinstance(capture_.value, _Pixels):
+                    _spare_buffers.give_back(capture_.value)
+            with self._encoded:
+                capture_.encoded, capture_.error = result, error
+                self._encoded.notify_all()
 
 
 _media_threads = MediaThreads()

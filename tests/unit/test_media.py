@@ -406,20 +406,3 @@ def test_a_child_forked_while_a_media_lock_is_held_logs_images(tmp_path, store, 
             lock.release()
         _, status = os.waitpid(pid, 0)
         assert os.waitstatus_to_exitcode(status) == 0
-
-
-def test_images_after_the_media_threads_went_to_sleep_are_stored(tmp_path, store, lab, monkeypatch):
-    """Awake media threads look for work by themselves; asleep after a pause, the next image
-    wakes one: images logged on both sides of a pause are all stored."""
-    threads = media.MediaThreads()
-    threads.AWAKE_S = 0.05
-    monkeypatch.setattr(media, "_media_threads", threads)
-    pictures = [np.full((4, 4, 3), k * 40, np.uint8) for k in range(4)]
-    with labstats.Stats(tmp_path / "run") as stats:
-        for step, picture in enumerate(pictures):
-            stats.image("paused", picture, step=step)
-            stats.flush(30)
-            time.sleep(0.15 if step % 2 else 0.0)  # the threads fall asleep after odd steps
-    run = lab.run("run")
-    for step, picture in enumerate(pictures):
-        assert np.array_equal(run.artifact("paused", step, as_="array"), picture), step
