@@ -71,6 +71,13 @@ def get_run(source: str, run_id: str) -> Run:
         raise SourceDown(source, exc) from None
 
 
+class BadFilter(ApiError):
+    """A filter expression, sort or group the runs list cannot use (a 400 with its sentence)."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(400, message)
+
+
 class SourceDown(ApiError):
     """A source that cannot be read right now (its replica is down)."""
 
@@ -231,7 +238,7 @@ def table_query(default_limit: int) -> Query:
     try:
         check_sort(query.sort, query.order)
     except FilterError as exc:
-        raise ApiError(400, str(exc)) from None
+        raise BadFilter(str(exc)) from None
     return query
 
 
@@ -244,7 +251,7 @@ def runs_table(default_limit: int = 200) -> tuple[list[dict[str, Any]], Table]:
     try:
         table = read_table(labs(), query, caches(current_app.extensions))
     except FilterError as exc:
-        raise ApiError(400, f"filter: {exc}") from None
+        raise BadFilter(f"filter: {exc}") from None
     return [run_summary(source, run) for source, run in table.runs], table
 
 

@@ -4,11 +4,13 @@ autoescape; chart specs travel as JSON data blocks read by static/viewer.js (no 
 from __future__ import annotations
 
 import json
+import math
+import re
 from typing import Any
 
 import numpy as np
 from bokeh.palettes import Category10_10, Category20_20
-from flask import Blueprint, abort, render_template, request, url_for
+from flask import Blueprint, abort, current_app, render_template, request, url_for
 
 from labstats.format.codec import INT64_MAX, INT64_MIN
 from labstats.format.keys import TIME_SERIES
@@ -20,17 +22,21 @@ from labstats.viewer.data import (
     MAX_DRAWN_TENSOR_VALUES,
     MAX_PAGE_CONFIG_BYTES,
     ApiError,
+    BadFilter,
     SourceDown,
     config_summary,
     describe,
     get_run,
     int_arg,
-    list_runs,
     run_summary,
+    runs_table,
     tensor_at,
 )
+from labstats.viewer.filters import MAX_FILTER_CHARS
 from labstats.viewer.media import media_overview
 from labstats.viewer.openapi import STRING, declare, integer, one_of, page_errors, parameter, strings
+from labstats.viewer.runcache import source_cache
+from labstats.viewer.table import MAX_SORT_CHARS, NEWEST_FIRST, ORDERS, caches, read_summaries, shown
 from labstats.viewer.windows import X_AXES
 
 bp = Blueprint("pages", __name__)
@@ -52,7 +58,7 @@ bp.register_error_handler(ApiError, _page_error)
 
 # The runs list's own query parameters: only these are ever copied into a URL the page
 # builds (url_for would take _external, _scheme, _method... as its own options).
-LIST_FILTERS = ("q", "status", "tag", "sort", "limit", "metric")
+LIST_FILTERS = ("q", "status", "tag", "sort", "order", "filter", "group", "limit", "metric")
 PAGE_RUNS = 50  # runs on a page of the runs table
 HPARAMS_RUNS = 500
 MAX_METRICS = 6  # more metric columns a table may have
@@ -60,8 +66,21 @@ MAX_COMPARED = 20  # runs on one compare page
 MAX_TEXT_PAGE = 10_000  # pages of a text series' older values
 # The runs table's own query besides the runs list's (RUNS_QUERY).
 TABLE_QUERY = [
-    *RUNS_QUERY,
-    parameter("metric", STRING, "the metric column (default: the series most runs have)"),
+    *(p for p in RUNS_QUERY if p["name"] != "sort"),
+    parameter(
+        "sort",
+        {"type": "string", "maxLength": MAX_SORT_CHARS},
+        "started, heartbeat, name, status, duration, config:KEY or metric:SERIES:last|min|max "
+        "(default: started, newest first), over every run",
+    ),
+    one_of("order", ORDERS, "asc or desc (default: desc for times, else asc)"),
+    parameter(
+        "filter",
+        {"type": "string", "maxLength": MAX_FILTER_CHARS},
+        'an expression over config and metrics: lr < 0.01 and val/loss.min < 0.1 and opt == "adam"',
+    ),
+    parameter("group", STRING, "config:KEY or status: the rows grouped, with counts over every run"),
+    parameter("metric", STRING, "the metric column (default: a loss- or accuracy-like series that changes)"),
     strings("also", f"more metric columns (the first {MAX_METRICS} of the runs' series)"),
 ]
 # The charts' axes (anything else is idx, and a linear y).
@@ -71,7 +90,12 @@ AXES_QUERY = [one_of("x", X_AXES, "the charts' x axis"), one_of("y", ["log"], "a
 @bp.get("/")
 @declare("The runs table (HTML)", query=TABLE_QUERY, responses=page_errors(400))
 def index():
-    table = _runs_table(PAGE_RUNS)
+    """Every run of every source, filtered by an expression over config and metrics, sorted
+    by any column and grouped by a config key over all of them, a page at a time."""
+    try:
+        table = _runs_table(PAGE_RUNS)
+    except BadFilter as exc:  # said beside the filter box, the form kept as typed
+        return render_template("runs.html", **_refused_table(exc)), 400
     return render_template("runs.html", **table)
 
 
@@ -92,65 +116,172 @@ def hparams():
 
 
 def _runs_table(default_limit: int) -> dict[str, Any]:
-    """What the runs table and the hparams view show: a page of runs with the chosen
-    metric's last/min/max and the config keys that differ."""
-    runs, states, objects, more = list_runs(with_runs=True, default_limit=default_limit)
+    """What the runs table and the hparams view show: a page of runs (filtered, sorted and
+    grouped over all of them) with the chosen metric's last/min/max and the config keys
+    that differ between the listed runs."""
+    runs, table = runs_table(default_limit)
     page = int_arg("page", 1, 1, 10_000)
     tags = sorted({t for r in runs for t in r["tags"]})
     filters = {k: request.args[k] for k in LIST_FILTERS if request.args.get(k)}
-    by_lab: dict[int, tuple[Any, list]] = {}  # the listed runs of each source, read together
-    for run in objects:
-        by_lab.setdefault(id(run.lab), (run.lab, []))[1].append(run)
-    infos = {}
-    for lab, members in by_lab.values():
-        infos.update(lab.series_infos(members))
-    choices, metric = _metric_choices(infos.values(), request.args.get("metric"))
+    kept = caches(current_app.extensions)
+    infos: dict[str, dict] = {}
+    for source, members in _by_source(table.runs).items():
+        infos.update(source_cache(kept, source, members[0].lab).series_infos(members))
+    choices = _metric_choices(infos.values())
+    wanted = request.args.get("metric")
+    metric = wanted if wanted in choices else _default_metric(choices, table.runs, kept)
     # More metrics (?also=acc&also=val/loss): their columns after the first one's.
     also = [m for m in dict.fromkeys(request.args.getlist("also")) if m in choices and m != metric][
         :MAX_METRICS
     ]
     if also:
         filters["also"] = also
-    summaries: dict[str, dict] = {}
-    for name in ([metric] if metric else []) + also:
-        for lab, members in by_lab.values():
-            for run_id, found in lab.summaries(members, name).items():
-                summaries.setdefault(run_id, {})[name] = found
-    for summary, run in zip(runs, objects, strict=True):
-        summary["metric"] = summaries.get(run.id, {}).get(metric)
-        summary["metrics"] = summaries.get(run.id, {})
+    summaries = {name: read_summaries(table.runs, name, kept) for name in ([metric] if metric else []) + also}
+    for summary, (source, run) in zip(runs, table.runs, strict=True):
+        summary["metrics"] = {name: found.get((source, run.id)) for name, found in summaries.items()}
+        summary["metric"] = summary["metrics"].get(metric)
+    columns = _differing_config(runs)
+    for summary in runs:
+        config = summary["config"] if isinstance(summary["config"], dict) else {}
+        summary["cells"] = {k: shown(config[k]) if k in config else "" for k in columns}
+        summary["config_text"] = json.dumps(summary["config"], default=str, ensure_ascii=False, indent=1)
     return {
-        "runs": runs, "tags": tags, "args": filters, "sources": states, "metric": metric,
-        "metric_choices": choices, "config_columns": _differing_config(runs), "page": page, "more": more,
-        "also": also,
+        "runs": runs, "tags": tags, "args": filters, "sources": table.states, "metric": metric,
+        "metric_choices": choices, "config_columns": columns, "page": page, "more": table.more,
+        "also": also, "total": table.total, "groups": _group_rows(table), "sort": _sort_state(),
+        "group_choices": _group_choices(columns), "filter_error": None,
     }  # fmt: skip
 
 
-def _metric_choices(infos, wanted: str | None) -> tuple[list[str], str | None]:
-    """The numeric series of the listed runs (their series infos), those most runs share
-    first, and the one the table shows: ``wanted``, else the most shared (a name with
-    "loss" wins a tie)."""
+def _refused_table(exc: ApiError) -> dict[str, Any]:
+    """The runs page for a filter that cannot be used: no runs, the form as typed, and why."""
+    filters = {k: request.args[k] for k in LIST_FILTERS if request.args.get(k)}
+    return {
+        "runs": [], "tags": [], "args": filters, "sources": {}, "metric": None, "metric_choices": [],
+        "config_columns": [], "page": 1, "more": False, "also": [], "total": 0, "groups": [],
+        "sort": _sort_state(), "group_choices": _group_choices([]), "filter_error": exc.message,
+    }  # fmt: skip
+
+
+def _by_source(pairs) -> dict[str, list]:
+    out: dict[str, list] = {}
+    for source, run in pairs:
+        out.setdefault(source, []).append(run)
+    return out
+
+
+def _sort_state() -> dict[str, Any]:
+    """The table's sort (a column's sort key) and whether it is descending, for its headers."""
+    sort = request.args.get("sort") or "started"
+    order = request.args.get("order")
+    return {"key": sort, "descending": order == "desc" if order else sort in NEWEST_FIRST}
+
+
+def _group_rows(table) -> list[dict[str, Any]]:
+    """Per listed run, the group header to draw above it (None within a group): its key and
+    value, its count over every filtered run, the sorted column's value of its first run,
+    and a link to the table filtered to it."""
+    if not table.groups:
+        return []
+    group = request.args.get("group") or ""
+    label = "status" if group == "status" else group.removeprefix("config:")
+    counts = {g.value: g for g in table.groups}
+    out, previous = [], None
+    for value in table.group_of:
+        if value == previous:
+            out.append(None)
+            continue
+        found = counts[value]
+        only = _only_filter(label if group == "status" else f"`{label}`", found.raw)
+        args = {k: v for k, v in _kept_args().items() if k not in ("group", "filter")}
+        if only is not None and request.args.get("filter"):
+            only = f"({request.args['filter']}) and {only}"
+        link = url_for("pages.index", **args, filter=only) if only is not None else None
+        out.append({"key": label, "value": value, "count": found.count, "first": found.first, "only": link})
+        previous = value
+    return out
+
+
+def _only_filter(name: str, value: Any) -> str | None:
+    """A filter for the runs whose ``name`` is ``value`` (None when none can say it)."""
+    if "`" in name[1:-1]:
+        return None
+    if value is None:
+        return f"{name} == null"
+    if isinstance(value, bool):
+        return f"{name} == {'true' if value else 'false'}"
+    if isinstance(value, int | float) and math.isfinite(value):
+        return f"{name} == {value!r}"
+    if isinstance(value, str):
+        quoted = value.replace("\\", "\\\\").replace('"', '\\"')
+        return f'{name} == "{quoted}"'
+    return None
+
+
+def _kept_args() -> dict[str, Any]:
+    """The table's own query parameters of this request (only these travel in its links)."""
+    args: dict[str, Any] = {k: request.args[k] for k in LIST_FILTERS if request.args.get(k)}
+    if request.args.getlist("also"):
+        args["also"] = request.args.getlist("also")
+    return args
+
+
+def _group_choices(columns: list[str]) -> list[tuple[str, str]]:
+    """What the table can be grouped by: the differing config keys (and the one asked
+    for), and status."""
+    keys = list(columns)
+    group = request.args.get("group") or ""
+    asked = group.partition(":")[2] if group.startswith("config:") else None
+    if asked and asked not in keys:
+        keys.append(asked)
+    return [(f"config:{k}", k) for k in keys] + [("status", "status")]
+
+
+# A series name like these is what a person watches; lr, momentum or a step count is not.
+WATCHED = re.compile(
+    r"loss|acc|err|score|f1|auc|bleu|rouge|perplex|ppl|reward|return|iou|dice|precision|recall", re.IGNORECASE
+)
+DEFAULT_METRIC_TRIES = 8  # candidates whose summaries are read to find one that changes
+
+
+def _metric_choices(infos) -> list[str]:
+    """The numeric series of the listed runs (their series infos): loss- and accuracy-like
+    names first, then those most runs share ("loss" wins a tie)."""
     counts: dict[str, int] = {}
     for info in infos:
         for name, i in info.items():
             if not name.startswith("_") and i.get("kind") in ("f", "i", "b"):
                 counts[name] = counts.get(name, 0) + 1
-    choices = sorted(counts, key=lambda n: (-counts[n], "loss" not in n, n))
-    if wanted in counts:
-        return choices, wanted
-    return choices, choices[0] if choices else None
+    return sorted(counts, key=lambda n: (not WATCHED.search(n), -counts[n], "loss" not in n, n))
+
+
+def _default_metric(choices: list[str], pairs, kept) -> str | None:
+    """The metric the table shows unless one is asked for: the first choice whose values
+    change, within a run or between runs (never a constant such as lr); else the first."""
+    for name in choices[:DEFAULT_METRIC_TRIES]:
+        found = [s for s in read_summaries(pairs, name, kept).values() if s]
+        if any(s["min"] != s["max"] for s in found) or len({s["last"] for s in found}) > 1:
+            return name
+    return choices[0] if choices else None
 
 
 MAX_CONFIG_COLUMNS = 12
+# The table's own columns: a config key of one of these names shows as "config NAME".
+OWN_COLUMNS = ("name", "status", "started", "duration", "last update", "host", "tags", "config")
 
 
 def _differing_config(runs: list[dict[str, Any]]) -> list[str]:
-    """The config keys whose values differ across the listed runs: a column each."""
+    """The config keys whose values differ across the listed runs: a column each. A "name"
+    key that only repeats each run's name gets none (the name column shows it)."""
     configs = [r["config"] if isinstance(r["config"], dict) else {} for r in runs]
     keys = sorted({key for config in configs for key in config})
     differing = [
         k for k in keys if len({json.dumps(c.get(k), sort_keys=True, default=str) for c in configs}) > 1
     ]
+    if "name" in differing and all(
+        c.get("name") in (None, r["name"]) for c, r in zip(configs, runs, strict=True)
+    ):
+        differing.remove("name")
     return differing[:MAX_CONFIG_COLUMNS]
 
 

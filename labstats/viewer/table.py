@@ -2,8 +2,8 @@
 a sort by any column (a metric's last/min/max, a config key, duration, status, start...),
 groups by a config key with their counts, and then the page asked for.
 
-A plain list (a sort of Labs.page's, no filter, no groups) is read a page at a time by
-Labs.page as before; anything else reads every run of every source that can be read
+A plain list (newest first, no filter, no groups) is read a page at a time by Labs.page
+as before; anything else reads every run of every source that can be read
 (through labstats.viewer.runcache, which keeps what ended runs will not change).
 """
 
@@ -47,8 +47,9 @@ class Query:
 
     @property
     def whole(self) -> bool:
-        """Whether the page needs every run (else Labs.page reads just enough)."""
-        return bool(self.filter or self.group or self.sort not in SORTS or self.order)
+        """Whether the page needs every run: Labs.page reads each source's newest runs
+        only, which holds the page only when the list is the newest first."""
+        return bool(self.filter or self.group or self.sort != "started" or self.order)
 
 
 @dataclass
@@ -58,6 +59,7 @@ class Group:
     value: str
     count: int
     first: Any = None  # the sorted column's value of its first run
+    raw: Any = None  # the grouped key's value itself (value is how it is shown)
 
 
 @dataclass
@@ -297,7 +299,7 @@ def grouped(ordered, group: str, key: Callable):
         members.setdefault(shown(value_of(pair)), []).append(pair)
     runs, groups, group_of = [], [], []
     for value, pairs in members.items():
-        groups.append(Group(value, len(pairs), key(pairs[0])))
+        groups.append(Group(value, len(pairs), key(pairs[0]), value_of(pairs[0])))
         runs += pairs
         group_of += [value] * len(pairs)
     return runs, groups, group_of

@@ -1,0 +1,208 @@
+"""The runs table for sweeps, with Flask's test client against the real redis-server fixture:
+sorts, filters and groups over every run (not the shown page), the config columns, the
+default metric, and bad input answered with a sentence (a 400), never a 500."""
+
+import json
+import re
+from html import unescape
+
+import pytest
+import redis
+
+import labstats
+from labstats.format.keys import Keys
+from labstats.viewer import create_app, runcache
+from labstats.viewer.sources import Source
+
+SWEEP = [  # (lr, opt, final loss); logged oldest first, so the best run is the oldest
+    (0.001, "adam", 0.05),
+    (0.1, "sgd", 0.9),
+    (0.01, "adam", 0.3),
+    (0.001, "sgd", 0.2),
+    (0.1, "adam", 0.7),
+    (0.01, "sgd", 0.5),
+    (0.001, "adam", 0.08),
+]
+
+
+@pytest.fixture
+def client(url):
+    app = create_app({"local": Source("local", url)})
+    app.testing = False  # errors must be handled as in production, not raised
+    return app.test_client()
+
+
+@pytest.fixture
+def sweep(tmp_path):
+    """Seven runs: lr, opt and seed differ, the model does not; loss falls to its final value."""
+    ids = []
+    for k, (lr, opt, final) in enumerate(SWEEP):
+        config = {"lr": lr, "opt": opt, "seed": k, "model": "mlp", "name": f"s{k}"}
+        with labstats.Stats(tmp_path / f"s{k}", name=f"s{k}", config=config) as stats:
+            for i in range(5):
+                stats.log(step=i, loss=final + (4 - i) * 0.5, lr=lr)
+        ids.append(stats.run_id)
+    return ids
+
+
+def names(html: str) -> list[str]:
+    return re.findall(r'data-col="name" data-value="([^"]+)"', html)
+
+
+def test_a_metric_sort_finds_the_best_run_wherever_it_would_be_listed(client, sweep):
+    assert names(client.get("/?limit=3&page=3").get_data(as_text=True)) == ["s0"]  # newest first: last page
+    best = client.get("/?limit=3&sort=metric:loss:last").get_data(as_text=True)
+    assert names(best) == ["s0", "s6", "s3"]
+    assert 'aria-sort="ascending"' in best
+    head = re.search(r'<th data-col="metric-last"[^>]*><a href="([^"]+)"', best).group(1)
+    assert unescape(head) == "/?sort=metric:loss:last&limit=3&order=desc"  # the header turns it
+    worst = client.get("/?limit=3&sort=metric:loss:min&order=desc").get_data(as_text=True)
+    assert names(worst) == ["s1", "s4", "s5"]
+    assert names(client.get("/?limit=3&page=3&sort=metric:loss:min&order=desc").get_data(as_text=True)) == [
+        "s0"
+    ]
+    api = client.get("/api/runs?limit=2&sort=config:lr&order=desc").json
+    assert [r["name"] for r in api["runs"]] == ["s4", "s1"]  # lr 0.1 twice, newest first within a tie
+
+
+def test_runs_without_the_sorted_value_come_last_either_way(client, sweep, tmp_path):
+    with labstats.Stats(tmp_path / "nothing", name="nothing", config={"lr": "auto"}) as stats:
+        stats.log(step=0, acc=1.0)
+    for order in ("asc", "desc"):
+        listed = names(client.get(f"/?sort=metric:loss:last&order={order}").get_data(as_text=True))
+        assert listed[-1] == "nothing"
+    by_lr = names(client.get("/?sort=config:lr").get_data(as_text=True))
+    assert by_lr[-1] == "nothing"  # a string after the numbers, never a TypeError
+    assert by_lr[0] in ("s0", "s3", "s6")
+    assert client.get("/?sort=duration").status_code == 200
+    assert client.get("/?sort=config:nope").status_code == 200  # a key no run has sorts nothing
+
+
+def test_the_issue_example_filters_every_run_and_pages_after(client, sweep):
+    text = 'lr < 0.01 and loss.min < 0.1 and opt == "adam"'
+    html = client.get("/", query_string={"filter": text}).get_data(as_text=True)
+    assert sorted(names(html)) == ["s0", "s6"]
+    assert "2 runs match" in html
+    assert f'value="{text}"'.replace('"adam"', "&#34;adam&#34;").replace("<", "&lt;") in html  # kept as typed
+    body = client.get(
+        "/api/runs", query_string={"filter": "not (opt == 'adam') or seed in (0, 1)", "limit": 2}
+    ).json
+    assert [r["name"] for r in body["runs"]] == ["s5", "s3"]
+    second = client.get(
+        "/api/runs", query_string={"filter": "opt == 'sgd' or seed in (0, 1)", "limit": 2, "page": 2}
+    )
+    assert [r["name"] for r in second.json["runs"]] == ["s1", "s0"]  # s5 s3 s1 s0: the last page
+    assert names(client.get("/?filter=status == 'finished' and duration >= 0").get_data(as_text=True))
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ("lr <", "expected a name, a number"),
+        ("lrr < 1", "no listed run has a config key or metric named &#39;lrr&#39; (did you mean lr"),
+        ('lr < "0.1"', "a number cannot be compared with a string"),
+        ("opt = 'adam'", "compare with =="),
+        ("(" * 200 + "lr", "nested more than"),
+        ("x" * 5000, "over the 2,000 allowed"),
+        ("lr < 1 and \x00", "unexpected character"),
+    ],
+)
+def test_a_bad_filter_is_a_sentence_on_the_page_and_a_400_from_the_api(client, sweep, text, said):
+    page = client.get("/", query_string={"filter": text})
+    assert page.status_code == 400
+    html = page.get_data(as_text=True)
+    assert said in re.search(r'<p class="error filter-error" role="alert">(.*?)</p>', html, re.S).group(1)
+    assert 'name="filter"' in html  # the form is there to mend it
+    api = client.get("/api/runs", query_string={"filter": text})
+    assert api.status_code == 400
+    assert api.json["error"].startswith("filter: ")
+
+
+@pytest.mark.parametrize("sort", ["bogus", "metric:loss", "metric::min", "config:", "x" * 2000])
+def test_a_bad_sort_or_order_is_a_400(client, sweep, sort):
+    assert client.get("/", query_string={"sort": sort}).status_code == 400
+    assert client.get("/api/runs", query_string={"sort": sort}).status_code == 400
+    assert client.get("/api/runs?order=sideways").status_code == 400
+
+
+def test_groups_count_every_filtered_run_not_the_page(client, sweep):
+    html = client.get("/?group=config:opt&limit=2&sort=metric:loss:last").get_data(as_text=True)
+    groups = re.findall(
+        r'<tr class="group-row" data-group="([^"]+)"><td colspan="99" data-count="(\d+)">', html
+    )
+    assert groups == [("adam", "4")]  # the best run's group first; the page has two of its runs
+    assert names(html) == ["s0", "s6"]
+    later = client.get("/?group=config:opt&limit=2&page=3&sort=metric:loss:last").get_data(as_text=True)
+    assert re.findall(r'data-group="([^"]+)"><td colspan="99" data-count="(\d+)"', later) == [("sgd", "3")]
+    filtered = client.get("/?group=config:lr&filter=opt == 'adam'").get_data(as_text=True)
+    counts = dict(re.findall(r'data-group="([^"]+)"><td colspan="99" data-count="(\d+)"', filtered))
+    assert counts == {"0.001": "2", "0.01": "1", "0.1": "1"}
+    only = unescape(re.search(r'href="([^"]+)">only these</a>', filtered).group(1))
+    assert sorted(names(client.get(only).get_data(as_text=True))) in (["s0", "s6"], ["s2"], ["s4"])
+    assert client.get("/?group=status").status_code == 200
+
+
+def test_config_columns_show_differing_keys_unquoted_and_the_whole_config_on_expand(client, sweep):
+    html = client.get("/").get_data(as_text=True)
+    headers = re.findall(r'<th data-col="([^"]+)"', html)
+    assert {"config:lr", "config:opt", "config:seed"} <= set(headers)
+    assert "config:model" not in headers  # the same everywhere
+    assert "config:name" not in headers  # repeats the name column
+    assert headers.count("name") == 1
+    assert re.search(r'<td data-col="config:opt" data-value="[^"]*" title="adam">adam</td>', html)
+    assert "&#34;adam&#34;</td>" not in html
+    expanded = re.search(r"<details><summary>.*?</summary><pre>(.*?)</pre></details>", html, re.S).group(1)
+    assert json.loads(expanded.replace("&#34;", '"'))["model"] == "mlp"
+
+
+def test_a_config_name_that_is_not_the_runs_name_keeps_a_column_of_its_own(client, tmp_path):
+    for k in range(2):
+        with labstats.Stats(tmp_path / f"n{k}", name=f"run{k}", config={"name": f"dataset-{k}"}):
+            pass
+    html = client.get("/").get_data(as_text=True)
+    assert '<th data-col="config:name"' in html
+    assert ">config name</a></th>" in html  # said apart from the run's own name column
+
+
+def test_the_default_metric_is_one_that_changes(client, tmp_path):
+    for k in range(3):
+        with labstats.Stats(tmp_path / f"d{k}") as stats:
+            for i in range(4):
+                values = {"lr": 0.1, "momentum": 0.9, "grad_norm": float(i * k)}
+                if k:
+                    values["val/acc"] = i / 4
+                stats.log(step=i, **values)
+    html = client.get("/").get_data(as_text=True)
+    assert re.search(r'<option value="val/acc" selected>', html)  # accuracy-like, though fewer runs have it
+    assert client.get("/?metric=lr").status_code == 200
+    for k in range(2):
+        with labstats.Stats(tmp_path / f"e{k}") as stats:
+            for i in range(4):
+                stats.log(step=i, momentum=0.9, grad_norm=float(i))
+    html = client.get("/?q=e").get_data(as_text=True)
+    assert re.search(r'<option value="grad_norm" selected>', html)  # momentum is the same everywhere
+
+
+def test_an_ended_runs_record_is_kept_until_it_changes(client, sweep, url, monkeypatch):
+    monkeypatch.setattr(runcache, "RECHECK_AFTER", 0.0)
+    assert client.get("/api/runs?sort=duration").status_code == 200
+    kept = client.application.extensions["labstats_run_caches"]["local"]
+    assert set(sweep) <= set(kept.records)
+    assert kept.summaries == {}  # no metric read for a duration sort
+    client.get("/?sort=metric:loss:min")
+    assert (sweep[0], "loss") in kept.summaries
+    redis.Redis.from_url(url).hset(Keys().run(sweep[0]), "status", "crashed")
+    body = client.get("/api/runs?sort=status&limit=1").json
+    assert (body["runs"][0]["name"], body["runs"][0]["status"]) == ("s0", "crashed")
+
+
+def test_a_running_run_is_read_fresh_every_time(client, tmp_path):
+    with labstats.Stats(tmp_path / "live", name="live", flush_interval=0.01) as stats:
+        stats.log(step=0, loss=5.0)
+        stats.flush()
+        first = client.get("/api/runs?sort=metric:loss:max").json["runs"][0]
+        assert first["status"] == "running"
+        stats.log(step=1, loss=9.0)
+        stats.flush()
+        html = client.get("/?sort=metric:loss:max").get_data(as_text=True)
+        assert 'data-col="metric-max" class="number" data-value="9.0"' in html
