@@ -28,7 +28,7 @@ import report
 from bench_logger import RedisServer
 
 import labstats
-from labstats import archive
+from labstats.ops import archive
 from labstats.reader import Lab
 
 

@@ -34,7 +34,8 @@ import report
 import torch
 
 import labstats
-from labstats import device, tensorfiles
+from labstats.capture import device
+from labstats.write import tensorfiles
 
 W_FLOATS = 1_000_000  # the watched tensor: 1M floats (4 MB) of the first layer's weight
 

@@ -9,7 +9,7 @@ __all__ = ["Lab", "LabstatsError", "Run", "Series", "Stats", "__version__", "con
 
 
 def import_tb(logdir, **options):
-    """Import TensorBoard event files, one run per run folder (see :mod:`labstats.tbimport`)."""
-    from labstats.tbimport import import_tb as run
+    """Import TensorBoard event files, one run per run folder (see :mod:`labstats.ops.tbimport`)."""
+    from labstats.ops.tbimport import import_tb as run
 
     return run(logdir, **options)

@@ -18,9 +18,11 @@ from typing import Any
 
 import redis
 
-from labstats import archive, reader, regenerate, replay, tbimport
+from labstats import reader
 from labstats.config import LabstatsError
 from labstats.format import run_record
+from labstats.ops import archive, replay, tbimport
+from labstats.read import regenerate
 
 EX_TEMPFAIL = 75  # replay: Redis cannot be reached now; try again later (the timer does)
 

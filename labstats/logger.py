@@ -7,7 +7,7 @@
     stats.close()                                 # also a context manager, and at exit
 
 Calls on the training thread only snapshot values and queue them; a background writer
-sends them to Redis (see :mod:`labstats.writer`). A run gets a unique id; its name is never
+sends them to Redis (see :mod:`labstats.write.writer`). A run gets a unique id; its name is never
 shared with another run (a clash is suffixed ``.2``, ``.3``... or refused).
 
 Logged as a training user's own Redis user (``redis://alice:pw@...``), the run is owned by
@@ -34,19 +34,20 @@ from typing import Any
 import redis
 
 from labstats import config as cfg
-from labstats import media, media_files, runmeta, tensorfiles
-from labstats.batches import BatchBuilder
-from labstats.chunks import ChunkEncoder, cmd
-from labstats.device import Pending
-from labstats.format import run_record
+from labstats.capture import runmeta
+from labstats.capture.device import Pending
+from labstats.capture.snapshot import Deferred, Histogram, capture, capture_histogram
+from labstats.format import media_files, run_record
 from labstats.format.codec import EncodeError
 from labstats.format.keys import SCHEMA_VERSION, Keys, series_name_problem
-from labstats.snapshot import Deferred, Histogram, capture, capture_histogram
-from labstats.spool import Spool, spool_dir
 from labstats.store import ArtifactStore, default_artifact_dir
-from labstats.transport import RESERVE, NameTaken, Transport, reserve_name
-from labstats.writequeue import WriteQueue
-from labstats.writer import Writer
+from labstats.write import media, tensorfiles
+from labstats.write.batches import BatchBuilder
+from labstats.write.chunks import ChunkEncoder, cmd
+from labstats.write.spool import Spool, spool_dir
+from labstats.write.transport import RESERVE, NameTaken, Transport, reserve_name
+from labstats.write.writequeue import WriteQueue
+from labstats.write.writer import Writer
 
 log = logging.getLogger("labstats")
 
@@ -426,7 +427,7 @@ class Stats:
         self._media("points", "shape", points, self._seed_step(step), files=files)
         return Path(f"{base}.obj")
 
-    # ---- for importers and adapters (labstats.tbimport, labstats.tb) -------------------------
+    # ---- for importers and adapters (labstats.ops.tbimport, labstats.tb) -------------------------
 
     @property
     def closed(self) -> bool:
@@ -446,7 +447,7 @@ class Stats:
 
     def record(self, step: int, values: dict[str, Any]) -> None:
         """Record ``values`` at ``step`` as they are, for importers: plain numbers, strings,
-        snapshots (``labstats.snapshot``, such as a ``CountedHistogram``), and the step's own
+        snapshots (``labstats.capture.snapshot``, such as a ``CountedHistogram``), and the step's own
         wall time (unix seconds) under ``TIME_SERIES`` instead of the call's. Names
         are not checked and values not copied: leave them unchanged."""
         writer = self._require_writer()

@@ -25,8 +25,8 @@ from bokeh.models import ColorBar, ColumnDataSource, DataTable, HoverTool, Linea
 from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
 
-from labstats import media_files
-from labstats.downsample import MAX_POINTS, downsample
+from labstats.format import media_files
+from labstats.read.downsample import MAX_POINTS, downsample
 from labstats.reader import LabstatsError, Run, Series, each_readable
 
 

@@ -29,13 +29,13 @@ import numpy as np
 import redis
 
 from labstats import config as cfg
-from labstats import media_files, regenerate
-from labstats.archive_file import ArchiveFile, path_for
 from labstats.config import LabstatsError
-from labstats.format import chunk, media_record, run_record, series_info
+from labstats.format import chunk, media_files, media_record, run_record, series_info
 from labstats.format.keys import DEFAULT_PREFIX, Keys, run_owner
-from labstats.points import OVERVIEW_MIN, Points, RedisPoints, Series
-from labstats.run_index import RunIndex
+from labstats.read import regenerate
+from labstats.read.archive_file import ArchiveFile, path_for
+from labstats.read.points import OVERVIEW_MIN, Points, RedisPoints, Series
+from labstats.read.run_index import RunIndex
 from labstats.store import ArtifactStore, default_artifact_dir
 
 __all__ = [
@@ -147,7 +147,7 @@ class Run:
 
     @property
     def archived(self) -> bool:
-        """Whether the run's points live in its archive file (see labstats.archive)."""
+        """Whether the run's points live in its archive file (see labstats.ops.archive)."""
         return bool(self.meta.get("archived"))
 
     @cached_property
@@ -260,7 +260,7 @@ class Run:
         return media_files.decode_array(record, data)
 
     def regenerate_plan(self) -> regenerate.Plan:
-        """What regenerating this run takes, from its record (see labstats.regenerate)."""
+        """What regenerating this run takes, from its record (see labstats.read.regenerate)."""
         return regenerate.plan(self.id, self.meta)
 
     def regenerate_command(self) -> str:

@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from labstats import media_files
+from labstats.format import media_files
 from labstats.logger import Stats
 
 log = logging.getLogger("labstats")

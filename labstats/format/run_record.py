@@ -24,6 +24,9 @@ JSON_FIELDS = ("config", "tags", "argv", "packages", "env", "git_notes")
 FLAG_FIELDS = ("git_dirty",)
 _TRUE = ("1", "True", "true")
 
+# The note a run records when git is missing where it started (regenerate looks for it).
+GIT_MISSING = "git is not installed on "
+
 
 def encode_field(key: str, value: Any) -> str | int | float:
     """A field's stored form: a JSON field always as JSON; another field's text and numbers

@@ -23,9 +23,9 @@ from flask import Blueprint, Response, current_app, jsonify, request
 from werkzeug.datastructures import MultiDict
 from werkzeug.exceptions import HTTPException
 
-from labstats.downsample import MAX_POINTS
 from labstats.format import run_record
 from labstats.format.codec import INT64_MAX, INT64_MIN
+from labstats.read.downsample import MAX_POINTS
 from labstats.reader import LabstatsError, Run
 from labstats.viewer.data import (
     MAX_LIST_LIMIT,

@@ -10,7 +10,7 @@ header are checked before it is decoded (at most 256 px), files are streamed in 
 the store after their SHA-256 check, FITS previews read a strided section of one plane,
 point clouds a bounded sample, and step lists are capped. What is refused is answered with
 a 4xx and a sentence (413: too large; 422: not readable as what its record says). The
-limits are the constants below and in labstats.media, listed in docs/security.md.
+limits are the constants below and in labstats.write.media, listed in docs/security.md.
 """
 
 from __future__ import annotations
@@ -28,10 +28,9 @@ from flask import Blueprint, Response, request
 from PIL import Image
 from werkzeug.wsgi import wrap_file
 
-from labstats import media_files
-from labstats.format import media_record
+from labstats.format import media_files, media_record
 from labstats.format.codec import INT64_MAX, INT64_MIN
-from labstats.media_files import THUMB_READ_MAX_BYTES
+from labstats.format.media_files import THUMB_READ_MAX_BYTES
 from labstats.reader import Run
 from labstats.viewer.data import ApiError, get_run, int_arg, json_error
 from labstats.viewer.openapi import (
@@ -203,7 +202,7 @@ def media_records(source: str, run_id: str, name: str):
     return {"name": name, "step": step, "steps": steps, "records": records}
 
 
-# Logged files whose thumbnail the page shows: pictures Pillow reads (labstats.media makes
+# Logged files whose thumbnail the page shows: pictures Pillow reads (labstats.write.media makes
 # their thumbnails); not SVG, a document that may hold scripts and has no thumbnail.
 PICTURE_TYPES = ("image/png", "image/jpeg", "image/webp", "image/gif", "image/bmp", "image/tiff")
 

@@ -10,9 +10,9 @@ from typing import Any
 import numpy as np
 from werkzeug.datastructures import MultiDict
 
-from labstats.downsample import MAX_POINTS, downsample
 from labstats.format import keys
 from labstats.format.codec import INT64_MAX, INT64_MIN
+from labstats.read.downsample import MAX_POINTS, downsample
 from labstats.reader import LabstatsError, Run, number
 from labstats.viewer.data import ApiError, describe, finite, int_arg, is_numeric, series_window
 

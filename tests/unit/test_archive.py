@@ -9,7 +9,9 @@ import pytest
 from conftest import password, same
 
 import labstats
-from labstats import archive, archive_file, cli
+from labstats import cli
+from labstats.ops import archive
+from labstats.read import archive_file
 from labstats.reader import Lab
 
 WINDOWS = [(None, None), (0, 0), (5, 17), (100, 2500), (-10, 3), (2999, None), (None, 40), (10**6, None)]

@@ -10,7 +10,7 @@ from conftest import same
 from fake_cuda import Tensor, calls
 
 import labstats
-from labstats import device
+from labstats.capture import device
 from labstats.format import codec
 from labstats.store import ArtifactStore
 

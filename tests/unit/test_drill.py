@@ -10,7 +10,7 @@ import pytest
 from conftest import RedisServer
 
 import labstats
-from labstats import drill
+from labstats.ops import drill
 
 
 @pytest.fixture
@@ -59,7 +59,7 @@ def test_differences_are_reported(stores):
 
 
 def test_a_run_archived_since_the_backup_is_checked_against_its_archive(stores, tmp_path):
-    from labstats import archive
+    from labstats.ops import archive
     from labstats.reader import Lab
 
     restored, live, run_id = stores

@@ -212,7 +212,7 @@ def test_a_full_spool_disk_loses_nothing_once_redis_returns(
     on a real full filesystem, the buffered frame fails at flush and again at close): the
     training goes on, the spool stays readable (cut back to its last whole frame), the
     records wait in memory, and everything arrives when Redis is back."""
-    from labstats import spool as spool_module
+    from labstats.write import spool as spool_module
 
     writes = {"n": 0}
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import labstats
-from labstats import device
+from labstats.capture import device
 
 pytestmark = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="needs a CUDA GPU; this machine has none"

@@ -17,8 +17,8 @@ from astropy.io import fits
 from PIL import Image
 
 import labstats
-from labstats import media, media_files
-from labstats.format import media_record
+from labstats.format import media_files, media_record
+from labstats.write import media
 
 
 @pytest.fixture

@@ -130,7 +130,7 @@ def snapshot(server, run_id: str) -> dict[bytes, bytes]:
 def forgeries(run_id: str) -> list[tuple]:
     """Each way finding 6 (and more) erased, hid or relabelled another's run."""
     run, chunk = K.run(run_id), K.chunk(run_id, 0, 0)
-    from labstats.media import media_id
+    from labstats.write.media import media_id
 
     records = K.media_records(run_id, media_id("pic"))
     return [

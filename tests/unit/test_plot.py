@@ -38,7 +38,7 @@ def test_series_is_downsampled_and_keeps_extremes(runs):
 def test_overlay_leaves_out_an_archived_run_whose_file_is_not_here_yet(runs, url, tmp_path):
     # On the web box an archived run's file arrives with the next sync: meanwhile the example
     # notebook's overlay failed whole on it. Now the others are drawn and the one is named.
-    from labstats import archive
+    from labstats.ops import archive
     from labstats.reader import Lab
 
     lab, all_runs = runs

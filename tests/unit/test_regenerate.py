@@ -11,8 +11,9 @@ from pathlib import Path
 import pytest
 
 import labstats
-from labstats import cli, regenerate
+from labstats import cli
 from labstats.format import keys
+from labstats.read import regenerate
 
 TRAIN_V1 = """
 import sys
@@ -163,7 +164,7 @@ def test_a_box_without_git_says_so_instead_of_not_in_a_repository(repo, tmp_path
 
 def test_the_freeze_runs_at_the_lowest_cpu_priority(monkeypatch):
     # It runs beside the first steps of the training: on a busy box it must not slow them.
-    from labstats import runmeta
+    from labstats.capture import runmeta
 
     niceness = []
     real_run = subprocess.run
@@ -274,7 +275,7 @@ def test_links_that_leave_the_checkout_only_once_resolved_are_refused_after_appl
 
 
 def test_requirements_txt_is_written_without_following_a_link(tmp_path):
-    from labstats import regenerate
+    from labstats.read import regenerate
 
     outside = tmp_path / "outside.txt"
     outside.write_text("mine\n")

@@ -11,7 +11,7 @@ import numpy as np
 from conftest import wait_for
 
 import labstats
-from labstats import spool
+from labstats.write import spool
 
 
 def test_redis_restart_mid_run_loses_and_duplicates_nothing(tmp_path, own_redis, monkeypatch):

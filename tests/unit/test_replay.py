@@ -4,7 +4,8 @@ import subprocess
 import sys
 
 import labstats
-from labstats import cli, spool
+from labstats import cli
+from labstats.write import spool
 
 SCRIPT = """
 import sys, labstats

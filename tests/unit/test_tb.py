@@ -13,7 +13,8 @@ from PIL import Image
 from tensorboard.backend.event_processing import event_accumulator as ea
 
 import labstats
-from labstats import cli, tb, tbimport
+from labstats import cli, tb
+from labstats.ops import tbimport
 
 matplotlib.use("Agg")
 

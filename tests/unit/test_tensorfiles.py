@@ -11,7 +11,7 @@ from conftest import same
 
 import labstats
 from labstats.format import tensor_file
-from labstats.points import resolve_file
+from labstats.read.points import resolve_file
 from labstats.store import ArtifactStore
 
 BIG = 300_000  # floats: 1.2 MB, above the default 1 MiB

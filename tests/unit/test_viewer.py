@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import labstats
-from labstats.downsample import downsample
+from labstats.read.downsample import downsample
 from labstats.viewer import charts, create_app
 from labstats.viewer.sources import Source
 
@@ -230,7 +230,7 @@ def test_downsample_keeps_first_last_min_and_max():
 
 
 def test_run_page_decodes_only_the_tensor_it_shows(client, tmp_path, url, monkeypatch):
-    from labstats.points import RedisPoints
+    from labstats.read.points import RedisPoints
 
     with labstats.Stats(tmp_path / "tensors") as stats:
         for i in range(40):  # 40 tensors of 40 kB: each one a blob

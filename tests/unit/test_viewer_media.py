@@ -14,10 +14,10 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 import labstats
-from labstats import media
 from labstats.format import media_record
 from labstats.viewer import create_app
 from labstats.viewer.sources import Source
+from labstats.write import media
 
 HOSTILE = "<img src=x onerror=alert(1)>/pics"
 

@@ -32,8 +32,7 @@ from PIL import Image
 from planting import plant
 
 import labstats
-from labstats import media_files
-from labstats.format import keys
+from labstats.format import keys, media_files
 from labstats.store import ArtifactStore
 
 K = keys.Keys()

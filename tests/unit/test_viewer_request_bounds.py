@@ -92,7 +92,7 @@ def test_20000_points_at_one_step_are_drawn_zoomed_and_live(client, tmp_path):
 def test_a_panic_of_the_downsampler_falls_back_to_min_max_buckets(monkeypatch):
     from tsdownsample import MinMaxLTTBDownsampler
 
-    from labstats import downsample
+    from labstats.read import downsample
 
     try:  # the real exception type: pyo3_runtime.PanicException, a BaseException
         MinMaxLTTBDownsampler().downsample(np.zeros(5000), np.arange(5000.0), n_out=100)

@@ -7,13 +7,13 @@ import threading
 import redis
 from conftest import wait_for
 
-from labstats.batches import COMMANDS, MARKER, MAX_POINTS, POINTS, Batch, BatchBuilder
-from labstats.chunks import ChunkEncoder, cmd
 from labstats.format import chunk, keys, series_info
-from labstats.spool import Spool
-from labstats.transport import Transport
-from labstats.writequeue import WriteQueue
-from labstats.writer import Writer
+from labstats.write.batches import COMMANDS, MARKER, MAX_POINTS, POINTS, Batch, BatchBuilder
+from labstats.write.chunks import ChunkEncoder, cmd
+from labstats.write.spool import Spool
+from labstats.write.transport import Transport
+from labstats.write.writequeue import WriteQueue
+from labstats.write.writer import Writer
 
 KEYS = keys.Keys("ls")
 RUN = "20261205-000000-abcdef"

@@ -5,9 +5,9 @@ import numpy as np
 import pytest
 
 import labstats
-from labstats.chunks import ChunkEncoder
 from labstats.format import blob, keys
 from labstats.format.blob import PART_COST, part_lengths
+from labstats.write.chunks import ChunkEncoder
 
 
 @pytest.mark.parametrize("total", [1, 31, 4116, 65556, 409_620, 2**20 - 16, 2**20 + 20, 16 * 2**20 + 20])

@@ -6,7 +6,7 @@ import time
 
 from conftest import wait_for
 
-from labstats.writequeue import WriteQueue
+from labstats.write.writequeue import WriteQueue
 
 
 def start_producer(queue: WriteQueue, item, nbytes: int = 0) -> threading.Thread:

@@ -6,9 +6,9 @@ i (int64), b (bool) or o (binary: the labstats codec's bytes of a text, list, di
 tensor). Rows of a series are in idx order (the order the reader gives). Any Parquet engine
 reads them (pandas, DuckDB, Spark); the file's metadata ("labstats.archive", JSON) also holds
 the run's record, its series info, its git diff and package list, an index of row groups per
-series, and a digest of every point. :mod:`labstats.archive` writes these files;
+series, and a digest of every point. :mod:`labstats.ops.archive` writes these files;
 :class:`ArchiveFile` reads one as the reader reads Redis (it offers
-:class:`labstats.points.Points`).
+:class:`labstats.read.points.Points`).
 """
 
 from __future__ import annotations
@@ -27,7 +27,7 @@ import numpy as np
 from labstats.config import LabstatsError
 from labstats.format import chunk
 from labstats.format.codec import Encoded
-from labstats.points import Series, decoded, plain
+from labstats.read.points import Series, decoded, plain
 from labstats.store import ArtifactStore
 
 FORMAT = 1
@@ -259,7 +259,7 @@ class ArchiveFile:
         kind = before[-1][4]
         return [] if kind == "o" else np.empty(0, dtype=_NUMPY[kind])
 
-    # ---- the Points interface (labstats.points) ---------------------------------------------
+    # ---- the Points interface (labstats.read.points) ---------------------------------------------
 
     def window(self, name: str, info: dict[str, Any], start: int | None, stop: int | None) -> Series:
         lo = -(2**63) if start is None else start

@@ -4,9 +4,9 @@
     batch = builder.build(queue)          # items taken from a WriteQueue, in order
     batch.commands.append(builder.pulse(time.time()))
 
-The queue holds four kinds of items (made by :class:`labstats.writer.Writer`): points of
+The queue holds four kinds of items (made by :class:`labstats.write.writer.Writer`): points of
 one log()/update() call, ready commands, a media capture, a flush marker. Points become chunk
-records (:mod:`labstats.chunks`), with the call's wall time in ``TIME_SERIES``; the
+records (:mod:`labstats.write.chunks`), with the call's wall time in ``TIME_SERIES``; the
 builder also keeps the training loop's pulse (when it last called, and how often) for the
 heartbeat.
 """
@@ -20,11 +20,11 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import Any
 
-from labstats.chunks import ChunkEncoder, cmd
 from labstats.format.keys import TIME_SERIES
-from labstats.media import Capture, MediaWriter
-from labstats.spool import Command
-from labstats.writequeue import WriteQueue
+from labstats.write.chunks import ChunkEncoder, cmd
+from labstats.write.media import Capture, MediaWriter
+from labstats.write.spool import Command
+from labstats.write.writequeue import WriteQueue
 
 log = logging.getLogger("labstats")
 

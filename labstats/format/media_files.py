@@ -10,7 +10,7 @@ thumbnail): ``open_thumbnail`` reads a picture's header and refuses one over 256
 decoding it; ``ply_layout``/``read_ply_file`` check a PLY's header against its size and
 read at most the points asked for, a block at a time; ``fits_layout``/``fits_plane`` read a
 FITS header of bounded size and a strided section of one plane. Each refuses what it cannot
-read with a MediaError (a ValueError) saying why. The capture side (labstats.media), the
+read with a MediaError (a ValueError) saying why. The capture side (labstats.write.media), the
 reader and the viewer use this module; it knows nothing of runs or Redis.
 """
 

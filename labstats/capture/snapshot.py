@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from labstats import device
+from labstats.capture import device
 from labstats.format import codec
 from labstats.format.codec import Encoded
 

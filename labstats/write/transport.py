@@ -25,9 +25,9 @@ from collections.abc import Callable
 
 import redis
 
-from labstats.chunks import cmd
 from labstats.format.keys import Keys
-from labstats.spool import Command, Spool
+from labstats.write.chunks import cmd
+from labstats.write.spool import Command, Spool
 
 log = logging.getLogger("labstats")
 

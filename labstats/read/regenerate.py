@@ -37,7 +37,7 @@ from pathlib import Path
 from typing import Any
 
 from labstats.config import LabstatsError
-from labstats.runmeta import GIT_MISSING
+from labstats.format.run_record import GIT_MISSING
 
 _COMMIT = re.compile(r"^[0-9a-f]{7,64}$")  # an object id (sha1 or sha256), never an option
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")

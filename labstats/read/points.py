@@ -2,7 +2,7 @@
 
 A run's record, series info and media stay in Redis for ever; its points (chunks, blobs) and
 its git diff and package list live in Redis until the run is archived, then in its archive
-file (:mod:`labstats.archive_file`). Both offer the :class:`Points` interface, so a
+file (:mod:`labstats.read.archive_file`). Both offer the :class:`Points` interface, so a
 :class:`labstats.reader.Run` reads the same way from either and never asks which it has.
 """
 

@@ -11,7 +11,7 @@ Layouts of images: HW (grey), HWC or CHW (detected from where the 1, 3 or 4 chan
 or forced with ``dataformats``); uint8, bool, or float in [0, 1] (clipped). Row 0 is the top.
 
 How each kind is encoded and read back (PNG, WebP thumbnails, FITS, PLY) is in
-:mod:`labstats.media_files`.
+:mod:`labstats.format.media_files`.
 """
 
 from __future__ import annotations
@@ -32,12 +32,11 @@ from typing import Any
 
 import numpy as np
 
-from labstats.chunks import cmd
-from labstats.device import Pending
+from labstats.capture.device import Pending
+from labstats.capture.snapshot import Deferred, capture
 from labstats.format import media_record
 from labstats.format.keys import Keys
-from labstats.format.media_record import field_name, media_id
-from labstats.media_files import (
+from labstats.format.media_files import (
     MAX_DECODE_PIXELS,
     MediaError,
     fits_preview,
@@ -50,8 +49,9 @@ from labstats.media_files import (
     thumbnail,
     to_uint8,
 )
-from labstats.snapshot import Deferred, capture
+from labstats.format.media_record import field_name, media_id
 from labstats.store import ArtifactStore
+from labstats.write.chunks import cmd
 
 log = logging.getLogger("labstats")
 

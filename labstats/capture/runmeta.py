@@ -18,6 +18,8 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from labstats.format.run_record import GIT_MISSING
+
 # Packages whose versions are shown with a run (the full freeze is kept too).
 KEY_PACKAGES = (
     "labstats", "numpy", "torch", "torchvision", "tensorflow", "jax", "jaxlib",
@@ -82,10 +84,6 @@ def working_tree_diff(root: Path) -> tuple[str, list[str]]:
         env = {"GIT_INDEX_FILE": str(copy)}
         _git(["add", "--intent-to-add", "--", *chosen], root, env)
         return _git(["diff", "--binary", "HEAD"], root, env) or "", skipped
-
-
-# The note a run records when git is missing where it started; regenerate looks for it.
-GIT_MISSING = "git is not installed on "
 
 
 def git_state(where: Path) -> dict[str, Any]:

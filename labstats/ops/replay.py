@@ -18,9 +18,9 @@ from pathlib import Path
 
 import redis
 
-from labstats import spool
 from labstats.format.keys import Keys
-from labstats.transport import RETRYABLE, apply_new
+from labstats.write import spool
+from labstats.write.transport import RETRYABLE, apply_new
 
 MAX_DEPTH = 6  # how deep folders are searched for spools
 

@@ -26,11 +26,11 @@ from typing import Any
 
 import numpy as np
 
+from labstats.capture.snapshot import CountedHistogram
 from labstats.config import LabstatsError
 from labstats.format.keys import MAX_NAME_CHARS, TIME_SERIES, series_name_problem
 from labstats.logger import Stats
 from labstats.reader import connect
-from labstats.snapshot import CountedHistogram
 from labstats.tb import HISTOGRAM_BINS
 
 EVENT_FILES = "events.out.tfevents.*"

@@ -13,13 +13,13 @@ from typing import Any
 
 import numpy as np
 
-from labstats.device import Pending
+from labstats.capture.device import Pending
+from labstats.capture.snapshot import Deferred, Encoded, Histogram
 from labstats.format import blob, chunk, codec, series_info
 from labstats.format.chunk import kind_of, summarize
 from labstats.format.keys import Keys
-from labstats.snapshot import Deferred, Encoded, Histogram
-from labstats.spool import Command
-from labstats.tensorfiles import FileJob, TensorFiles
+from labstats.write.spool import Command
+from labstats.write.tensorfiles import FileJob, TensorFiles
 
 log = logging.getLogger("labstats")
 
@@ -63,7 +63,7 @@ class ChunkEncoder:
     def __init__(self, keys: Keys, run_id: str, files: TensorFiles | None = None) -> None:
         self.keys = keys
         self.run_id = run_id
-        self.files = files  # large arrays go to files of the artifact store (labstats.tensorfiles)
+        self.files = files  # large arrays go to files of the artifact store (labstats.write.tensorfiles)
         self.series: dict[str, SeriesState] = {}
         self.blobs = 0
         self.quarantined = 0  # values that could not be encoded and were left out

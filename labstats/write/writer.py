@@ -5,10 +5,10 @@
     writer.put_points(step, values)    # training thread: queued, returns at once
     writer.flush(); writer.stop()
 
-The training thread appends to a bounded queue (:mod:`labstats.writequeue`) and returns;
+The training thread appends to a bounded queue (:mod:`labstats.write.writequeue`) and returns;
 it waits only when the queue is full. This thread wakes every ``flush_interval`` seconds,
-turns everything queued into one batch of commands (:mod:`labstats.batches`) and hands it to
-the transport (:mod:`labstats.transport`), which sends it as one MULTI/EXEC transaction that
+turns everything queued into one batch of commands (:mod:`labstats.write.batches`) and hands it to
+the transport (:mod:`labstats.write.transport`), which sends it as one MULTI/EXEC transaction that
 also records the batch number, or spools it when Redis is away, and resends what a crashed
 server forgot. Nothing is lost or applied twice. Every ``heartbeat_interval`` a batch goes
 out even when nothing was logged: the heartbeat says the process lives.
@@ -28,11 +28,11 @@ import threading
 import time
 from typing import Any
 
-from labstats.batches import COMMANDS, MARKER, MEDIA, POINTS, BatchBuilder
-from labstats.media import Capture
-from labstats.spool import Command
-from labstats.transport import Transport
-from labstats.writequeue import WriteQueue
+from labstats.write.batches import COMMANDS, MARKER, MEDIA, POINTS, BatchBuilder
+from labstats.write.media import Capture
+from labstats.write.spool import Command
+from labstats.write.transport import Transport
+from labstats.write.writequeue import WriteQueue
 
 log = logging.getLogger("labstats")
 

@@ -1,4 +1,4 @@
-"""Archive finished runs to Parquet files (labstats.archive_file), and put them back.
+"""Archive finished runs to Parquet files (labstats.read.archive_file), and put them back.
 
     labstats archive RUN...                  # these runs (finished or crashed ones only)
     labstats archive --due --older-than 30   # every run that ended over 30 days ago
@@ -12,7 +12,7 @@ minute after which a silent run reads as crashed): a run's record is written by 
 forged as finished is still writing its heartbeat.
 
 A run's points go to one Parquet file, <archive dir>/<run id>.parquet (its layout is in
-:mod:`labstats.archive_file`, which also reads it; the reader then reads the run from it).
+:mod:`labstats.read.archive_file`, which also reads it; the reader then reads the run from it).
 The file is written to a temporary name, read back and checked against Redis (row counts and
 the digest, computed from what Redis holds and from what the file holds), renamed, and only
 then are the run's points, diff and package list deleted from Redis in one transaction
@@ -35,7 +35,9 @@ from typing import Any
 import numpy as np
 import redis
 
-from labstats.archive_file import (
+from labstats.config import LabstatsError
+from labstats.format import keys, run_record
+from labstats.read.archive_file import (
     FORMAT,
     META_KEY,
     ROW_GROUP_BYTES,
@@ -47,11 +49,9 @@ from labstats.archive_file import (
     pyarrow_modules,
     table_schema,
 )
-from labstats.chunks import ChunkEncoder, SeriesState
-from labstats.config import LabstatsError
-from labstats.format import keys, run_record
-from labstats.points import RedisPoints
+from labstats.read.points import RedisPoints
 from labstats.reader import Lab, Run, number
+from labstats.write.chunks import ChunkEncoder, SeriesState
 
 STUB_FIELDS = ("archived", "archived_at", "archive_digest", "archive_bytes")  # added to the run record
 READ_CHUNKS = 256  # chunks fetched per MGET while archiving

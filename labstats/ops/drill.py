@@ -1,6 +1,6 @@
 """Restore drill: compare a store restored from a backup with the live one.
 
-    python -m labstats.drill --restored redis://...:6390/0 --live redis://...:6379/0 [--prefix ls]
+    python -m labstats.ops.drill --restored redis://...:6390/0 --live redis://...:6379/0 [--prefix ls]
 
 The restored copy is older than the live store, so runs may have been added or grown since.
 What must hold: every run of the copy is live; every series of a run that had finished
@@ -21,9 +21,9 @@ from dataclasses import dataclass, field
 
 import redis
 
-from labstats import archive
 from labstats.format import run_record
 from labstats.format.keys import DEFAULT_PREFIX, Keys
+from labstats.ops import archive
 from labstats.reader import Lab
 
 
@@ -106,7 +106,7 @@ def compare(restored: redis.Redis, live: redis.Redis, prefix: str = DEFAULT_PREF
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m labstats.drill", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m labstats.ops.drill", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)  # fmt: skip
     parser.add_argument("--restored", required=True, help="URL of the Redis started on the restored file")
     parser.add_argument("--live", required=True, help="URL of the live store (a replica)")
