@@ -141,16 +141,13 @@ class BatchBuilder:
         return commands
 
     def _encode(self, points: list[tuple[int, str, Any]], commands: list[Command]) -> None:
-        """Append the commands for ``points``. If the encoder fails on them, its state goes
-        back to before the call (it changes series as it goes, and the commands for those
-        changes went with the exception) and the points are encoded in halves, down to the
-        one that fails: that point alone is left out."""
-        checkpoint = EncoderCheckpoint(self.encoder, points)
+        """Append the commands for ``points``. If the encoder fails on them (it is then as it
+        was before the call), the points are encoded in halves, down to the one that fails:
+        that point alone is left out."""
         try:
             commands += self.encoder.encode(points)
             return
         except Exception as exc:
-            checkpoint.restore()
             if len(points) == 1:
                 idx, name, _ = points[0]
                 self._quarantine(f"series {name!r} at idx {idx}: value", exc, commands)
@@ -176,33 +173,3 @@ class BatchBuilder:
 
     def _run_key(self) -> str:
         return self.encoder.keys.run(self.encoder.run_id)
-
-
-class EncoderCheckpoint:
-    """The encoder's state before one encode() call, to undo a call that failed half way.
-
-    Only what a call changes is kept: the counters, the number of series (new ones are added
-    last) and the touched series' fields with their open chunk's length (a chunk only grows
-    in place, or is replaced whole by a new one, so the length and the old buffer bring it
-    back without a copy)."""
-
-    __slots__ = ("blobs", "encoder", "n_series", "quarantined", "states")
-
-    def __init__(self, encoder: ChunkEncoder, points: list[tuple[int, str, Any]]) -> None:
-        series = encoder.series
-        self.encoder = encoder
-        self.blobs, self.quarantined, self.n_series = encoder.blobs, encoder.quarantined, len(series)
-        if len(series) <= len(points):  # the common case: few series, many points
-            touched = series.values()
-        else:
-            touched = [series[name] for name in {name for _, name, _ in points} if name in series]
-        self.states = [(state, vars(state).copy(), len(state.buf)) for state in touched]
-
-    def restore(self) -> None:
-        encoder = self.encoder
-        encoder.blobs, encoder.quarantined = self.blobs, self.quarantined
-        for name in list(encoder.series)[self.n_series :]:
-            del encoder.series[name]
-        for state, fields, length in self.states:
-            vars(state).update(fields)
-            del state.buf[length:]

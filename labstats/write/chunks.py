@@ -71,7 +71,16 @@ class ChunkEncoder:
     def encode(self, points: list[tuple[int, str, Any]]) -> list[Command]:
         """Commands that store ``points`` (idx, series name, snapshot), in order. A value that
         cannot be encoded is left out (warned and counted); no other value or series state is
-        touched by its failure."""
+        touched by its failure. If encoding fails otherwise (a bug, a name the encoder cannot
+        write), it raises with the encoder as it was before the call."""
+        checkpoint = _Checkpoint(self, points)
+        try:
+            return self._encode(points)
+        except BaseException:
+            checkpoint.restore()  # the commands for the changes made so far went with the exception
+            raise
+
+    def _encode(self, points: list[tuple[int, str, Any]]) -> list[Command]:
         touched: dict[str, SeriesState] = {}
         commands: list[Command] = []
         quarantined = self.quarantined
@@ -228,3 +237,33 @@ class ChunkEncoder:
         if summary is not None:
             key = self.keys.chunk_summary(self.run_id, state.sid)
             commands.append(cmd("HSET", key, state.chunk_no, summary))
+
+
+class _Checkpoint:
+    """An encoder's state before one encode() call, to undo a call that failed half way.
+
+    Only what a call changes is kept: the counters, the number of series (new ones are added
+    last) and the touched series' fields with their open chunk's length (a chunk only grows
+    in place, or is replaced whole by a new one, so the length and the old buffer bring it
+    back without a copy)."""
+
+    __slots__ = ("blobs", "encoder", "n_series", "quarantined", "states")
+
+    def __init__(self, encoder: ChunkEncoder, points: list[tuple[int, str, Any]]) -> None:
+        series = encoder.series
+        self.encoder = encoder
+        self.blobs, self.quarantined, self.n_series = encoder.blobs, encoder.quarantined, len(series)
+        if len(series) <= len(points):  # the common case: few series, many points
+            touched = series.values()
+        else:
+            touched = [series[name] for name in {name for _, name, _ in points} if name in series]
+        self.states = [(state, vars(state).copy(), len(state.buf)) for state in touched]
+
+    def restore(self) -> None:
+        encoder = self.encoder
+        encoder.blobs, encoder.quarantined = self.blobs, self.quarantined
+        for name in list(encoder.series)[self.n_series :]:
+            del encoder.series[name]
+        for state, fields, length in self.states:
+            vars(state).update(fields)
+            del state.buf[length:]
