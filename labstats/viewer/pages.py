@@ -7,10 +7,11 @@ import json
 import math
 import re
 from typing import Any
+from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 from bokeh.palettes import Category10_10, Category20_20
-from flask import Blueprint, abort, current_app, render_template, request, url_for
+from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 
 from labstats.format.codec import INT64_MAX, INT64_MIN
 from labstats.format.keys import TIME_SERIES
@@ -28,6 +29,7 @@ from labstats.viewer.data import (
     describe,
     get_run,
     int_arg,
+    labs,
     run_summary,
     runs_table,
     tensor_at,
@@ -36,7 +38,26 @@ from labstats.viewer.filters import MAX_FILTER_CHARS
 from labstats.viewer.media import media_overview
 from labstats.viewer.openapi import STRING, declare, integer, one_of, page_errors, parameter, strings
 from labstats.viewer.runcache import source_cache
-from labstats.viewer.table import MAX_SORT_CHARS, NEWEST_FIRST, ORDERS, caches, read_summaries, shown
+from labstats.viewer.saved_views import (
+    FIXED_COLUMNS,
+    MAX_NAME_CHARS,
+    MEMORY,
+    VIEW_PARAMS,
+    ViewError,
+    ViewStore,
+    clean,
+)
+from labstats.viewer.table import (
+    MAX_SORT_CHARS,
+    NEWEST_FIRST,
+    ORDERS,
+    Query,
+    caches,
+    every_run,
+    metric_names,
+    read_summaries,
+    shown,
+)
 from labstats.viewer.windows import X_AXES
 
 bp = Blueprint("pages", __name__)
@@ -81,6 +102,8 @@ TABLE_QUERY = [
     ),
     parameter("group", STRING, "config:KEY or status: the rows grouped, with counts over every run"),
     parameter("metric", STRING, "the metric column (default: a loss- or accuracy-like series that changes)"),
+    strings("hide", "columns hidden (their data-col: host, config:lr, metric-min...)"),
+    parameter("view", STRING, "the saved view this is (shown beside the views)"),
     strings("also", f"more metric columns (the first {MAX_METRICS} of the runs' series)"),
 ]
 # The charts' axes (anything else is idx, and a linear y).
@@ -145,11 +168,18 @@ def _runs_table(default_limit: int) -> dict[str, Any]:
         config = summary["config"] if isinstance(summary["config"], dict) else {}
         summary["cells"] = {k: shown(config[k]) if k in config else "" for k in columns}
         summary["config_text"] = json.dumps(summary["config"], default=str, ensure_ascii=False, indent=1)
+    shown_columns = {*FIXED_COLUMNS, *(f"config:{k}" for k in columns)}
+    if metric:
+        shown_columns |= {f"metric-{part}" for part in ("last", "min", "max")}
+    shown_columns |= {f"also:{m}:{part}" for m in also for part in ("last", "min", "max")}
+    hidden = [c for c in dict.fromkeys(request.args.getlist("hide")) if c in shown_columns]
+    if hidden:
+        filters["hide"] = hidden
     return {
         "runs": runs, "tags": tags, "args": filters, "sources": table.states, "metric": metric,
         "metric_choices": choices, "config_columns": columns, "page": page, "more": table.more,
         "also": also, "total": table.total, "groups": _group_rows(table), "sort": _sort_state(),
-        "group_choices": _group_choices(columns), "filter_error": None,
+        "group_choices": _group_choices(columns), "filter_error": None, "hidden": hidden, **_views_of_user(),
     }  # fmt: skip
 
 
@@ -160,6 +190,7 @@ def _refused_table(exc: ApiError) -> dict[str, Any]:
         "runs": [], "tags": [], "args": filters, "sources": {}, "metric": None, "metric_choices": [],
         "config_columns": [], "page": 1, "more": False, "also": [], "total": 0, "groups": [],
         "sort": _sort_state(), "group_choices": _group_choices([]), "filter_error": exc.message,
+        "hidden": [], **_views_of_user(),
     }  # fmt: skip
 
 
@@ -221,9 +252,82 @@ def _only_filter(name: str, value: Any) -> str | None:
 def _kept_args() -> dict[str, Any]:
     """The table's own query parameters of this request (only these travel in its links)."""
     args: dict[str, Any] = {k: request.args[k] for k in LIST_FILTERS if request.args.get(k)}
-    if request.args.getlist("also"):
-        args["also"] = request.args.getlist("also")
+    for many in ("also", "hide"):
+        if request.args.getlist(many):
+            args[many] = request.args.getlist(many)
     return args
+
+
+# ---- saved views of the runs table (labstats.viewer.saved_views) -------------------------
+
+
+def _view_store() -> ViewStore:
+    """The app's saved views, in the sessions file when it has one (else in memory)."""
+    store = current_app.extensions.get("labstats_views")
+    if store is None:
+        sessions = current_app.extensions.get("labstats_sessions")
+        path = getattr(sessions, "path", MEMORY) or MEMORY
+        store = current_app.extensions["labstats_views"] = ViewStore(path)
+    return store
+
+
+def _viewer() -> str:
+    """Whose views these are: the logged-in user, or "" on an open viewer."""
+    return getattr(g, "user", None) or ""
+
+
+def _views_of_user() -> dict[str, Any]:
+    """The user's saved views (name, link) and this page's view as one to save."""
+    views = [(name, url_for("pages.open_view", name=name)) for name, _ in _view_store().views(_viewer())]
+    query = urlencode([(k, v) for k in VIEW_PARAMS for v in request.args.getlist(k) if v])
+    return {"saved_views": views, "view_query": query, "view_name": request.args.get("view", "")}
+
+
+@bp.post("/views")
+@declare(
+    "Save the runs table's view, or delete one (HTML form fields or query parameters)",
+    query=[
+        parameter("name", {"type": "string", "maxLength": MAX_NAME_CHARS}, "the view's name"),
+        parameter(
+            "query", STRING, "the table's query string to keep (its columns, metric, grouping, filter, sort)"
+        ),
+        parameter("delete", STRING, "the name of a view to delete instead"),
+    ],
+    responses={303: {"description": "to the saved view (or the table, after a delete)"}, **page_errors(400)},
+)
+def save_view():
+    """Saves the table's columns, metric, grouping, filter and sort under a name, for the
+    user who is logged in (on the web box: the viewer's own SQLite file)."""
+    form = request.values
+    if form.get("delete"):
+        _view_store().delete(_viewer(), form["delete"])
+        return redirect(url_for("pages.index"), 303)
+    name = form.get("name", "")
+    try:
+        _view_store().save(_viewer(), name, parse_qsl(form.get("query", ""))[:MAX_VIEW_PARAMS])
+    except ViewError as exc:
+        raise ApiError(400, str(exc)) from None
+    return redirect(url_for("pages.open_view", name=name.strip()), 303)
+
+
+MAX_VIEW_PARAMS = 200
+
+
+@bp.get("/views/<name>")
+@declare(
+    "Open a saved view of the runs table (a redirect to the table)",
+    responses={302: {"description": "to the runs table with the view's query"}, **page_errors(404)},
+)
+def open_view(name: str):
+    """The runs table with a saved view's query; what names a config key or metric no run
+    has any more (a hidden column, a metric, a sort, a grouping) is dropped."""
+    params = _view_store().get(_viewer(), name)
+    if params is None:
+        raise ApiError(404, f"you have no saved view named {name!r}")
+    listed, _ = every_run(labs(), Query(), caches(current_app.extensions))
+    keys = {key for _, run in listed for key in run.config}
+    kept = clean(params, keys, metric_names(listed, caches(current_app.extensions)))
+    return redirect(url_for("pages.index") + "?" + urlencode([*kept, ("view", name)]))
 
 
 def _group_choices(columns: list[str]) -> list[tuple[str, str]]:

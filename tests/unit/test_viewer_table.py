@@ -5,6 +5,7 @@ default metric, and bad input answered with a sentence (a 400), never a 500."""
 import json
 import re
 from html import unescape
+from urllib.parse import parse_qsl, urlsplit
 
 import pytest
 import redis
@@ -12,6 +13,7 @@ import redis
 import labstats
 from labstats.format.keys import Keys
 from labstats.viewer import create_app, runcache
+from labstats.viewer.saved_views import ViewError, ViewStore, clean
 from labstats.viewer.sources import Source
 
 SWEEP = [  # (lr, opt, final loss); logged oldest first, so the best run is the oldest
@@ -206,3 +208,44 @@ def test_a_running_run_is_read_fresh_every_time(client, tmp_path):
         stats.flush()
         html = client.get("/?sort=metric:loss:max").get_data(as_text=True)
         assert 'data-col="metric-max" class="number" data-value="9.0"' in html
+
+
+def test_a_saved_view_opens_with_its_query_less_the_columns_runs_no_longer_have(client, sweep):
+    query = "sort=config:gone&order=desc&filter=lr < 0.05&group=config:opt&hide=host&hide=config:gone"
+    query += "&also=lr&also=nope"
+    saved = client.post("/views", data={"name": "small lr", "query": query + "&page=3&_external=1"})
+    assert saved.status_code == 303
+    opened = client.get(saved.headers["Location"])
+    assert opened.status_code == 302
+    target = opened.headers["Location"]
+    assert parse_qsl(urlsplit(target).query) == [
+        ("filter", "lr < 0.05"), ("group", "config:opt"), ("hide", "host"), ("also", "lr"),
+        ("view", "small lr"),
+    ]  # fmt: skip
+    page = client.get(target).get_data(as_text=True)
+    assert 'data-hidden="[&#34;host&#34;]"' in page
+    assert "views: small lr" in page
+    assert '<a href="/views/small%20lr">small lr</a>' in page
+    assert sorted(names(page)) == ["s0", "s2", "s3", "s5", "s6"]
+    assert client.post("/views", data={"name": " ", "query": query}).status_code == 400
+    assert client.post("/views", data={"delete": "small lr"}).status_code == 303
+    assert client.get("/views/small%20lr").status_code == 404
+
+
+def test_saved_views_are_each_users_own_and_kept_in_the_viewers_file(tmp_path):
+    path = tmp_path / "viewer" / "sessions.sqlite"
+    store = ViewStore(path)
+    store.save("alice", "best", [("sort", "metric:loss:min"), ("page", "2"), ("evil", "1")])
+    assert store.views("bob") == []
+    again = ViewStore(path)  # another worker, or the viewer restarted
+    assert again.get("alice", "best") == [("sort", "metric:loss:min")]  # only the table's own query
+    with pytest.raises(ViewError):
+        again.save("alice", "x" * 81, [])
+    with pytest.raises(ViewError, match="characters a view may keep"):
+        again.save("alice", "huge", [("filter", "x" * 9000)])
+    kept = clean(
+        [("hide", "config:lr"), ("hide", "config:gone"), ("hide", "also:val/acc:min"), ("metric", "gone"),
+         ("sort", "metric:gone:last"), ("order", "asc"), ("group", "config:lr")],
+        {"lr"}, {"val/acc"},
+    )  # fmt: skip
+    assert kept == [("hide", "config:lr"), ("hide", "also:val/acc:min"), ("group", "config:lr")]

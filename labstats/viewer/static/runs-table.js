@@ -1,21 +1,41 @@
 // labstats runs table: sorting, filtering and grouping are the server's, over every run (each
 // header is a link). Here: the group and metric choices apply at once, columns can be hidden
-// (remembered in this browser), and the rows' status and last update stay live.
+// (kept in the URL, so in saved views too), and the rows' status and last update stay live.
 "use strict";
 
-const HIDDEN_KEY = "labstats.runs.hidden-columns";
 const STATUS_POLL_MS = 5000;
 
-function hiddenColumns() {
-  try { return new Set(JSON.parse(localStorage.getItem(HIDDEN_KEY) || "[]")); } catch { return new Set(); }
+// The hidden columns travel in the URL (?hide=host&hide=config:seed): a reload, a link, a
+// header's sort and a saved view keep them.
+function withHidden(href, hidden) {
+  const url = new URL(href, window.location.href);
+  url.searchParams.delete("hide");
+  for (const col of hidden) url.searchParams.append("hide", col);
+  return url;
 }
 
 function columnChooser(table) {
   const chooser = document.getElementById("column-chooser");
   if (!chooser) return;
-  const hidden = hiddenColumns();
+  let hidden = new Set();
+  try { hidden = new Set(JSON.parse(table.dataset.hidden || "[]")); } catch { /* none hidden */ }
   const show = (col, visible) => {
     for (const cell of table.querySelectorAll(`[data-col="${CSS.escape(col)}"]`)) cell.hidden = !visible;
+  };
+  const remember = () => {
+    const here = withHidden(window.location.href, hidden);
+    history.replaceState(null, "", here);
+    for (const link of table.tHead.querySelectorAll("a[href]")) {
+      const url = withHidden(link.href, hidden);
+      link.setAttribute("href", url.pathname + url.search);
+    }
+    const query = document.getElementById("view-query");
+    if (query) {
+      const kept = new URLSearchParams(query.value);
+      kept.delete("hide");
+      for (const col of hidden) kept.append("hide", col);
+      query.value = kept.toString();
+    }
   };
   for (const th of table.tHead.rows[0].cells) {
     const col = th.dataset.col;
@@ -28,9 +48,8 @@ function columnChooser(table) {
     show(col, box.checked);
     box.addEventListener("change", () => {
       show(col, box.checked);
-      const now = hiddenColumns();
-      if (box.checked) now.delete(col); else now.add(col);
-      try { localStorage.setItem(HIDDEN_KEY, JSON.stringify([...now])); } catch { /* private mode: not kept */ }
+      if (box.checked) hidden.delete(col); else hidden.add(col);
+      remember();
     });
     label.append(box, ` ${th.textContent.trim()}`);
     chooser.append(label);
