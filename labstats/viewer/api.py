@@ -38,13 +38,14 @@ from labstats.viewer.data import (
     int_arg,
     is_numeric,
     json_error,
-    list_runs,
     run_summary,
+    runs_table,
     series_window,
     short,
     sources,
     tensor_at,
 )
+from labstats.viewer.filters import MAX_FILTER_CHARS
 from labstats.viewer.openapi import (
     JSON_OK,
     STRING,
@@ -56,6 +57,7 @@ from labstats.viewer.openapi import (
     one_of,
     parameter,
 )
+from labstats.viewer.table import MAX_SORT_CHARS, ORDERS
 from labstats.viewer.windows import MAX_POINTS_ASKED, X_AXES, series_body
 
 bp = Blueprint("api", __name__, url_prefix="/api")
@@ -84,12 +86,26 @@ def health():
     return jsonify({"ok": ok, "sources": reachable}), 200 if ok else 503
 
 
-# The runs list's query (list_runs), here and on the runs table's pages.
+# The runs list's query (runs_table), here and on the runs table's pages: sorted, filtered
+# and grouped over every run of every source, then a page.
 RUNS_QUERY = [
     parameter("q", STRING, "name contains"),
     one_of("status", run_record.SHOWN_STATUSES),
     parameter("tag", STRING),
-    one_of("sort", RUN_SORTS, "default: started (newest first)"),
+    parameter(
+        "sort",
+        {"type": "string", "maxLength": MAX_SORT_CHARS},
+        f"{', '.join(RUN_SORTS)}, duration, config:KEY or metric:SERIES:last|min|max "
+        "(default: started, newest first)",
+    ),
+    one_of("order", ORDERS, "asc or desc (default: desc for started and heartbeat, else asc)"),
+    parameter(
+        "filter",
+        {"type": "string", "maxLength": MAX_FILTER_CHARS},
+        "over config keys, metrics (NAME, NAME.min, NAME.max) and status, name, duration: "
+        'lr < 0.01 and val/loss.min < 0.1 and opt == "adam" (a bad one is a 400 that says why)',
+    ),
+    parameter("group", STRING, "config:KEY or status: the runs grouped, with counts over every run"),
     integer("limit", 1, MAX_LIST_LIMIT, "runs on a page"),
     integer("page", 1, MAX_LIST_PAGE, "from 1"),
 ]
@@ -100,9 +116,19 @@ RUNS_QUERY = [
     "Runs of every source, filtered and sorted, a page at a time", query=RUNS_QUERY, responses=errors(400)
 )
 def runs():
-    runs, states = list_runs()
-    unreachable = [name for name, state in states.items() if not state["reachable"]]
-    return jsonify({"runs": runs, "sources": states, "unreachable": unreachable})
+    """A page of the runs; with a filter, another sort than the newest first or a group,
+    also ``total`` (the runs that match) and ``groups`` ([{value, count}] in their order),
+    each run then naming its ``group``."""
+    runs, table = runs_table()
+    unreachable = [name for name, state in table.states.items() if not state["reachable"]]
+    body: dict[str, Any] = {"runs": runs, "sources": table.states, "unreachable": unreachable}
+    if table.total is not None:
+        body["total"] = table.total
+    if table.groups:
+        body["groups"] = [{"value": g.value, "count": g.count} for g in table.groups]
+        for run, group in zip(runs, table.group_of, strict=True):
+            run["group"] = group
+    return jsonify(body)
 
 
 @bp.get("/runs/<source>/<run_id>")

@@ -255,17 +255,6 @@ def runs_table(default_limit: int = 200) -> tuple[list[dict[str, Any]], Table]:
     return [run_summary(source, run) for source, run in table.runs], table
 
 
-def list_runs(with_runs: bool = False, default_limit: int = 200):
-    """A page of the runs of every source that can be read (``limit`` a page, ``page`` from
-    1), and each source's state (reachable, link, error: see Labs.page): one source that is
-    away leaves the others listed. ``with_runs``: also the Run objects in the same order (the runs table
-    reads their series), and whether more pages follow."""
-    runs, table = runs_table(default_limit)
-    if with_runs:
-        return runs, table.states, [run for _, run in table.runs], table.more
-    return runs, table.states
-
-
 def tensor_at(
     r: Run, name: str, at: int | None, limit: int = MAX_TENSOR_VALUES, latest: tuple[int, Any] | None = None
 ) -> tuple[int, np.ndarray]:

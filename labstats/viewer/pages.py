@@ -34,7 +34,6 @@ from labstats.viewer.data import (
     runs_table,
     tensor_at,
 )
-from labstats.viewer.filters import MAX_FILTER_CHARS
 from labstats.viewer.media import media_overview
 from labstats.viewer.openapi import STRING, declare, integer, one_of, page_errors, parameter, strings
 from labstats.viewer.runcache import source_cache
@@ -48,9 +47,7 @@ from labstats.viewer.saved_views import (
     clean,
 )
 from labstats.viewer.table import (
-    MAX_SORT_CHARS,
     NEWEST_FIRST,
-    ORDERS,
     Query,
     caches,
     every_run,
@@ -87,20 +84,7 @@ MAX_COMPARED = 20  # runs on one compare page
 MAX_TEXT_PAGE = 10_000  # pages of a text series' older values
 # The runs table's own query besides the runs list's (RUNS_QUERY).
 TABLE_QUERY = [
-    *(p for p in RUNS_QUERY if p["name"] != "sort"),
-    parameter(
-        "sort",
-        {"type": "string", "maxLength": MAX_SORT_CHARS},
-        "started, heartbeat, name, status, duration, config:KEY or metric:SERIES:last|min|max "
-        "(default: started, newest first), over every run",
-    ),
-    one_of("order", ORDERS, "asc or desc (default: desc for times, else asc)"),
-    parameter(
-        "filter",
-        {"type": "string", "maxLength": MAX_FILTER_CHARS},
-        'an expression over config and metrics: lr < 0.01 and val/loss.min < 0.1 and opt == "adam"',
-    ),
-    parameter("group", STRING, "config:KEY or status: the rows grouped, with counts over every run"),
+    *RUNS_QUERY,
     parameter("metric", STRING, "the metric column (default: a loss- or accuracy-like series that changes)"),
     strings("hide", "columns hidden (their data-col: host, config:lr, metric-min...)"),
     parameter("view", STRING, "the saved view this is (shown beside the views)"),

@@ -93,11 +93,23 @@ def test_the_declared_bounds_are_the_ones_the_endpoints_check(app, tmp_path):
                 )
     # Choices: each declared one is taken, one not declared is refused.
     series_path = "/api/runs/{source}/{run_id}/series/{name}"
-    for path, name in [("/api/runs", "sort"), ("/api/runs", "status"), (series_path, "x")]:
+    for path, name in [("/api/runs", "order"), ("/api/runs", "status"), (series_path, "x")]:
         url = urls[path]
         for choice in _query(doc, path)[name]["schema"]["enum"]:
             assert client.get(url, query_string={name: choice}).status_code in (200, 404), (name, choice)
         assert client.get(url, query_string={name: "nonsense"}).status_code == 400
+    # The sorts the runs list names in its description are taken, and its length is bounded.
+    sort = _query(doc, "/api/runs")["sort"]
+    for choice in ("started", "name", "status", "heartbeat", "duration", "config:lr", "metric:loss:min"):
+        assert choice.partition(":")[0] in sort["description"]
+        assert client.get("/api/runs", query_string={"sort": choice}).status_code == 200, choice
+    assert client.get("/api/runs", query_string={"sort": "nonsense"}).status_code == 400
+    assert (
+        client.get(
+            "/api/runs", query_string={"sort": "config:" + "k" * sort["schema"]["maxLength"]}
+        ).status_code
+        == 400
+    )
     # The pages' bounds: a text series' pages, the runs compared.
     page = f"/runs/local/{stats.run_id}"
     most = _query(doc, "/runs/{source}/{run_id}")["text_page"]["schema"]["maximum"]

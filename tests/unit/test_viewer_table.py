@@ -249,3 +249,16 @@ def test_saved_views_are_each_users_own_and_kept_in_the_viewers_file(tmp_path):
         {"lr"}, {"val/acc"},
     )  # fmt: skip
     assert kept == [("hide", "config:lr"), ("hide", "also:val/acc:min"), ("group", "config:lr")]
+
+
+def test_the_api_says_the_total_and_the_groups_over_every_run(client, sweep):
+    body = client.get("/api/runs?group=config:opt&sort=metric:loss:last&limit=3&filter=seed >= 1").json
+    assert body["total"] == 6
+    assert body["groups"] == [{"value": "adam", "count": 3}, {"value": "sgd", "count": 3}]  # s6 (0.08) leads
+    assert [(r["name"], r["group"]) for r in body["runs"]] == [("s6", "adam"), ("s2", "adam"), ("s4", "adam")]
+    plain = client.get("/api/runs?limit=2").json
+    assert "total" not in plain  # the newest first is read a page at a time, as before
+    assert [r["name"] for r in plain["runs"]] == ["s6", "s5"]
+    doc = client.get("/api/openapi.json").json
+    declared = {p["name"] for p in doc["paths"]["/api/runs"]["get"]["parameters"]}
+    assert {"sort", "order", "filter", "group"} <= declared  # so the fuzzer sends them
