@@ -6,6 +6,9 @@
     stats.log(step=idx, lr=1e-3, acc=0.91)
     stats.close()                                 # also a context manager, and at exit
 
+Every 10 s a thread of its own samples the GPUs, the run's processes and the box as series
+under ``sys/`` (:mod:`labstats.capture.system`); ``Stats(system_metrics=False)`` turns it off.
+
 Calls on the training thread only snapshot values and queue them; a background writer
 sends them to Redis (see :mod:`labstats.write.writer`). A run gets a unique id; its name is never
 shared with another run (a clash is suffixed ``.2``, ``.3``... or refused).
@@ -34,7 +37,7 @@ from typing import Any
 import redis
 
 from labstats import config as cfg
-from labstats.capture import runmeta
+from labstats.capture import runmeta, system
 from labstats.capture.device import Pending
 from labstats.capture.snapshot import Deferred, Histogram, capture, capture_histogram
 from labstats.format import media_files, run_record
@@ -104,15 +107,18 @@ class Stats:
         resend_window: float = 5.0,
         artifact_dir: str | os.PathLike | None = None,
         tensor_file_bytes: int = tensorfiles.DEFAULT_MIN_BYTES,
+        system_metrics: float | bool = system.DEFAULT_INTERVAL,
     ) -> None:
         if on_conflict not in ("suffix", "error"):
             raise ValueError("on_conflict must be 'suffix' or 'error'")
         _config_json(dict(config or {}))  # refused here, at the call, if it is too large
+        system_interval = _system_interval(system_metrics)
         self._options = {
             "name": name, "config": dict(config or {}), "tags": [str(t) for t in tags], "seed": seed,
             "url": url, "prefix": prefix, "on_conflict": on_conflict, "flush_interval": flush_interval,
             "capture_git": capture_git, "handle_signals": handle_signals, "resend_window": resend_window,
             "artifact_dir": artifact_dir, "tensor_file_bytes": int(tensor_file_bytes),
+            "system_interval": system_interval,
             "capture_freeze": capture_freeze if capture_freeze is not None
             else os.environ.get("LABSTATS_CAPTURE_FREEZE", "1") != "0",
         }  # fmt: skip
@@ -121,6 +127,7 @@ class Stats:
         self._media_writer: media.MediaWriter | None = None
         self._spool_path: Path | None = None
         self._freeze_thread: threading.Thread | None = None
+        self._system: system.SystemSampler | None = None
         self._closed = False
         self._last_step = -1
         self._last_epoch: Any = None
@@ -195,6 +202,13 @@ class Stats:
                 target=self._record_freeze, name="labstats-freeze", daemon=True
             )
             self._freeze_thread.start()
+        if opts["system_interval"]:
+            self._system = system.SystemSampler(
+                self._put_system_sample,
+                opts["system_interval"],
+                paths={"spool": self._spool_path.parent, "artifacts": self._artifact_root},
+            )
+            self._system.start()
         _open_runs.add(self)
         _install_hooks(opts["handle_signals"])
         return self
@@ -203,6 +217,7 @@ class Stats:
         """The run's writer, built from its parts: queue, batch builder, transport."""
         opts, k, settings = self._options, self.keys, self.settings
         store = ArtifactStore(opts["artifact_dir"] or default_artifact_dir())
+        self._artifact_root = store.root
         files = (
             tensorfiles.TensorFiles(store, opts["tensor_file_bytes"])
             if opts["tensor_file_bytes"] > 0
@@ -239,6 +254,13 @@ class Stats:
         writer = self._writer
         if writer is not None and text:
             writer.put_commands([cmd("SET", self.keys.freeze(self.run_id), text)])
+
+    def _put_system_sample(self, idx: int, values: dict[str, Any]) -> None:
+        """The system sampler's sink (its thread): a sample goes the way of every point,
+        through the writer, its spool and resend. Its idx is its wall time in unix ms."""
+        writer = self._writer
+        if writer is not None and not self._closed:
+            writer.put_points(idx, values)
 
     def _named(self, name: str) -> None:
         if name != self.name:
@@ -520,6 +542,8 @@ class Stats:
             if self._closed or self._writer is None:
                 return
             self._closed = True
+        if self._system is not None:
+            self._system.stop(timeout)  # no sample after the run's end
         if self._freeze_thread is not None:
             self._freeze_thread.join(timeout)  # its record goes out with the rest
         k, run, owner = self.keys, self.run_id, self.owner
@@ -561,6 +585,22 @@ class Stats:
 _MEDIA_KINDS = ("image", "fits", "points")
 _PLAIN_SCALARS = frozenset((bool, int, float))  # snapshots of themselves
 _QUEUED_BYTES = (Deferred, Pending, Histogram)  # snapshots whose bytes count against the queue's bound
+
+
+def _system_interval(system_metrics: float | bool) -> float:
+    """Seconds between system samples; 0.0: none (False, None or 0; True: the default)."""
+    if system_metrics is True:
+        return system.DEFAULT_INTERVAL
+    if system_metrics is None or system_metrics is False:
+        return 0.0
+    try:
+        interval = float(system_metrics)
+    except (TypeError, ValueError):
+        problem = f"system_metrics must be seconds or False, not {system_metrics!r}"
+        raise TypeError(f"labstats: {problem}") from None
+    if not interval >= 0 or interval == float("inf"):
+        raise ValueError(f"labstats: system_metrics must be 0 or more seconds, not {system_metrics!r}")
+    return interval
 
 
 def _queued_bytes(values: dict[str, Any]) -> int:
