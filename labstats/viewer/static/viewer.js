@@ -30,22 +30,6 @@ function setStatus(badge, status) {
   badge.className = `badge ${status}`;
 }
 
-function liveRunsList(table) {
-  setInterval(async () => {
-    try {
-      const { runs } = await fetchJSON(table.dataset.liveUrl);
-      for (const run of runs) {
-        const row = table.querySelector(`tr[data-key="${CSS.escape(run.source + "/" + run.id)}"]`);
-        if (!row) continue;
-        setStatus(row.querySelector("[data-field=status]"), run.status);
-        const beat = row.querySelector("[data-field=heartbeat]");
-        beat.dataset.time = run.heartbeat ?? "";
-        showTimes(row);
-      }
-    } catch (err) { console.warn(err); }
-  }, 5000);
-}
-
 // One request per second for the whole page: the status of its live runs and the current
 // window (zoom included) of every live chart, however many charts the page has.
 const POLL_MS = 1000;
@@ -317,92 +301,9 @@ function chartControlsForm(form) {
   if (scroll !== null) { sessionStorage.removeItem("labstats-scroll"); window.scrollTo(0, Number(scroll) || 0); }
 }
 
-// ---- the runs table: sort by any column, choose columns, group rows ---------------------
-
-function cellValue(row, col, numeric) {
-  const cell = row.querySelector(`td[data-col="${CSS.escape(col)}"]`);
-  const raw = cell ? cell.dataset.value ?? "" : "";
-  if (!numeric) return raw;
-  const v = parseFloat(raw);
-  return Number.isFinite(v) ? v : null;
-}
-
-function runsTable(table) {
-  const body = table.tBodies[0];
-  const rows = () => [...body.rows].filter((r) => r.dataset.key);
-  let sorted = { col: null, dir: 1 };
-  for (const th of table.tHead.rows[0].cells) {
-    if (!th.dataset.col) continue;
-    th.classList.add("sortable");
-    th.addEventListener("click", () => {
-      const col = th.dataset.col, numeric = "numeric" in th.dataset;
-      sorted = { col, dir: sorted.col === col ? -sorted.dir : 1 };
-      for (const h of table.tHead.rows[0].cells) h.removeAttribute("aria-sort");
-      th.setAttribute("aria-sort", sorted.dir > 0 ? "ascending" : "descending");
-      const order = rows().sort((a, b) => {
-        const x = cellValue(a, col, numeric), y = cellValue(b, col, numeric);
-        if (x === null || x === "") return 1; // empty cells last, either way
-        if (y === null || y === "") return -1;
-        return (numeric ? x - y : String(x).localeCompare(String(y))) * sorted.dir;
-      });
-      for (const row of order) body.append(row);
-      regroup();
-    });
-  }
-  // Columns: a checkbox each; hidden ones stay hidden through sorting and grouping.
-  const chooser = document.getElementById("column-chooser");
-  for (const th of table.tHead.rows[0].cells) {
-    if (!th.dataset.col) continue;
-    const label = document.createElement("label");
-    const box = document.createElement("input");
-    box.type = "checkbox";
-    box.checked = true;
-    box.dataset.col = th.dataset.col;
-    box.addEventListener("change", () => {
-      for (const cell of table.querySelectorAll(`[data-col="${CSS.escape(th.dataset.col)}"]`)) cell.hidden = !box.checked;
-    });
-    label.append(box, ` ${th.textContent}`);
-    chooser.append(label);
-  }
-  // Groups: a header row per value of a config key (or tag), with its count and the best
-  // value of the metric (lowest for a loss or an error, else highest).
-  const groupBy = document.getElementById("group-by");
-  function regroup() {
-    for (const row of [...body.rows]) if (row.classList.contains("group-row")) row.remove();
-    const key = groupBy.value;
-    if (!key) return;
-    const groups = new Map();
-    for (const row of rows()) {
-      const value = key === "tags" ? (row.dataset.tags || "(no tag)") : cellValue(row, key, false) || "(not set)";
-      if (!groups.has(value)) groups.set(value, []);
-      groups.get(value).push(row);
-    }
-    const metricHead = table.querySelector('th[data-col="metric-last"]');
-    const lowerIsBetter = metricHead && /loss|err/i.test(metricHead.textContent);
-    for (const [value, members] of [...groups].sort((a, b) => String(a[0]).localeCompare(String(b[0])))) {
-      const header = document.createElement("tr");
-      header.className = "group-row";
-      header.dataset.group = value;
-      const cell = document.createElement("td");
-      cell.colSpan = table.tHead.rows[0].cells.length;
-      const metrics = members.map((r) => cellValue(r, "metric-last", true)).filter((v) => v !== null);
-      const best = metrics.length ? (lowerIsBetter ? Math.min(...metrics) : Math.max(...metrics)) : null;
-      cell.textContent = `${groupBy.selectedOptions[0].textContent} = ${value} · ${members.length} runs` +
-        (best !== null ? ` · best ${metricHead.textContent.replace(/ last$/, "")} ${best.toPrecision(6)}` : "");
-      cell.dataset.count = members.length;
-      header.append(cell);
-      body.append(header);
-      for (const row of members) body.append(row);
-    }
-  }
-  groupBy.addEventListener("change", regroup);
-}
-
 document.addEventListener("DOMContentLoaded", () => {
   showTimes(document);
   embedCharts();
-  const table = document.getElementById("runs");
-  if (table) { liveRunsList(table); runsTable(table); }
   const live = document.getElementById("live-runs");
   if (live) livePage(live);
   for (const panel of document.querySelectorAll(".media-panel")) mediaPanel(panel);
