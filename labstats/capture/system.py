@@ -285,7 +285,7 @@ class SystemSampler(threading.Thread):
 
     def run(self) -> None:
         try:
-            self._start_parts()
+            self.prepare()
             while not self._stopping.wait(self.interval):
                 self.sample_once()
         except Exception:  # a bug here must never reach training: the sampler ends instead
@@ -293,7 +293,8 @@ class SystemSampler(threading.Thread):
         finally:
             self.gpus.shutdown()
 
-    def _start_parts(self) -> None:
+    def prepare(self) -> None:
+        """Start the parts: find the GPUs, set the CPU baselines (the thread does it first)."""
         self.host.start()
         self.gpus.start()
         if not self.gpus.active:
