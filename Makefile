@@ -9,7 +9,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 0
 
-.PHONY: help host venv lock image lab lab-down lab-status lint unit package molecule test bench-media restore-drill bench bench-quick bench-gpu bench-logger bench-viewer bench-archive bench-system bench-replication bench-outage lab-test lab-check clean
+.PHONY: help host venv lock image lab lab-down lab-status lint unit package molecule test bench-media restore-drill bench bench-quick bench-gpu bench-logger bench-viewer bench-archive bench-replication bench-outage lab-test lab-check clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -100,9 +100,6 @@ bench-archive: venv ## Archive tier: Redis memory freed, 1,000-point window of 1
 bench-media: venv ## Media: images/s, calling-thread cost against the original and tensorboardX (BASELINE=commit: beside it); gallery, GIF, point cloud
 	$(BIN)/python benchmarks/bench_media.py --publish $(if $(BASELINE),--baseline $(BASELINE))
 
-bench-system: venv ## System metrics: one sample of 8 stand-in GPUs, 16 child processes and the box, against ≤ 5 ms and ≤ 0.1 % of a core
-	$(BIN)/python benchmarks/bench_system.py --publish
-
 bench-replication: ## Replication lag trainbox → webbox over WireGuard (needs `make lab`; QUICK=1: a smoke run)
 	mkdir -p .cache && docker cp benchmarks/bench_replication.py labstats-lab-webbox:/tmp/bench_replication.py
 	# The passwords travel in the environment (docker exec -e NAME), never on a command line.
@@ -130,6 +127,7 @@ bench-quick: venv ## Every benchmark at a smoke size (what CI runs; nothing is p
 	$(BIN)/python benchmarks/bench_archive.py --quick
 	$(BIN)/python benchmarks/bench_media.py --quick
 	$(BIN)/python benchmarks/bench_gpu.py --quick
+	$(BIN)/python benchmarks/bench_system.py --quick
 
 bench: bench-logger bench-viewer bench-archive bench-media bench-gpu ## All benchmarks (bench-replication needs the lab)
 

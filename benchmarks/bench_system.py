@@ -3,7 +3,7 @@
 costs the sampler's thread (labstats.capture.system), against the budget of ≤ 5 ms per sample
 and ≤ 0.1 % of a core at the default 10 s.
 
-    make bench-system           # or: python benchmarks/bench_system.py [--samples N] [--real-nvml]
+    python benchmarks/bench_system.py [--samples N] [--real-nvml] [--publish]
 
 This process starts 16 real child processes (sleeping Pythons, as DataLoader workers wait)
 and samples them with 8 GPUs answered by an in-process stand-in offering pynvml's calls
