@@ -297,7 +297,7 @@ def save_view():
 MAX_VIEW_PARAMS = 200
 
 
-@bp.get("/views/<name>")
+@bp.get("/views/<path:name>")
 @declare(
     "Open a saved view of the runs table (a redirect to the table)",
     responses={302: {"description": "to the runs table with the view's query"}, **page_errors(404)},

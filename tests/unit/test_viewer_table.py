@@ -228,6 +228,8 @@ def test_a_saved_view_opens_with_its_query_less_the_columns_runs_no_longer_have(
     assert '<a href="/views/small%20lr">small lr</a>' in page
     assert sorted(names(page)) == ["s0", "s2", "s3", "s5", "s6"]
     assert client.post("/views", data={"name": " ", "query": query}).status_code == 400
+    odd = client.post("/views", data={"name": "a/b ?#%", "query": "sort=name"}).headers["Location"]
+    assert client.get(odd).headers["Location"] == "/?sort=name&view=a%2Fb+%3F%23%25"
     assert client.post("/views", data={"delete": "small lr"}).status_code == 303
     assert client.get("/views/small%20lr").status_code == 404
 
