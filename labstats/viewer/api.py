@@ -118,7 +118,8 @@ RUNS_QUERY = [
 def runs():
     """A page of the runs; with a filter, another sort than the newest first or a group,
     also ``total`` (the runs that match) and ``groups`` ([{value, count}] in their order),
-    each run then naming its ``group``."""
+    each run then naming its ``group`` and the ``metrics`` the sort and filter read
+    ({series: {last, min, max}})."""
     runs, table = runs_table()
     unreachable = [name for name, state in table.states.items() if not state["reachable"]]
     body: dict[str, Any] = {"runs": runs, "sources": table.states, "unreachable": unreachable}
@@ -128,6 +129,11 @@ def runs():
         body["groups"] = [{"value": g.value, "count": g.count} for g in table.groups]
         for run, group in zip(runs, table.group_of, strict=True):
             run["group"] = group
+    if table.summaries:  # the metrics the sort and filter read: their values, as the order used them
+        for run in runs:
+            run["metrics"] = {
+                name: found.get((run["source"], run["id"])) for name, found in table.summaries.items()
+            }
     return jsonify(body)
 
 

@@ -258,6 +258,7 @@ def test_the_api_says_the_total_and_the_groups_over_every_run(client, sweep):
     assert body["total"] == 6
     assert body["groups"] == [{"value": "adam", "count": 3}, {"value": "sgd", "count": 3}]  # s6 (0.08) leads
     assert [(r["name"], r["group"]) for r in body["runs"]] == [("s6", "adam"), ("s2", "adam"), ("s4", "adam")]
+    assert body["runs"][0]["metrics"] == {"loss": {"last": 0.08, "min": 0.08, "max": 2.08}}
     plain = client.get("/api/runs?limit=2").json
     assert "total" not in plain  # the newest first is read a page at a time, as before
     assert [r["name"] for r in plain["runs"]] == ["s6", "s5"]
