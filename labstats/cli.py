@@ -75,15 +75,17 @@ def cmd_ls(lab: reader.Lab, args: argparse.Namespace) -> int:
         ]
         print(json.dumps(rows, default=str))
         return 0
-    print(f"{'NAME':30} {'STATUS':9} {'STARTED':19} {'HOST':15} ID")
+    # Whole names, however long (cut ones looked alike: exp/loss_train, exp/loss_val...).
+    width = max([30, *(len(r.name) for r in runs)])
+    print(f"{'NAME':{width}} {'STATUS':9} {'STARTED':19} {'HOST':15} ID")
     for r in runs:
         host = r.meta.get("host", "-")[:15]
         mark = "  (records waiting in a spool)" if r.id in pending else ""
-        print(f"{r.name[:30]:30} {r.status:9} {_when(r.meta.get('started')):19} {host:15} {r.id}{mark}")
+        print(f"{r.name:{width}} {r.status:9} {_when(r.meta.get('started')):19} {host:15} {r.id}{mark}")
     listed = {r.id for r in runs}
     for run_id, path in pending.items():
         if run_id not in listed:
-            print(f"{'?':30} {'spooled':9} {'-':19} {'-':15} {run_id}  (only in {path})")
+            print(f"{'?':{width}} {'spooled':9} {'-':19} {'-':15} {run_id}  (only in {path})")
     if pending:
         print(f"{len(pending)} run(s) have records waiting in a spool: `labstats replay` sends them.")
     return 0

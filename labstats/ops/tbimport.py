@@ -1,16 +1,21 @@
-"""Import TensorBoard event files: one labstats run per run folder.
+"""Import TensorBoard event files: one labstats run per TensorBoard run.
 
     labstats import-tb LOGDIR          # or: labstats.import_tb("LOGDIR")
 
 Every folder under LOGDIR that holds event files (``events.out.tfevents.*``, written by
-torch's SummaryWriter, tensorboardX or TensorFlow) becomes a run named after its path
-(``LOGDIR/exp1/seed2`` → ``exp1/seed2``; LOGDIR itself → its own name). Read with
-TensorBoard's own reader: scalars, histograms (their buckets spread onto 64 equal bins, as
-labstats stores histograms), images, text, and the hyperparameters of ``add_hparams`` (the
-run's config). Steps are kept; the run starts and ends at its first and last event's wall
-time, and each step's wall time is the run's time series (``_time``, as the logger writes it:
-the viewer's time axis then shows when the step ran, not when it was imported). A folder imported once
-is skipped the next time (the run records where it came from). Needs ``labstats[tb]``.
+torch's SummaryWriter, tensorboardX or TensorFlow) is a run, named after its path
+(``LOGDIR/exp1/seed2`` → ``exp1/seed2``; LOGDIR itself → its own name), except the folders
+a writer makes inside its own run: ``add_scalars("loss", {"train": ..})`` writes each curve in
+a sub-folder (``loss_train``), ``add_hparams`` its session in another; those merge into the
+run they belong to (``loss/train`` becomes a series of it, the hyperparameters its config).
+Read with TensorBoard's own reader: scalars, histograms (their buckets spread onto 64 equal
+bins, as labstats stores histograms), images, text, and the hyperparameters of ``add_hparams``
+(a number that is whole reads as an int: add_hparams stores every number as a float). Steps
+are kept; the run starts and ends at its first and last event's wall time, and each step's
+wall time is the run's time series (``_time``, as the logger writes it: the viewer's time axis
+then shows when the step ran, not when it was imported). A folder imported once is skipped
+the next time (the run records where it came from), and an imported run has no command to
+regenerate it. Needs ``labstats[tb]``.
 """
 
 from __future__ import annotations
@@ -52,6 +57,20 @@ def run_folders(logdir: Path) -> list[Path]:
     return sorted({p.parent for p in logdir.rglob(EVENT_FILES) if p.is_file()})
 
 
+def tensorboard_runs(logdir: Path) -> dict[Path, list[Path]]:
+    """Each run's folder and the folders inside it that hold more of its events (the
+    sub-folders of add_scalars and add_hparams): a folder with event files inside another
+    one is part of that run."""
+    runs: dict[Path, list[Path]] = {}
+    for folder in run_folders(logdir):  # sorted: a run's folder comes before its parts
+        owner = next((run for run in runs if folder.is_relative_to(run)), None)
+        if owner is None:
+            runs[folder] = []
+        else:
+            runs[owner].append(folder)
+    return runs
+
+
 def import_tb(
     logdir: str | os.PathLike,
     *,
@@ -62,7 +81,8 @@ def import_tb(
     """Import every run folder of ``logdir`` (see the module docstring); returns what was done."""
     root = Path(logdir).resolve()
     say = progress or (lambda text: None)
-    folders = run_folders(root)
+    runs = tensorboard_runs(root)
+    folders = list(runs)
     if not folders:
         raise LabstatsError(f"no TensorBoard event files under {root}")
     lab = connect(url, prefix)
@@ -76,7 +96,7 @@ def import_tb(
             results.append(Imported(folder, skipped=f"imported already as {done[str(folder)]}"))
             say(f"[{n}/{len(folders)}] {name}: imported already as {done[str(folder)]}, skipped")
             continue
-        result = _import_folder(folder, name, url, prefix, say, f"[{n}/{len(folders)}]")
+        result = _import_folder(folder, runs[folder], name, url, prefix, say, f"[{n}/{len(folders)}]")
         results.append(result)
     return results
 
@@ -108,72 +128,104 @@ def _accumulator(folder: Path):
     return acc
 
 
-def _import_folder(folder: Path, name: str, url, prefix, say, position: str) -> Imported:
+@dataclass
+class _Events:
+    """What a run's folders hold, gathered before anything is written."""
+
+    points: dict[int, dict[str, Any]] = field(default_factory=dict)  # step -> series values
+    walltimes: dict[int, float] = field(default_factory=dict)  # step -> its first event's time
+    last: float = 0.0  # the latest wall time seen: when the run ended
+    counts: dict[str, int] = field(
+        default_factory=lambda: {"scalars": 0, "histograms": 0, "images": 0, "texts": 0}
+    )
+    hparams: dict[str, Any] = field(default_factory=dict)
+    images: list[tuple[str, int, float, bytes]] = field(default_factory=list)
+
+    def seen(self, step: int, wall: float) -> None:
+        self.walltimes[step] = min(wall, self.walltimes.get(step, wall))
+        self.last = max(self.last, wall)
+
+    def add(self, step: int, wall: float, name: str, value: Any) -> None:
+        self.points.setdefault(step, {})[name] = value
+        self.seen(step, wall)
+
+
+def part_series_name(part: str, tag: str) -> str:
+    """A series name for ``tag`` read in a run's sub-folder ``part``: add_scalars("loss",
+    {"train": ..}) writes the tag "loss" in the folder "loss_train", which is "loss/train"."""
+    stem = tag.replace("/", "_") + "_"
+    return f"{tag}/{part[len(stem) :] if part.startswith(stem) and len(part) > len(stem) else part}"
+
+
+def _read_folder(folder: Path, events: _Events, part: str | None = None) -> None:
+    """Gather a folder's events; ``part``: its path inside the run's folder, for a sub-folder
+    (add_hparams' session folder keeps its tags, add_scalars' curves are named by it)."""
     acc = _accumulator(folder)
     tags = acc.Tags()
-    points: dict[int, dict[str, Any]] = {}  # step -> series values (scalars, histograms, text)
-    walltimes: dict[int, float] = {}
-    counts = {"scalars": 0, "histograms": 0, "images": 0, "texts": 0}
-    hparams: dict[str, Any] = {}
+    session: dict[str, Any] = {}
+    with contextlib.suppress(KeyError):  # add_hparams: plugin metadata without values
+        for content in acc.PluginTagToContent("hparams").values():
+            session.update(_hparams(content))
+    events.hparams.update(session)
 
-    last = [0.0]  # the latest wall time seen: when the run ended
-
-    def seen(step: int, wall: float) -> None:
-        walltimes[step] = min(wall, walltimes.get(step, wall))
-        last[0] = max(last[0], wall)
-
-    def add(step: int, wall: float, tag: str, value: Any) -> None:
-        points.setdefault(step, {})[series_name(tag)] = value
-        seen(step, wall)
+    def name_of(tag: str) -> str:
+        return tag if part is None or session else part_series_name(part, tag)
 
     for tag in tags.get("scalars", []):
         for event in acc.Scalars(tag):
-            add(event.step, event.wall_time, tag, float(event.value))
-            counts["scalars"] += 1
+            events.add(event.step, event.wall_time, series_name(name_of(tag)), float(event.value))
+            events.counts["scalars"] += 1
     for tag in tags.get("histograms", []):
         for event in acc.Histograms(tag):
-            add(event.step, event.wall_time, tag, CountedHistogram(histogram_bins(event.histogram_value)))
-            counts["histograms"] += 1
-    with contextlib.suppress(KeyError):  # add_hparams: plugin metadata without values
-        for content in acc.PluginTagToContent("hparams").values():
-            hparams.update(_hparams(content))
-    images = [(tag, e.step, e.wall_time, e.encoded_image_string) for tag in tags.get("images", [])
-              for e in acc.Images(tag)]  # fmt: skip
+            value = CountedHistogram(histogram_bins(event.histogram_value))
+            events.add(event.step, event.wall_time, series_name(name_of(tag)), value)
+            events.counts["histograms"] += 1
+    events.images += [(name_of(tag), e.step, e.wall_time, e.encoded_image_string)
+                      for tag in tags.get("images", []) for e in acc.Images(tag)]  # fmt: skip
     # TensorFlow 2 (tf.summary) writes everything as tensors, told apart by their plugin.
     for tag in tags.get("tensors", []):
         plugin = acc.SummaryMetadata(tag).plugin_data.plugin_name
         if plugin == "hparams":
             continue
         # torch and tensorboardX write add_text("note") as the tag "note/text_summary".
-        shown = tag.removesuffix("/text_summary") if plugin == "text" else tag
+        shown = name_of(tag.removesuffix("/text_summary") if plugin == "text" else tag)
         for event in acc.Tensors(tag):
             value = _tensor_value(plugin, event.tensor_proto)
             if isinstance(value, bytes):
-                images.append((tag, event.step, event.wall_time, value))
+                events.images.append((shown, event.step, event.wall_time, value))
             elif value is not None:
-                add(event.step, event.wall_time, shown, value)
-                counts[_kind(value)] += 1
-    for _, step, wall, _ in images:
-        seen(step, wall)
-    if not walltimes and not hparams:
+                events.add(event.step, event.wall_time, series_name(shown), value)
+                events.counts[_kind(value)] += 1
+
+
+def _import_folder(folder: Path, parts: list[Path], name: str, url, prefix, say, position: str) -> Imported:
+    events = _Events()
+    _read_folder(folder, events)
+    for part in parts:
+        _read_folder(part, events, part.relative_to(folder).as_posix())
+    for _, step, wall, _ in events.images:
+        events.seen(step, wall)
+    if not events.walltimes and not events.hparams:
         say(f"{position} {name}: no scalars, histograms, images or text, skipped")
         return Imported(folder, skipped="nothing to import")
 
-    files = {p.name: p.stat().st_size for p in sorted(folder.glob(EVENT_FILES))}
-    stats = Stats(folder, name=name, url=url, prefix=prefix, config=hparams, tags=["tensorboard"],
+    files = {p.relative_to(folder).as_posix(): p.stat().st_size
+             for f in (folder, *parts) for p in sorted(f.glob(EVENT_FILES))}  # fmt: skip
+    stats = Stats(folder, name=name, url=url, prefix=prefix, config=events.hparams, tags=["tensorboard"],
                   capture_git=False, capture_freeze=False, handle_signals=False)  # fmt: skip
+    counts = events.counts
     try:
         stats.mark_imported({"folder": str(folder), "files": files})
-        if walltimes:
-            stats.backdate(min(walltimes.values()))
-        for n, step in enumerate(sorted(set(points) | set(walltimes)), 1):
-            values = dict(points.get(step, {}))
-            if step in walltimes:
-                values[TIME_SERIES] = walltimes[step]
+        if events.walltimes:
+            stats.backdate(min(events.walltimes.values()))
+        for n, step in enumerate(sorted(set(events.points) | set(events.walltimes)), 1):
+            values = dict(events.points.get(step, {}))
+            if step in events.walltimes:
+                values[TIME_SERIES] = events.walltimes[step]
             stats.record(step, values)
             if n % FLUSH_EVERY == 0:  # an import is faster than any training loop: let the writer keep up
                 stats.flush(600)
-        for tag, step, _, encoded in images:
+        for tag, step, _, encoded in events.images:
             from PIL import Image
 
             stats.image(series_name(tag), Image.open(io.BytesIO(encoded)), step)
@@ -181,7 +233,7 @@ def _import_folder(folder: Path, name: str, url, prefix, say, position: str) -> 
     except BaseException:
         stats.close("crashed", "import interrupted")
         raise
-    stats.close(ended=last[0] if walltimes else None)
+    stats.close(ended=events.last if events.walltimes else None)
     shown = ", ".join(f"{v:,} {k}" for k, v in counts.items() if v)
     say(f"{position} {name}: {shown or 'hyperparameters only'} → run {stats.name}")
     return Imported(folder, run=stats.name, counts=counts)
@@ -247,7 +299,10 @@ def _hparams(content: bytes) -> dict[str, Any]:
     out = {}
     for key, value in data.session_start_info.hparams.items():
         kind = value.WhichOneof("kind")
-        out[key] = getattr(value, kind) if kind else None
+        found = getattr(value, kind) if kind else None
+        # add_hparams stores every number as a float: a whole one was an int (a batch size).
+        whole = isinstance(found, float) and found.is_integer() and abs(found) < 2**53
+        out[key] = int(found) if whole else found
     return out
 
 

@@ -142,12 +142,14 @@ def plan(run_id: str, meta: dict[str, Any]) -> Plan:
         env={str(k): str(v) for k, v in env.items()},
         notes=[str(n) for n in notes],
         cwd=str(meta.get("cwd") or ""),
-        no_command=_no_command(recorded),
+        no_command=_no_command(recorded, imported=bool(meta.get("imported_from"))),
     )
 
 
-def _no_command(argv: list[str]) -> str:
+def _no_command(argv: list[str], imported: bool = False) -> str:
     """Why the recorded command line cannot start the run again, or "" when it can."""
+    if imported:  # its command line is the import's: running it imports nothing new
+        return "imported from TensorBoard event files: no training command was recorded to run again"
     if not argv:
         return "its command line was not recorded: no command to run"
     first = argv[1] if len(argv) > 1 else ""

@@ -156,8 +156,55 @@ def test_import_equals_what_tensorboard_reads(tmp_path, store, lab, url):
     assert tbx.series("note").values == ["first <i>note</i>"]
     assert tbx.series("weights").kind == "o"
     assert torch_run.series("summary").values == ["done"]
-    assert torch_run.config == {"batch": 64.0, "lr": 0.001, "opt": "adam"}
+    assert torch_run.config == {"batch": 64, "lr": 0.001, "opt": "adam"}  # a whole number: an int again
+    assert isinstance(torch_run.config["batch"], int)
     assert torch_run.series("hparam/acc").values.tolist() == [pytest.approx(0.99)]
+
+
+def test_add_scalars_and_add_hparams_folders_merge_into_their_run(tmp_path, store, lab, url, capsys):
+    """torch writes each add_scalars curve and each add_hparams session in a folder of its own
+    inside the run's: TensorBoard shows one run of a sweep, so does the import."""
+    from torch.utils.tensorboard import SummaryWriter as TorchWriter
+
+    logdir = tmp_path / "logs"
+    for seed in (1, 2):
+        with TorchWriter(str(logdir / f"sweep-with-a-long-name/seed{seed}")) as w:
+            for step in range(0, 100, 10):
+                w.add_scalar("train/loss", 1 / (step + seed), step)
+                w.add_scalars("loss", {"train": step * 0.1, "val": step * 0.2}, step)
+                w.add_scalars("acc/top", {"1": step * 0.01}, step)
+            hparams = {"lr": 0.01 * seed, "bs": 64, "opt": "adam", "bn": True}
+            w.add_hparams(hparams, {"hparam/acc": 0.5 + seed})
+    parts = [p for p in runs_in(logdir) if "seed1" in p]
+    assert len(parts) > 1  # the writer made sub-folders: the case being tested
+    results = labstats.import_tb(logdir, url=url)
+    assert [r.run for r in results] == ["sweep-with-a-long-name/seed1", "sweep-with-a-long-name/seed2"]
+    for seed in (1, 2):
+        run = lab.run(f"sweep-with-a-long-name/seed{seed}")
+        assert run.config == {"lr": 0.01 * seed, "bs": 64, "opt": "adam", "bn": True}
+        assert type(run.config["bs"]) is int
+        names = set(run.series_info())
+        assert {"train/loss", "loss/train", "loss/val", "acc/top/1", "hparam/acc"} <= names
+        assert run.series("loss/val").values.tolist() == pytest.approx([s * 0.2 for s in range(0, 100, 10)])
+        assert run.series("hparam/acc").values.tolist() == [pytest.approx(0.5 + seed)]
+        assert run.regenerate_plan().no_command.startswith("imported from TensorBoard")
+    assert len(lab.runs()) == 2
+    assert cli.main(["--url", url, "ls"]) == 0
+    listed = capsys.readouterr().out
+    assert "sweep-with-a-long-name/seed1 " in listed  # whole, not cut at 30 characters
+
+
+def runs_in(logdir):
+    return sorted(str(p.parent) for p in logdir.rglob("events.out.tfevents.*"))
+
+
+@pytest.mark.parametrize(
+    ("part", "tag", "name"),
+    [("loss_train", "loss", "loss/train"), ("acc_top_1", "acc/top", "acc/top/1"), ("other", "x", "x/other"),
+     ("loss_", "loss", "loss/loss_")],
+)  # fmt: skip
+def test_an_add_scalars_folder_names_its_curve(part, tag, name):
+    assert tbimport.part_series_name(part, tag) == name
 
 
 def test_a_second_import_skips_what_was_imported(tmp_path, store, lab, url, capsys):
