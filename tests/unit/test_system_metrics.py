@@ -201,21 +201,25 @@ GROWS = "import sys; b = bytearray(300 * 2**20); print('ready', flush=True); sys
 
 def test_a_child_process_memory_is_counted(tmp_path, url, lab, nvml):
     nvml(None)
+
+    def samples(name, after):  # the values of samples taken after ``after`` (unix seconds)
+        series = lab.run(stats.run_id).series(name)
+        return series.values[series.idx > after * 1000]
+
     with labstats.Stats(tmp_path / "run", system_metrics=0.05, flush_interval=0.05) as stats:
         assert wait_for(lambda: stats.flush() and count(lab, stats.run_id, "sys/proc_rss_bytes") >= 2)
-        alone = lab.run(stats.run_id).series("sys/proc_rss_bytes").values.max()
+        alone = samples("sys/proc_rss_bytes", 0).max()
         child = subprocess.Popen([sys.executable, "-c", GROWS], stdin=subprocess.PIPE, stdout=subprocess.PIPE)
         try:
             assert child.stdout.readline() == b"ready\n"
-            since = count(lab, stats.run_id, "sys/proc_rss_bytes")
-            assert wait_for(
-                lambda: stats.flush() and count(lab, stats.run_id, "sys/proc_rss_bytes") >= since + 2
-            )
+            ready = time.time() + 0.2  # a sample's idx is taken after its values: a margin
+            assert wait_for(lambda: stats.flush() and len(samples("sys/proc_rss_bytes", ready)) >= 2)
+            with_child = samples("sys/proc_rss_bytes", ready)  # read while the child lives
+            processes = samples("sys/proc_count", ready)
         finally:
             child.communicate(b"")
-    run = lab.run(stats.run_id)
-    assert run.series("sys/proc_rss_bytes").values[-1] > alone + 250 * 2**20  # the child's 300 MB
-    assert run.series("sys/proc_count").values[-1] >= 2
+    assert with_child.min() > alone + 250 * 2**20  # the child's 300 MB
+    assert processes.min() >= 2
 
 
 @pytest.mark.parametrize("off", [False, 0, None])
@@ -236,8 +240,8 @@ def test_a_bad_interval_is_refused_at_the_call(tmp_path, value, error):
 
 
 def test_the_training_thread_never_waits_for_the_sampler(tmp_path, url, lab, nvml, caplog):
-    # The sampler is stuck 2 s in each NVML call (a hung driver): log() and close() are not.
-    fake = nvml(FakeNvml(gpus=1, slow=2.0))
+    # The sampler is stuck 5 s in each NVML call (a hung driver): log() and close() are not.
+    fake = nvml(FakeNvml(gpus=1, slow=5.0))
     stats = labstats.Stats(tmp_path / "run", system_metrics=0.01, flush_interval=0.05)
     assert wait_for(lambda: fake.util_reads >= 2, timeout=5)  # inside its first sample's slow call
     slowest = 0.0
@@ -245,10 +249,10 @@ def test_the_training_thread_never_waits_for_the_sampler(tmp_path, url, lab, nvm
         started = time.perf_counter()
         stats.log(step=step, loss=float(step))
         slowest = max(slowest, time.perf_counter() - started)
-    assert slowest < 0.05
+    assert slowest < 0.5  # a loaded 2-core machine may pause a call; waiting would be seconds
     started = time.perf_counter()
     stats.close()
-    assert time.perf_counter() - started < 1.0
+    assert time.perf_counter() - started < 2.0
     assert len(lab.run(stats.run_id).series("loss").idx) == 2000
     assert not [r for r in caplog.records if "after run" in r.getMessage()]  # nothing sent after close
 
