@@ -28,7 +28,12 @@ X_AXES = {"idx": "idx", "epoch": "epoch", "time": "wall-clock time", "relative":
 class XAxis:
     """A chart's x axis other than idx: epoch (from update()'s _epoch), wall-clock time in
     ms (Bokeh's datetime axis) or seconds since the run started, each read from the run's
-    internal series and mapped to and from idx."""
+    internal series and mapped to and from idx.
+
+    Epochs are fractional: _epoch holds the idx where each epoch began, so a point between
+    two of them lies that far through its epoch, and the last epoch runs as long as the one
+    before (update() makes idx = epoch × set size + step × batch, so this is exact there).
+    Every point of an epoch at one x drew vertical combs instead of a line."""
 
     def __init__(self, r: Run, kind: str) -> None:
         name = keys.EPOCH_SERIES if kind == "epoch" else keys.TIME_SERIES
@@ -46,16 +51,24 @@ class XAxis:
             self.x = self.x - (number(r.meta.get("started")) or float(self.x[0]))
         if not len(self.idx):
             raise ApiError(404, f"run {r.name!r} has no {kind} to plot against")
+        self.stepwise = False  # epochs that cannot be spread (one only, or not increasing)
+        if kind == "epoch":
+            rising = len(self.idx) > 1 and bool(np.all(np.diff(self.idx) > 0) and np.all(np.diff(self.x) > 0))
+            if rising:  # the end of the last epoch, as long (in idx per epoch) as the one before
+                per_epoch = (self.idx[-1] - self.idx[-2]) / (self.x[-1] - self.x[-2])
+                self.idx = np.append(self.idx, self.idx[-1] + per_epoch)
+                self.x = np.append(self.x, self.x[-1] + 1.0)
+            self.stepwise = not rising
 
     def of(self, idx: np.ndarray) -> np.ndarray:
-        if self.kind == "epoch":  # the epoch an idx belongs to: the last one set at or before it
+        if self.stepwise:  # the epoch an idx belongs to: the last one set at or before it
             at = np.clip(np.searchsorted(self.idx, idx, side="right") - 1, 0, len(self.idx) - 1)
             return self.x[at]
         return np.interp(idx, self.idx, self.x)
 
     def to_idx(self, x: float, side: str) -> float:
         """The idx where the axis reaches ``x`` (a zoom window's edge), rounded outward."""
-        found = float(np.interp(x, self.x, self.idx)) if self.kind != "epoch" else self._epoch_idx(x, side)
+        found = self._epoch_idx(x, side) if self.stepwise else float(np.interp(x, self.x, self.idx))
         return float(np.floor(found) if side == "start" else np.ceil(found))
 
     def _epoch_idx(self, x: float, side: str) -> float:

@@ -140,7 +140,7 @@ with labstats.Stats("runs/controls-check") as stats:
     for i in range(400):
         noise = 0.5 if i % 2 else -0.5
         stats.log(step=i, **{"train/loss": math.exp(-i / 100) + 1 + noise, "train/acc": i / 400,
-                             "val/loss": 2.0 + (1000.0 if i == 200 else 0.0) + noise})
+                             "val/loss": 2.0 + (1000.0 if i == 200 else 0.0) + noise, "lr": 0.001})
     stats.log(step=399, final_score=0.93)  # a series of one point
 print(stats.run_id)
 """
@@ -191,6 +191,11 @@ def test_chart_controls_filter_smooth_clip_and_log_scale_what_is_drawn(host, bro
     assert bokeh_eval(page, "return charts['final_score'].r['dot-0'].visible") is True
     assert bokeh_eval(page, "return charts['train/loss'].r['dot-0'].visible") is False
 
+    # A constant series is drawn on an axis around its value (not -1..1, where 0.001 reads as 0).
+    low, high = bokeh_eval(page, "const y = charts['lr'].fig.y_range; return [y.start, y.end]")
+    assert low < 0.001 < high
+    assert high - low < 0.001
+
     # Smoothing: a second, smooth line appears; the raw one stays, faint.
     page.fill("#smoothing", "0.9")
     page.dispatch_event("#smoothing", "input")
@@ -222,7 +227,8 @@ def test_chart_controls_filter_smooth_clip_and_log_scale_what_is_drawn(host, bro
     # The filter hides the charts whose name does not match, and groups left empty.
     page.fill("#series-filter", "^val/")
     hidden = page.eval_on_selector_all(".chart-grid .chart", "cs => cs.map(c => [c.dataset.name, c.hidden])")
-    assert dict(hidden) == {"final_score": True, "train/acc": True, "train/loss": True, "val/loss": False}
+    assert dict(hidden) == {"final_score": True, "lr": True, "train/acc": True, "train/loss": True,
+                            "val/loss": False}  # fmt: skip
     assert page.eval_on_selector('.chart-group[data-group="train"]', "g => g.hidden") is True
 
     # The y axis on a log scale: the page asks the server for log-scale charts.
@@ -271,7 +277,7 @@ def test_chart_controls_filter_smooth_clip_and_log_scale_what_is_drawn(host, bro
         "[...document.querySelectorAll('.bk-target')].every(t => t.dataset.rendered === 'true')"
     )
     charted = page.eval_on_selector_all(".chart-grid .chart", "cs => cs.map(c => c.dataset.name)")
-    assert charted == ["final_score", "train/*", "val/loss"]
+    assert charted == ["final_score", "lr", "train/*", "val/loss"]
     assert (
         bokeh_eval(page, "return Object.keys(charts['train/*'].r).filter(n => n.startsWith('raw-')).length")
         == 2

@@ -411,6 +411,11 @@ def test_time_and_epoch_axes(client, tmp_path):
     assert by_epoch["idx"] == [0.0, 1.0, 2.0]
     window = client.get(f"/api/runs/local/{stats.run_id}/series/_epoch?x=epoch&start=1&stop=1").get_json()
     assert window["values"] == [1]
+    # Every step lies that far through its epoch (idx / set size): a line, not a comb.
+    steps = client.get(f"/api/runs/local/{stats.run_id}/series/w_mean_source?x=epoch").get_json()
+    assert steps["idx"] == [0.0, 0.25, 0.5, 0.75, 1.0, 1.25, 1.5, 1.75, 2.0, 2.25, 2.5, 2.75]
+    window = client.get(f"/api/runs/local/{stats.run_id}/series/w_mean_source?x=epoch&start=1.5&stop=2.25")
+    assert window.get_json()["idx"] == [1.5, 1.75, 2.0, 2.25]
 
 
 def test_a_group_drawn_as_one_chart_on_demand(client, tmp_path):

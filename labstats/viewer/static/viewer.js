@@ -232,17 +232,25 @@ function labstatsRedraw(fig) {
     raw.glyph.line_alpha = smoothing ? 0.25 : 1; // the raw line stays, faint
     for (const v of values) if (Number.isFinite(v)) all.push(v);
   }
+  // A margin around [low, high]; around a constant, one relative to it: Bokeh's own range
+  // is ±1 around a constant, where a learning rate of 0.001 reads as 0.
+  const pad = (low, high) => (high - low) * 0.05 || Math.abs(low) * 0.05 || 1;
+  const ownRange = (fig.y_range.tags || []).some((t) => t.startsWith("labstats-"));
+  const low = all.length ? all.reduce((a, b) => Math.min(a, b)) : NaN;
+  const high = all.length ? all.reduce((a, b) => Math.max(a, b)) : NaN;
   if (chartControls.clip && all.length > 10) {
     all.sort((a, b) => a - b);
-    const low = quantile(all, 0.01), high = quantile(all, 0.99), pad = (high - low) * 0.05 || 1;
+    const q1 = quantile(all, 0.01), q99 = quantile(all, 0.99);
     // As a user's zoom would: the automatic range then leaves it alone.
     fig.y_range.have_updated_interactively = true;
-    fig.y_range.setv({ start: low - pad, end: high + pad });
+    fig.y_range.setv({ start: q1 - pad(q1, q99), end: q99 + pad(q1, q99) });
     fig.y_range.tags = ["labstats-clipped"];
-  } else if ((fig.y_range.tags || []).includes("labstats-clipped") && all.length) {
-    const low = all.reduce((a, b) => Math.min(a, b)), high = all.reduce((a, b) => Math.max(a, b));
-    const pad = (high - low) * 0.05 || 1;
-    fig.y_range.setv({ start: low - pad, end: high + pad });
+  } else if (all.length && low === high) {
+    fig.y_range.have_updated_interactively = true;
+    fig.y_range.setv({ start: low - pad(low, high), end: high + pad(low, high) });
+    fig.y_range.tags = ["labstats-constant"];
+  } else if (ownRange && all.length) {
+    fig.y_range.setv({ start: low - pad(low, high), end: high + pad(low, high) });
     fig.y_range.have_updated_interactively = false; // automatic again from the next points
     fig.y_range.tags = [];
   }
