@@ -28,6 +28,8 @@ NOT_OWNERS = ("default",)  # Redis's own user: a connection without username act
 # calls (unix seconds, at most one per 10 ms), which the viewer's time axes read.
 EPOCH_SERIES = "_epoch"
 TIME_SERIES = "_time"
+# The x axes a chart can have, never charts of their own (_walltime: imports of before).
+AXIS_SERIES = frozenset({TIME_SERIES, EPOCH_SERIES, "_walltime"})
 
 MAX_NAME_CHARS = 512
 

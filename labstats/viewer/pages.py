@@ -14,7 +14,7 @@ from bokeh.palettes import Category10_10, Category20_20
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 
 from labstats.format.codec import INT64_MAX, INT64_MIN
-from labstats.format.keys import TIME_SERIES
+from labstats.format.keys import AXIS_SERIES
 from labstats.format.run_record import RUNNING, STALLED
 from labstats.reader import LabstatsError
 from labstats.viewer import charts
@@ -397,9 +397,9 @@ def run_page(source: str, run_id: str):
     except ApiError:
         at_idx = None  # a step picker typo shows the latest value
     plots, texts, tensors = [], [], []
-    # Internal series (_epoch) after the user's own; the call times are the time axes, not a chart.
+    # The epochs and call times are x axes, not charts; other names with "_" after the rest.
     shown = sorted(
-        (item for item in info.items() if item[0] != TIME_SERIES),
+        (item for item in info.items() if item[0] not in AXIS_SERIES),
         key=lambda item: (item[0].startswith("_"), item[0]),
     )
     for n, (name, i) in enumerate(shown):
@@ -589,7 +589,7 @@ def compare():
     infos = {r.id: r.series_info() for _, r in runs}  # read once per run, not per chart
     names = sorted(
         {n for info in infos.values() for n, i in info.items() if i.get("kind") in ("f", "i", "b")}
-        - {TIME_SERIES}
+        - AXIS_SERIES
     )
     wanted = request.args.getlist("series") or names
     # A colour per run, the same on every chart (a run without a series leaves a gap, not a shift).

@@ -407,6 +407,9 @@ def test_time_and_epoch_axes(client, tmp_path):
             for step in range(4):
                 weights += 1
                 stats.update(epoch, set_size=40, batch_size=10, step=step)  # idx = 40 epoch + 10 step
+    page = client.get(f"/runs/local/{stats.run_id}").get_data(as_text=True)
+    assert "w_mean_source" in page
+    assert "_epoch" not in page  # an axis, not a chart or a latest value
     by_epoch = client.get(f"/api/runs/local/{stats.run_id}/series/_epoch?x=epoch").get_json()
     assert by_epoch["idx"] == [0.0, 1.0, 2.0]
     window = client.get(f"/api/runs/local/{stats.run_id}/series/_epoch?x=epoch&start=1&stop=1").get_json()
