@@ -56,13 +56,15 @@ ROLELESS = "reader"
 # Methods that read: a reader may send them anywhere its login reaches.
 READ_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 # The only endpoints a reader may send another method to: each reads by POST or acts on the
-# user's own login. Any other endpoint taking POST, PUT, PATCH or DELETE needs an editor.
+# user's own things (login, password, saved views). Any other endpoint taking POST, PUT, PATCH
+# or DELETE needs an editor.
 READER_POSTS = frozenset(
     {
         "api.live",  # the live page's poll: a read, POSTed for its list of series
         "auth.login",
         "auth.logout",
         "auth.password",  # the user's own password
+        "pages.save_view",  # the user's own saved views of the runs table (saved or deleted)
     }
 )
 MIN_PASSWORD_CHARS = 12
