@@ -227,6 +227,23 @@ def cmd_export(lab: reader.Lab, args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export_html(lab: reader.Lab, args: argparse.Namespace) -> int:
+    try:  # Bokeh is the viewer's (a training box's venv may not have it)
+        from labstats import export
+    except ImportError as exc:
+        missing = f"export-html needs Bokeh ({exc.name} is missing)"
+        raise LabstatsError(f"{missing}: pip install 'labstats[viewer]'") from None
+    runs = [lab.run(ref) for ref in args.runs]
+    if len(runs) == 1 and not args.series:
+        html = export.run_html(runs[0])
+    else:
+        html = export.compare_html(runs, args.series or None)
+    out = Path(args.output or f"{runs[0].name.replace('/', '_')}{'' if len(runs) == 1 else '-compared'}.html")
+    out.write_text(html, encoding="utf-8")
+    print(f"{out}  {len(html.encode()) / 2**20:.1f} MiB, opens offline")
+    return 0
+
+
 def cmd_tail(lab: reader.Lab, args: argparse.Namespace) -> int:
     run = lab.run(args.run)
     series = run.series(args.series)
@@ -314,6 +331,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--format", choices=["csv", "parquet"], default="csv")
     p.add_argument("-o", "--output", help="file to write (default: NAME.FORMAT)")
     p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser(
+        "export-html",
+        help="one self-contained HTML file of a run (or a comparison of several): charts, "
+        "config, pictures; it opens offline",
+    )
+    p.add_argument("runs", nargs="+", help="run names or ids (several: a comparison)")
+    p.add_argument("--series", action="append", help="with several runs: the series to chart (default: all)")
+    p.add_argument("-o", "--output", help="file to write (default: NAME.html)")
+    p.set_defaults(func=cmd_export_html)
 
     p = sub.add_parser("tail", help="print a series' last points, and follow new ones")
     p.add_argument("run", help="run name or id")

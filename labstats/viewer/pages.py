@@ -67,11 +67,12 @@ HISTOGRAM_STEPS = 500  # the newest steps of a histogram series shown as a heat-
 LIVE = (RUNNING, STALLED)
 
 
-def _page_error(exc: ApiError):
+def page_error(exc: ApiError):
+    """An ApiError as the error page (the pages and the exports answer HTML)."""
     return render_template("error.html", status=exc.status, message=exc.message), exc.status
 
 
-bp.register_error_handler(ApiError, _page_error)
+bp.register_error_handler(ApiError, page_error)
 
 
 # The runs list's own query parameters: only these are ever copied into a URL the page
@@ -618,5 +619,6 @@ def compare():
         table.append({"key": key, "cells": values, "differs": len(set(values)) > 1})
     live_refs = [f"{s}/{r.id}" for s, r in runs if r.status in LIVE]
     return render_template(
-        "compare.html", runs=runs, plots=plots, table=table, names=names, live_refs=live_refs, colors=colors
-    )
+        "compare.html", runs=runs, plots=plots, table=table, names=names, live_refs=live_refs, colors=colors,
+        refs=refs, chosen_series=request.args.getlist("series"),
+    )  # fmt: skip

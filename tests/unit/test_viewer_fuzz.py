@@ -60,7 +60,7 @@ def test_api_answers_every_input_without_a_server_error(app_and_run):
     operations = [result.ok() for result in schema.get_all_operations()]
     documented = [rule for rule in app.url_map.iter_rules() if rule.endpoint not in NOT_DOCUMENTED]
     routes = [(rule, method) for rule in documented for method in rule.methods - {"HEAD", "OPTIONS"}]
-    assert len(operations) == len(routes) == 24  # the API's, the media's and the pages
+    assert len(operations) == len(routes) == 26  # the API's, the media's, the pages and the exports
     # A saved view named like the example name: opening it is fuzzed against a real view too.
     assert app.test_client().post("/views", data={"name": "loss", "query": "sort=name"}).status_code == 303
     for operation in operations:
@@ -70,7 +70,7 @@ def test_api_answers_every_input_without_a_server_error(app_and_run):
         real = {"source": "local", "run_id": run_id, "name": REAL_NAMES.get(endpoint, "loss")}
         real = {key: value for key, value in real.items() if f"{{{key}}}" in operation.path}
         on_the_run = operation.as_strategy(path_parameters=real)
-        if endpoint == "pages.compare":
+        if endpoint in ("pages.compare", "exports.compare_file"):
             on_the_run = operation.as_strategy(query={"run": [f"local/{run_id}"]})
         if endpoint == "api.live":
             on_the_run = operation.as_strategy(body={
