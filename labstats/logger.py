@@ -260,7 +260,7 @@ class Stats:
         through the writer, its spool and resend. Its idx is its wall time in unix ms."""
         writer = self._writer
         if writer is not None and not self._closed:
-            writer.put_points(idx, values)
+            writer.put_samples(idx, values)
 
     def _named(self, name: str) -> None:
         if name != self.name:

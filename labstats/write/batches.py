@@ -28,7 +28,7 @@ from labstats.write.writequeue import WriteQueue
 
 log = logging.getLogger("labstats")
 
-# Queue item tags: (POINTS, idx, values, nbytes, time), (COMMANDS, commands),
+# Queue item tags: (POINTS, idx, values, nbytes, time or None for samples), (COMMANDS, commands),
 # (MARKER, threading.Event), (MEDIA, capture, nbytes).
 POINTS, COMMANDS, MARKER, MEDIA = 0, 1, 2, 3
 
@@ -89,6 +89,8 @@ class BatchBuilder:
                     batch.freed += nbytes
                     for name, value in values.items():
                         points.append((idx, name, value))
+                    if when is None:  # samples taken beside the loop (system metrics): no call
+                        continue
                     # An importer gives each step its own time; the logger's is the call's.
                     if time_series not in values and when - self._last_time >= TIME_RESOLUTION:
                         points.append((idx, time_series, when))

@@ -69,6 +69,11 @@ class Writer(threading.Thread):
         first time, when the writer has stopped: the values will not be written."""
         return self.queue.put((POINTS, idx, values, nbytes, time.time()), nbytes) or self._refuse("values")
 
+    def put_samples(self, idx: int, values: dict[str, Any]) -> bool:
+        """Queue values sampled beside the training loop (system metrics, at their own idx):
+        written like points, but no call of the loop (no call time in ``_time``, no pulse)."""
+        return self.queue.put((POINTS, idx, values, 0, None)) or self._refuse("samples")
+
     def put_media(self, item: Capture) -> bool:
         """Queue one media capture; False when the writer has stopped (see put_points)."""
         return self.queue.put((MEDIA, item, item.nbytes), item.nbytes) or self._refuse("a media item")

@@ -268,12 +268,6 @@ def test_no_sample_is_refused_at_close(tmp_path, url, lab, nvml, caplog):
     assert not [r for r in caplog.records if "after run" in r.getMessage()]
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="the writer counts every put_points as a call of the training loop: a sample refreshes "
-    "the run's last_call (a hung loop never reads stalled) and adds _time points. Needs a writer put "
-    "for samples that is no call (see the report of issue 26 point 1).",
-)
 def test_samples_are_no_calls_of_the_training_loop(tmp_path, url, lab, nvml):
     nvml(None)
     lab.stall_after = 0.5
