@@ -40,6 +40,7 @@ MANUAL_TARGETS = {
     "bench-viewer": "full run; CI runs the same scripts in bench-quick",
     "bench-archive": "full run; CI runs the same script in bench-quick",
     "bench-media": "full run; CI runs the same script in bench-quick",
+    "bench-system": "full run; CI runs the same script in bench-quick",
     "bench-gpu": "full run, on a GPU box; CI runs the same script on the CPU in bench-quick",
     "bench-outage": "a 5-minute tunnel cut; CI's Molecule verify runs the same test with a 30 s cut",
 }
