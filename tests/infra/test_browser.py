@@ -308,41 +308,138 @@ def log_four_runs(prefix: str) -> str:
     return name
 
 
+def navigates(page, action):
+    """Do ``action`` (a click, Enter, a choice) and wait for the page it loads; its response."""
+    with page.expect_navigation() as loaded:
+        action()
+    return loaded.value
+
+
+def listed_names(page) -> list[str]:
+    return page.eval_on_selector_all(
+        "table.runs tbody tr[data-key] td[data-col=name]", "cs => cs.map(c => c.dataset.value)"
+    )
+
+
+def group_rows(page) -> list[tuple[str, str, str]]:
+    """(value, count, text) of each group row, in the order shown."""
+    rows = page.eval_on_selector_all(
+        "tr.group-row td",
+        "cs => cs.map(c => [c.parentElement.dataset.group, c.dataset.count, c.textContent])",
+    )
+    return [(value, count, " ".join(text.split())) for value, count, text in rows]
+
+
+def column_hidden(page, col: str) -> bool:
+    """Whether the column's header and every cell of it are hidden (False if any shows)."""
+    cells = page.eval_on_selector_all(f'table.runs [data-col="{col}"]', "cs => cs.map(c => c.hidden)")
+    assert cells, col
+    return all(cells)
+
+
 def test_the_runs_table_sorts_groups_and_chooses_columns(host, browser):
+    # Four runs: lr 0.1, 0.01, 0.1, 0.01; final loss 0.4, 0.2, 0.3, 0.1 (run 3 the best).
     name = log_four_runs("table-check")
+
+    def runs(*ks: int) -> list[str]:
+        return [f"{name}-{k}" for k in ks]
+
     context = browser.new_context(ignore_https_errors=True, viewport={"width": 1400, "height": 900})
     page = context.new_page()
     errors = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
     viewer_login(page)
-    page.goto(web_url(f"/?q={name}-"))
+    # Two runs to a page, so a sort has to look past the page shown: newest first, 3 and 2.
+    page.goto(web_url(f"/?q={name}-&limit=2"))
+    assert listed_names(page) == runs(3, 2)
+    assert page.locator("p.pager a[rel=next]").count() == 1
     headers = page.eval_on_selector_all("table.runs thead th[data-col]", "hs => hs.map(h => h.dataset.col)")
     # The metric most runs share (loss wins the tie with acc), and the config keys that differ.
     assert {"metric-last", "metric-min", "metric-max", "config:lr", "config:seed", "duration"} <= set(headers)
     assert "config:model" not in headers  # the same in every run: no column
+    assert page.text_content('th[data-col="metric-last"]').strip() == "loss last"
 
-    def names():
-        return page.eval_on_selector_all(
-            "table.runs tbody tr[data-key] td[data-col=name]", "cs => cs.map(c => c.dataset.value)"
-        )
+    # A header sorts every run on the server: the lowest loss first, run 1 from the second page.
+    navigates(page, lambda: page.click('th[data-col="metric-last"] a'))
+    assert page.get_attribute('th[data-col="metric-last"]', "aria-sort") == "ascending"
+    assert listed_names(page) == runs(3, 1)
+    assert " ".join(page.text_content("p.pager").split()) == "page 1 of 2 next ›"
+    navigates(page, lambda: page.click("p.pager a[rel=next]"))
+    assert listed_names(page) == runs(2, 0)
+    navigates(page, lambda: page.click('th[data-col="metric-last"] a'))  # again: descending, from page 1
+    assert page.get_attribute('th[data-col="metric-last"]', "aria-sort") == "descending"
+    assert listed_names(page) == runs(0, 2)
 
-    page.click('th[data-col="metric-last"]')
-    assert names() == [f"{name}-{k}" for k in (3, 1, 2, 0)]
-    page.click('th[data-col="metric-last"]')  # again: descending
-    assert names() == [f"{name}-{k}" for k in (0, 2, 1, 3)]
-    page.select_option("#group-by", "config:lr")
-    groups = page.eval_on_selector_all(
-        "tr.group-row td",
-        "cs => cs.map(c => [c.parentElement.dataset.group, c.dataset.count, c.textContent])",
+    # A filter expression over a config key and a metric: only the runs that match.
+    page.fill("input[name=filter]", "lr < 0.05 and loss.min > 0.15")
+    navigates(page, lambda: page.press("input[name=filter]", "Enter"))
+    assert listed_names(page) == runs(1)
+    assert page.text_content("#total").strip() == "1 run match"
+    # A mistake is said beside the box, as typed (a 400 page, not a server error).
+    page.fill("input[name=filter]", "lrr < 0.05")
+    refused = navigates(page, lambda: page.press("input[name=filter]", "Enter"))
+    assert refused.status == 400
+    assert page.text_content("p.filter-error").strip() == (
+        "filter: column 1: no listed run has a config key or metric named 'lrr' (did you mean lr?)"
     )
-    assert [(g, n) for g, n, _ in groups] == [("0.01", "2"), ("0.1", "2")]
-    assert "best loss 0.100000" in groups[0][2]
+    assert page.input_value("input[name=filter]") == "lrr < 0.05"
+    assert listed_names(page) == []
+    assert "the filter above cannot be used" in page.text_content("table.runs tbody")
+    page.fill("input[name=filter]", "")
+    navigates(page, lambda: page.press("input[name=filter]", "Enter"))
+    assert listed_names(page) == runs(0, 2, 1, 3)  # every run, still by loss, highest first
+
+    # Grouped by lr: each group where its best run ranks (0.1 holds the highest loss), with its count.
+    navigates(page, lambda: page.select_option("#group-by", "config:lr"))
+    assert [(value, count) for value, count, _ in group_rows(page)] == [("0.1", "2"), ("0.01", "2")]
+    assert listed_names(page) == runs(0, 2, 1, 3)
+    navigates(page, lambda: page.click('th[data-col="metric-last"] a'))  # the lowest first: 0.01 leads
+    groups = group_rows(page)
+    assert [(value, count) for value, count, _ in groups] == [("0.01", "2"), ("0.1", "2")]
+    assert groups[0][2] == "lr = 0.01 · 2 runs · lowest loss last 0.1 only these"
+    assert groups[1][2] == "lr = 0.1 · 2 runs · lowest loss last 0.3 only these"
+    assert listed_names(page) == runs(3, 1, 2, 0)
+
+    # Columns hidden and shown again: kept in the URL, so a reload keeps them.
     page.click("details.column-chooser summary")
     page.uncheck('#column-chooser input[data-col="host"]')
-    assert page.eval_on_selector('th[data-col="host"]', "h => h.hidden") is True
-    assert all(page.eval_on_selector_all('td[data-col="host"]', "cs => cs.map(c => c.hidden)"))
+    page.uncheck('#column-chooser input[data-col="config:seed"]')
+    assert column_hidden(page, "host")
+    assert column_hidden(page, "config:seed")
+    assert "hide=host" in page.url
+    assert "hide=host" in page.get_attribute('th[data-col="name"] a', "href")  # a sort keeps them too
+    page.reload()
+    assert column_hidden(page, "host")
+    assert column_hidden(page, "config:seed")
+    assert not page.is_checked('#column-chooser input[data-col="host"]')
+    page.click("details.column-chooser summary")
+    page.check('#column-chooser input[data-col="config:seed"]')
+    page.reload()
+    assert column_hidden(page, "host")
+    assert not column_hidden(page, "config:seed")
     page.screenshot(path=str(ARTIFACTS / "viewer-runs-table.png"), full_page=True)
+
+    # A saved view opens as it was saved: filter by name, sort, grouping and hidden columns.
+    view = f"{name} by lr"
+    page.click("details.saved-views summary")
+    page.fill("form.save-view input[name=name]", view)
+    navigates(page, lambda: page.click("form.save-view button"))
+    assert page.url.split("?")[0] == web_url("/")
+    assert " ".join(page.text_content("details.saved-views summary").split()) == f"views: {view}"
+    page.goto(web_url("/"))
+    page.reload()
+    page.click("details.saved-views summary")
+    navigates(page, lambda: page.click(f'.saved-view a:text-is("{view}")'))
+    assert listed_names(page) == runs(3, 1, 2, 0)
+    assert [(value, count) for value, count, _ in group_rows(page)] == [("0.01", "2"), ("0.1", "2")]
+    assert column_hidden(page, "host")
+    assert not column_hidden(page, "config:seed")
+    assert page.get_attribute('th[data-col="metric-last"]', "aria-sort") == "ascending"
+
     # Select two and compare.
+    first_two = page.eval_on_selector_all(
+        "table.runs tbody tr[data-key]", "rs => rs.map(r => r.dataset.key)"
+    )[:2]
     boxes = page.query_selector_all("table.runs tbody input[name=run]")
     boxes[0].check()
     boxes[1].check()
@@ -354,7 +451,7 @@ def test_the_runs_table_sorts_groups_and_chooses_columns(host, browser):
         return sorted(parse_qs(urlsplit(page.url).query).get("run", []))
 
     chosen = compared()
-    assert len(chosen) == 2
+    assert chosen == sorted(first_two)
     page.select_option("#y-scale", "log")
     page.wait_for_url("**y=log**")
     assert compared() == chosen
@@ -362,6 +459,13 @@ def test_the_runs_table_sorts_groups_and_chooses_columns(host, browser):
         "[...document.querySelectorAll('.bk-target')].every(t => t.dataset.rendered === 'true')"
     )
     assert page.query_selector(".chart-grid .chart") is not None
+
+    # The view is deleted again (a user keeps at most 100; the lab's tests may run again).
+    page.goto(web_url("/"))
+    page.click("details.saved-views summary")
+    delete = page.locator(".saved-view", has=page.locator(f'a:text-is("{view}")')).locator("button")
+    navigates(page, lambda: delete.click())
+    assert page.locator(f'.saved-view a:text-is("{view}")').count() == 0
     context.close()
     assert errors == []
 
