@@ -8,6 +8,8 @@
 
 Every 10 s a thread of its own samples the GPUs, the run's processes and the box as series
 under ``sys/`` (:mod:`labstats.capture.system`); ``Stats(system_metrics=False)`` turns it off.
+The last lines the process prints are kept with the run, a crash's traceback included
+(:mod:`labstats.capture.console`); ``Stats(console=False)`` keeps none.
 
 Calls on the training thread only snapshot values and queue them; a background writer
 sends them to Redis (see :mod:`labstats.write.writer`). A run gets a unique id; its name is never
@@ -29,6 +31,7 @@ import signal
 import sys
 import threading
 import time
+import traceback
 import weakref
 from collections.abc import Iterable
 from pathlib import Path
@@ -37,7 +40,7 @@ from typing import Any
 import redis
 
 from labstats import config as cfg
-from labstats.capture import runmeta, system
+from labstats.capture import console, runmeta, system
 from labstats.capture.device import Pending
 from labstats.capture.snapshot import Deferred, Histogram, capture, capture_histogram
 from labstats.format import media_files, run_record
@@ -108,6 +111,7 @@ class Stats:
         artifact_dir: str | os.PathLike | None = None,
         tensor_file_bytes: int = tensorfiles.DEFAULT_MIN_BYTES,
         system_metrics: float | bool = system.DEFAULT_INTERVAL,
+        console: bool = True,
     ) -> None:
         if on_conflict not in ("suffix", "error"):
             raise ValueError("on_conflict must be 'suffix' or 'error'")
@@ -118,7 +122,7 @@ class Stats:
             "url": url, "prefix": prefix, "on_conflict": on_conflict, "flush_interval": flush_interval,
             "capture_git": capture_git, "handle_signals": handle_signals, "resend_window": resend_window,
             "artifact_dir": artifact_dir, "tensor_file_bytes": int(tensor_file_bytes),
-            "system_interval": system_interval,
+            "system_interval": system_interval, "console": bool(console),
             "capture_freeze": capture_freeze if capture_freeze is not None
             else os.environ.get("LABSTATS_CAPTURE_FREEZE", "1") != "0",
         }  # fmt: skip
@@ -128,6 +132,7 @@ class Stats:
         self._spool_path: Path | None = None
         self._freeze_thread: threading.Thread | None = None
         self._system: system.SystemSampler | None = None
+        self._console_version = -1  # the version of the console lines last written (-1: none)
         self._closed = False
         self._last_step = -1
         self._last_epoch: Any = None
@@ -209,6 +214,8 @@ class Stats:
                 paths={"spool": self._spool_path.parent, "artifacts": self._artifact_root},
             )
             self._system.start()
+        if opts["console"]:
+            console.tail.subscribe(id(self), self._put_console)
         _open_runs.add(self)
         _install_hooks(opts["handle_signals"])
         return self
@@ -254,6 +261,17 @@ class Stats:
         writer = self._writer
         if writer is not None and text:
             writer.put_commands([cmd("SET", self.keys.freeze(self.run_id), text)])
+
+    def _put_console(self, final: bool = False) -> None:
+        """The process's last console lines into the run's record (the console thread every
+        few seconds, and close), when they changed since the last time."""
+        writer = self._writer
+        if writer is None or (self._closed and not final):
+            return
+        text, version = console.tail.text()
+        if version != self._console_version and text:
+            self._console_version = version
+            writer.put_commands([cmd("HSET", self.keys.run(self.run_id), "console", text)])
 
     def _put_system_sample(self, idx: int, values: dict[str, Any]) -> None:
         """The system sampler's sink (its thread): a sample goes the way of every point,
@@ -546,6 +564,9 @@ class Stats:
             self._system.stop(timeout)  # no sample after the run's end
         if self._freeze_thread is not None:
             self._freeze_thread.join(timeout)  # its record goes out with the rest
+        if self._options["console"]:
+            console.tail.unsubscribe(id(self))
+            self._put_console(final=True)  # a crash's traceback is in it (the excepthook put it)
         k, run, owner = self.keys, self.run_id, self.owner
         fields = ["status", status, "ended", f"{time.time() if ended is None else ended:.3f}"]
         if reason:
@@ -671,6 +692,9 @@ def _install_hooks(handle_signals: bool) -> None:
     previous_hook = sys.excepthook
 
     def excepthook(exc_type, exc, tb):
+        # The traceback is printed after the runs are closed (by the hook before this one):
+        # it goes into their console lines now, whole.
+        console.tail.add("".join(traceback.format_exception(exc_type, exc, tb)))
         _close_all(run_record.CRASHED, f"{exc_type.__name__}: {exc}")
         previous_hook(exc_type, exc, tb)
 
