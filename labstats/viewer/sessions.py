@@ -202,14 +202,7 @@ class SessionStore:
     def end_stale(self, fingerprints: dict[str, str]) -> int:
         """End every session whose user is gone or whose password changed since its login
         (``fingerprints``: user -> fingerprint of the current password hash)."""
-        pairs = self._read("SELECT DISTINCT user, fingerprint FROM sessions")
-        ended = 0
-        for user, fingerprint in pairs:
-            if fingerprints.get(user) != fingerprint:
-                ended += self._write(
-                    "DELETE FROM sessions WHERE user = ? AND fingerprint = ?", (user, fingerprint)
-                )
-        return ended
+        return self._drop_unless_current("sessions", "fingerprint", fingerprints)
 
     def prune(self) -> int:
         """Delete sessions past their lifetime or idle timeout (they are refused anyway)."""
@@ -234,13 +227,16 @@ class SessionStore:
     def forget_replaced_passwords(self, current: dict[str, str]) -> int:
         """Drop the viewer-set passwords whose user is gone or whose users-file hash changed
         since (``current``: user -> SHA-256 of its hash there): the inventory won, for good."""
-        pairs = self._read("SELECT user, replaces FROM own_passwords")
+        return self._drop_unless_current("own_passwords", "replaces", current)
+
+    def _drop_unless_current(self, table: str, column: str, current: dict[str, str]) -> int:
+        """Delete the rows of ``table`` whose (user, ``column``) is not ``current``'s (one of
+        this module's table and column names, never a caller's text)."""
+        pairs = self._read(f"SELECT DISTINCT user, {column} FROM {table}")  # noqa: S608 - our names
         dropped = 0
-        for user, replaces in pairs:
-            if current.get(user) != replaces:
-                dropped += self._write(
-                    "DELETE FROM own_passwords WHERE user = ? AND replaces = ?", (user, replaces)
-                )
+        for user, value in pairs:
+            if current.get(user) != value:
+                dropped += self._write(f"DELETE FROM {table} WHERE user = ? AND {column} = ?", (user, value))  # noqa: S608
         return dropped
 
     def note_password_failure(self, user: str) -> None:

@@ -221,3 +221,15 @@ def same(a, b) -> bool:
 def no_freeze_by_default(monkeypatch):
     """pip freeze costs a second per run; the tests that need it turn it back on."""
     monkeypatch.setenv("LABSTATS_CAPTURE_FREEZE", "0")
+
+
+@pytest.fixture
+def client(url):
+    """The viewer over the test's store, without logins, errors handled as in production
+    (a module needing another viewer defines its own ``client``)."""
+    from labstats.viewer import create_app  # the viewer extra: only its tests need it
+    from labstats.viewer.sources import Source
+
+    app = create_app({"local": Source("local", url)})
+    app.testing = False  # errors must be handled as in production, not raised
+    return app.test_client()

@@ -21,13 +21,6 @@ HOSTILE_SERIES = "<script>alert(1)</script>/etc/passwd?x=1#y%2F"
 
 
 @pytest.fixture
-def client(url):
-    app = create_app({"local": Source("local", url)})
-    app.testing = False  # errors must be handled as in production, not raised
-    return app.test_client()
-
-
-@pytest.fixture
 def run_id(tmp_path, url):
     with labstats.Stats(tmp_path / "run", name=HOSTILE, config={"lr": 0.1, "note": "<b>bold</b>"}) as stats:
         for i in range(5000):

@@ -8,6 +8,7 @@ import logging
 
 import bcrypt
 import pytest
+from clock import Clock
 from flask import jsonify
 
 import labstats
@@ -78,14 +79,6 @@ def make_app(url, tmp_path):
 @pytest.fixture
 def app(make_app, section):
     return make_app(section)
-
-
-class Clock:
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def session_client(app, user):

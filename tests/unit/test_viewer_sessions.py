@@ -13,6 +13,7 @@ from pathlib import Path
 
 import bcrypt
 import pytest
+from clock import Clock
 
 import labstats
 from labstats.viewer import create_app
@@ -56,16 +57,6 @@ def make_app(url, tmp_path):
 @pytest.fixture
 def app(make_app, section):
     return make_app(section)
-
-
-class Clock:
-    """A settable clock for the session store: tests move time instead of sleeping."""
-
-    def __init__(self, now: float = 1_800_000_000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
 
 
 def clock_of(app) -> Clock:

@@ -12,9 +12,8 @@ import redis
 
 import labstats
 from labstats.format.keys import Keys
-from labstats.viewer import create_app, runcache
+from labstats.viewer import runcache
 from labstats.viewer.saved_views import ViewError, ViewStore, clean
-from labstats.viewer.sources import Source
 
 SWEEP = [  # (lr, opt, final loss); logged oldest first, so the best run is the oldest
     (0.001, "adam", 0.05),
@@ -25,13 +24,6 @@ SWEEP = [  # (lr, opt, final loss); logged oldest first, so the best run is the 
     (0.01, "sgd", 0.5),
     (0.001, "adam", 0.08),
 ]
-
-
-@pytest.fixture
-def client(url):
-    app = create_app({"local": Source("local", url)})
-    app.testing = False  # errors must be handled as in production, not raised
-    return app.test_client()
 
 
 @pytest.fixture
