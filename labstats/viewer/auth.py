@@ -22,8 +22,9 @@ viewer is open (``labstats serve`` on a laptop's loopback).
 Roles: each user and token is a ``reader``, an ``editor`` or an ``admin`` (each may do what the
 one before may). One check before every request, here: GET, HEAD and OPTIONS need a reader,
 any other method an editor, except the few endpoints in READER_POSTS (a read sent by POST, the
-user's own login, logout and password); a view marked ``@requires("admin")`` needs more. A
-refusal is 403 (JSON under /api/) and one warning line in the log: user, role, method, path.
+user's own login, logout, password and saved views of the runs table); a view marked
+``@requires("admin")`` needs more. A refusal is 403 (JSON under /api/) and one warning line in
+the log: user, role, method, path.
 A line of the files without a role (written before roles existed) reads as a reader until the
 viewer role's next converge writes the role in.
 

@@ -257,3 +257,11 @@ def test_the_api_says_the_total_and_the_groups_over_every_run(client, sweep):
     doc = client.get("/api/openapi.json").json
     declared = {p["name"] for p in doc["paths"]["/api/runs"]["get"]["parameters"]}
     assert {"sort", "order", "filter", "group"} <= declared  # so the fuzzer sends them
+
+
+def test_the_filter_form_keeps_the_hidden_columns_and_the_page_size(client, sweep):
+    page = client.get("/?limit=2&hide=host&hide=config:seed").get_data(as_text=True)
+    form = page[page.index('id="table-form"') : page.index("</form>")]
+    assert '<input type="hidden" name="hide" value="host">' in form
+    assert '<input type="hidden" name="hide" value="config:seed">' in form
+    assert '<input type="hidden" name="limit" value="2">' in form
