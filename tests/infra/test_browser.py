@@ -8,7 +8,7 @@ import os
 import shutil
 import time
 from pathlib import Path
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import parse_qs, parse_qsl, urlencode, urlsplit
 
 import pytest
 from conftest import box, https_get, log_run_on_trainbox, viewer_login, wait_until, web_token, web_url
@@ -387,7 +387,13 @@ def test_the_runs_table_sorts_groups_and_chooses_columns(host, browser):
     assert "the filter above cannot be used" in page.text_content("table.runs tbody")
     page.fill("input[name=filter]", "")
     navigates(page, lambda: page.press("input[name=filter]", "Enter"))
-    assert listed_names(page) == runs(0, 2, 1, 3)  # every run, still by loss, highest first
+    assert listed_names(page) == runs(0, 2)  # every run, still by loss, highest first, two a page:
+    assert "limit=2" in page.url  # the form kept the page size
+    # All four on one page from here: the same view less its page size.
+    url = urlsplit(page.url)
+    query = urlencode([(k, v) for k, v in parse_qsl(url.query) if k != "limit"])
+    page.goto(url._replace(query=query).geturl())
+    assert listed_names(page) == runs(0, 2, 1, 3)
 
     # Grouped by lr: each group where its best run ranks (0.1 holds the highest loss), with its count.
     navigates(page, lambda: page.select_option("#group-by", "config:lr"))
