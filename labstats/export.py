@@ -176,7 +176,7 @@ def _pictures(run: Run) -> list[dict[str, Any]]:
     for name in images[:MAX_MEDIA_NAMES]:
         shown = []
         for step in media_files.evenly(run.media_steps(name), MAX_PICTURES):
-            thumb = run.thumbnail(name, step)
+            thumb = run.thumbnail(name, step, max_bytes=media_files.THUMB_READ_MAX_BYTES)
             if thumb and thumb[:4] == b"RIFF" and thumb[8:12] == b"WEBP":  # only what it says it is
                 shown.append((step, "data:image/webp;base64," + base64.b64encode(thumb).decode()))
         if shown:

@@ -203,10 +203,14 @@ class Run:
                 break
         return sorted(records, key=lambda r: r["item"])
 
-    def thumbnail(self, name: str, step: int, item: int = 0) -> bytes | None:
-        """The record's thumbnail (WebP, ≤ 256 px), from Redis."""
+    def thumbnail(self, name: str, step: int, item: int = 0, max_bytes: int | None = None) -> bytes | None:
+        """The record's thumbnail (WebP, ≤ 256 px), from Redis; None when there is none, or
+        when it is over ``max_bytes`` (its owner writes it: its size is measured, not read)."""
         key = self.lab.keys.media_thumbs(self.id, media_record.media_id(name))
-        return self.lab.redis.hget(key, media_record.field_name(step, item))
+        field = media_record.field_name(step, item)
+        if max_bytes is not None and self.lab.redis.hstrlen(key, field) > max_bytes:
+            return None
+        return self.lab.redis.hget(key, field)
 
     def pictures(self, name: str, steps: Iterable[int] | None = None, *, original: bool = False) -> list:
         """(step, PIL image) of media ``name`` (item 0) at ``steps`` (default: all): the

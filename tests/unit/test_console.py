@@ -85,3 +85,19 @@ def test_a_running_run_writes_its_lines_and_the_tee_goes_at_the_end(tmp_path, ur
     page = create_app({"local": Source("local", url)}).test_client().get(f"/runs/local/{stats.run_id}")
     assert '<pre class="console">' in page.get_data(as_text=True)
     assert "hello &lt;b&gt;" in page.get_data(as_text=True)  # shown as text
+
+
+def test_a_console_its_owner_made_huge_is_shown_cut_as_text(tmp_path, url, lab, client):
+    with labstats.Stats(tmp_path / "big", console=False) as stats:
+        stats.log(step=0, loss=1.0)
+    lab.redis.hset(lab.keys.run(stats.run_id), "console", "<b>" + "y" * 500_000 + "\nlast line")
+    page = client.get(f"/runs/local/{stats.run_id}").get_data(as_text=True)
+    shown = page[
+        page.index('<pre class="console">') : page.index("</pre>", page.index('<pre class="console">'))
+    ]
+    assert shown.endswith("last line")
+    assert len(shown) < 70_000  # the last 64 KiB
+    assert (
+        "<b>" not in page.replace("<b>", "", page.count("<b>") - shown.count("<b>"))
+        or "&lt;b&gt;" not in shown
+    )

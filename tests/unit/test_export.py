@@ -11,6 +11,7 @@ from playwright.sync_api import sync_playwright
 
 import labstats
 from labstats import cli, export
+from labstats.format import media_record
 
 HOSTILE = '<script>alert("x")</script><img src=https://evil.example/p.png>'
 
@@ -145,3 +146,13 @@ def test_the_viewer_offers_both_files_from_its_pages(tmp_path, url, store):
     assert answer.get_data(as_text=True).count("Bokeh.embed.embed_items") == 1
     assert client.get("/runs/local/no-such-run/export.html").status_code == 404
     assert client.get("/compare/export.html").status_code == 400
+
+
+def test_a_thumbnail_its_owner_made_huge_is_left_out_unread(tmp_path, url, store, lab):
+    run = lab.run(log_run(tmp_path, "planted", 1, steps=150))
+    key = lab.keys.media_thumbs(run.id, media_record.media_id("samples"))
+    field = media_record.field_name(100, 0)
+    lab.redis.hset(key, field, b"RIFF\0\0\0\0WEBP" + b"x" * (export.media_files.THUMB_READ_MAX_BYTES + 1))
+    html = export.run_html(lab.run(run.id))
+    assert html.count("data:image/webp;base64,") == 1  # step 0 only; the planted one is not embedded
+    assert "step 100" not in html
