@@ -18,7 +18,7 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from labstats import __version__
-from labstats.viewer import api, auth, exports, media, pages
+from labstats.viewer import annotate, api, auth, explorer, exports, media, pages
 from labstats.viewer.csp import policy_for
 from labstats.viewer.sources import Source, load_auth, load_sources
 from labstats.viewer.windows import X_AXES
@@ -90,6 +90,8 @@ def create_app(
     app.register_blueprint(media.bp)
     app.register_blueprint(pages.bp)
     app.register_blueprint(exports.bp)
+    app.register_blueprint(explorer.bp)
+    app.register_blueprint(annotate.bp)
 
     bokeh_static = str(bokehjs_path() / "js")
 
