@@ -3,6 +3,7 @@
     keys = Keys("ls")
     keys.run("alice.20261204-101500-3fa2c1")      # ls:run:alice.20261204-101500-3fa2c1
     keys.runs_index("alice"), keys.runs_index(None)  # ls:owner:alice:runs, ls:runs
+    keys.annotations(run_id), keys.audit("alice")  # ls:ann:<run id>, ls:audit:alice
     run_owner("alice.20261204-101500-3fa2c1")     # "alice"; None for an unowned run
 
 Every key starts with a prefix (``ls`` by default). Version 2 adds owners: a run logged as
@@ -154,3 +155,11 @@ class Keys:
 
     def media_thumbs(self, run_id: str, mid: str) -> str:  # hash: "step:item" -> thumbnail
         return f"{self.prefix}:run:{run_id}:m:{mid}:t"
+
+    # Annotations (labstats.format.curation): beside the run's keys, not under them, so that
+    # the annotator's ACL pattern (ls:ann:*) reaches none of what the run logged.
+    def annotations(self, run_id: str) -> str:  # hash: name, project, note, tags, trashed...
+        return f"{self.prefix}:ann:{run_id}"
+
+    def audit(self, writer: str) -> str:  # stream: the changes one Redis user made
+        return f"{self.prefix}:audit:{writer}"

@@ -112,6 +112,7 @@ ACL_PASSWORDS = {
     "replication": "repl-pw",
     "ops": "ops-pw",
     "archiver": "archiver-pw",
+    "annotator": "annotator-pw",
 }
 # The training users (the labstats_client role's accounts): each its own Redis user, which
 # may write only its own runs and indexes.
