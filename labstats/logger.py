@@ -47,7 +47,7 @@ from labstats.format import media_files, run_record
 from labstats.format.codec import EncodeError
 from labstats.format.keys import SCHEMA_VERSION, Keys, series_name_problem
 from labstats.store import ArtifactStore, default_artifact_dir
-from labstats.write import media, tensorfiles
+from labstats.write import media, resume, tensorfiles
 from labstats.write.batches import BatchBuilder
 from labstats.write.chunks import ChunkEncoder, cmd
 from labstats.write.spool import Spool, spool_dir
@@ -90,7 +90,14 @@ class Stats:
 
     ``config`` (and what :meth:`set_config` adds) is stored as JSON and may take at most
     ``MAX_CONFIG_BYTES`` (256 KiB) that way; a larger one is refused at the call with a
-    ``ValueError``, before any run starts."""
+    ``ValueError``, before any run starts.
+
+    ``resume=True`` goes on with the run of that name (after a crash, a kill or a stop): the
+    same run id, each series goes on after its last point, and the record keeps when and
+    after which step it resumed (the gap shows on a time axis). Only the run's owner can, and
+    only when its process is gone (:mod:`labstats.write.resume`). No run of that name: a new
+    one. Without resume, a name already taken gets a suffix and the run names the one before
+    it (``previous``)."""
 
     def __init__(
         self,
@@ -112,6 +119,7 @@ class Stats:
         tensor_file_bytes: int = tensorfiles.DEFAULT_MIN_BYTES,
         system_metrics: float | bool = system.DEFAULT_INTERVAL,
         console: bool = True,
+        resume: bool = False,
     ) -> None:
         if on_conflict not in ("suffix", "error"):
             raise ValueError("on_conflict must be 'suffix' or 'error'")
@@ -122,7 +130,7 @@ class Stats:
             "url": url, "prefix": prefix, "on_conflict": on_conflict, "flush_interval": flush_interval,
             "capture_git": capture_git, "handle_signals": handle_signals, "resend_window": resend_window,
             "artifact_dir": artifact_dir, "tensor_file_bytes": int(tensor_file_bytes),
-            "system_interval": system_interval, "console": bool(console),
+            "system_interval": system_interval, "console": bool(console), "resume": bool(resume),
             "capture_freeze": capture_freeze if capture_freeze is not None
             else os.environ.get("LABSTATS_CAPTURE_FREEZE", "1") != "0",
         }  # fmt: skip
@@ -138,6 +146,7 @@ class Stats:
         self._last_epoch: Any = None
         self._lock = threading.Lock()
         self.run_id: str | None = None
+        self._resumed: resume.Resumable | None = None
         self.owner: str | None = None  # the Redis user that owns the run (None: unowned)
         self.name: str | None = None
         self.savedir: Path | None = None
@@ -159,8 +168,11 @@ class Stats:
         self.settings = cfg.resolve(opts["url"], opts["prefix"])
         self.keys = Keys(self.settings.prefix)
         self.owner = owner = cfg.url_owner(self.settings.url)
+        self._resumed = self._find_resumable(wanted) if opts["resume"] else None
+        if self._resumed is not None:
+            return self._go_on(self._resumed)
         self.run_id = new_run_id(owner)
-        self.name = self._reserve_now(wanted, opts["on_conflict"])
+        self.name, previous = self._reserve_now(wanted, opts["on_conflict"])
 
         started = time.time()
         meta = runmeta.collect(opts["capture_git"], capture_freeze=False)
@@ -180,6 +192,8 @@ class Stats:
             fields["owner"] = owner
         if opts["seed"] is not None:
             fields["seed"] = opts["seed"]
+        if previous is not None:
+            fields["previous"] = previous  # the run this name's last run was (started again)
         for key, value in meta.items():
             fields[key] = value if isinstance(value, str | int | float) else json.dumps(value, default=str)
         k = self.keys
@@ -200,6 +214,46 @@ class Stats:
 
         self._writer = self._make_writer()
         self._writer.put_commands(commands)
+        self._start_writing()
+        return self
+
+    def _find_resumable(self, wanted: str) -> resume.Resumable | None:
+        """The run to go on with (resume=True), or None: no run has that name, or Redis is away
+        (a new run then, said in a warning: the training goes on either way)."""
+        try:
+            client = cfg.client(self.settings, timeout=5)
+            found = resume.find(
+                client,
+                self.keys,
+                wanted,
+                self.owner,
+                spool_of=lambda run_id: spool_dir(self.savedir) / f"{run_id}.spool",
+                open_here=lambda run_id: any(s.run_id == run_id and not s.closed for s in list(_open_runs)),
+            )
+        except (redis.RedisError, OSError) as exc:
+            log.warning("labstats: cannot reach Redis to resume run %r (%s); logging a new run", wanted, exc)
+            return None
+        except resume.ResumeError as exc:
+            raise cfg.LabstatsError(str(exc)) from None
+        if found is None:
+            log.info("labstats: no run named %r to resume; starting it", wanted)
+        return found
+
+    def _go_on(self, found: resume.Resumable) -> Stats:
+        """Continue ``found``: same id and name, its series, blobs and batches go on."""
+        self.run_id, self.name = found.run_id, found.name
+        self._last_step = found.last_idx
+        meta = runmeta.collect(self._options["capture_git"], capture_freeze=False)
+        meta.pop("git_diff", None)
+        self._writer = self._make_writer(found)
+        self._writer.put_commands(resume.record_commands(self.keys, found, self.owner, meta))
+        self._start_writing()
+        log.warning("labstats: run %r resumed after idx %d", self.name, found.last_idx)
+        return self
+
+    def _start_writing(self) -> None:
+        """The writer, and beside it the freeze, system metrics and console (a new or resumed run)."""
+        opts = self._options
         self._writer.start()
         if opts["capture_freeze"]:
             # pip freeze takes a second: done beside the training, sent when it is ready.
@@ -218,9 +272,8 @@ class Stats:
             console.tail.subscribe(id(self), self._put_console)
         _open_runs.add(self)
         _install_hooks(opts["handle_signals"])
-        return self
 
-    def _make_writer(self) -> Writer:
+    def _make_writer(self, resumed: resume.Resumable | None = None) -> Writer:
         """The run's writer, built from its parts: queue, batch builder, transport."""
         opts, k, settings = self._options, self.keys, self.settings
         store = ArtifactStore(opts["artifact_dir"] or default_artifact_dir())
@@ -239,22 +292,28 @@ class Stats:
             Spool(self._spool_path),
             on_name=self._named,
             resend_window=opts["resend_window"],
+            first_seq=resumed.seq if resumed else 0,
         )
-        builder = BatchBuilder(ChunkEncoder(k, self.run_id, files), self._media_writer)
+        encoder = ChunkEncoder(k, self.run_id, files)
+        if resumed is not None:
+            encoder.continue_run(resumed.series, resumed.blobs)
+        builder = BatchBuilder(encoder, self._media_writer)
         return Writer(WriteQueue(), builder, transport, flush_interval=opts["flush_interval"])
 
-    def _reserve_now(self, wanted: str, policy: str) -> str:
-        """Reserve the run's name before on() returns, so ``stats.name`` is final at once.
-        If Redis is away the writer reserves it later (the name may then still get a suffix,
-        which is logged)."""
+    def _reserve_now(self, wanted: str, policy: str) -> tuple[str, str | None]:
+        """Reserve the run's name before on() returns, so ``stats.name`` is final at once, and
+        name the run it follows: the last one started with that name (``exp`` for ``exp.2``,
+        ``exp.2`` for ``exp.3``), None if none. If Redis is away the writer reserves it later
+        (the name may then still get a suffix, which is logged)."""
         try:
             client = cfg.client(self.settings, timeout=2)
-            return reserve_name(client, self.keys.names, wanted, self.run_id, policy)
+            name = reserve_name(client, self.keys.names, wanted, self.run_id, policy)
+            return name, _previous_run(client, self.keys.names, wanted, name)
         except NameTaken:
             raise cfg.LabstatsError(f"a run named {wanted!r} exists already (on_conflict='error')") from None
         except (redis.RedisError, OSError) as exc:
             log.warning("labstats: cannot reserve run name %r now (%s); it is reserved later", wanted, exc)
-            return wanted
+            return wanted, None
 
     def _record_freeze(self) -> None:
         text = runmeta.freeze()
@@ -606,6 +665,15 @@ class Stats:
 _MEDIA_KINDS = ("image", "fits", "points")
 _PLAIN_SCALARS = frozenset((bool, int, float))  # snapshots of themselves
 _QUEUED_BYTES = (Deferred, Pending, Histogram)  # snapshots whose bytes count against the queue's bound
+
+
+def _previous_run(client: redis.Redis, names_key: str, wanted: str, name: str) -> str | None:
+    """The id of the run that had the name before ``name`` in ``wanted``'s line of suffixes."""
+    if name == wanted:
+        return None
+    n = int(name.rsplit(".", 1)[1])
+    before = client.hget(names_key, wanted if n == 2 else f"{wanted}.{n - 1}")
+    return before.decode() if before is not None else None
 
 
 def _system_interval(system_metrics: float | bool) -> float:

@@ -20,7 +20,7 @@ STATUSES = (RUNNING, FINISHED, CRASHED)
 STALLED = "stalled"
 SHOWN_STATUSES = (RUNNING, STALLED, FINISHED, CRASHED)
 
-JSON_FIELDS = ("config", "tags", "argv", "packages", "env", "git_notes")
+JSON_FIELDS = ("config", "tags", "argv", "packages", "env", "git_notes", "resumes")
 FLAG_FIELDS = ("git_dirty",)
 _TRUE = ("1", "True", "true")
 

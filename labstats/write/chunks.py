@@ -68,6 +68,20 @@ class ChunkEncoder:
         self.blobs = 0
         self.quarantined = 0  # values that could not be encoded and were left out
 
+    def continue_run(self, series: dict[str, dict[str, Any]], blobs: int) -> None:
+        """Go on with a resumed run (labstats.write.resume): its series keep their numbers and
+        counts, each starts a new chunk at its next point (what was written stays as it is),
+        and new blobs take the numbers after its last one."""
+        for name, info in sorted(series.items(), key=lambda item: item[1]["sid"]):
+            state = SeriesState(info["sid"], name)
+            state.chunk_no = info["last_chunk"]
+            state.count = info["count"]
+            state.last_idx = info.get("last_idx")
+            state.monotonic = bool(info.get("monotonic", True))
+            state.hint = info.get("hint")
+            self.series[name] = state  # its kind is unset: the next point opens a chunk
+        self.blobs = blobs
+
     def encode(self, points: list[tuple[int, str, Any]]) -> list[Command]:
         """Commands that store ``points`` (idx, series name, snapshot), in order. A value that
         cannot be encoded is left out (warned and counted); no other value or series state is
@@ -83,7 +97,7 @@ class ChunkEncoder:
     def _encode(self, points: list[tuple[int, str, Any]]) -> list[Command]:
         touched: dict[str, SeriesState] = {}
         commands: list[Command] = []
-        quarantined = self.quarantined
+        quarantined, blobs = self.quarantined, self.blobs
         # First every value is made ready, which starts the file writes of large tensors
         # (several at once, in the pool), then the records are made in order.
         staged: list[tuple[int, str, Any, str | None]] = []
@@ -131,6 +145,8 @@ class ChunkEncoder:
             self._flush_chunk(state, commands)
         if self.quarantined != quarantined:
             commands.append(cmd("HSET", self.keys.run(self.run_id), "quarantined", self.quarantined))
+        if self.blobs != blobs:  # a resumed run's blobs go on after these (labstats.write.resume)
+            commands.append(cmd("HSET", self.keys.run(self.run_id), "blobs", self.blobs))
         return commands
 
     def _quarantine(self, name: str, idx: int, exc: Exception) -> None:
@@ -215,7 +231,7 @@ class ChunkEncoder:
         state.lo = state.hi = idx
 
     def _close_chunk(self, state: SeriesState, commands: list[Command]) -> None:
-        if state.chunk_no < 0:
+        if state.chunk_no < 0 or not state.buf:  # none yet, or a resumed run's (stored already)
             return
         # Rewrite the full chunk exactly sized (see module docstring), then index it.
         commands.append(cmd("SET", self.keys.chunk(self.run_id, state.sid, state.chunk_no), bytes(state.buf)))

@@ -77,6 +77,7 @@ class Transport:
         on_name: Callable[[str], None] | None = None,
         resend_window: float = 5.0,
         resend_max_bytes: int = 64 * 2**20,
+        first_seq: int = 0,
     ) -> None:
         self._connect = connect
         self._redis: redis.Redis | None = None
@@ -84,7 +85,7 @@ class Transport:
         self.run_id = run_id
         self.spool = spool
         self.on_name = on_name
-        self._seq = 0
+        self._seq = first_seq  # a resumed run's batches go on after its last one
         # A spool left by this run's earlier batches waits for Redis first.
         self._spooling = spool.path.exists() and spool.path.stat().st_size > 0
         self._next_retry = 0.0
