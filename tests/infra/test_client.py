@@ -107,3 +107,61 @@ def test_one_training_account_cannot_erase_hide_or_forge_anothers_run(host):
         return {victim, student_run} <= ids
 
     assert wait_until(both_listed, timeout=30)
+
+
+TB_EVENTS = """
+import sys, time
+from tensorboard.compat.proto import event_pb2, summary_pb2
+from tensorboard.summary.writer.event_file_writer import EventFileWriter
+writer = EventFileWriter(sys.argv[1])
+for step in range(50):
+    value = summary_pb2.Summary.Value(tag="loss", simple_value=1.0 / (step + 1))
+    summary = summary_pb2.Summary(value=[value])
+    writer.add_event(event_pb2.Event(wall_time=time.time(), step=step, summary=summary))
+writer.close()
+"""
+
+
+def test_a_training_user_imports_tensorboard_runs_with_the_installed_reader(host):
+    # import-tb's dependency is in the shared venv: a training user could not add it there.
+    with host.sudo("researcher"):
+        host.check_output("rm -rf ~/tb_logs && mkdir -p ~/tb_logs/first")
+        host.check_output("/opt/labstats/venv/bin/python -c %s ~/tb_logs/first", TB_EVENTS)
+        result = host.run("cd ~ && /opt/labstats/venv/bin/labstats import-tb ~/tb_logs")
+    assert result.rc == 0, result.stderr
+    assert "Traceback" not in result.stderr
+    with host.sudo("researcher"):
+        listed = host.check_output("/opt/labstats/venv/bin/labstats ls")
+    assert "first" in listed
+
+
+KILLED = """
+import os, signal, sys, labstats
+stats = labstats.Stats("runs/resume-check", resume=sys.argv[1] == "resume")
+start = stats.last_step + 1
+for step in range(start, start + 100):
+    stats.log(step=step, loss=float(step))
+print(stats.run_id, flush=True)
+if sys.argv[1] == "kill":
+    assert stats.flush(20)
+    os.kill(os.getpid(), signal.SIGKILL)
+stats.close()
+"""
+
+
+def test_a_run_killed_on_the_training_box_is_resumed_by_its_owner(host):
+    with host.sudo("researcher"):
+        host.run("rm -rf ~/runs/resume-check")
+        killed = host.run("cd ~ && /opt/labstats/venv/bin/python -c %s kill", KILLED)
+        assert killed.rc == -9 or killed.rc == 137, killed.stderr
+        resumed = host.run("cd ~ && /opt/labstats/venv/bin/python -c %s resume", KILLED)
+    assert resumed.rc == 0, resumed.stderr
+    run_id = killed.stdout.split()[0]
+    assert resumed.stdout.split()[0] == run_id  # one run id
+    info = json.loads(redis_cli(host, "viewer", "hget", f"ls:run:{run_id}:series", "loss").stdout)
+    assert info["count"] == 200  # continuous: 0..199
+    assert info["last_idx"] == 199
+    resumes = json.loads(redis_cli(host, "viewer", "hget", f"ls:run:{run_id}", "resumes").stdout)
+    assert [r["after_idx"] for r in resumes] == [99]
+    status = redis_cli(host, "viewer", "hget", f"ls:run:{run_id}", "status").stdout.strip()
+    assert status == "finished"
