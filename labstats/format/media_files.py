@@ -499,6 +499,82 @@ def open_picture(data: bytes | None):
         return None
 
 
+# Originals read back for a montage or an animation (open_original): files up to this size
+# only (a PNG of MAX_DECODE_PIXELS is at most ~64 MB; ours are far smaller), in these formats.
+ORIGINAL_READ_MAX_BYTES = 16 << 20
+
+
+ORIGINAL_FORMATS = ("PNG", "JPEG", "WEBP", "GIF")
+
+
+def open_original(file, size: int, px: int, max_pixels: int = MAX_DECODE_PIXELS) -> tuple[Any, int]:
+    """(RGB picture of at most ``px`` on its longer side, pixels decoded) of a stored
+    original (open at its start, ``size`` bytes): its size in bytes and in pixels (from its
+    header) are checked before any pixel is decoded, a JPEG is decoded at the smallest
+    scale that still covers ``px`` (Pillow's draft), and only its first frame is read.
+    MediaError when it is over ORIGINAL_READ_MAX_BYTES, ``max_pixels`` (what the caller's
+    budget has left, at most MAX_DECODE_PIXELS) or not a picture in ORIGINAL_FORMATS."""
+    from PIL import Image
+
+    if size > ORIGINAL_READ_MAX_BYTES:
+        raise MediaError(f"an original of {size:,} bytes is over the {ORIGINAL_READ_MAX_BYTES:,} read back")
+    try:
+        picture = Image.open(file, formats=ORIGINAL_FORMATS)
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise MediaError(f"an original of over {MAX_DECODE_PIXELS:,} px is refused") from None
+    except Exception:  # Pillow's errors for bytes that are no picture vary by format
+        raise MediaError("the original is not a picture") from None
+    if picture.format == "JPEG":
+        picture.draft("RGB", (px, px))  # decodes at 1/2, 1/4 or 1/8 scale when that covers px
+    width, height = picture.size
+    if width * height > min(max_pixels, MAX_DECODE_PIXELS):
+        raise MediaError(f"an original of {width}×{height} px is over the "
+                         f"{min(max_pixels, MAX_DECODE_PIXELS):,} px decoded here: refused")  # fmt: skip
+    try:
+        return fit(picture.convert("RGB"), px), width * height
+    except Exception:  # a header that reads and pixels that do not
+        raise MediaError("the original cannot be decoded") from None
+
+
+def fit(image, px: int):
+    """``image`` scaled to ``px`` on its longer side: small pictures scaled up with nearest
+    neighbour (crisp pixels, as their thumbnails are), large ones down with Lanczos."""
+    from PIL import Image
+
+    w, h = image.size
+    if max(w, h) == px:
+        return image
+    scale = px / max(w, h)
+    size = (max(1, round(w * scale)), max(1, round(h * scale)))
+    if scale > 1:
+        return image.resize(size, Image.Resampling.NEAREST)
+    return image.resize(size, Image.Resampling.LANCZOS, reducing_gap=3.0)
+
+
+LABEL_PX = 16  # the strip under a montage tile that says its step
+
+
+def labelled_montage(tiles: list[tuple[str, Any]], columns: int | None = None):
+    """One PIL image of pictures in rows, each with its label (``"epoch 3 · step 1984"``)
+    written in a strip under it; the pictures are centred in cells of the largest's size."""
+    from PIL import Image, ImageDraw, ImageFont
+
+    width = max(image.size[0] for _, image in tiles)
+    height = max(image.size[1] for _, image in tiles)
+    columns = columns or int(np.ceil(np.sqrt(len(tiles))))
+    rows = -(-len(tiles) // columns)
+    gap, cell_h = 2, height + LABEL_PX
+    out = Image.new("RGB", (columns * width + (columns - 1) * gap, rows * cell_h + (rows - 1) * gap), "white")
+    draw = ImageDraw.Draw(out)
+    font = ImageFont.load_default(size=11)
+    for k, (label, image) in enumerate(tiles):
+        r, c = divmod(k, columns)
+        x, y = c * (width + gap), r * (cell_h + gap)
+        out.paste(image, (x + (width - image.size[0]) // 2, y + (height - image.size[1]) // 2))
+        draw.text((x + 3, y + height + 2), label, fill=(40, 40, 40), font=font)
+    return out
+
+
 def montage(images: list, columns: int | None = None):
     """One PIL image of several (resized to the largest), in rows: a batch or chosen steps."""
     size = max(i.size[0] for i in images), max(i.size[1] for i in images)

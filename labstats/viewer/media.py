@@ -18,20 +18,21 @@ from __future__ import annotations
 import io
 import json
 import os
+import stat
 import threading
 import warnings
 from collections import OrderedDict
 from typing import Any, BinaryIO
 
 import numpy as np
-from flask import Blueprint, Response, request
+from flask import Blueprint, Response, request, url_for
 from PIL import Image
 from werkzeug.wsgi import wrap_file
 
-from labstats.format import media_files, media_record
+from labstats.format import keys, media_files, media_record
 from labstats.format.codec import INT64_MAX, INT64_MIN
 from labstats.format.media_files import THUMB_READ_MAX_BYTES
-from labstats.reader import Run
+from labstats.reader import LabstatsError, Run
 from labstats.viewer.data import ApiError, get_run, int_arg, json_error
 from labstats.viewer.openapi import (
     STRING,
@@ -41,6 +42,7 @@ from labstats.viewer.openapi import (
     integer,
     one_of,
     parameter,
+    strings,
 )
 
 bp = Blueprint("media", __name__, url_prefix="/api")
@@ -73,6 +75,23 @@ MAX_STEPS_LISTED = 1000
 # memory stays one block); larger ones are downloaded as their PLY file.
 MAX_OBJ_POINTS = 5_000_000
 BLOCK_BYTES = 1 << 20  # a file is sent this much at a time
+# Montages and GIFs are made from the originals (thumbnails are lossy WebP of 256 px), within a
+# budget per request: files of at most media_files.ORIGINAL_READ_MAX_BYTES each, this many
+# bytes of them and this many decoded pixels in all (each picture's size checked from its
+# header first); a frame past the budget, or whose file is missing, damaged or no picture,
+# comes from its thumbnail instead.
+ORIGINALS_MAX_BYTES = 256 << 20
+ORIGINALS_MAX_PIXELS = 128 << 20
+MONTAGE_TILE_PX = 256  # a montage tile's longer side (64 tiles: ~4 Mpx)
+# What a GIF may hold: as many pixels as 300 frames of 256 px (what it held when made from
+# thumbnails), frames of up to 512 px when there are fewer of them.
+GIF_MAX_PIXELS = MAX_FRAMES * 256 * 256
+GIF_FRAME_PX = (64, 512)
+# A run's _epoch series is read to label media steps by epoch up to this many epochs (a run
+# writes one point per epoch; a longer series, planted, leaves the labels at steps).
+MAX_EPOCHS_READ = 100_000
+MAX_COMPARED_RUNS = 20  # runs on one compare page (pages.MAX_COMPARED)
+MAX_COMPARED_NAMES = 64  # media names of one run on a compare page
 _CACHE_ITEMS = 32
 
 # Pillow decodes no picture over MAX_DECODE_PIXELS in the viewer, and its warning between
@@ -109,11 +128,48 @@ def _cached(key: tuple, make) -> tuple[bytes, str]:
 
 
 def media_overview(run: Run) -> list[dict[str, Any]]:
-    """Every media name of the run with its kind and logged steps (the run page's panels)."""
+    """Every media name of the run with its kind, logged steps and the epoch of each step
+    (the run page's panels; None where the run knows no epoch)."""
+    epoch_of = EpochOf(run)
     return [
-        {"name": name, "kind": kind, "steps": run.media_steps(name)}
+        {"name": name, "kind": kind, "steps": steps, "epochs": epoch_of(steps)}
         for name, kind in run.media_names().items()
+        for steps in [run.media_steps(name)]
     ]
+
+
+class EpochOf:
+    """The epoch each media step (the logger's idx) falls in, from the run's _epoch series
+    (update() writes the epoch at the idx where it began): the last epoch begun at or before
+    the step; None before the first, or when the run has no (readable) epochs."""
+
+    def __init__(self, run: Run) -> None:
+        self.idx = self.epochs = np.zeros(0)
+        try:
+            if run.series_meta(keys.EPOCH_SERIES).get("count", 0) > MAX_EPOCHS_READ:
+                return
+            series = run.series(keys.EPOCH_SERIES)
+            order = np.argsort(series.idx, kind="stable")
+            idx, epochs = np.asarray(series.idx)[order], np.asarray(series.values, dtype=np.float64)[order]
+        except (LabstatsError, ValueError, TypeError):
+            return
+        finite = np.isfinite(epochs)
+        self.idx, self.epochs = idx[finite], epochs[finite]
+
+    def __call__(self, steps: list[int]) -> list[int | float | None]:
+        if not len(self.idx) or not steps:
+            return [None] * len(steps)
+        at = np.searchsorted(self.idx, np.asarray(steps, dtype=np.float64), side="right") - 1
+        return [None if k < 0 else _number(self.epochs[k]) for k in at.tolist()]
+
+
+def _number(value: float) -> int | float:
+    return int(value) if float(value).is_integer() else float(value)
+
+
+def step_label(step: int, epoch: int | float | None) -> str:
+    """How a media step reads on the page and on montage tiles: "epoch 3 · step 1984"."""
+    return f"step {step}" if epoch is None else f"epoch {epoch} · step {step}"
 
 
 def _record(run: Run, name: str, step: int | None, item: int) -> dict[str, Any]:
@@ -199,7 +255,10 @@ def media_records(source: str, run_id: str, name: str):
         record["picture"] = record.get("kind") in ("image", "fits") or (
             record.get("kind") == "file" and str(record.get("type", "")) in PICTURE_TYPES and length > 0
         )
-    return {"name": name, "step": step, "steps": steps, "records": records}
+    epochs = EpochOf(run)(steps)
+    epoch = epochs[steps.index(step)] if step in steps else None
+    return {"name": name, "step": step, "epoch": epoch, "label": step_label(step, epoch) if steps else "",
+            "steps": steps, "epochs": epochs, "records": records}  # fmt: skip
 
 
 # Logged files whose thumbnail the page shows: pictures Pillow reads (labstats.write.media makes
@@ -222,8 +281,8 @@ def _thumb_lengths(run: Run, name: str, wanted: list[tuple[int, int]]) -> list[i
     return [int(n) for n in pipe.execute()]
 
 
-def _pictures(run: Run, name: str, wanted: list[tuple[int, int]]) -> list[tuple[int, Any]]:
-    """(step, RGB picture) of the thumbnails of ``wanted`` (step, item) that exist: each
+def _pictures(run: Run, name: str, wanted: list[tuple[int, int]]) -> list[tuple[tuple[int, int], Any]]:
+    """((step, item), RGB picture) of the thumbnails of ``wanted`` that exist: each
     checked for its length before it is fetched and for its size before it is decoded
     (media_files.open_thumbnail), so memory is at most 256×256 px per picture. A thumbnail
     over a limit refuses the request (413); one that is not a picture is left out."""
@@ -237,9 +296,9 @@ def _pictures(run: Run, name: str, wanted: list[tuple[int, int]]) -> list[tuple[
     for start in range(0, len(present), 32):  # 32 thumbnails (≤ 4 MB) fetched at a time
         batch = present[start : start + 32]
         fields = [media_record.field_name(step, item) for step, item in batch]
-        for (step, _), data in zip(batch, run.lab.redis.hmget(_thumb_key(run, name), fields), strict=True):
+        for (step, item), data in zip(batch, run.lab.redis.hmget(_thumb_key(run, name), fields), strict=True):
             try:
-                out.append((step, media_files.open_thumbnail(data or b"")))
+                out.append(((step, item), media_files.open_thumbnail(data or b"")))
             except media_files.MediaError as exc:
                 if "refused" in str(exc) or " over " in str(exc):
                     raise ApiError(413, f"step {step}: {exc}") from None
@@ -403,15 +462,74 @@ def _steps_arg(all_steps: list[int], limit: int) -> list[int]:
     return chosen
 
 
+class _Budget:
+    """What one request may still read of originals: bytes of files and decoded pixels."""
+
+    def __init__(self) -> None:
+        self.bytes, self.pixels = ORIGINALS_MAX_BYTES, ORIGINALS_MAX_PIXELS
+
+
+def _records_of(run: Run, name: str, wanted: list[tuple[int, int]]) -> list[dict[str, Any] | None]:
+    """The records of ``wanted`` (step, item), fetched by field in batches (one HMGET each)."""
+    key = run.lab.keys.media_records(run.id, media_record.media_id(name))
+    out: list[dict[str, Any] | None] = []
+    for start in range(0, len(wanted), 100):
+        fields = [media_record.field_name(step, item) for step, item in wanted[start : start + 100]]
+        out += [media_record.decode(raw) if raw else None for raw in run.lab.redis.hmget(key, fields)]
+    return out
+
+
+def _from_original(run: Run, record: dict[str, Any] | None, px: int, budget: _Budget):
+    """The record's original picture fitted to ``px``, or None (use the thumbnail) when it
+    is not a picture, not here, damaged, or over what the request may still read: its size is
+    taken from the file system before it is opened (and hashed), its pixels from its header."""
+    if not record or record.get("kind") not in ("image", "file") or record.get("type") not in PICTURE_TYPES:
+        return None
+    try:
+        path = run.lab.artifacts.path(str(record.get("digest", "")))
+        info = os.stat(path, follow_symlinks=False)
+    except (ValueError, OSError):
+        return None
+    size = info.st_size
+    if not stat.S_ISREG(info.st_mode) or size > min(media_files.ORIGINAL_READ_MAX_BYTES, budget.bytes):
+        return None
+    budget.bytes -= size
+    try:
+        with run.lab.artifacts.open_checked(record["digest"]) as file:
+            picture, pixels = media_files.open_original(file, _size(file), px, budget.pixels)
+    except (OSError, ValueError):  # missing, damaged, no picture, over the pixels left (MediaError)
+        return None
+    budget.pixels -= pixels
+    return picture
+
+
+def _frames(run: Run, name: str, wanted: list[tuple[int, int]], px: int) -> list[tuple[tuple[int, int], Any]]:
+    """((step, item), RGB picture of ``px`` on its longer side) of ``wanted``, in order: from
+    the originals within the request's budget (_from_original), the others from their
+    thumbnails (checked as _pictures does; one missing is left out)."""
+    budget = _Budget()
+    found = {}
+    for pair, record in zip(wanted, _records_of(run, name, wanted), strict=True):
+        picture = _from_original(run, record, px, budget)
+        if picture is not None:
+            found[pair] = picture
+    fallback = [pair for pair in wanted if pair not in found]
+    for pair, picture in _pictures(run, name, fallback):
+        found[pair] = media_files.fit(picture, px)
+    return [(pair, found[pair]) for pair in wanted if pair in found]
+
+
 @bp.get("/runs/<source>/<run_id>/montage/<path:name>")
 @declare(
-    "Thumbnails of chosen steps, or one step's items, as one PNG",
+    "Pictures of chosen steps, or one step's items, as one PNG, each labelled with its step",
     query=[integer("step", INT64_MIN, INT64_MAX, "one step's items"), STEPS],
     responses=errors(*ERRORS, ok=content("image/png")),
 )
 def montage(source: str, run_id: str, name: str):
-    """One PNG of the thumbnails of the chosen steps (``steps=1,5,9``; default: all, at most
-    64 evenly chosen), in rows; or of one step's items (``step=``)."""
+    """One PNG of the chosen steps (``steps=1,5,9``; default: all, at most 64 evenly chosen)
+    in rows, or of one step's items (``step=``): tiles of 256 px made from the originals
+    (within the request's read budget; thumbnails otherwise), each with its epoch and step
+    written under it."""
     run = get_run(source, run_id)
     _record(run, name, None, 0)
     step = int_arg("step")
@@ -419,12 +537,23 @@ def montage(source: str, run_id: str, name: str):
         wanted = [(step, int(r.get("item", 0))) for r in run.media_at(name, step)[:MAX_MONTAGE]]
     else:
         wanted = [(s, 0) for s in _steps_arg(run.media_steps(name), MAX_MONTAGE)]
-    images = [image for _, image in _pictures(run, name, wanted)]
-    if not images:
-        raise ApiError(404, f"media {name!r} has no thumbnails to show")
+    frames = _frames(run, name, wanted, MONTAGE_TILE_PX)
+    if not frames:
+        raise ApiError(404, f"media {name!r} has no pictures to show")
+    epochs = EpochOf(run)([s for (s, _), _ in frames])
+    tiles = [
+        (step_label(s, epoch) + (f" · item {item}" if step is not None else ""), picture)
+        for ((s, item), picture), epoch in zip(frames, epochs, strict=True)
+    ]
     out = io.BytesIO()
-    media_files.montage(images).save(out, "PNG")
-    return Response(out.getvalue(), mimetype="image/png")
+    media_files.labelled_montage(tiles).save(out, "PNG")
+    return Response(out.getvalue(), mimetype="image/png", headers={"X-Tiles": str(len(tiles))})
+
+
+def gif_frame_px(frames: int) -> int:
+    """A GIF's frame size (longer side) for ``frames`` frames: at most GIF_MAX_PIXELS in all."""
+    low, high = GIF_FRAME_PX
+    return int(min(high, max(low, (GIF_MAX_PIXELS / max(frames, 1)) ** 0.5)))
 
 
 @bp.get("/runs/<source>/<run_id>/animation/<path:name>")
@@ -434,8 +563,10 @@ def montage(source: str, run_id: str, name: str):
     responses=errors(*ERRORS, ok=content("image/gif")),
 )
 def animation(source: str, run_id: str, name: str):
-    """An animated GIF of the name's thumbnails over its steps (one frame per step, at most
-    300 evenly chosen), made on demand and kept while the steps stay the same."""
+    """An animated GIF of the name's pictures over its steps (one frame per step, at most
+    300 evenly chosen), made from the originals within the request's read budget (their
+    thumbnails otherwise), frames of up to 512 px (fewer pixels per frame when there are
+    many), made on demand and kept while the steps stay the same."""
     run = get_run(source, run_id)
     _record(run, name, None, 0)
     steps = _steps_arg(run.media_steps(name), MAX_FRAMES)
@@ -445,9 +576,11 @@ def animation(source: str, run_id: str, name: str):
         raise ApiError(400, "ms must be an integer (milliseconds per frame)") from None
 
     def make():
-        frames = [image for _, image in _pictures(run, name, [(s, 0) for s in steps])]
+        frames = [
+            picture for _, picture in _frames(run, name, [(s, 0) for s in steps], gif_frame_px(len(steps)))
+        ]
         if not frames:
-            raise ApiError(404, f"media {name!r} has no thumbnails to animate")
+            raise ApiError(404, f"media {name!r} has no pictures to animate")
         return media_files.animation(frames, duration), "image/gif"
 
     key = ("gif", source, run.id, name, json.dumps(steps), duration)
@@ -482,3 +615,46 @@ def points(source: str, run_id: str, name: str):
     return Response(body, mimetype="application/octet-stream", headers={
         "X-Points": str(sent), "X-Points-Total": str(total), "X-Points-Colored": "1" if colored else "0",
         "Cache-Control": "private, max-age=3600"})  # fmt: skip
+
+
+def _panel_urls(source: str, run_id: str, name: str) -> dict[str, str]:
+    """The URLs a media panel of ``name`` asks (media.js adds ?step=&item=)."""
+    endpoints = {"records": "media_records", "thumb": "thumb", "file": "original", "fits": "fits_preview",
+                 "header": "fits_header", "points": "points", "animation": "animation",
+                 "montage": "montage"}  # fmt: skip
+    return {
+        key: url_for(f"media.{endpoint}", source=source, run_id=run_id, name=name)
+        for key, endpoint in endpoints.items()
+    }
+
+
+@bp.get("/compare/media")
+@declare(
+    "The media of runs compared: per run, each name's kind, steps, epochs and URLs",
+    query=[
+        {**strings("run", "source/run_id", minItems=1, maxItems=MAX_COMPARED_RUNS), "required": True},
+    ],
+    responses=errors(400, 404, 503),
+)
+def compare_media():
+    """What the compare page shows side by side: for each run (in the order asked) its media
+    names (at most 64), each with its kind, logged steps, the epoch of each step and the
+    URLs of its thumbnails, files and records; ``names``: every name of any run, with its
+    kind, in order (the page's rows)."""
+    refs = request.args.getlist("run")
+    if not refs or len(refs) > MAX_COMPARED_RUNS:
+        raise ApiError(400, f"choose between 1 and {MAX_COMPARED_RUNS} runs (?run=source/id&run=...)")
+    runs, names = [], {}
+    for ref in refs:
+        source, _, run_id = ref.partition("/")
+        run = get_run(source, run_id)
+        epoch_of = EpochOf(run)
+        media = []
+        for name, kind in list(run.media_names().items())[:MAX_COMPARED_NAMES]:
+            steps = run.media_steps(name)
+            media.append({"name": name, "kind": kind, "steps": steps, "epochs": epoch_of(steps),
+                          "urls": _panel_urls(source, run.id, name)})  # fmt: skip
+            names.setdefault(name, kind)
+        runs.append({"ref": f"{source}/{run.id}", "source": source, "id": run.id, "name": run.name,
+                     "media": media})  # fmt: skip
+    return {"runs": runs, "names": [{"name": n, "kind": k} for n, k in sorted(names.items())]}

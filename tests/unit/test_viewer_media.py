@@ -14,7 +14,7 @@ from hypothesis.extra import numpy as hnp
 from PIL import Image
 
 import labstats
-from labstats.format import media_record
+from labstats.format import media_files, media_record
 from labstats.viewer import create_app
 from labstats.viewer.sources import Source
 from labstats.write import media
@@ -123,7 +123,9 @@ def test_montage_of_chosen_steps(client, run_id):
     montage = client.get(path(run_id, "montage", HOSTILE) + "?steps=0,50,999")
     assert montage.status_code == 200
     image = np.asarray(Image.open(io.BytesIO(montage.data)))
-    assert image.shape == (256, 2 * 256 + 2, 3)  # two logged steps of the three asked
+    # Two logged steps of the three asked, tiles of 256 px, each with a strip saying its step.
+    assert image.shape == (256 + media_files.LABEL_PX, 2 * 256 + 2, 3)
+    assert montage.headers["X-Tiles"] == "2"
 
 
 def test_point_cloud_is_decimated_and_binary(client, run_id):
