@@ -13,9 +13,12 @@ most MAX_CACHED_RUNS runs.
 
 from __future__ import annotations
 
+import hashlib
+import itertools
+import json
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from labstats.format import run_record
@@ -26,6 +29,14 @@ from labstats.reader import Lab, Run
 FINGERPRINT = ("status", "ended", "heartbeat", "archived", "archive_digest", "quarantined")
 ENDED = (run_record.FINISHED, run_record.CRASHED)
 MAX_CACHED_RUNS = 200_000
+# Reduced series (the explorer's ≤ 2,000 points of a run's metric) kept at most: about
+# 32 kB each, so some 64 MB.
+MAX_CACHED_SERIES = 2000
+# Config keys of one run told apart (encoded_configs): the table shows at most a dozen
+# columns, and a trainer may write a config of 100,000 keys. A longer value is kept as a
+# digest of its JSON text: equal values still compare equal.
+MAX_CONFIG_KEYS = 1000
+MAX_KEPT_VALUE_CHARS = 256
 RECHECK_AFTER = 5.0  # seconds a checked fingerprint is trusted
 
 
@@ -39,11 +50,15 @@ class SourceCache:
         self.checked: dict[str, float] = {}  # id → when its fingerprint was last read
         self.infos: dict[str, tuple[tuple, dict]] = {}
         self.summaries: dict[tuple[str, str], tuple[tuple, dict | None]] = {}
+        self.reduced: dict[tuple, tuple[tuple, Any]] = {}  # (run id, what) → (stamp, value)
+        self.configs: dict[str, tuple[tuple, dict[str, str]]] = {}  # run id → (stamp, encoded)
 
     def _trim(self) -> None:
-        for kept in (self.records, self.checked, self.infos, self.summaries):
+        for kept in (self.records, self.checked, self.infos, self.summaries, self.configs):
             if len(kept) > MAX_CACHED_RUNS:
                 kept.clear()  # rare, and refilled by the next request
+        if len(self.reduced) > MAX_CACHED_SERIES:
+            self.reduced.clear()
 
     def runs(self, ids: list[str]) -> list[Run]:
         """The runs of ``ids`` that have a record, in order: ended runs whose fingerprint
@@ -118,6 +133,42 @@ class SourceCache:
             self._keep(self.summaries, missing, lambda run: (run.id, name), read)
         return out
 
+    def reduced_series(self, run: Run, what: tuple, compute: Callable[[], Any]) -> Any:
+        """``compute()`` (a run's series reduced for a chart, named by ``what``), an ended
+        run's kept while its record is the same: its points will not change."""
+        key = (run.id, *what)
+        with self.lock:
+            found = self.reduced.get(key)
+        if found is not None and found[0] == _stamp(run):
+            return found[1]
+        value = compute()
+        if run.meta.get("status") in ENDED:
+            with self.lock:
+                self.reduced[key] = (_stamp(run), value)
+                self._trim()
+        return value
+
+    def encoded_configs(self, runs: Iterable[Run]) -> list[dict[str, str]]:
+        """Each run's config (its first MAX_CONFIG_KEYS keys) with its values as JSON text
+        (how the table tells values apart), an ended run's kept while its record is the same."""
+        out = []
+        for run in runs:
+            with self.lock:
+                found = self.configs.get(run.id)
+            if found is not None and found[0] == _stamp(run):
+                out.append(found[1])
+                continue
+            encoded = {
+                key: _encoded(value) for key, value in itertools.islice(run.config.items(), MAX_CONFIG_KEYS)
+            }
+            if run.meta.get("status") in ENDED:
+                with self.lock:
+                    self.configs[run.id] = (_stamp(run), encoded)
+            out.append(encoded)
+        with self.lock:
+            self._trim()
+        return out
+
     def _kept(self, kept: dict, runs: Iterable[Run], key) -> tuple[dict, list[Run]]:
         out, missing = {}, []
         with self.lock:
@@ -135,6 +186,13 @@ class SourceCache:
                 if run.meta.get("status") in ENDED and run.id in read:
                     kept[key(run)] = (_stamp(run), read[run.id])
             self._trim()
+
+
+def _encoded(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True, default=str)
+    if len(text) > MAX_KEPT_VALUE_CHARS:
+        return "#" + hashlib.blake2b(text.encode(), digest_size=16).hexdigest()
+    return text
 
 
 def fingerprint(raw: dict[bytes, bytes]) -> tuple:
