@@ -1,4 +1,5 @@
-"""labstats: list, show, export and follow runs; regenerate a run; replay spooled records.
+"""labstats: list, show, export and follow runs; tag, note, rename, star, protect, trash and
+restore them, and read the audit of those changes; regenerate a run; replay spooled records.
 
 Where Redis is: --url, else $LABSTATS_URL, else ~/.config/labstats/config.toml, else
 redis://127.0.0.1:6379/0.
@@ -7,7 +8,9 @@ redis://127.0.0.1:6379/0.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
+import getpass
 import json
 import os
 import shlex
@@ -20,11 +23,15 @@ import redis
 
 from labstats import reader
 from labstats.config import LabstatsError
+from labstats.curation import Curation, CurationError, read_audit
 from labstats.format import run_record
+from labstats.format.curation import ANNOTATOR
+from labstats.format.keys import valid_owner
 from labstats.ops import archive, replay, tbimport
 from labstats.read import regenerate
 
 EX_TEMPFAIL = 75  # replay: Redis cannot be reached now; try again later (the timer does)
+EX_REFUSED = 2  # a change to a run's annotations was refused (a rule, or who may)
 
 
 def _when(ts: Any) -> str:
@@ -60,28 +67,34 @@ def _value(raw: str) -> Any:
 
 def cmd_ls(lab: reader.Lab, args: argparse.Namespace) -> int:
     params = dict(parse_param(item) for item in args.param or [])
-    runs = lab.runs(name=args.name, tag=args.tag, status=args.status, params=params or None, limit=args.limit)
-    pending = replay.pending_runs()
+    runs = lab.runs(name=args.name, tag=args.tag, status=args.status, params=params or None, limit=args.limit,
+                    project=args.project, trashed=args.trashed)  # fmt: skip
+    pending = {} if args.trashed else replay.pending_runs()
     if args.json:
         rows = [
             {
                 **r.meta,
                 "id": r.id,
                 "name": r.name,
+                "display_name": r.display_name,
                 "status": r.status,
                 "spooled": str(pending.get(r.id) or ""),
+                "annotations": r.annotations.to_dict(),
             }
             for r in runs
         ]
         print(json.dumps(rows, default=str))
         return 0
     # Whole names, however long (cut ones looked alike: exp/loss_train, exp/loss_val...).
-    width = max([30, *(len(r.name) for r in runs)])
+    width = max([30, *(len(r.display_name) for r in runs)])
     print(f"{'NAME':{width}} {'STATUS':9} {'STARTED':19} {'HOST':15} ID")
     for r in runs:
         host = r.meta.get("host", "-")[:15]
         mark = "  (records waiting in a spool)" if r.id in pending else ""
-        print(f"{r.name:{width}} {r.status:9} {_when(r.meta.get('started')):19} {host:15} {r.id}{mark}")
+        if r.trashed:
+            mark += f"  (trashed {_when(r.annotations.trashed)} by {r.annotations.trashed_by or '?'})"
+        name = _shown(r.display_name)
+        print(f"{name:{width}} {r.status:9} {_when(r.meta.get('started')):19} {host:15} {r.id}{mark}")
     listed = {r.id for r in runs}
     for run_id, path in pending.items():
         if run_id not in listed:
@@ -198,14 +211,28 @@ def cmd_show(lab: reader.Lab, args: argparse.Namespace) -> int:
         sys.stdout.write(freeze)
         return 0
     info = run.series_info()
-    print(f"run       {run.name}  ({run.id})")
+    ann = run.annotations
+    print(f"run       {_shown(run.display_name)}  ({run.id})")
+    if ann.name:
+        print(f"logged as {run.name}")
+    if ann.project:
+        print(f"project   {_shown(ann.project)}")
+    marks = [word for word, on in (("starred", ann.starred), ("protected", ann.protected)) if on]
+    if ann.trashed is not None:
+        marks.append(f"in the trash since {_when(ann.trashed)} (by {ann.trashed_by or '?'})")
+    if marks:
+        print(f"marks     {', '.join(marks)}")
     print(f"status    {run.status}{'  (' + run.reason + ')' if run.reason else ''}")
     print(f"started   {_when(run.meta.get('started'))}   ended {_when(run.meta.get('ended'))}")
     print(f"host      {run.meta.get('host', '-')}   python {run.meta.get('python', '-')}")
     if run.meta.get("git_commit"):
         print(f"git       {run.meta['git_commit']}{' (dirty)' if run.meta.get('git_dirty') else ''}")
-    if run.tags:
-        print(f"tags      {', '.join(run.tags)}")
+    if ann.tags:
+        print(f"tags      {', '.join(map(_shown, ann.tags))}")
+    if ann.note:
+        print("note:")
+        for line in ann.note.splitlines():
+            print(f"  {line}")
     print(f"config    {json.dumps(run.config, sort_keys=True)}")
     print("regenerate:")
     for line in run.regenerate_command().splitlines():
@@ -293,6 +320,128 @@ def cmd_regenerate(lab: reader.Lab, args: argparse.Namespace) -> int:
     return 0
 
 
+def _shown(text: str) -> str:
+    """Text another may have written, safe to print on a terminal (no escape sequences)."""
+    return "".join(c if c.isprintable() or c == "\t" else "?" for c in text)
+
+
+def curation_for(lab: reader.Lab | reader.Labs, ref: str, command: str) -> tuple[Curation, reader.Run]:
+    """The run ``ref`` and a Curation on its store, as the Redis user this box's config names
+    (a training user: its own runs' annotations; see docs/security.md)."""
+    if isinstance(lab, reader.Labs):
+        raise LabstatsError(
+            f"`labstats {command}` writes to the run's training box, and this config reads copies of "
+            f"several ({', '.join(lab.labs)}): run it on the training box as the run's owner, or "
+            "change the run in the viewer (editors)"
+        )
+    run = lab.run(ref)
+    username = lab.redis.connection_pool.connection_kwargs.get("username")
+    writer = username if valid_owner(username) or username == ANNOTATOR else "default"
+    # A training user's own audit stream names it; a store without users (a laptop) whoever runs this.
+    actor = writer if writer not in (ANNOTATOR, "default") else getpass.getuser()
+    return Curation(lab.redis, lab.keys.prefix, actor=actor, writer=writer, via="cli"), run
+
+
+def _curate(lab: reader.Lab | reader.Labs, args: argparse.Namespace, what: str, act) -> int:
+    """Apply ``act(curation, run_id)`` to the named run and say what it is now. A refusal is
+    one clear line and exit status 2 (and, where the ACL refused, a note in the audit)."""
+    cur, run = curation_for(lab, args.run, args.command)
+    try:
+        ann = act(cur, run.id)
+    except CurationError as exc:
+        if "only its owner" in str(exc):
+            with contextlib.suppress(redis.RedisError):
+                cur.refused(run.id, what)
+        raise
+    except redis.ReadOnlyError:
+        raise LabstatsError(
+            "this store is a read-only copy (a replica): change annotations on the run's training box, "
+            "or in the viewer"
+        ) from None
+    tags = f"  tags: {', '.join(map(_shown, ann.tags))}" if ann.tags else ""
+    state = "  (in the trash)" if ann.trashed is not None else ""
+    print(f"{_shown(ann.name or run.name)}  ({run.id}){tags}{state}")
+    return 0
+
+
+def _read_note(text: str) -> str:
+    return sys.stdin.read() if text == "-" else text
+
+
+def cmd_tag(lab, args) -> int:
+    return _curate(
+        lab, args, f"tag {' '.join(args.tags)}"[:200], lambda c, r: c.change(r, tags_add=args.tags)
+    )
+
+
+def cmd_untag(lab, args) -> int:
+    what = f"untag {' '.join(args.tags)}"[:200]
+    return _curate(lab, args, what, lambda c, r: c.change(r, tags_remove=args.tags))
+
+
+def cmd_note(lab, args) -> int:
+    note = _read_note(args.text)
+    return _curate(lab, args, "note", lambda c, r: c.change(r, note=note))
+
+
+def cmd_rename(lab, args) -> int:
+    return _curate(lab, args, "rename", lambda c, r: c.change(r, name=args.name))
+
+
+def cmd_project(lab, args) -> int:
+    return _curate(lab, args, "project", lambda c, r: c.change(r, project=args.name))
+
+
+def cmd_flag(field: str, value: bool):
+    def command(lab, args) -> int:
+        word = ("" if value else "un") + ("star" if field == "starred" else "protect")
+        return _curate(lab, args, word, lambda c, r: c.change(r, **{field: value}))
+
+    return command
+
+
+def cmd_trash(lab, args) -> int:
+    return _curate(lab, args, "trash", lambda c, r: c.trash(r))
+
+
+def cmd_restore(lab, args) -> int:
+    return _curate(lab, args, "restore", lambda c, r: c.restore(r))
+
+
+def cmd_audit(lab: reader.Lab | reader.Labs, args: argparse.Namespace) -> int:
+    stores = lab.labs if isinstance(lab, reader.Labs) else {"": lab}
+    entries = []
+    for source, store in stores.items():
+        run_id = None
+        if args.run:
+            try:
+                run_id = store.run(args.run).id
+            except LabstatsError:
+                run_id = args.run  # a purged run is still in the audit, by its id
+        for entry in read_audit(store.redis, store.keys.prefix, run_id=run_id, limit=args.limit):
+            entries.append({**entry, "source": source} if source else entry)
+    entries.sort(key=lambda e: e["when"], reverse=True)
+    entries = entries[: args.limit]
+    if args.json:
+        print(json.dumps(entries, default=str))
+        return 0
+    for e in entries:
+        who = e["who"] if e["who"] == e["writer"] else f"{e['who']} (as {e['writer']})"
+        run = f"{e['source']}/{e['run']}" if e.get("source") else e["run"]
+        said = e["what"] or "; ".join(
+            f"{k}: {_brief(b)} -> {_brief(a)}" for k, (b, a) in e["changes"].items()
+        )
+        print(_shown(f"{_when(e['when'])}  {who:24} {e['via']:6} {e['action']:8} {run}  {said}"))
+    if not entries:
+        print("no changes recorded")
+    return 0
+
+
+def _brief(value: Any) -> str:
+    text = value if isinstance(value, str) else json.dumps(value)
+    return text if len(text) <= 60 else text[:57] + "..."
+
+
 def _documented(sub, name: str, module, help_text: str) -> argparse.ArgumentParser:
     """A subcommand whose --help shows its module's docstring as written (plain text)."""
     return sub.add_parser(
@@ -314,9 +463,53 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--status", choices=list(run_record.SHOWN_STATUSES))
     p.add_argument("--param", action="append", metavar="KEY=VALUE",
                    help="config value (lr=0.001, opt=adam) or range (lr=1e-4..1e-2); repeatable")  # fmt: skip
+    p.add_argument("--project", help="in this project")
+    p.add_argument("--trashed", action="store_true", help="the runs in the trash (and only them)")
     p.add_argument("--limit", type=int, default=50)
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_ls)
+
+    # Annotations after the fact, written on the run's master as this box's Redis user.
+    p = sub.add_parser("tag", help="add tags to a run")
+    p.add_argument("run", help="run name or id")
+    p.add_argument("tags", nargs="+", metavar="TAG")
+    p.set_defaults(func=cmd_tag)
+    p = sub.add_parser("untag", help="remove tags from a run (logged ones too)")
+    p.add_argument("run", help="run name or id")
+    p.add_argument("tags", nargs="+", metavar="TAG")
+    p.set_defaults(func=cmd_untag)
+    p = sub.add_parser("note", help="set a run's note (markdown; - reads it from stdin; '' clears it)")
+    p.add_argument("run", help="run name or id")
+    p.add_argument("text", metavar="TEXT|-")
+    p.set_defaults(func=cmd_note)
+    p = sub.add_parser("rename", help="give a run a display name (its id never changes; '' clears it)")
+    p.add_argument("run", help="run name or id")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_rename)
+    p = sub.add_parser("project", help="move a run to a project ('' takes it out)")
+    p.add_argument("run", help="run name or id")
+    p.add_argument("name")
+    p.set_defaults(func=cmd_project)
+    for verb, field, value, text in (
+        ("star", "starred", True, "star a run"),
+        ("unstar", "starred", False, "take a run's star away"),
+        ("protect", "protected", True, "protect a run: it cannot be trashed (or purged)"),
+        ("unprotect", "protected", False, "let a protected run be trashed again"),
+    ):
+        p = sub.add_parser(verb, help=text)
+        p.add_argument("run", help="run name or id")
+        p.set_defaults(func=cmd_flag(field, value))
+    p = sub.add_parser("trash", help="put a run in the trash: hidden from every list, restorable")
+    p.add_argument("run", help="run name or id")
+    p.set_defaults(func=cmd_trash)
+    p = sub.add_parser("restore", help="take a run out of the trash")
+    p.add_argument("run", help="run name or id")
+    p.set_defaults(func=cmd_restore)
+    p = sub.add_parser("audit", help="who changed what of runs' annotations, newest first")
+    p.add_argument("run", nargs="?", help="only this run's (name or id)")
+    p.add_argument("--limit", type=int, default=50)
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_audit)
 
     p = sub.add_parser("show", help="a run's metadata, recipe and series")
     p.add_argument("run", help="run name or id")
@@ -401,6 +594,9 @@ def main(argv: list[str] | None = None) -> int:
     try:
         lab = reader.connect(args.url, args.prefix)
         return args.func(lab, args)
+    except CurationError as exc:
+        print(f"labstats: {exc}", file=sys.stderr)
+        return EX_REFUSED
     except LabstatsError as exc:
         print(f"labstats: {exc}", file=sys.stderr)
         return EX_TEMPFAIL if args.command == "replay" and "cannot reach" in str(exc) else 1

@@ -18,6 +18,8 @@ does): ``labstats.connect()`` then reads them all (see ``labstats.reader.Labs``)
     url = "redis://viewer:secret@127.0.0.1:6379/0"
     archive_dir = "/var/lib/labstats/archive/gpu1"   # optional
     artifact_dir = "/var/lib/labstats/artifacts/gpu1" # optional
+    annotate_url = "redis://annotator:secret@10.77.0.2:6379/0"  # optional: the viewer's
+                   # writer of annotations, the training box's master over the tunnel
 
 The username in the URL is the owner of the runs logged with it (see :func:`url_owner`):
 each training user's Redis user may write only its own runs.
@@ -59,6 +61,9 @@ class Settings:
     artifact_dir: str = ""  # "" for the default (see labstats.store.default_artifact_dir)
     # Several stores (a [[sources]] file): each one's settings, by source name. Empty for one.
     sources: tuple[tuple[str, Settings], ...] = ()
+    # Where annotations of this store's runs are written (its master, as the annotator):
+    # "" for none, a source that is read-only for annotations (labstats.curation).
+    annotate_url: str = ""
 
 
 SOURCE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
@@ -73,9 +78,13 @@ def parse_sources(data: dict, path: str) -> tuple[tuple[str, Settings], ...]:
             raise LabstatsError(f"{path}: each source needs a simple name and a url (got {name!r})")
         if name in dict(found):
             raise LabstatsError(f"{path}: two sources are named {name!r}")
+        annotate_url = entry.get("annotate_url", "")
+        if not isinstance(annotate_url, str) or (annotate_url and "://" not in annotate_url):
+            raise LabstatsError(f"{path}: source {name}'s annotate_url must be a redis:// URL")
         settings = Settings(
             str(entry["url"]), str(entry.get("prefix", DEFAULT_PREFIX)), f"source {name}",
             str(entry.get("archive_dir", "")), str(entry.get("artifact_dir", "")),
+            annotate_url=annotate_url,
         )  # fmt: skip
         found.append((name, settings))
     return tuple(found)

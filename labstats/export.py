@@ -75,7 +75,7 @@ def run_html(run: Run) -> str:
         tables.append({"title": "Config", "rows": [(k, _text(v), None) for k, v in _flat(run.config)]})
     if texts:
         tables.append({"title": "Latest values", "rows": texts})
-    return _page(f"{run.name}", tables, figures, _pictures(run), _left_out(len(numeric), MAX_CHARTS))
+    return _page(run.display_name, tables, figures, _pictures(run), _left_out(len(numeric), MAX_CHARTS))
 
 
 def compare_html(runs: Iterable[Run], series: list[str] | None = None) -> str:
@@ -96,12 +96,21 @@ def compare_html(runs: Iterable[Run], series: list[str] | None = None) -> str:
         raise LabstatsError(f"none of the runs has a numeric series named {', '.join(series)}")
     figures = [
         _line_chart(
-            name, [(run.name, *_points(run, name), colors[run.id]) for run in runs if name in infos[run.id]]
+            name,
+            [
+                (run.display_name, *_points(run, name), colors[run.id])
+                for run in runs
+                if name in infos[run.id]
+            ],
         )
         for name in names[:MAX_CHARTS]
     ]
     rows = [
-        (run.name, f"{run.id}  {run.status}  started {_when(run.meta.get('started'))}", colors[run.id])
+        (
+            run.display_name,
+            f"{run.id}  {run.status}  started {_when(run.meta.get('started'))}",
+            colors[run.id],
+        )
         for run in runs
     ]
     tables = [{"title": "Runs", "rows": rows}]
@@ -113,11 +122,12 @@ def compare_html(runs: Iterable[Run], series: list[str] | None = None) -> str:
                 {
                     "title": f"Config: {key}",
                     "rows": [
-                        (run.name, _text(v), colors[run.id]) for run, v in zip(runs, values, strict=True)
+                        (run.display_name, _text(v), colors[run.id])
+                        for run, v in zip(runs, values, strict=True)
                     ],
                 }
             )
-    title = f"{runs[0].name} and {len(runs) - 1} more" if len(runs) > 1 else runs[0].name
+    title = f"{runs[0].display_name} and {len(runs) - 1} more" if len(runs) > 1 else runs[0].display_name
     return _page(f"Comparison: {title}", tables, figures, [], _left_out(len(names), MAX_CHARTS))
 
 
@@ -186,18 +196,26 @@ def _pictures(run: Run) -> list[dict[str, Any]]:
 
 def _record_rows(run: Run) -> list[tuple[str, str, None]]:
     meta = run.meta
-    rows = [
-        ("name", run.name),
+    ann = run.annotations  # what people said after the fact, shown as text (escaped)
+    rows = [("name", run.display_name)]
+    if ann.name:
+        rows.append(("logged as", run.name))
+    rows += [
         ("id", run.id),
         ("status", run.status),
         ("started", _when(meta.get("started"))),
         ("ended", _when(meta.get("ended"))),
         ("host", str(meta.get("host", "-"))),
-        ("tags", ", ".join(map(str, run.tags)) or "-"),
+        ("tags", ", ".join(ann.tags) or "-"),
     ]
+    if ann.project:
+        rows.append(("project", ann.project))
     if run.reason:
         rows.append(("reason", run.reason))
-    return [(k, _text(v), None) for k, v in rows]
+    rows = [(k, _text(v), None) for k, v in rows]
+    if ann.note:  # the whole note (at most 64 KiB), its markdown as written
+        rows.append(("note", ann.note, None))
+    return rows
 
 
 def _flat(config: dict, prefix: str = "") -> list[tuple[str, Any]]:

@@ -4,12 +4,16 @@
     for run in lab.runs(status="running", params={"lr": (1e-4, 1e-2)}):
         print(run.name, run.status)
     run = lab.run("exp42")
+    run.display_name, run.annotations.tags        # as people changed them after (labstats.curation)
+    lab.runs(trashed=True)                        # the runs in the trash (hidden from every other list)
     s = run.series("loss", start=1000, stop=2000) # idx window, both ends included
     s.idx, s.values                               # NumPy arrays (a list for object series)
     run.frame(["loss", "acc"])                    # pandas, one column per series
     lab.compare(["exp42", "exp43"], "loss")       # pandas, one column per run
 
-Only read commands are used, so the viewer's read-only Redis user is enough.
+Only read commands are used, so the viewer's read-only Redis user is enough. Annotations are
+read each time a list is asked for (and a run's again after a second): a change made in the
+viewer or the CLI shows here within a second.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import redis
 
 from labstats import config as cfg
 from labstats.config import LabstatsError
+from labstats.curation import Annotations, read_annotations
 from labstats.format import chunk, media_files, media_record, run_record, series_info
 from labstats.format.keys import DEFAULT_PREFIX, Keys, run_owner
 from labstats.read import regenerate
@@ -56,6 +61,7 @@ STALE_AFTER = 60.0  # seconds without a heartbeat before a "running" run reads a
 # usual interval between calls) reads as stalled.
 STALL_AFTER = 120.0
 STALL_FACTOR = 5.0
+ANNOTATIONS_FRESH = 1.0  # seconds a run's annotations are kept before they are read again
 
 
 @dataclass
@@ -63,10 +69,42 @@ class Run:
     lab: Lab
     id: str
     meta: dict[str, Any] = field(repr=False)
+    # Read with the run by the lists (one round trip for all); else when first asked for.
+    loaded_annotations: Annotations | None = field(default=None, repr=False, compare=False)
+    _annotations_at: float = field(default_factory=time.monotonic, repr=False, compare=False)
 
     @property
     def name(self) -> str:
+        """The name it was logged with (``labstats.run(name)`` finds it by this name)."""
         return self.meta.get("name", self.id)
+
+    @property
+    def annotations(self) -> Annotations:
+        """What people said about the run after the fact: display name, project, note, tags,
+        star, protect, trash (labstats.curation). Read again when over a second old."""
+        if self.loaded_annotations is None or time.monotonic() - self._annotations_at > ANNOTATIONS_FRESH:
+            self.loaded_annotations = self.lab.annotations([self.id])[self.id]
+            self._annotations_at = time.monotonic()
+        return self.loaded_annotations
+
+    @property
+    def display_name(self) -> str:
+        """The name people gave it (``labstats rename``), else the name it was logged with."""
+        return self.annotations.name or self.name
+
+    @property
+    def project(self) -> str:
+        return self.annotations.project
+
+    @property
+    def note(self) -> str:
+        """Its note (markdown text, as written)."""
+        return self.annotations.note
+
+    @property
+    def trashed(self) -> bool:
+        """Whether it is in the trash (hidden from lists until restored)."""
+        return self.annotations.trashed is not None
 
     @property
     def owner(self) -> str | None:
@@ -127,6 +165,8 @@ class Run:
 
     @property
     def tags(self) -> list[str]:
+        """The tags it was logged with; ``annotations.tags`` has them as people changed them
+        since (``labstats tag``), and the lists' ``tag=`` filter goes by those."""
         tags = self.meta.get("tags")
         return [str(t) for t in tags] if isinstance(tags, list) else []
 
@@ -471,6 +511,10 @@ class Lab:
                 cached = self._archives[run_id] = (mtime, ArchiveFile(path, self.artifacts))
             return cached[1]
 
+    def annotations(self, run_ids: Iterable[str]) -> dict[str, Annotations]:
+        """The annotations of these runs, in one round trip (see Run.annotations)."""
+        return read_annotations(self.redis, self.keys.prefix, run_ids)
+
     # ---- runs --------------------------------------------------------------------------------
 
     def runs(
@@ -481,19 +525,60 @@ class Lab:
         params: dict[str, Any] | None = None,
         limit: int | None = 100,
         offset: int = 0,
+        *,
+        project: str | None = None,
+        starred: bool | None = None,
+        trashed: bool = False,
     ) -> list[Run]:
-        """Runs, newest first. ``name`` is a substring; ``params`` maps a config key to a value
-        (equality) or a (low, high) pair (inclusive range, either side None). Runs of every
-        owner and unowned ones alike (see :meth:`owners`)."""
+        """Runs, newest first; those in the trash only with ``trashed=True`` (then only them).
+        ``name`` is a substring of the logged or the display name; ``tag`` one of its tags
+        (logged, or given after); ``project`` its project exactly; ``params`` maps a config
+        key to a value (equality) or a (low, high) pair (inclusive range, either side None).
+        Runs of every owner and unowned ones alike (see :meth:`owners`)."""
         if status is not None and status not in run_record.SHOWN_STATUSES:
             raise LabstatsError(f"unknown status {status!r} (one of {', '.join(run_record.SHOWN_STATUSES)})")
-        filtered = any(x is not None for x in (name, tag, status, params))
+        filtered = any(x is not None for x in (name, tag, status, params, project, starred))
         if not filtered:
-            return self._load(self.index.newest(offset, limit))
-        candidates = self.index.candidates(name, tag, status)
-        runs = [r for r in self._load(candidates) if _matches(r, name, tag, status, params)]
+            return self._newest(offset, limit, trashed)
+        # Names and tags can be given after the fact (annotations): the indexes of names and
+        # logged tags do not hold those, so every run (of the status asked) is a candidate.
+        candidates = self.index.candidates(None, None, status) if status else self.index.newest(0, None)
+        runs = [
+            r
+            for r in self._load(candidates)
+            if r.trashed == trashed
+            and _matches(r, name, tag, status, params)
+            and (project is None or r.project == project)
+            and (starred is None or r.annotations.starred == starred)
+        ]
         runs.sort(key=lambda r: number(r.meta.get("started")) or 0.0, reverse=True)
         return runs[offset : None if limit is None else offset + limit]
+
+    def _newest(self, offset: int, limit: int | None, trashed: bool) -> list[Run]:
+        """The page [offset, offset + limit) of the newest runs in (or out of) the trash:
+        windows of the index, growing until the page is full or the index is read whole."""
+        want = None if limit is None else offset + limit
+        if want is not None and want <= 0:
+            return []
+        window = want
+        while True:
+            ids = self.index.newest(0, window)
+            in_trash = self._in_trash(ids)
+            kept = [run_id for run_id in ids if in_trash[run_id] == trashed]
+            if window is None or len(kept) >= want or len(ids) < window:
+                return self._load(kept[offset : None if limit is None else offset + limit])
+            window = 2 * window + want - len(kept)
+
+    def _in_trash(self, ids: list[str]) -> dict[str, bool]:
+        """Whether each run is in the trash, in one round trip (its ``trashed`` time only)."""
+        pipe = self.redis.pipeline(transaction=False)
+        for run_id in ids:
+            pipe.hget(self.keys.annotations(run_id), "trashed")
+        found = pipe.execute(raise_on_error=False)
+        return {
+            run_id: isinstance(raw, bytes) and number(raw) is not None
+            for run_id, raw in zip(ids, found, strict=True)
+        }
 
     def owners(self) -> list[str]:
         """The owners whose runs are listed (see RunIndex.owners)."""
@@ -504,18 +589,17 @@ class Lab:
         return self.index.newest(0, None)
 
     def _load(self, ids: list[str]) -> list[Run]:
+        """The runs of these ids that exist, each with its annotations (two round trips)."""
         pipe = self.redis.pipeline(transaction=False)
         for run_id in ids:
             pipe.hgetall(self.keys.run(run_id))
-        return [
-            Run(self, run_id, run_record.decode(raw))
-            for run_id, raw in zip(ids, pipe.execute(), strict=True)
-            if raw
-        ]
+        found = [(run_id, raw) for run_id, raw in zip(ids, pipe.execute(), strict=True) if raw]
+        annotations = self.annotations([run_id for run_id, _ in found])
+        return [Run(self, run_id, run_record.decode(raw), annotations[run_id]) for run_id, raw in found]
 
     def run(self, ref: str) -> Run:
-        """A run by id or name: an id first, since ids cannot be claimed by anyone else (a
-        name can: anyone who may log could name a run after another's id, and would take
+        """A run by id or name (in the trash or not): an id first, since ids cannot be claimed
+        by anyone else (a name can: anyone who may log could name a run after another's id, and would take
         over its pages and recipes). A name counts only when the run it names exists and
         carries that name in its own record (one pointing at another's run, or at nothing,
         is passed over)."""
@@ -559,9 +643,9 @@ def _matches(
     run: Run, name: str | None, tag: str | None, status: str | None, params: dict[str, Any] | None
 ) -> bool:
     """Whether the run's own record matches the filters (index entries only suggest it)."""
-    if name is not None and name.lower() not in run.name.lower():
+    if name is not None and not any(name.lower() in n.lower() for n in (run.name, run.annotations.name)):
         return False
-    if tag is not None and tag not in run.tags:
+    if tag is not None and tag not in run.annotations.tags:
         return False
     if status is not None and run.status != status:
         return False
@@ -678,11 +762,13 @@ class Labs:
         sort: str = "started",
         limit: int = 100,
         page: int = 1,
+        trashed: bool = False,
     ) -> Page:
-        """Page ``page`` (from 1) of ``limit`` runs of every source that can be read, ordered
-        by ``sort`` (SORTS), and every source's state: one source that is away leaves the
-        others listed. Each source reads its own first page x limit runs (and one more, to
-        know whether more follow): enough for this page of the merged list."""
+        """Page ``page`` (from 1) of ``limit`` runs (in the trash with ``trashed``) of every
+        source that can be read, ordered by ``sort`` (SORTS), and every source's state: one
+        source that is away leaves the others listed. Each source reads its own first page x
+        limit runs (and one more, to know whether more follow): enough for this page of the
+        merged list."""
         if sort not in SORTS:
             raise LabstatsError(f"sort must be {', '.join(SORTS[:-1])} or {SORTS[-1]}")
         if limit < 1 or page < 1:
@@ -691,7 +777,7 @@ class Labs:
         states: dict[str, dict[str, Any]] = {}
         for source, lab in self.labs.items():
             try:
-                runs = lab.runs(name=name, tag=tag, status=status, limit=limit * page + 1)
+                runs = lab.runs(name=name, tag=tag, status=status, limit=limit * page + 1, trashed=trashed)
             except UNREACHABLE as exc:
                 self._away(source, exc)
                 states[source] = {"reachable": False, "link": None, "error": short(exc)}

@@ -166,3 +166,130 @@ def test_archive_by_a_user_who_cannot_write_the_archive_says_who_can(tmp_path, u
         "account does it: sudo labstats-archiver archive RUN..."
     )
     assert list(archive_dir.iterdir()) == []
+
+
+# ---- annotations, the trash and the audit ---------------------------------------------------
+
+
+def log_as(server, user, tmp_path, name):
+    from conftest import password
+
+    url = server.url_for(user, password(user))
+    with labstats.Stats(tmp_path / name, name=name, url=url, capture_git=False, tags=["logged"]) as stats:
+        stats.log(step=0, loss=1.0)
+    return url, stats.run_id
+
+
+def test_a_training_user_annotates_trashes_and_restores_its_run_from_the_cli(
+    acl_server, tmp_path, capsys, monkeypatch
+):
+    acl_server.client().flushall()
+    alice, run_id = log_as(acl_server, "alice", tmp_path, "alices")
+
+    def cli_as(*argv):
+        code = cli.main(["--url", alice, *argv])
+        out, err = capsys.readouterr()
+        return code, out, err
+
+    assert cli_as("tag", "alices", "baseline", "good")[0] == 0
+    assert cli_as("untag", run_id, "logged")[0] == 0
+    monkeypatch.setattr("sys.stdin", __import__("io").StringIO("# Why\nit *worked*\n"))
+    assert cli_as("note", "alices", "-")[0] == 0
+    assert cli_as("rename", "alices", "the baseline")[0] == 0
+    assert cli_as("project", "alices", "vision")[0] == 0
+    assert cli_as("star", "alices")[0] == 0
+    assert cli_as("protect", "alices")[0] == 0
+    code, out, err = cli_as("show", "alices")
+    assert code == 0
+    assert "run       the baseline" in out
+    assert "project   vision" in out
+    assert "tags      baseline, good" in out
+    assert "starred, protected" in out
+    assert "  it *worked*" in out
+    code, _, err = cli_as("trash", "alices")
+    assert code == 2
+    assert err == f"labstats: run {run_id} is protected: unprotect it before trashing it\n"
+    assert cli_as("unprotect", "alices")[0] == 0
+    code, out, _ = cli_as("trash", "alices")
+    assert code == 0
+    assert "(in the trash)" in out
+    assert run_id not in cli_as("ls")[1]
+    code, out, _ = cli_as("ls", "--trashed")
+    assert run_id in out
+    assert "the baseline" in out
+    assert "trashed" in out
+    assert cli_as("restore", "alices")[0] == 0
+    assert "the baseline" in cli_as("ls", "--project", "vision")[1]
+    code, out, _ = cli_as("audit", "alices")
+    lines = out.splitlines()
+    assert code == 0
+    assert len(lines) == 10  # one entry per change that was made (the refused trash stored nothing)
+    assert lines[0].split()[2:6] == ["alice", "cli", "restore", run_id]
+    assert "name:  -> the baseline" in out
+    assert cli_as("audit", "--limit", "2")[1].count("\n") == 2
+
+
+def test_someone_elses_run_is_refused_in_one_line_and_audited(acl_server, tmp_path, capsys):
+    acl_server.client().flushall()
+    alice, _ = log_as(acl_server, "alice", tmp_path, "alices")
+    _, bobs = log_as(acl_server, "bob", tmp_path, "bobs")
+    for argv in (["tag", "bobs", "x"], ["trash", "bobs"], ["rename", bobs, "mine"], ["note", "bobs", "hi"]):
+        assert cli.main(["--url", alice, *argv]) == 2
+        out, err = capsys.readouterr()
+        assert err.startswith(f"labstats: Redis user alice may not change {bobs} (bob's run): ")
+        assert err.endswith("only its owner or an editor in the viewer can\n")
+        assert "Traceback" not in err
+        assert err.count("\n") == 1
+    assert not acl_server.client().exists(f"ls:ann:{bobs}")
+    assert cli.main(["--url", alice, "audit", "bobs"]) == 0
+    out = capsys.readouterr().out
+    assert out.count("refused") == 4
+    assert "trash" in out
+
+
+def test_bad_input_and_a_replica_and_several_sources_are_refused_clearly(tmp_path, url, capsys, monkeypatch):
+    with labstats.Stats(tmp_path / "r", name="r"):
+        pass
+    assert cli.main(["rename", "r", "two\nlines"]) == 2
+    assert "control characters" in capsys.readouterr().err
+    assert cli.main(["note", "r", "x" * (1 << 20)]) == 2
+    assert "64 KiB" in capsys.readouterr().err
+    assert cli.main(["star", "nope"]) == 1
+    assert "no run named 'nope'" in capsys.readouterr().err
+    from conftest import RedisServer, wait_for
+
+    master_port = url.rsplit(":", 1)[1].split("/")[0]
+    replica = RedisServer(
+        tmp_path / "replica", extra_args=("--appendonly", "no", "--replicaof", "127.0.0.1", master_port)
+    ).start()
+    try:
+        assert wait_for(lambda: replica.client().exists("ls:run:" + labstats.connect(url).run("r").id))
+        assert cli.main(["--url", replica.url, "star", "r"]) == 1
+        assert "a read-only copy (a replica)" in capsys.readouterr().err
+    finally:
+        replica.stop()
+    config = tmp_path / "several.toml"
+    config.write_text(f'[[sources]]\nname = "a"\nurl = "{url}"\n[[sources]]\nname = "b"\nurl = "{url}"\n')
+    monkeypatch.delenv("LABSTATS_URL")
+    monkeypatch.setenv("LABSTATS_CONFIG", str(config))
+    assert cli.main(["tag", "r", "x"]) == 1
+    err = capsys.readouterr().err
+    assert "run it on the training box as the run's owner, or change the run in the viewer" in err
+    assert cli.main(["audit"]) == 0  # reading the audit works on every box
+    assert capsys.readouterr().out == "no changes recorded\n"
+
+
+def test_on_a_store_without_users_the_audit_names_who_ran_it(tmp_path, url, capsys):
+    import getpass
+
+    with labstats.Stats(tmp_path / "r", name="r"):
+        pass
+    assert cli.main(["tag", "r", "mine"]) == 0
+    capsys.readouterr()
+    assert cli.main(["audit", "--json"]) == 0
+    import json
+
+    [entry] = json.loads(capsys.readouterr().out)
+    assert entry["who"] == getpass.getuser()
+    assert entry["writer"] == "default"
+    assert entry["changes"] == {"tags": [[], ["mine"]]}

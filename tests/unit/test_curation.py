@@ -302,3 +302,24 @@ def test_the_viewer_user_still_only_reads(acl):
         cur(viewer, writer="annotator").change(ALICE_RUN, starred=True)
     with pytest.raises(redis.exceptions.NoPermissionError):
         viewer.xadd("ls:audit:annotator", {"who": "x"})
+
+
+# ---- where people see them ----------------------------------------------------------------
+
+
+def test_the_html_export_shows_display_name_tags_project_and_note_as_text(tmp_path, url, lab):
+    import labstats
+    from labstats import export
+
+    with labstats.Stats(tmp_path / "r", name="logged-name", tags=["logged"]) as stats:
+        stats.log(step=0, loss=1.0)
+    hostile = "<script>alert(1)</script>"
+    cur(lab.redis).change(stats.run_id, name=f"shown {hostile}", project="vision", tags_add=["kept"],
+                          note=f"# Why\n{hostile}\n*it* worked")  # fmt: skip
+    html = export.run_html(lab.run(stats.run_id))
+    assert "<title>shown &lt;script&gt;alert(1)&lt;/script&gt;</title>" in html
+    assert "<th>logged as</th><td>logged-name</td>" in html
+    assert "<th>tags</th><td>logged, kept</td>" in html
+    assert "<th>project</th><td>vision</td>" in html
+    assert "<th>note</th><td># Why\n&lt;script&gt;alert(1)&lt;/script&gt;\n*it* worked</td>" in html
+    assert hostile not in html

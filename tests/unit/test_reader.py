@@ -364,3 +364,98 @@ def test_a_series_whose_last_idx_its_owner_made_text_still_reads_its_latest_poin
     assert run.latest("loss") == (4, 4.0)
     assert run.latest("note") == (4, "n4")
     assert run.summary("loss") == {"last": 4.0, "min": 0.0, "max": 4.0}
+
+
+# ---- annotations and the trash, as the readers see them ---------------------------------------
+
+
+def plant_runs(client, count, owner="alice"):
+    """``count`` finished runs of ``owner``, the last one newest; their ids."""
+    k = Keys()
+    client.sadd(k.owners, owner)
+    ids = [f"{owner}.r{i:03d}" for i in range(count)]
+    for i, run_id in enumerate(ids):
+        client.hset(k.run(run_id), mapping={"name": f"run{i}", "status": "finished", "started": 1000 + i,
+                                            "tags": '["logged"]'})  # fmt: skip
+        client.zadd(k.owner_runs(owner), {run_id: 1000 + i})
+        client.sadd(k.owner_status(owner, "finished"), run_id)
+    return ids
+
+
+def test_trashed_runs_are_in_no_list_but_their_own_and_pages_stay_full(lab, redis_server):
+    """The newest 150 of 200 runs go to the trash: the first page is the 50 others (the index
+    window grows past the trashed), the trash lists them, and a run still opens by its id."""
+    from labstats.curation import Curation
+
+    client = redis_server.client()
+    ids = plant_runs(client, 200)
+    newest = ids[::-1]
+    cur = Curation(client, actor="tester", writer="default")
+    for run_id in newest[:150]:
+        cur.trash(run_id)
+    assert [r.id for r in lab.runs(limit=20)] == newest[150:170]
+    assert [r.id for r in lab.runs(limit=20, offset=40)] == newest[190:200]
+    assert [r.id for r in lab.runs(limit=None)] == newest[150:]
+    assert [r.id for r in lab.runs(trashed=True, limit=None)] == newest[:150]
+    assert [r.id for r in lab.runs(status="finished", limit=None)] == newest[150:]
+    assert [r.id for r in lab.runs(tag="logged", limit=3)] == newest[150:153]
+    assert [r.id for r in lab.runs(name="run1", trashed=True, limit=None)] == [
+        i for i in newest[:150] if client.hget(f"ls:run:{i}", "name").startswith(b"run1")]  # fmt: skip
+    assert lab.run(newest[0]).trashed
+    assert lab.run(newest[0]).annotations.trashed_by == "tester"
+    cur.restore(newest[0])
+    assert lab.runs(limit=1)[0].id == newest[0]
+    assert lab.run_ids() == newest  # the archiver and the purge still see every run
+
+
+def test_each_run_carries_its_annotations_and_the_filters_go_by_them(lab, redis_server):
+    from labstats.curation import Curation
+
+    client = redis_server.client()
+    ids = plant_runs(client, 3)
+    cur = Curation(client, actor="tester", writer="default")
+    cur.change(ids[0], name="the good one", project="vision", tags_add=["keep"], tags_remove=["logged"],
+               starred=True, protected=True, note="*fine*")  # fmt: skip
+    run = lab.run(ids[0])
+    assert (run.display_name, run.name, run.project, run.note) == ("the good one", "run0", "vision", "*fine*")
+    assert run.annotations.tags == ("keep",)
+    assert run.tags == ["logged"]
+    assert run.annotations.starred
+    assert run.annotations.protected
+    assert not run.trashed
+    assert lab.run(ids[1]).display_name == "run1"
+    assert [r.id for r in lab.runs(tag="keep")] == [ids[0]]
+    assert [r.id for r in lab.runs(tag="logged")] == [ids[2], ids[1]]
+    assert [r.id for r in lab.runs(name="GOOD")] == [ids[0]]
+    assert [r.id for r in lab.runs(project="vision")] == [ids[0]]
+    assert [r.id for r in lab.runs(starred=True)] == [ids[0]]
+    listed = {r.id: r for r in lab.runs()}
+    assert listed[ids[0]].loaded_annotations.name == "the good one"  # read with the list
+
+
+def test_a_change_on_the_master_shows_on_a_replica_reader_within_a_second(tmp_path, url, redis_server):
+    """Jupyter reads the web box's replica: a run listed there, and a run object kept from
+    before, show a change made on the master (the viewer's or the CLI's) within 1 s."""
+    from conftest import RedisServer, wait_for
+
+    from labstats.curation import Curation
+
+    ids = plant_runs(redis_server.client(), 2)
+    replica = RedisServer(
+        tmp_path / "replica",
+        extra_args=("--appendonly", "no", "--replicaof", "127.0.0.1", str(redis_server.port)),
+    )
+    replica.start()
+    try:
+        lab = labstats.connect(replica.url)
+        assert wait_for(lambda: len(lab.runs()) == 2)
+        kept = lab.run(ids[1])
+        assert kept.display_name == "run1"
+        Curation(redis_server.client(), actor="tester", writer="default").change(ids[1], name="renamed")
+        Curation(redis_server.client(), actor="tester", writer="default").trash(ids[0])
+        changed = time.monotonic()
+        assert wait_for(lambda: [r.display_name for r in lab.runs()] == ["renamed"], timeout=1.0)
+        assert wait_for(lambda: kept.display_name == "renamed", timeout=2.0)
+        assert time.monotonic() - changed < 1.5
+    finally:
+        replica.stop()
