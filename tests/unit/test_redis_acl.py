@@ -138,7 +138,7 @@ AMPLIFYING_READS = [
 ]
 
 
-@pytest.mark.parametrize("user", ["alice", "viewer", "archiver", "ops"])
+@pytest.mark.parametrize("user", ["alice", "viewer", "archiver", "ops", "annotator"])
 @pytest.mark.parametrize("command", AMPLIFYING_READS, ids=lambda c: c[0])
 def test_no_user_may_ask_for_more_than_a_key_holds(acl_server, user, command):
     with pytest.raises(redis.exceptions.NoPermissionError):
