@@ -28,6 +28,14 @@ the log: user, role, method, path.
 A line of the files without a role (written before roles existed) reads as a reader until the
 viewer role's next converge writes the role in.
 
+Forged requests: every request that changes something (any method but GET, HEAD and OPTIONS)
+sent with the session cookie must carry this viewer's own origin in its Origin header (or,
+without one, its Referer): a form another site serves is refused with 403 before anything
+runs, even where the browser sent the cookie (SameSite=Strict keeps it from doing so). Only
+logout and the own password (which asks for the current one) take a request with neither
+header, as scripts send them. Tokens are exempt: a browser never adds them by itself. An open
+viewer (no [auth]) refuses a foreign Origin or Referer on such requests as well.
+
 Own password: /account/password (current password, the new one twice, at least 12
 characters). It is kept in the sessions file with the SHA-256 of the users file's hash it
 replaced: it is the user's password until that hash changes (an admin's reset from the
@@ -42,6 +50,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import NoReturn
 from urllib.parse import urlsplit
 
 from flask import Flask, Response, abort, g, jsonify, redirect, render_template, request, url_for
@@ -68,6 +77,10 @@ READER_POSTS = frozenset(
         "pages.save_view",  # the user's own saved views of the runs table (saved or deleted)
     }
 )
+# Changing endpoints that take a session's request without Origin or Referer (scripts, older
+# clients): logging out does no harm, and a new password needs the current one. A foreign
+# Origin or Referer is refused there too.
+NO_ORIGIN_NEEDED = frozenset({"auth.login", "auth.logout", "auth.password"})
 MIN_PASSWORD_CHARS = 12
 # Wrong current passwords on the own-password page, per user, before it answers 429 for a
 # while: a stolen session cannot guess its way to the password (nginx limits /login itself).
@@ -395,6 +408,8 @@ def init_app(app: Flask, config: AuthConfig | None) -> None:
         g.via = None  # "session" or "token" once known
         if guard is None:
             g.role = "admin"  # an open viewer (a laptop's loopback): no logins, no roles
+            if request.method not in READ_METHODS and request_site() is False:
+                return _forged()  # a page of another site posting to the laptop's viewer
             return None
         if request.endpoint in PUBLIC_ENDPOINTS:
             return None
@@ -413,6 +428,8 @@ def init_app(app: Flask, config: AuthConfig | None) -> None:
         found = store.lookup(cookie)
         if found and found.user in guard.config.users and found.fingerprint == guard.fingerprint(found.user):
             g.user, g.role, g.via = found.user, guard.role(found.user), "session"
+            if request.method not in READ_METHODS and not own_site(request.endpoint, config.origins):
+                return _forged()
             return authorize()
         if found:  # the user's password changed or the user is gone
             store.end(cookie)
@@ -427,7 +444,8 @@ def init_app(app: Flask, config: AuthConfig | None) -> None:
         needed = required_role(request.endpoint, request.method, view)
         if needed is None or has_role(g.role, needed):
             return None
-        # The audit trail's precursor: who was refused what, one line.
+        # Who was refused what: one line in the log, and an entry in the audit trail when the
+        # route names a run (the annotations blueprint records it).
         app.logger.warning(
             "refused: user=%r role=%s method=%s path=%r needs=%s",
             g.user,
@@ -436,6 +454,9 @@ def init_app(app: Flask, config: AuthConfig | None) -> None:
             request.path,
             needed,
         )
+        on_refused = app.extensions.get("labstats_on_refused")
+        if on_refused is not None and request.method not in READ_METHODS:
+            on_refused(needed)
         abort(403, f"this needs the {needed} role; {g.user} is a {g.role}")
 
     app.register_blueprint(bp)
@@ -455,6 +476,19 @@ def password_problem(new: str, current: str) -> str | None:
 def _clear_cookie(response: Response) -> None:
     # The same attributes as when it was set: a __Host- cookie is only replaced by one with them.
     response.delete_cookie(COOKIE, path="/", secure=True, httponly=True, samesite="Strict")
+
+
+def own_site(endpoint: str | None, allowed: tuple[str, ...] = ()) -> bool:
+    """Whether a changing request sent with the session cookie comes from this viewer's own
+    pages: its Origin (or Referer) is ours; neither is allowed only at NO_ORIGIN_NEEDED."""
+    site = request_site(allowed)
+    return site is True or (site is None and endpoint in NO_ORIGIN_NEEDED)
+
+
+def _forged() -> NoReturn:
+    log.warning("refused a cross-site request: method=%s path=%r origin=%r referer=%r", request.method,
+                request.path, request.headers.get("Origin"), request.headers.get("Referer"))  # fmt: skip
+    abort(403, "a change sent from another site (or without its Origin) is refused")
 
 
 def _denied(message: str) -> Response:
@@ -498,15 +532,30 @@ def origin_of(url: str) -> tuple[str, str, int] | None:
     return scheme, parts.hostname, DEFAULT_PORTS[scheme] if port is None else port
 
 
-def same_origin(allowed: tuple[str, ...] = ()) -> bool:
-    """A form post carries our own Origin (browsers send it); no Origin: a script, allowed.
+def request_site(allowed: tuple[str, ...] = ()) -> bool | None:
+    """Whether the request comes from this viewer's own origin, by its Origin header or,
+    without one, its Referer's origin: True or False; None when it carries neither (a script).
     Scheme, host and port must all match the request's own origin (uWSGI reads the scheme
     from nginx's HTTPS parameter and the host, with its port, from the Host header) or one of
-    the configured public ``allowed`` origins: http://host:8443 is not https://host:8443."""
+    the configured public ``allowed`` origins: http://host:8443 is not https://host:8443.
+    "null" (a sandboxed frame, a redirect chain) is no origin of ours."""
     origin = request.headers.get("Origin")
     if origin is None:
-        return True
+        referer = request.headers.get("Referer")
+        if referer is None:
+            return None
+        try:
+            parts = urlsplit(referer)
+        except ValueError:
+            return False
+        origin = f"{parts.scheme}://{parts.netloc}"
     got = origin_of(origin)
     if got is None:
         return False
     return got == origin_of(f"{request.scheme}://{request.host}") or got in {origin_of(o) for o in allowed}
+
+
+def same_origin(allowed: tuple[str, ...] = ()) -> bool:
+    """A form post carries our own Origin (browsers send it) or Referer; neither: a script,
+    allowed (see request_site)."""
+    return request_site(allowed) is not False

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 from flask import current_app, jsonify, request
 
+from labstats.curation import Annotations, read_annotations
 from labstats.format import run_record
 from labstats.format.codec import INT64_MAX, INT64_MIN
 from labstats.reader import SORTS, UNREACHABLE, Labs, LabstatsError, Run, Series, number, short
@@ -191,10 +192,45 @@ def config_summary(config: dict[str, Any], budget: int = MAX_LISTED_CONFIG_BYTES
     return out, shortened
 
 
-def run_summary(source: str, run: Run, whole_config: bool = False) -> dict[str, Any]:
+def annotations_of(runs: list[Run]) -> dict[tuple[int, str], Annotations]:
+    """{(id of its Lab, run id): annotations} of runs of any sources, one round trip per
+    source (read from where the runs are read: the replica)."""
+    by_lab: dict[int, list[Run]] = {}
+    for run in runs:
+        by_lab.setdefault(id(run.lab), []).append(run)
+    out: dict[tuple[int, str], Annotations] = {}
+    for key, listed in by_lab.items():
+        lab = listed[0].lab
+        try:
+            found = read_annotations(lab.redis, lab.keys.prefix, [run.id for run in listed])
+        except UNREACHABLE:  # gone since its runs were read: listed with their logged tags
+            found = {run.id: Annotations(tags=tuple(map(str, run.tags))) for run in listed}
+        out.update({(key, run_id): ann for run_id, ann in found.items()})
+    return out
+
+
+def annotation_fields(ann: Annotations) -> dict[str, Any]:
+    """What a runs list shows of a run's annotations (labstats.curation): its tags as they are
+    now (the logged ones until someone changes them), display name, project, star, protect."""
+    return {
+        "tags": list(ann.tags),
+        "display_name": ann.name,
+        "project": ann.project,
+        "starred": ann.starred,
+        "protected": ann.protected,
+        "trashed": ann.trashed,
+    }
+
+
+def run_summary(
+    source: str, run: Run, whole_config: bool = False, annotations: Annotations | None = None
+) -> dict[str, Any]:
     """What the runs list shows of a run. Never raises on a malformed record: what cannot
     be read is left out and named in ``malformed``. The config is a summary (config_summary;
-    ``config_truncated`` says when it is shortened) unless ``whole_config``."""
+    ``config_truncated`` says when it is shortened) unless ``whole_config``. The annotations
+    (annotation_fields) are read unless given (a list reads them all at once)."""
+    if annotations is None:
+        annotations = annotations_of([run])[id(run.lab), run.id]
     meta = run.meta
     host = meta.get("host")
     config, truncated = (run.config, False) if whole_config else config_summary(run.config)
@@ -214,6 +250,7 @@ def run_summary(source: str, run: Run, whole_config: bool = False) -> dict[str, 
         "malformed": run.malformed,
         "archived": run.archived,
         "duration": duration(meta),
+        **annotation_fields(annotations),
     }
 
 
@@ -246,13 +283,15 @@ def runs_table(default_limit: int = 200) -> tuple[list[dict[str, Any]], Table]:
     """A page of the runs of every source that can be read, filtered, sorted and grouped
     over all of them (labstats.viewer.table), as the runs list shows each, and the Table
     (each source's state, the Run objects, groups, totals): one source that is away leaves
-    the others listed. A filter that cannot be used is a 400 with its sentence."""
+    the others listed. A filter that cannot be used is a 400 with its sentence. Runs in the
+    trash are in no list (each source's index leaves them out: sources.TrashAwareIndex)."""
     query = table_query(default_limit)
     try:
         table = read_table(labs(), query, caches(current_app.extensions))
     except FilterError as exc:
         raise BadFilter(f"filter: {exc}") from None
-    return [run_summary(source, run) for source, run in table.runs], table
+    found = annotations_of([run for _, run in table.runs])
+    return [run_summary(s, run, annotations=found[id(run.lab), run.id]) for s, run in table.runs], table
 
 
 def tensor_at(

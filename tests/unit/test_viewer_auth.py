@@ -242,3 +242,80 @@ def test_a_short_session_key_is_refused(tmp_path):
 @pytest.mark.parametrize("origin", ["http://localhost/path", "http://user@localhost", "http://localhost?x"])
 def test_an_origin_is_only_scheme_host_and_port(app, origin):
     assert log_in(app.test_client(), Origin=origin).status_code == 403
+
+
+# Forged requests: a change sent with the session cookie must come from the viewer's own pages.
+
+
+@pytest.fixture
+def change_app(app):
+    from flask import jsonify
+
+    app.add_url_rule(
+        "/api/test/change", "test_change", lambda: jsonify(changed=True), methods=["POST", "PATCH"]
+    )
+    return app
+
+
+def logged_in(app):
+    client = app.test_client()
+    assert log_in(client).status_code == 302
+    return client
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": "https://evil.example"},
+        {"Origin": "http://localhost:8080"},  # another port of the same host: another site
+        {"Origin": "null"},
+        {"Referer": "https://evil.example/forged.html"},  # no Origin: the Referer's origin counts
+        {"Referer": "http://localhost:8080/forged.html"},
+        {"Referer": "not a url at all"},
+        {"Origin": "https://evil.example", "Referer": "http://localhost/runs"},  # Origin wins
+        {},  # neither: not one of the viewer's own pages
+    ],
+)
+def test_a_change_with_the_session_cookie_from_elsewhere_is_refused(change_app, headers, caplog):
+    client = logged_in(change_app)
+    for method in ("POST", "PATCH"):
+        answer = client.open("/api/test/change", method=method, headers=headers)
+        assert answer.status_code == 403, (method, headers)
+        assert answer.json == {"error": "a change sent from another site (or without its Origin) is refused"}
+    assert "refused a cross-site request" in caplog.text
+    # Even what a reader may change (her saved views) is refused: nothing was saved.
+    assert (
+        client.post("/views", data={"name": "forged", "query": "sort=name"}, headers=headers).status_code
+        == 403
+    )
+    assert client.get("/views/forged").status_code == 404
+
+
+@pytest.mark.parametrize(
+    "headers", [{"Origin": "http://localhost"}, {"Referer": "http://localhost/runs/local/x?y=1"}]
+)
+def test_a_change_from_the_viewers_own_pages_goes_through(change_app, headers):
+    client = logged_in(change_app)  # a reader: her own saved views are hers to change
+    view = {"name": "mine", "query": "sort=name"}
+    assert client.post("/views", data=view, headers=headers).status_code == 303
+    assert client.get("/views/mine").status_code == 302
+    assert client.get("/api/runs").status_code == 200  # reads need no Origin
+    assert client.post("/views", data=view).status_code == 403  # the same without it
+
+
+def test_a_token_needs_no_origin_and_the_session_cookie_stays_samesite_strict(change_app):
+    answer = change_app.test_client().post("/api/test/change", headers={"Authorization": f"Bearer {TOKEN}"})
+    assert answer.status_code == 403  # a reader's token: refused by its role, not by its origin
+    assert answer.json["error"].startswith("this needs the editor role")
+    cookie = log_in(change_app.test_client()).headers["Set-Cookie"]
+    assert "SameSite=Strict" in cookie
+
+
+def test_an_open_viewer_refuses_a_change_posted_by_another_site(url):
+    app = create_app({"local": Source("local", url)})
+    app.add_url_rule("/api/test/change", "test_change", lambda: "changed", methods=["POST"])
+    client = app.test_client()
+    assert client.post("/api/test/change", headers={"Origin": "https://evil.example"}).status_code == 403
+    assert client.post("/api/test/change", headers={"Referer": "http://evil.example/"}).status_code == 403
+    assert client.post("/api/test/change", headers={"Origin": "http://localhost"}).status_code == 200
+    assert client.post("/api/test/change").status_code == 200  # a script on the laptop

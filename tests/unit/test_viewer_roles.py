@@ -81,12 +81,20 @@ def app(make_app, section):
     return make_app(section)
 
 
+def browser(app):
+    """A test client that sends the viewer's own Origin, as a browser does with every change
+    a page of the viewer makes (a change without it is refused: test_viewer_annotate.py)."""
+    client = app.test_client()
+    client.environ_base["HTTP_ORIGIN"] = "http://localhost"
+    return client
+
+
 def session_client(app, user):
     """A client with a fresh session of ``user`` (made by the viewer's own store, as a login
     does, so a walk that logs out or changes a password does not end the next request's)."""
     guard, store = app.extensions["labstats_guard"], app.extensions["labstats_sessions"]
     session_id, _ = store.create(user, guard.fingerprint(user))
-    client = app.test_client()
+    client = browser(app)
     client.set_cookie(COOKIE, session_id)
     return client
 
@@ -114,6 +122,11 @@ def refusals(caplog) -> list[str]:
 
 def needs_editor(endpoint, method) -> bool:
     return method not in READ_METHODS and endpoint not in READER_POSTS
+
+
+def admins_only(app, endpoint) -> bool:
+    """Marked @requires("admin"): the audit trail's page and API, and the test's own route."""
+    return getattr(app.view_functions[endpoint], "labstats_role", None) == "admin"
 
 
 def test_the_walker_walks_every_kind_of_route(app):
@@ -147,7 +160,7 @@ def test_a_reader_is_refused_every_route_that_changes_something_and_each_refusal
         caplog.clear()
         answer = session_client(app, "carol").open(path, method=method)
         needed = (
-            "editor" if needs_editor(endpoint, method) else "admin" if endpoint == "test_admin_only" else None
+            "admin" if admins_only(app, endpoint) else "editor" if needs_editor(endpoint, method) else None
         )
         if needed:
             refused.append(endpoint)
@@ -159,13 +172,16 @@ def test_a_reader_is_refused_every_route_that_changes_something_and_each_refusal
             assert answer.status_code != 401, (method, path)
             if endpoint != "auth.password":  # its own 403: an empty form's current password is wrong
                 assert answer.status_code != 403, (method, path)
-    assert {"test_api_change", "test_page_change"} <= set(refused)
+    assert {"test_api_change", "test_page_change", "annotate.api_change", "annotate.api_trash"} <= set(
+        refused
+    )
+    assert {"annotate.api_audit", "annotate.audit_page"} <= set(refused)  # admins only
 
 
 @pytest.mark.parametrize("user", ["bob", "alice"])
 def test_an_editor_or_an_admin_gets_through_every_route(app, caplog, user):
     for endpoint, method, path in routes(app):
-        if endpoint in PUBLIC_ENDPOINTS or (endpoint == "test_admin_only" and user == "bob"):
+        if endpoint in PUBLIC_ENDPOINTS or (admins_only(app, endpoint) and user == "bob"):
             continue
         caplog.clear()
         answer = session_client(app, user).open(path, method=method)
@@ -235,14 +251,14 @@ def test_tokens_carry_their_roles(app):
 
 
 def test_a_line_of_before_roles_is_a_reader(app):
-    client = app.test_client()
+    client = browser(app)
     assert log_in(client, user="dave").status_code == 302
     assert client.get("/api/runs").status_code == 200
     assert client.post("/api/test/change").status_code == 403
 
 
 def test_a_role_changed_in_the_users_file_counts_at_the_next_request(app, tmp_path):
-    client = app.test_client()
+    client = browser(app)
     log_in(client, user="carol")
     assert client.post("/api/test/change").status_code == 403
     lines = (tmp_path / "users").read_text().replace(":reader\n", ":editor\n", 1)
@@ -447,3 +463,98 @@ def test_pages_can_ask_what_the_user_may_do(app):
         "{% for r in roles %}{{ r }}={{ may(r) }} {% endfor %}").render(roles=ROLES))  # fmt: skip
     assert session_client(app, "carol").get("/test/may").text == "reader=True editor=False admin=False "
     assert session_client(app, "bob").get("/test/may").text == "reader=True editor=True admin=False "
+
+
+# Routes that change a run (annotations and the trash): each leaves exactly one audit entry,
+# read back from the audit trail; a reader is refused each, and the refusal is in the trail.
+
+
+def run_routes(app):
+    """(endpoint, method, rule) of every changing route that names a run: found in the URL
+    map, so a route added later is walked too."""
+    return sorted(
+        (rule.endpoint, method, rule)
+        for rule in app.url_map.iter_rules()
+        if {"source", "run_id"} <= set(rule.arguments)
+        for method in rule.methods - READ_METHODS
+    )
+
+
+def walk_inputs(endpoint: str, method: str) -> dict:
+    """What each kind of route is sent: a change that changes something (a tag)."""
+    if method == "PATCH":
+        return {"json": {"tags_add": ["walked"]}}
+    return {"data": {"tags_add": "walked"}} if endpoint.endswith("change") else {}
+
+
+@pytest.fixture
+def editable(make_app, section, url, tmp_path):
+    """The app over a source whose annotations can be changed (annotate_url), and a maker of
+    fresh runs on it."""
+    from labstats.curation import Curation
+
+    app = make_app(section)
+    app.extensions["labstats_sources"]["local"].annotate_url = url
+    counter = iter(range(1000))
+
+    def fresh_run(trashed: bool = False) -> str:
+        with labstats.Stats(tmp_path / f"walk{next(counter)}", name="walked") as stats:
+            stats.log(step=0, loss=1.0)
+        if trashed:
+            Curation(labstats.connect(url).redis, actor="setup", writer="annotator").trash(stats.run_id)
+        return stats.run_id
+
+    return app, fresh_run
+
+
+def audit_of(url, run_id):
+    from labstats.curation import read_audit
+
+    return read_audit(labstats.connect(url).redis, run_id=run_id)
+
+
+def test_every_change_to_a_run_leaves_exactly_one_audit_entry(editable, url):
+    app, fresh_run = editable
+    walked = run_routes(app)
+    endpoints = {endpoint for endpoint, _, _ in walked}
+    assert {"annotate.api_change", "annotate.api_trash", "annotate.api_restore", "annotate.page_change",
+            "annotate.page_trash", "annotate.page_restore"} <= endpoints  # fmt: skip
+    for endpoint, method, rule in walked:
+        run_id = fresh_run(trashed=endpoint.endswith("restore"))
+        before = audit_of(url, run_id)
+        path = app.url_map.bind("localhost").build(rule.endpoint, {"source": "local", "run_id": run_id})
+        answer = session_client(app, "bob").open(path, method=method, **walk_inputs(endpoint, method))
+        assert answer.status_code in (200, 303), (endpoint, method, answer.status_code, answer.text)
+        after = audit_of(url, run_id)
+        assert len(after) == len(before) + 1, (endpoint, method)
+        assert after[0]["who"] == "bob"
+        assert after[0]["via"] == ("api" if path.startswith("/api/") else "viewer")
+        assert after[0]["action"] in ("change", "trash", "restore")
+
+
+def test_a_reader_is_refused_every_change_to_a_run_and_each_refusal_is_audited(editable, url, caplog):
+    app, fresh_run = editable
+    run_id = fresh_run(trashed=False)
+    walked = run_routes(app)
+    for endpoint, method, rule in walked:
+        path = app.url_map.bind("localhost").build(rule.endpoint, {"source": "local", "run_id": run_id})
+        before = audit_of(url, run_id)
+        answer = session_client(app, "carol").open(path, method=method, **walk_inputs(endpoint, method))
+        assert answer.status_code == 403, (endpoint, method)
+        after = audit_of(url, run_id)
+        assert len(after) == len(before) + 1, (endpoint, method)
+        entry = after[0]
+        assert (entry["action"], entry["who"], entry["changes"]) == ("refused", "carol", {})
+        assert f"{method} {path}" in entry["what"]
+    reader_token = next(token for token, role in TOKENS.items() if role == "reader")
+    path = f"/api/runs/local/{run_id}/trash"
+    answer = app.test_client().post(path, headers={"Authorization": f"Bearer {reader_token}"})
+    assert answer.status_code == 403
+    assert (audit_of(url, run_id)[0]["who"], audit_of(url, run_id)[0]["via"]) == ("reader", "api")
+    # Nothing was changed: the run is in no trash and has its logged tags only.
+    annotations = (
+        session_client(app, "carol").get(f"/api/runs/local/{run_id}/annotations").json["annotations"]
+    )
+    assert annotations["trashed"] is None
+    assert annotations["tags"] == []
+    assert len(audit_of(url, run_id)) == len(walked) + 1
