@@ -15,7 +15,13 @@ Grammar (keywords and/or/not/in and true/false/null in any case):
     name       := letters, digits, _ . / - :  (starting with a letter or _), or `any text`
 
 A name is a config key when some run has that key; else a metric (a numeric series, its
-last value, or ``.last``, ``.min``, ``.max``); else one of the run's FIELDS. A run without
+last value, or ``.last``, ``.min``, ``.max``); else one of the run's FIELDS. Of those, the
+annotations people give after the fact: ``name`` is the display name (the logged name where
+there is none), ``project`` a text, ``starred`` true or false, and ``tag`` the run's tags:
+
+    tag == "best"                 the run has the tag best (!= : it has not)
+    tag in ("best", "baseline")   it has one of them (not in: none of them)
+    tag                           it has any tag A run without
 the key or metric matches no comparison but ``== null``. Comparing a number with a string
 (or any two kinds of value) is an error, as is a name no run has: every error is a
 FilterError with a sentence that says where and why, which the table shows and the API
@@ -36,7 +42,9 @@ MAX_DEPTH = 32  # nested parentheses and nots: deep nesting must not exhaust Pyt
 MAX_LIST_ITEMS = 1000
 PARTS = ("last", "min", "max")
 # The run's own fields a filter can name (after config keys and metrics of those names).
-FIELDS = ("name", "status", "duration", "started", "host", "source", "id")
+FIELDS = ("name", "status", "duration", "started", "host", "source", "id", "project", "tag", "starred")
+# Fields whose value is a list (a run's tags): compared by membership, never ordered.
+LIST_FIELDS = ("tag",)
 COMPARISONS = ("==", "!=", "<=", ">=", "<", ">")
 KEYWORDS = {"and", "or", "not", "in", "true", "false", "null", "none"}
 
@@ -381,7 +389,42 @@ class Filter:
             return lookup(self.refs[node.text]), node.text
         return self._eval(node, lookup, label), None
 
+    def _listed(self, node) -> bool:
+        return (
+            isinstance(node, Name)
+            and self.refs.get(node.text, ("",))[0] == "field"
+            and node.text in LIST_FIELDS
+        )
+
+    def _eval_list(self, node, lookup, label) -> bool:
+        """A comparison with a list field (tag): membership of the other side's string."""
+        if isinstance(node, Truth):
+            return bool(_as_list(lookup(self.refs[node.operand.text])))
+        if isinstance(node, Member):
+            have = _as_list(lookup(self.refs[node.left.text]))
+            wanted = [item.value for item in node.values]
+            for value in wanted:
+                if not isinstance(value, str):
+                    raise FilterError(
+                        f"column {node.at}: {node.left.text} is compared with text, not {_shown(value)}"
+                    )
+            return any(value in have for value in wanted) != node.negated
+        listed, other = (node.left, node.right) if self._listed(node.left) else (node.right, node.left)
+        if node.op not in ("==", "!="):
+            raise FilterError(f"column {node.at}: {listed.text} can only be compared with == or != "
+                              f'(such as {listed.text} == "best")')  # fmt: skip
+        value, _ = self._value(other, lookup, label)
+        if self._listed(other) or not isinstance(value, str):
+            raise FilterError(f"column {node.at}: {listed.text} is compared with text, not {_shown(value)}")
+        return (value in _as_list(lookup(self.refs[listed.text]))) == (node.op == "==")
+
     def _eval(self, node, lookup, label) -> bool:
+        if isinstance(node, Truth | Member) and self._listed(
+            node.operand if isinstance(node, Truth) else node.left
+        ):
+            return self._eval_list(node, lookup, label)
+        if isinstance(node, Compare) and (self._listed(node.left) or self._listed(node.right)):
+            return self._eval_list(node, lookup, label)
         if isinstance(node, Either):
             return any(self._eval(p, lookup, label) for p in node.parts)
         if isinstance(node, Both):
@@ -428,6 +471,11 @@ class Filter:
         where = f"{name} is {_shown(value)} in {label}" if name else f"{_shown(value)}"
         return FilterError(f"column {at}: {where}, compared with {_shown(other)}; "
                            f"a {kind_of(value)} cannot be compared with a {kind_of(other)}")  # fmt: skip
+
+
+def _as_list(value: Any) -> list:
+    """A list field's value as a list (None, a run without any: empty)."""
+    return list(value) if isinstance(value, list | tuple | set | frozenset) else []
 
 
 def _shown(value: Any) -> str:

@@ -179,3 +179,51 @@ def test_a_comparison_means_what_python_means(value, bound, op):
     expected = {"<": value < bound, "<=": value <= bound, ">": value > bound, ">=": value >= bound,
                 "==": value == bound, "!=": value != bound}[op]  # fmt: skip
     assert matches(f"lr {op} {bound!r}", run({"lr": value})) == expected
+
+
+# Annotations given after the fact: project, tag, starred and the display name.
+
+BEST = run(tag=["best", "baseline"], project="vision", starred=True, name="lr sweep 3")
+PLAIN = run(tag=[], project=None, starred=False, name="run-7")
+
+
+def annotated(text, lookup):
+    return compile_filter(text, {"lr"}, METRICS).matches(lookup)
+
+
+@pytest.mark.parametrize(
+    ("text", "best", "plain"),
+    [
+        ('tag == "best"', True, False),
+        ('"best" == tag', True, False),
+        ('tag != "best"', False, True),
+        ('tag == "bes"', False, False),  # a whole tag, not a part of one
+        ('tag in ("other", "baseline")', True, False),
+        ('tag not in ("best")', False, True),
+        ("tag", True, False),  # any tag at all
+        ("not tag", False, True),
+        ('project == "vision"', True, False),
+        ("project == null", False, True),
+        ("starred", True, False),
+        ("starred == false", False, True),
+        ('name == "lr sweep 3"', True, False),
+        ('tag == "best" and starred and project == "vision"', True, False),
+    ],
+)
+def test_annotations_can_be_filtered_on(text, best, plain):
+    assert annotated(text, BEST) is best
+    assert annotated(text, PLAIN) is plain
+
+
+@pytest.mark.parametrize(
+    ("text", "said"),
+    [
+        ('tag < "best"', "tag can only be compared with == or !="),
+        ("tag == 3", "tag is compared with text, not 3 (a number)"),
+        ("tag in (1, 2)", "tag is compared with text, not 1 (a number)"),
+        ("project < 3", "cannot be compared"),
+    ],
+)
+def test_a_tag_compared_with_what_is_not_text_is_a_sentence(text, said):
+    with pytest.raises(FilterError, match=said.replace("(", r"\(").replace(")", r"\)")):
+        annotated(text, BEST)
