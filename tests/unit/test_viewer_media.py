@@ -357,3 +357,117 @@ def test_a_run_page_reads_a_tensor_file_once(client, tmp_path, store, monkeypatc
     reads.clear()
     assert "w at idx 0" in client.get(f"/runs/local/{stats.run_id}?step=0").data.decode()
     assert len(set(reads)) == 2  # an earlier step: the latest and the chosen one
+
+
+# ---- epochs and steps, montage labels, the compare page's media --------------------------------
+
+
+@pytest.fixture
+def epoch_run(tmp_path, store) -> str:
+    """Images logged at update() (idx = epoch × 128 + step × 32) and through save_jpg."""
+    with labstats.Stats(tmp_path / "epochs", name="epochs") as stats:
+        for epoch in range(3):
+            for step in range(4):
+                idx = stats.update(epoch, 128, 32, step)
+                stats.image("samples", frame(idx // 32))
+                stats.save_jpg(frame(step), tmp_path / "jpg", "seed", epoch, step, 0)
+    return stats.run_id
+
+
+def test_media_steps_are_labelled_by_epoch_and_step(client, epoch_run):
+    listed = {m["name"]: m for m in client.get(f"/api/runs/local/{epoch_run}/media").get_json()["media"]}
+    assert set(listed) == {"samples", "seed"}  # seed: save_jpg's name
+    for entry in listed.values():
+        assert entry["steps"] == [32 * k for k in range(12)]
+        assert entry["epochs"] == [k // 4 for k in range(12)]
+    body = client.get(path(epoch_run, "media", "samples") + "?step=160").get_json()
+    assert (body["epoch"], body["label"]) == (1, "epoch 1 · step 160")
+    assert body["epochs"] == listed["samples"]["epochs"]
+    html = client.get(f"/runs/local/{epoch_run}").get_data(as_text=True)
+    assert '<output class="media-step-value">epoch 2 · step 352</output>' in html
+    assert 'data-epochs="[0, 0, 0, 0, 1, 1, 1, 1, 2, 2, 2, 2]"' in html
+
+
+def test_a_run_without_epochs_labels_by_step_only(client, run_id):
+    body = client.get(path(run_id, "media", HOSTILE) + "?step=20").get_json()
+    assert (body["epoch"], body["label"]) == (None, "step 20")
+    assert body["epochs"] == [None] * 6
+
+
+def test_montage_tiles_are_the_originals_labelled_with_their_step(client, epoch_run):
+    from labstats.viewer.media import MONTAGE_TILE_PX
+
+    answer = client.get(path(epoch_run, "montage", "samples") + "?steps=0,160")
+    montage = np.asarray(Image.open(io.BytesIO(answer.data)).convert("RGB"))
+    px, strip = MONTAGE_TILE_PX, media_files.LABEL_PX
+    for k, idx in enumerate((0, 160)):
+        tile = montage[:px, k * (px + 2) : k * (px + 2) + px]
+        scale = px // 16
+        assert np.array_equal(tile, np.kron(frame(idx // 32), np.ones((scale, scale, 1), np.uint8)))
+        label = f"epoch {idx // 128} · step {idx}"
+        alone = np.asarray(media_files.labelled_montage([(label, Image.new("RGB", (px, px), "white"))]))
+        assert np.array_equal(montage[px : px + strip, k * (px + 2) : k * (px + 2) + px], alone[px:]), label
+
+
+def test_the_gif_is_made_from_the_originals_at_up_to_512_px(client, run_id):
+    gif = Image.open(io.BytesIO(client.get(path(run_id, "animation", HOSTILE)).data))
+    assert gif.size == (512, 512)  # 6 frames: 512 px each (from the thumbnails: 256)
+    gif.seek(3)
+    assert np.array_equal(np.asarray(gif.convert("RGB")), np.kron(frame(3), np.ones((32, 32, 1), np.uint8)))
+
+
+def test_the_run_page_has_its_media_grid_and_url_templates_before_any_media(client, tmp_path):
+    with labstats.Stats(tmp_path / "plain") as stats:
+        stats.log(step=0, loss=1.0)
+    html = client.get(f"/runs/local/{stats.run_id}").get_data(as_text=True)
+    assert '<h2 class="media-heading" hidden>Media</h2>' in html
+    assert f'data-records="/api/runs/local/{stats.run_id}/media/__NAME__"' in html
+    assert f'data-animation="/api/runs/local/{stats.run_id}/animation/__NAME__"' in html
+    assert 'data-three="/vendor/three.min.js"' in html
+    assert "media.css" in html
+    assert 'class="media-panel"' not in html
+
+
+def test_the_compare_endpoint_lists_each_runs_media_with_working_urls(client, run_id, epoch_run):
+    answer = client.get(f"/api/compare/media?run=local/{epoch_run}&run=local/{run_id}")
+    assert answer.status_code == 200
+    body = answer.get_json()
+    assert [r["name"] for r in body["runs"]] == [
+        "epochs",
+        client.get(f"/api/runs/local/{run_id}").json["name"],
+    ]
+    assert body["names"] == [
+        {"name": HOSTILE, "kind": "image"},
+        {"name": "batch", "kind": "image"},
+        {"name": "cloud", "kind": "points"},
+        {"name": "samples", "kind": "image"},
+        {"name": "seed", "kind": "image"},
+        {"name": "sky", "kind": "fits"},
+    ]
+    hostile = next(m for m in body["runs"][1]["media"] if m["name"] == HOSTILE)
+    assert hostile["steps"] == [0, 10, 20, 30, 40, 50]
+    assert "<" not in hostile["urls"]["thumb"]  # the name is quoted in its URLs
+    thumb = client.get(hostile["urls"]["thumb"] + "?step=30")
+    assert thumb.status_code == 200
+    samples = next(m for m in body["runs"][0]["media"] if m["name"] == "samples")
+    assert samples["epochs"][4] == 1
+    assert client.get(samples["urls"]["records"] + "?step=128").get_json()["label"] == "epoch 1 · step 128"
+
+
+@pytest.mark.parametrize(
+    ("query", "status", "said"),
+    [
+        ("", 400, "choose between 1 and 20 runs"),
+        ("?" + "&".join(["run=local/x"] * 21), 400, "choose between 1 and 20 runs"),
+        ("?run=local/nosuchrun", 404, "nosuchrun"),
+        ("?run=elsewhere/{run}", 404, "unknown source 'elsewhere'"),
+        ("?run={run}", 404, "unknown source"),  # no source/: the whole ref taken as a source
+        ("?run=local/..%2F..%2Fetc%2Fpasswd", 404, "../../etc/passwd"),
+        ("?run=local/%3Cscript%3E", 404, "<script>"),
+    ],
+)
+def test_the_compare_endpoint_refuses_bad_refs_clearly(client, run_id, query, status, said):
+    answer = client.get("/api/compare/media" + query.format(run=run_id))
+    assert answer.status_code == status
+    assert said in answer.get_json()["error"]
+    assert answer.mimetype == "application/json"  # a name said in JSON, never in a page

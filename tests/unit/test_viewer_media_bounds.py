@@ -320,3 +320,131 @@ def test_a_long_step_list_is_refused_and_a_long_logged_list_is_quick(client, url
     assert gif.status_code == 200
     assert gif.headers["X-Frames"] == "300"
     assert time.monotonic() - started < 5  # 2,600 listed steps alone burned 10 s of CPU
+
+
+# ---- 6. montages and GIFs from the originals, within a budget ------------------------------------
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header says ``width``×``height`` (a 1×1 picture's, its IHDR rewritten):
+    a decompression bomb as far as a reader that trusts the header can tell."""
+    import struct
+    import zlib
+
+    data = bytearray(png(1, 1))
+    data[16:24] = struct.pack(">II", width, height)
+    data[29:33] = struct.pack(">I", zlib.crc32(bytes(data[12:29])))
+    return bytes(data)
+
+
+def checker(k: int) -> np.ndarray:
+    picture = np.zeros((64, 64, 3), np.uint8)
+    picture[..., 0] = 30 * k
+    picture[..., 1] = (np.indices((64, 64)).sum(axis=0) % 2) * 200  # detail a WebP thumbnail blurs
+    return picture
+
+
+def plant_pictures(url, run_id, store, name: str, originals: dict[int, bytes | str]) -> None:
+    """A picture per step: its original (bytes put in the store, or a digest as it is) and
+    the thumbnail the logger would make of checker(step)."""
+    records, thumbs = {}, {}
+    for step, original in originals.items():
+        digest = store.put(original) if isinstance(original, bytes) else original
+        records[(step, 0)] = {"digest": digest, "type": "image/png"}
+        thumbs[(step, 0)] = media_files.thumbnail(Image.fromarray(checker(step)))
+    plant(url, run_id, name, "image", records, thumbs)
+
+
+def frames_of(data: bytes) -> list[np.ndarray]:
+    gif = Image.open(io.BytesIO(data))
+    frames = []
+    for k in range(gif.n_frames):
+        gif.seek(k)
+        frames.append(np.asarray(gif.convert("RGB")))
+    return frames
+
+
+def from_original(frame: np.ndarray, step: int) -> bool:
+    scale = frame.shape[0] // 64
+    return np.array_equal(frame, np.kron(checker(step), np.ones((scale, scale, 1), np.uint8)))
+
+
+def test_a_gif_reads_no_huge_original_whole_and_draws_it_from_its_thumbnail(client, url, run_id, store):
+    """Step 0's original is a real 64 px PNG: its frame is that picture, exactly. Step 1's
+    is an 8 GiB file (sparse, planted under a digest's name): its size, taken before it is
+    opened, keeps it unread (hashing it alone took seconds). Step 2's header claims
+    30000×30000 px: refused before a pixel is decoded. Both are drawn from their thumbnails."""
+    huge = "ab" * 32
+    store.path(huge).parent.mkdir(parents=True, exist_ok=True)
+    with open(store.path(huge), "wb") as file:
+        file.truncate(8 << 30)
+    originals = {0: media_files.png_bytes(checker(0)), 1: huge, 2: png_claiming(30000, 30000)}
+    plant_pictures(url, run_id, store, "pics", originals)
+    started = time.monotonic()
+    mb, answer = peak_mb(lambda: client.get(api(run_id, "animation", "pics")))
+    assert answer.status_code == 200
+    assert time.monotonic() - started < 2
+    assert mb < 40, f"{mb:.0f} MB"
+    frames = frames_of(answer.data)
+    assert [frame.shape for frame in frames] == [(512, 512, 3)] * 3
+    assert [from_original(frame, step) for step, frame in enumerate(frames)] == [True, False, False]
+    # The thumbnails' frames show their steps (red 30 × step), not a blank or an error.
+    assert [round(frame[..., 0].mean() / 30) for frame in frames] == [0, 1, 2]
+    for k in (1, 2):
+        assert client.get(api(run_id, "montage", "pics", f"?steps={k}")).status_code == 200
+
+
+def test_what_one_request_reads_of_originals_is_bounded(client, url, run_id, store, monkeypatch):
+    """Past the request's budget of decoded pixels (or of bytes), the frames come from the
+    thumbnails: a montage or a GIF of 300 large originals costs at most the budget."""
+    from labstats.viewer import media as viewer_media
+
+    plant_pictures(url, run_id, store, "pics", {s: media_files.png_bytes(checker(s)) for s in range(4)})
+    monkeypatch.setattr(viewer_media, "ORIGINALS_MAX_PIXELS", 2 * 64 * 64)
+    answer = client.get(api(run_id, "montage", "pics"))
+    montage = np.asarray(Image.open(io.BytesIO(answer.data)).convert("RGB"))
+    cell, width = 256 + media_files.LABEL_PX + 2, 258
+    tiles = [
+        montage[(k // 2) * cell : (k // 2) * cell + 256, (k % 2) * width : (k % 2) * width + 256]
+        for k in range(4)
+    ]
+    assert [from_original(tile, k) for k, tile in enumerate(tiles)] == [True, True, False, False]
+    monkeypatch.setattr(viewer_media, "ORIGINALS_MAX_PIXELS", 1 << 30)
+    records = [
+        client.get(api(run_id, "media", "pics", f"?step={k}")).get_json()["records"][0] for k in range(3)
+    ]
+    monkeypatch.setattr(
+        viewer_media, "ORIGINALS_MAX_BYTES", sum(store.path(r["digest"]).stat().st_size for r in records)
+    )
+    frames = frames_of(client.get(api(run_id, "animation", "pics")).data)
+    assert [from_original(frame, k) for k, frame in enumerate(frames)] == [True, True, True, False]
+
+
+def test_a_gif_of_many_steps_has_smaller_frames_its_pixels_bounded(client, url, run_id):
+    from labstats.viewer.media import GIF_MAX_PIXELS, gif_frame_px
+
+    assert [gif_frame_px(n) for n in (1, 75, 300)] == [512, 512, 256]
+    assert all(n * gif_frame_px(n) ** 2 <= GIF_MAX_PIXELS for n in range(1, 301))
+    steps = range(300)
+    plant(url, run_id, "pics", "image", {(s, 0): {"digest": "0" * 64} for s in steps},
+          {(s, 0): webp(s) for s in steps})  # fmt: skip
+    answer = client.get(api(run_id, "animation", "pics"))
+    assert answer.headers["X-Frames"] == "300"
+    assert Image.open(io.BytesIO(answer.data)).size == (256, 256)  # 512 px: 4 times the pixels
+
+
+def test_hostile_originals_are_never_read_outside_the_store(client, url, run_id, store):
+    """Records whose digest is a path, a link planted under a digest's name, a file of
+    another type: montage and GIF answer from the thumbnails, never from those files."""
+    secret = store.root.parent / "secret.png"
+    secret.write_bytes(media_files.png_bytes(checker(0)))
+    link = "cd" * 32
+    store.path(link).parent.mkdir(parents=True, exist_ok=True)
+    store.path(link).symlink_to(secret)
+    plant_pictures(url, run_id, store, "pics", {0: "../../secret.png", 1: link})
+    plant(url, run_id, "pics", "image", {(2, 0): {"digest": store.put(media_files.png_bytes(checker(2))),
+                                                  "type": "text/html"}},
+          {(2, 0): media_files.thumbnail(Image.fromarray(checker(2)))})  # fmt: skip
+    frames = frames_of(client.get(api(run_id, "animation", "pics")).data)
+    assert [from_original(frame, k) for k, frame in enumerate(frames)] == [False, False, False]
+    assert client.get(api(run_id, "montage", "pics")).status_code == 200
