@@ -323,3 +323,17 @@ def test_the_html_export_shows_display_name_tags_project_and_note_as_text(tmp_pa
     assert "<th>project</th><td>vision</td>" in html
     assert "<th>note</th><td># Why\n&lt;script&gt;alert(1)&lt;/script&gt;\n*it* worked</td>" in html
     assert hostile not in html
+
+
+def test_what_the_acl_cannot_refuse_is_what_docs_security_says(acl):
+    """XADD's MAXLEN option cannot be refused by an ACL: the annotator can cut its own stream
+    (docs/security.md says so), never a training user's."""
+    annotator = as_user(acl, "annotator")
+    c = cur(annotator, writer="annotator", actor="gina", via="viewer")
+    c.change(ALICE_RUN, starred=True)
+    cur(as_user(acl, "alice"), writer="alice").change(ALICE_RUN, note="mine")
+    annotator.execute_command("XADD", "ls:audit:annotator", "MAXLEN", "0", "*", "who", "x")
+    assert annotator.xlen("ls:audit:annotator") == 0
+    with pytest.raises(redis.exceptions.NoPermissionError):
+        annotator.execute_command("XADD", "ls:audit:alice", "MAXLEN", "0", "*", "who", "x")
+    assert [e["writer"] for e in read_audit(annotator)] == ["alice"]
