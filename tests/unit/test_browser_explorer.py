@@ -23,7 +23,7 @@ DRAWN_JS = """() => Bokeh.documents.map((doc) => {
   return [fig.title.text, lines.map((r) => {
     const d = r.data_source.data;
     const column = (k) => (d[k] ? Array.from(d[k]) : null);
-    return {label: d.label[0], x: column("x"), center: column("center"), lower: column("lower"),
+    return {label: r.data_source.tags[0], x: column("x"), center: column("center"), lower: column("lower"),
             upper: column("upper"), count: column("count"), color: r.glyph.line_color};
   })];
 })"""

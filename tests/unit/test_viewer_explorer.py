@@ -45,6 +45,15 @@ def lines_of(answer: dict) -> dict[str, dict]:
     return out
 
 
+def decoded(value):
+    """A column as Bokeh sends it: an ndarray (gzipped base64) as a list, else as it is."""
+    if isinstance(value, dict) and value.get("type") == "ndarray":
+        raw = base64.b64decode(value["array"]["data"])
+        raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw  # Bokeh gzips arrays
+        return np.frombuffer(raw, dtype=value["dtype"]).tolist()
+    return value
+
+
 def sources_of(spec: dict) -> dict[str, dict]:
     """The data sources (name → decoded columns) of a Bokeh JSON item."""
     found = {}
@@ -55,12 +64,8 @@ def sources_of(spec: dict) -> dict[str, dict]:
             if isinstance(attributes, dict) and str(attributes.get("name", "")).startswith("data-"):
                 columns = {}
                 for key, value in attributes["data"]["entries"]:
-                    if isinstance(value, dict) and value.get("type") == "ndarray":
-                        raw = base64.b64decode(value["array"]["data"])
-                        raw = gzip.decompress(raw) if raw[:2] == b"\x1f\x8b" else raw  # Bokeh gzips arrays
-                        columns[key] = np.frombuffer(raw, dtype=value["dtype"]).tolist()
-                    else:
-                        columns[key] = value
+                    many = isinstance(value, list) and value and isinstance(value[0], dict)
+                    columns[key] = [decoded(v) for v in value] if many else decoded(value)
                 found[attributes["name"]] = columns
             for v in node.values():
                 walk(v)
@@ -126,7 +131,8 @@ def test_what_is_aggregated_over_split_and_coloured_by(client, sweep):
     lines = answer["charts"][0]["lines"]
     assert len(lines) == 6
     assert all(line["n"] == 1 for line in lines)
-    data = sources_of(answer["charts"][0]["spec"])
+    data = sources_of(answer["charts"][0]["spec"])["data-runs"]
+    assert data["label"] == [line["label"] for line in lines]
     for k, line in enumerate(lines):
         lr, seed = re.match(r"lr([\d.]+)-s(\d)", line["label"]).groups()
         raw = np.array(sweep[(float(lr), int(seed))])
@@ -134,7 +140,7 @@ def test_what_is_aggregated_over_split_and_coloured_by(client, sweep):
         for n, v in enumerate(raw, start=1):
             last = last * 0.5 + 0.5 * v
             expected.append(last / (1 - 0.5**n))
-        np.testing.assert_allclose(data[f"data-{k}"]["center"], expected, rtol=1e-12)
+        np.testing.assert_allclose(data["ys"][k], expected, rtol=1e-12)
 
 
 def test_the_filter_chooses_the_runs_and_the_view_is_its_url(client, sweep):
