@@ -2,7 +2,7 @@
 declarations beside each endpoint (labstats.viewer.openapi). Errors are JSON too.
 
     GET /api/runs, /api/runs/<source>/<run_id>, .../series/<name>?start=&stop=&max_points=
-    POST /api/live {"runs": [...], "series": [...]}   (what a page polls)
+    POST /api/live {"runs": [...], "series": [...], "watch": [...]}   (what a page polls)
 
 Every answer is bounded whatever a run holds: configs in lists and live updates are a
 summary of at most MAX_LISTED_CONFIG_BYTES (the whole one is in the run's own answer), a
@@ -46,6 +46,7 @@ from labstats.viewer.data import (
     tensor_at,
 )
 from labstats.viewer.filters import MAX_FILTER_CHARS
+from labstats.viewer.live import MAX_CHARTS, watch
 from labstats.viewer.openapi import (
     JSON_OK,
     STRING,
@@ -174,6 +175,8 @@ def series(source: str, run_id: str, name: str):
 
 
 MAX_LIVE_URLS = 400  # 20 runs compared × 20 charts
+MAX_WATCHED_RUNS = 20  # the runs of a compare page
+MAX_WATCHED_NAMES = 2 * MAX_CHARTS  # a run page's charts and text series
 # Points a live request may ask for in all (each window's max_points, 2,000 unless given):
 # the most a page sends, 400 windows of 2,000; 40 windows of 100,000 returned 106 MB.
 MAX_LIVE_POINTS = MAX_LIVE_URLS * MAX_POINTS
@@ -189,6 +192,22 @@ LIVE_BODY = {
             "maxItems": MAX_LIVE_URLS,
             "description": "series URLs (/api/runs/.../series/NAME?...), each answered in order",
         },
+        "watch": {
+            "type": "array",
+            "maxItems": MAX_WATCHED_RUNS,
+            "items": {
+                "type": "object",
+                "properties": {
+                    "run": {**STRING, "description": "source/run_id"},
+                    "series": {"type": "integer", "description": "how many series the page knows of"},
+                    "counts": {"type": "object", "description": "{name: points the page shows}"},
+                    "texts": {"type": "object", "description": "{text series: values the page shows}"},
+                    "media": {**STRING, "description": "the media fingerprint the page has"},
+                },
+            },
+            "description": "what the page knows of each run: the answer says what changed "
+            f"(at most {MAX_WATCHED_NAMES} names in counts and texts in all)",
+        },
     },
     "description": f"at most {MAX_LIVE_URLS} runs and series in all",
 }
@@ -199,13 +218,23 @@ LIVE_BODY = {
 def live():
     """Everything a page polls, in one request: the status of its runs and the current
     window of each of its charts' series (the data URLs the charts hold, zoom included).
-    Body: {"runs": ["source/run_id", ...], "series": ["/api/runs/.../series/NAME?...", ...]}."""
+    Body: {"runs": ["source/run_id", ...], "series": ["/api/runs/.../series/NAME?...", ...],
+    "watch": [{"run": "source/run_id", "series": N, "counts": {name: count}, "texts": {name:
+    count}, "media": fingerprint}, ...]}: each watched run's answer (``watch``, in order)
+    holds its series count and only what changed since (labstats.viewer.live.watch): the
+    charted series when the count differs, the new counts with latest values, text rows,
+    the media list when its fingerprint differs."""
     body = request.get_json(silent=True)
     if not isinstance(body, dict):
         raise ApiError(400, "send a JSON object with 'runs' and 'series' lists")
-    refs, urls = body.get("runs") or [], body.get("series") or []
+    refs, urls, watched = body.get("runs") or [], body.get("series") or [], body.get("watch") or []
     if not (isinstance(refs, list) and isinstance(urls, list)) or len(refs) + len(urls) > MAX_LIVE_URLS:
         raise ApiError(400, f"'runs' and 'series' must be lists of at most {MAX_LIVE_URLS} items in all")
+    if not isinstance(watched, list) or len(watched) > MAX_WATCHED_RUNS:
+        raise ApiError(400, f"'watch' must be a list of at most {MAX_WATCHED_RUNS} runs")
+    # Each name shown may cost a read of its last chunk: as many as one run page shows, in all.
+    if sum(_names_in(entry) for entry in watched) > MAX_WATCHED_NAMES:
+        raise ApiError(400, f"'watch' may name at most {MAX_WATCHED_NAMES} series in all (counts and texts)")
     asked = sum(_max_points_of(url) for url in urls)
     if asked > MAX_LIVE_POINTS:
         raise ApiError(413, f"the windows ask for {asked:,} points in all, over the {MAX_LIVE_POINTS:,} "
@@ -224,6 +253,8 @@ def live():
             answer["runs"][ref] = run_summary(source, run_of(source, run_id))
         except ApiError as exc:
             answer["runs"][ref] = {"error": exc.message}
+    if watched:
+        answer["watch"] = [_watch(entry, run_of) for entry in watched]
     adapter = current_app.url_map.bind("")
     axes: dict = {}
     for url in urls:
@@ -243,6 +274,27 @@ def live():
             current_app.logger.warning("live: %s: %s", url, exc)
             answer["series"].append({"error": f"this chart's data cannot be read ({short(exc)})"})
     return jsonify(answer)
+
+
+def _names_in(entry: Any) -> int:
+    """The series a watched run's entry names (its counts and texts)."""
+    if not isinstance(entry, dict):
+        return 0
+    return sum(len(entry[key]) for key in ("counts", "texts") if isinstance(entry.get(key), dict))
+
+
+def _watch(entry: Any, run_of) -> dict[str, Any]:
+    """One watched run's changes (labstats.viewer.live.watch), or its error."""
+    if not isinstance(entry, dict) or not isinstance(entry.get("run"), str):
+        return {"error": "each watched run is an object with its 'run' (source/run_id)"}
+    source, _, run_id = entry["run"].partition("/")
+    try:
+        return {"run": entry["run"], **watch(run_of(source, run_id), entry)}
+    except ApiError as exc:
+        return {"run": entry["run"], "error": exc.message}
+    except (LabstatsError, ValueError, TypeError, KeyError) as exc:
+        current_app.logger.warning("live: watching %s: %s", entry["run"], exc)
+        return {"run": entry["run"], "error": f"this run cannot be read ({short(exc)})"}
 
 
 def _max_points_of(url: Any) -> int:

@@ -3,6 +3,7 @@ autoescape; chart specs travel as JSON data blocks read by static/viewer.js (no 
 
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import re
@@ -11,13 +12,15 @@ from urllib.parse import parse_qsl, urlencode
 
 import numpy as np
 from bokeh.palettes import Category10_10, Category20_20
-from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
+from flask import Blueprint, abort, current_app, g, jsonify, redirect, render_template, request, url_for
+from werkzeug.exceptions import HTTPException
 
 from labstats.format.codec import INT64_MAX, INT64_MIN
 from labstats.format.keys import AXIS_SERIES
 from labstats.format.run_record import RUNNING, STALLED
 from labstats.reader import LabstatsError
 from labstats.viewer import charts
+from labstats.viewer import live as live_watch
 from labstats.viewer.api import RUNS_QUERY
 from labstats.viewer.data import (
     MAX_DRAWN_TENSOR_VALUES,
@@ -26,16 +29,16 @@ from labstats.viewer.data import (
     BadFilter,
     SourceDown,
     config_summary,
-    describe,
     get_run,
     int_arg,
+    json_error,
     labs,
     run_summary,
     runs_table,
     tensor_at,
 )
 from labstats.viewer.media import media_overview
-from labstats.viewer.openapi import STRING, declare, integer, one_of, page_errors, parameter, strings
+from labstats.viewer.openapi import STRING, declare, errors, integer, one_of, page_errors, parameter, strings
 from labstats.viewer.runcache import source_cache
 from labstats.viewer.saved_views import (
     FIXED_COLUMNS,
@@ -59,16 +62,22 @@ from labstats.viewer.windows import X_AXES
 
 bp = Blueprint("pages", __name__)
 
-MAX_CHARTS = 200  # per page; a run with more series shows the first ones and says so
-TEXT_ROWS = 50
+MAX_CHARTS = live_watch.MAX_CHARTS  # per page; a run with more series shows the first ones and says so
 HISTOGRAM_STEPS = 500  # the newest steps of a histogram series shown as a heat-map
 
 # Runs whose pages keep asking for new points (a stalled run may go on).
 LIVE = (RUNNING, STALLED)
 
 
+# The views of this blueprint that answer JSON (what viewer.js asks for on a page).
+JSON_VIEWS = ("pages.run_charts", "pages.compare_charts")
+
+
 def page_error(exc: ApiError):
-    """An ApiError as the error page (the pages and the exports answer HTML)."""
+    """An ApiError as the error page (the pages and the exports answer HTML; the JSON views
+    JSON)."""
+    if request.endpoint in JSON_VIEWS:
+        return json_error(exc)
     return render_template("error.html", status=exc.status, message=exc.message), exc.status
 
 
@@ -374,66 +383,136 @@ def _differing_config(runs: list[dict[str, Any]]) -> list[str]:
     return differing[:MAX_CONFIG_COLUMNS]
 
 
+RUN_PAGE_QUERY = [
+    *AXES_QUERY,
+    integer("step", INT64_MIN, INT64_MAX, "the tensors at or before it (default: the latest)"),
+    integer("text_page", 0, MAX_TEXT_PAGE, "older values of the text series"),
+    strings("merge", "chart groups drawn as one chart each (train for train/*)"),
+]
+
+
 @bp.get("/runs/<source>/<run_id>")
-@declare(
-    "A run's page: its charts, values, tensors and media (HTML)",
-    query=[
-        *AXES_QUERY,
-        integer("step", INT64_MIN, INT64_MAX, "the tensors at or before it (default: the latest)"),
-        integer("text_page", 0, MAX_TEXT_PAGE, "older values of the text series"),
-        strings("merge", "chart groups drawn as one chart each (train for train/*)"),
-    ],
-    responses=page_errors(400, 404),
-)
+@declare("A run's page: its charts, values, tensors and media (HTML)", query=RUN_PAGE_QUERY,
+         responses=page_errors(400, 404))  # fmt: skip
 def run_page(source: str, run_id: str):
     try:
         run = get_run(source, run_id)
     except SourceDown as exc:  # said as a page of its own, which looks again every 30 s
         return render_template("source_down.html", source=source, message=exc.message)
     summary = run_summary(source, run)
-    info = run.series_info()
     live = summary["status"] in LIVE
-    try:
-        at_idx = int_arg("step")
-    except ApiError:
-        at_idx = None  # a step picker typo shows the latest value
-    plots, texts, tensors = [], [], []
-    # The epochs and call times are x axes, not charts; other names with "_" after the rest.
-    shown = sorted(
-        (item for item in info.items() if item[0] not in AXIS_SERIES),
-        key=lambda item: (item[0].startswith("_"), item[0]),
-    )
-    for n, (name, i) in enumerate(shown):
-        if n >= MAX_CHARTS:
-            break
-        try:
-            _add_series(run, source, name, i, f"chart-{n}", live, at_idx, plots, texts, tensors)
-        except (LabstatsError, ValueError, TypeError, KeyError) as exc:
-            # One unreadable series (a record not written by labstats) must not hide the rest.
-            texts.append({"name": name, "rows": [], "count": 0, "error": f"malformed series: {exc}"})
-    plots, group_links = _merge_groups(plots, live, source, run.id)
+    view = _run_view(run, source, live, lambda n, name: f"chart-{n}")
     config, config_truncated = config_summary(run.config, MAX_PAGE_CONFIG_BYTES)  # whole: in the API
+    media = media_overview(run)
     return render_template(
         "run.html",
-        group_links=group_links,
+        group_links=view["group_links"],
         run=run,
         summary=summary,
         source=source,
-        plots=plots,
-        texts=texts,
-        tensors=tensors,
+        plots=view["plots"],
+        texts=view["texts"],
+        tensors=view["tensors"],
         meta=run.meta,
         config=config,
         config_truncated=config_truncated,
         regenerate=run.regenerate_command(),
         has_diff=bool(run.meta.get("git_dirty")),
-        truncated=len(info) > MAX_CHARTS,
+        truncated=view["truncated"],
         live=live,
-        media=media_overview(run),
+        media=media,
+        # What the page's poll starts from: it hears only of what changes after (api.live).
+        watch={
+            "series": view["series"],
+            "media": live_watch.media_fingerprint(run) if live else "",
+            "names": view["names"],
+        },
     )
 
 
-def _merge_groups(plots: list[dict], live: bool, source: str, run_id: str) -> tuple[list[dict], dict]:
+@bp.get("/runs/<source>/<run_id>/charts")
+@declare(
+    "A run page's charts for a view (JSON): what viewer.js draws in place on a control change",
+    query=[*RUN_PAGE_QUERY, strings("name", "only these series (default: every charted one)")],
+    responses=errors(400, 404, 503),
+)
+def run_charts(source: str, run_id: str):
+    """The run page's charts, text series and tensors for the query's x axis, y scale and
+    merged groups, each with its Bokeh spec (a target id of its own, unique per series and
+    view), group, point count and latest value; ``name`` narrows it to new series."""
+    run = get_run(source, run_id)
+    live = run.status in LIVE
+    view = _run_view(run, source, live, _view_target, set(request.args.getlist("name")) or None)
+    return jsonify(
+        {
+            "live": live,
+            "series": view["series"],
+            "names": view["names"],
+            "truncated": view["truncated"],
+            "plots": [_plot_json(source, run.id, p) for p in view["plots"]],
+            "texts": [{**t, "csv": _csv_url(source, run.id, t["name"])} for t in view["texts"]],
+            "tensors": [
+                {k: t.get(k) for k in ("name", "target", "spec", "idx", "dtype", "shape", "error")}
+                for t in view["tensors"]
+            ],
+            "groups": {
+                group: {"link": link, "merged": group in request.args.getlist("merge")}
+                for group, link in view["group_links"].items()
+            },
+        }
+    )
+
+
+def _view_target(n: int, name: str) -> str:
+    """A chart's target id in a view drawn in place: the same series in another view (x
+    axis, y scale) gets another one, so an old chart's Bokeh models never clash with it."""
+    key = "\0".join([name, _x_axis(), request.args.get("y", ""), *request.args.getlist("merge")])
+    return "chart-" + hashlib.blake2b(key.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+
+
+def _csv_url(source: str, run_id: str, name: str) -> str:
+    return url_for("api.series_csv", source=source, run_id=run_id, name=name)
+
+
+def _plot_json(source: str, run_id: str, plot: dict) -> dict:
+    keep = ("name", "target", "spec", "group", "count", "latest", "hidden", "members")
+    out = {k: plot[k] for k in keep if k in plot}
+    if not plot.get("members"):
+        out["csv"] = _csv_url(source, run_id, plot["name"])
+    return out
+
+
+def _run_view(run, source: str, live: bool, target_of, names: set[str] | None = None) -> dict[str, Any]:
+    """A run's charts as its page draws them: line charts and histograms (``plots``), text
+    series, tensors, the links that merge or split each group, and how many series the run
+    has (``series``, what the page's poll compares with). ``target_of(n, name)`` names each
+    chart's target; ``names``: only these series."""
+    info = run.series_info()
+    try:
+        at_idx = int_arg("step")
+    except ApiError:
+        at_idx = None  # a step picker typo shows the latest value
+    plots, texts, tensors, drawn = [], [], [], []
+    for n, (name, i) in enumerate(live_watch.charted(info)[:MAX_CHARTS]):
+        if names is not None and name not in names:
+            continue
+        drawn.append(name)
+        try:
+            _add_series(run, source, name, i, target_of(n, name), live, at_idx, plots, texts, tensors)
+        except (LabstatsError, ValueError, TypeError, KeyError) as exc:
+            # One unreadable series (a record not written by labstats) must not hide the rest.
+            texts.append({"name": name, "rows": [], "count": 0, "error": f"malformed series: {exc}"})
+    if names is not None:  # new series of a merged group: the page asks for the whole view
+        return {"plots": plots, "texts": texts, "tensors": tensors, "group_links": {}, "names": drawn,
+                "series": len(info), "truncated": len(info) > MAX_CHARTS}  # fmt: skip
+    plots, group_links = _merge_groups(plots, live, source, run.id, target_of)
+    return {"plots": plots, "texts": texts, "tensors": tensors, "group_links": group_links, "names": drawn,
+            "series": len(info), "truncated": len(info) > MAX_CHARTS}  # fmt: skip
+
+
+def _merge_groups(
+    plots: list[dict], live: bool, source: str, run_id: str, target_of
+) -> tuple[list[dict], dict]:
     """The groups asked for as one chart (?merge=train): their line charts drawn as one, a
     line per series. Returns the plots and, per group, the link that toggles it."""
     merged = set(request.args.getlist("merge"))
@@ -447,11 +526,12 @@ def _merge_groups(plots: list[dict], live: bool, source: str, run_id: str) -> tu
             continue
         done.add(group)
         members = [p for p in plots if p["group"] == group and "url" in p]
-        target = f"merged-{len(done)}"
+        target = target_of(len(done), f"{group}/*").replace("chart-", "merged-", 1)
         spec = charts.line_chart(f"{group}/*", [(p["name"], p["url"]) for p in members], live, target,
                                  log_y=request.args.get("y") == "log", x_axis=_x_axis())  # fmt: skip
         out.append({"name": f"{group}/*", "target": target, "spec": spec, "group": group,
-                    "count": sum(p["count"] or 0 for p in members)})  # fmt: skip
+                    "count": sum(p["count"] or 0 for p in members),
+                    "members": [p["name"] for p in members]})  # fmt: skip
         out += [
             {**p, "spec": None, "hidden": True} for p in members if p.get("latest")
         ]  # keep their latest values
@@ -524,11 +604,8 @@ def _add_series(run, source, name, i, target, live, at_idx, plots, texts, tensor
                             "steps": run.steps(name, 200).tolist() if k == 0 else []})  # fmt: skip
         return
     page = max(0, int_arg("text_page", 0, 0, MAX_TEXT_PAGE) or 0)
-    newest = run.recent(name, TEXT_ROWS * (page + 1))
-    rows = [
-        (i_, _text(v)) for i_, v in reversed(newest[: max(0, len(newest) - TEXT_ROWS * page)][-TEXT_ROWS:])
-    ]
-    more = len(newest) == TEXT_ROWS * (page + 1) and i.get("count", 0) > TEXT_ROWS * (page + 1)
+    rows = live_watch.text_rows(run, name, page)
+    more = len(rows) == live_watch.TEXT_ROWS and i.get("count", 0) > live_watch.TEXT_ROWS * (page + 1)
     texts.append({"name": name, "rows": rows, "count": i.get("count", 0), "page": page, "more": more})
 
 
@@ -554,9 +631,7 @@ def _x_axis() -> str:
     return x if x in X_AXES else "idx"
 
 
-def _short(value: Any) -> str:
-    """A latest value as the table shows it: floats to 6 significant digits."""
-    return f"{value:.6g}" if isinstance(value, float) else str(value)
+_short = live_watch.short_value
 
 
 def _group(name: str) -> str:
@@ -564,22 +639,58 @@ def _group(name: str) -> str:
     return name.split("/", 1)[0] if "/" in name else ""
 
 
-def _text(value: Any) -> str:
-    shown = describe(value)
-    return shown if isinstance(shown, str) else json.dumps(shown)
+COMPARE_QUERY = [
+    {**strings("run", "source/run_id", minItems=1, maxItems=MAX_COMPARED), "required": True},
+    strings("series", "the series charted (default: all)"),
+    *AXES_QUERY,
+]
 
 
 @bp.get("/compare")
-@declare(
-    "Runs compared: their charts and configs side by side (HTML)",
-    query=[
-        {**strings("run", "source/run_id", minItems=1, maxItems=MAX_COMPARED), "required": True},
-        strings("series", "the series charted (default: all)"),
-        *AXES_QUERY,
-    ],
-    responses=page_errors(400, 404),
-)
+@declare("Runs compared: their charts and configs side by side (HTML)", query=COMPARE_QUERY,
+         responses=page_errors(400, 404))  # fmt: skip
 def compare():
+    runs = _compared_runs()
+    names, plots, colors = _compare_plots(runs, lambda n, name: f"chart-{n}")
+    # Each run's config as its page shows it (64 KiB at most): 20 configs of 100,000 keys
+    # would be a table of 100,000 rows.
+    configs = [config_summary(r.config, MAX_PAGE_CONFIG_BYTES)[0] for _, r in runs]
+    keys = sorted({k for config in configs for k in config})
+    table = []
+    for key in keys:
+        values = [json.dumps(config.get(key), default=str, sort_keys=True) for config in configs]
+        table.append({"key": key, "cells": values, "differs": len(set(values)) > 1})
+    live_refs = [f"{s}/{r.id}" for s, r in runs if r.status in LIVE]
+    return render_template(
+        "compare.html", runs=runs, plots=plots, table=table, names=names, live_refs=live_refs, colors=colors,
+        refs=request.args.getlist("run"), chosen_series=request.args.getlist("series"),
+    )  # fmt: skip
+
+
+@bp.get("/compare/charts")
+@declare(
+    "A compare page's charts for a view (JSON): what viewer.js draws in place on a control change",
+    query=COMPARE_QUERY,
+    responses=errors(400, 404, 503),
+)
+def compare_charts():
+    """The compare page's charts for the query's runs, series, x axis and y scale, each with
+    its Bokeh spec (a target id of its own per series and view), and how many series each
+    run has (what the page's poll compares with)."""
+    try:
+        runs = _compared_runs()
+    except HTTPException as exc:  # the page's own refusal, said as JSON here
+        raise ApiError(exc.code or 400, exc.description or "bad request") from None
+    _, plots, _ = _compare_plots(runs, _view_target)
+    return jsonify(
+        {
+            "plots": [{k: p[k] for k in ("name", "target", "spec")} for p in plots],
+            "live": any(r.status in LIVE for _, r in runs),
+        }
+    )
+
+
+def _compared_runs() -> list[tuple[str, Any]]:
     refs = request.args.getlist("run")
     if not refs or len(refs) > MAX_COMPARED:
         abort(400, "choose between 1 and 20 runs to compare (?run=source/id&run=...)")
@@ -587,6 +698,12 @@ def compare():
     for ref in refs:
         source, _, run_id = ref.partition("/")
         runs.append((source, get_run(source, run_id)))
+    return runs
+
+
+def _compare_plots(runs, target_of) -> tuple[list[str], list[dict], list[str]]:
+    """The compared runs' numeric series (names), a chart per chosen series with a line per
+    run that has it (plots), and each run's colour."""
     infos = {r.id: r.series_info() for _, r in runs}  # read once per run, not per chart
     names = sorted(
         {n for info in infos.values() for n, i in info.items() if i.get("kind") in ("f", "i", "b")}
@@ -605,20 +722,9 @@ def compare():
         lines = [(f"{r.name} ({s})", charts.series_url(s, r.id, name, x_axis)) for _, s, r in chosen]
         if lines:
             line_colors = [colors[k] for k, _, _ in chosen]
+            target = target_of(n, name)
             spec = charts.line_chart(
-                name, lines, live, f"chart-{n}", log_y=log_y, colors=line_colors, x_axis=x_axis
+                name, lines, live, target, log_y=log_y, colors=line_colors, x_axis=x_axis
             )
-            plots.append({"name": name, "target": f"chart-{n}", "spec": spec})
-    # Each run's config as its page shows it (64 KiB at most): 20 configs of 100,000 keys
-    # would be a table of 100,000 rows.
-    configs = [config_summary(r.config, MAX_PAGE_CONFIG_BYTES)[0] for _, r in runs]
-    keys = sorted({k for config in configs for k in config})
-    table = []
-    for key in keys:
-        values = [json.dumps(config.get(key), default=str, sort_keys=True) for config in configs]
-        table.append({"key": key, "cells": values, "differs": len(set(values)) > 1})
-    live_refs = [f"{s}/{r.id}" for s, r in runs if r.status in LIVE]
-    return render_template(
-        "compare.html", runs=runs, plots=plots, table=table, names=names, live_refs=live_refs, colors=colors,
-        refs=refs, chosen_series=request.args.getlist("series"),
-    )  # fmt: skip
+            plots.append({"name": name, "target": target, "spec": spec})
+    return names, plots, colors

@@ -441,3 +441,130 @@ def test_more_metric_columns(client, tmp_path):
     assert "also:nope" not in html
     assert "also:loss" not in html
     assert 'name="also" value="acc" checked' in html
+
+
+def test_a_views_charts_come_as_json_for_viewer_js_to_draw_in_place(client, tmp_path):
+    with labstats.Stats(tmp_path / "view") as stats:
+        for step in range(5):
+            stats.log(step=step, **{"train/a": 1.0 + step, "train/b": 2.0, "val/c": 3.0}, note=f"n{step}")
+    base = f"/runs/local/{stats.run_id}/charts"
+    body = client.get(base + "?x=relative&y=log").get_json()
+    assert [p["name"] for p in body["plots"]] == ["train/a", "train/b", "val/c"]
+    assert body["series"] == 5  # _time among them: the poll's count
+    assert [t["name"] for t in body["texts"]] == ["note"]
+    assert body["texts"][0]["rows"][0] == [4, "n4"]
+    assert body["plots"][0]["count"] == 5
+    assert body["plots"][0]["latest"] == [4, "5"]
+    assert set(body["groups"]) == {"train", "val"}
+    assert "merge=train" in body["groups"]["train"]["link"]
+    spec = json.dumps(body["plots"][0]["spec"])
+    assert "x=relative" in spec
+    assert "LogScale" in spec
+    # Each series has a target of its own per view: a redrawn chart never clashes with the old one.
+    targets = [p["target"] for p in body["plots"]]
+    linear = [p["target"] for p in client.get(base + "?x=relative").get_json()["plots"]]
+    assert len(set(targets)) == 3
+    assert not set(targets) & set(linear)
+    merged = client.get(base + "?merge=train").get_json()
+    shown = [(p["name"], p.get("hidden", False)) for p in merged["plots"]]
+    assert shown == [("train/*", False), ("train/a", True), ("train/b", True), ("val/c", False)]
+    assert merged["plots"][0]["members"] == ["train/a", "train/b"]
+    assert merged["plots"][0]["count"] == 10
+    assert merged["groups"]["train"]["merged"] is True
+    only = client.get(base + "?name=val/c&name=note").get_json()
+    assert [p["name"] for p in only["plots"]] == ["val/c"]
+    assert [t["name"] for t in only["texts"]] == ["note"]
+    missing = client.get("/runs/local/nothing/charts")
+    assert missing.status_code == 404
+    assert "error" in missing.get_json()
+
+
+def test_a_compare_views_charts_come_as_json(client, tmp_path):
+    ids = []
+    for k in range(2):
+        with labstats.Stats(tmp_path / f"c{k}") as stats:
+            stats.log(step=0, loss=1.0, **({"acc": 0.5} if k else {}))
+        ids.append(stats.run_id)
+    runs = "&".join(f"run=local/{i}" for i in ids)
+    body = client.get(f"/compare/charts?{runs}&x=time").get_json()
+    assert [p["name"] for p in body["plots"]] == ["acc", "loss"]
+    assert "DatetimeAxis" in json.dumps(body["plots"][1]["spec"])
+    assert body["live"] is False
+    chosen = client.get(f"/compare/charts?{runs}&series=loss").get_json()
+    assert [p["name"] for p in chosen["plots"]] == ["loss"]
+    refused = client.get("/compare/charts")
+    assert refused.status_code == 400
+    assert "choose between 1 and 20 runs" in refused.get_json()["error"]
+
+
+def _watch(client, ref, **asked):
+    answer = client.post("/api/live", json={"runs": [ref], "watch": [{"run": ref, **asked}]})
+    assert answer.status_code == 200
+    (watched,) = answer.get_json()["watch"]
+    return watched
+
+
+def test_a_live_poll_sends_only_what_changed(client, tmp_path, url, monkeypatch):
+    monkeypatch.setenv("LABSTATS_ARTIFACT_DIR", str(tmp_path / "artifacts"))
+    with labstats.Stats(tmp_path / "live", flush_interval=0.05) as stats:
+        for step in range(3):
+            stats.log(step=step, loss=1.0 / (step + 1), note=f"text {step}")
+        stats.image("sample", np.zeros((4, 4, 3), np.uint8), step=2)
+        stats.flush()
+        ref = f"local/{stats.run_id}"
+        page = client.get(f"/runs/{ref}").get_data(as_text=True)
+        known = int(re.search(r'data-series="(\d+)"', page).group(1))
+        fingerprint = re.search(r'data-media="([0-9a-f]+)"', page).group(1)
+        # Nothing changed since the page was drawn: the answer says only the count.
+        quiet = _watch(client, ref, series=known, counts={"loss": 3}, texts={"note": 3}, media=fingerprint)
+        assert quiet == {"run": ref, "series": known}
+        stats.log(step=3, loss=0.1, note="text 3", **{"val/acc": 0.5})
+        stats.image("sample", np.zeros((4, 4, 3), np.uint8), step=3)
+        stats.image("other", np.zeros((4, 4, 3), np.uint8), step=3)
+        stats.flush()
+        changed = _watch(client, ref, series=known, counts={"loss": 3}, texts={"note": 3}, media=fingerprint)
+        assert changed["series"] == known + 1
+        assert [n["name"] for n in changed["names"]] == ["loss", "note", "val/acc"]
+        assert changed["counts"] == {"loss": {"count": 4, "latest": [3, "0.1"]}}
+        assert changed["texts"]["note"]["count"] == 4
+        assert changed["texts"]["note"]["rows"][:2] == [[3, "text 3"], [2, "text 2"]]
+        assert changed["media"]["list"] == [{"name": "other", "kind": "image", "steps": [3]},
+                                            {"name": "sample", "kind": "image", "steps": [2, 3]}]  # fmt: skip
+        again = _watch(client, ref, series=changed["series"], media=changed["media"]["fingerprint"])
+        assert again == {"run": ref, "series": known + 1}
+    odd = client.post(
+        "/api/live", json={"watch": ["junk", {"run": "local/none"}, {"run": ref, "counts": [1]}]}
+    )
+    assert [sorted(w) for w in odd.get_json()["watch"]] == [["error"], ["error", "run"], ["run", "series"]]
+    too_many = client.post("/api/live", json={"watch": [{"run": ref}] * 21})
+    assert too_many.status_code == 400
+    names = {f"s{k}": 1 for k in range(150)}
+    too_wide = client.post("/api/live", json={"watch": [{"run": ref, "counts": names, "texts": names}] * 2})
+    assert too_wide.status_code == 400  # 600 names, each a chunk read
+
+
+def test_a_live_poll_of_a_run_with_10000_series_stays_light(client, tmp_path):
+    import time as clock
+
+    names = [f"layer{k:05d}/grad" for k in range(10_000)]
+    with labstats.Stats(tmp_path / "wide") as stats:
+        stats.log(step=0, **dict.fromkeys(names, 1.0))
+        stats.log(step=1, **dict.fromkeys(names[:200], 2.0))
+    ref = f"local/{stats.run_id}"
+    total = client.post("/api/live", json={"watch": [{"run": ref}]}).get_json()["watch"][0]["series"]
+    assert total >= 10_000
+    shown = {name: 2 for name in names[:200]}  # what a page of 200 charts knows
+    start = clock.perf_counter()
+    quiet = client.post(
+        "/api/live", json={"runs": [ref], "watch": [{"run": ref, "series": total, "counts": shown}]}
+    )
+    took = clock.perf_counter() - start
+    assert len(quiet.data) < 2_000  # the status and a count: not the 10,000 names
+    assert took < 1.0  # about 10 ms here: an HLEN and one HMGET of 200 fields
+    stale = client.post(
+        "/api/live", json={"watch": [{"run": ref, "series": total - 1, "counts": {names[0]: 1}}]}
+    )
+    watched = stale.get_json()["watch"][0]
+    assert len(watched["names"]) == 200  # the charts a page draws, not every series
+    assert watched["counts"] == {names[0]: {"count": 2, "latest": [1, "2"]}}
+    assert len(stale.data) < 40_000

@@ -60,7 +60,7 @@ def test_api_answers_every_input_without_a_server_error(app_and_run):
     operations = [result.ok() for result in schema.get_all_operations()]
     documented = [rule for rule in app.url_map.iter_rules() if rule.endpoint not in NOT_DOCUMENTED]
     routes = [(rule, method) for rule in documented for method in rule.methods - {"HEAD", "OPTIONS"}]
-    assert len(operations) == len(routes) == 26  # the API's, the media's, the pages and the exports
+    assert len(operations) == len(routes) == 28  # the API's, the media's, the pages and their charts, exports
     # A saved view named like the example name: opening it is fuzzed against a real view too.
     assert app.test_client().post("/views", data={"name": "loss", "query": "sort=name"}).status_code == 303
     for operation in operations:
@@ -70,12 +70,14 @@ def test_api_answers_every_input_without_a_server_error(app_and_run):
         real = {"source": "local", "run_id": run_id, "name": REAL_NAMES.get(endpoint, "loss")}
         real = {key: value for key, value in real.items() if f"{{{key}}}" in operation.path}
         on_the_run = operation.as_strategy(path_parameters=real)
-        if endpoint in ("pages.compare", "exports.compare_file"):
+        if endpoint in ("pages.compare", "pages.compare_charts", "exports.compare_file"):
             on_the_run = operation.as_strategy(query={"run": [f"local/{run_id}"]})
         if endpoint == "api.live":
             on_the_run = operation.as_strategy(body={
                 "runs": [f"local/{run_id}", "local/none"],
                 "series": [f"/api/runs/local/{run_id}/series/loss?max_points=100&x=time", "/api/health"],
+                "watch": [{"run": f"local/{run_id}", "series": 0, "counts": {"loss": 1}, "texts": {"text": 1},
+                           "media": ""}, {"run": "local/none"}, "junk"],
             })  # fmt: skip
 
         @given(case=st.one_of(operation.as_strategy(), on_the_run))

@@ -28,12 +28,12 @@ def test_every_api_route_is_in_the_document_with_its_parameters(app):
     operations = _operations(doc)
     documented = [rule for rule in app.url_map.iter_rules() if rule.endpoint not in NOT_DOCUMENTED]
     routes = [(rule, method.lower()) for rule in documented for method in rule.methods - {"HEAD", "OPTIONS"}]
-    # 9 of the API (POST /api/live one of them), 9 of the media, 4 pages, the runs table's
-    # saved views (save, open) and the one-file exports (a run, a comparison); 6 files and
-    # forms left out
-    assert len(routes) == 26
+    # 9 of the API (POST /api/live one of them), 9 of the media, 4 pages and the charts of two
+    # of them as JSON (run, compare), the runs table's saved views (save, open) and the
+    # one-file exports (a run, a comparison); 6 files and forms left out
+    assert len(routes) == 28
     # (the own-password form exists only where logins do)
-    assert len(list(app.url_map.iter_rules())) == 26 + len(NOT_DOCUMENTED - {"auth.password"})
+    assert len(list(app.url_map.iter_rules())) == 28 + len(NOT_DOCUMENTED - {"auth.password"})
     assert undocumented(app) == []
     for rule, method in routes:
         op = operations[openapi_path(rule.rule), method]
