@@ -1,8 +1,10 @@
 """Media on the real boxes: images, a FITS image and a point cloud logged on the training box
 as the training user reach the web box's copy of the store with the right digests within
 30 s, also after a tunnel outage; the receiving key can only write into its own folder; and
-a real browser (Chromium) shows them: the slider's image, the GIF's frames, the FITS preview
-and the 3-D view. Screenshots go to artifacts/."""
+a real browser (Chromium) shows them: the slider's image labelled by epoch and step, the GIF
+and the montage in the panel (made from the originals), the FITS preview, the 3-D view with
+its axes and full screen, and the compare page's media side by side. Screenshots go to
+artifacts/."""
 
 import hashlib
 import io
@@ -30,7 +32,8 @@ with labstats.Stats("runs/" + name) as stats:
         image = np.zeros((48, 64, 3), np.uint8)
         image[:, :, 0] = 50 * k          # red grows with the step: each frame differs
         image[: 8 * (k + 1), :, 1] = 200  # and a green band grows from the top
-        stats.log(step=k * 10, loss=1.0 / (k + 1))
+        idx = stats.update(k, 10, 10, 0)  # epoch k begins at idx 10 k
+        stats.log(step=idx, loss=1.0 / (k + 1))
         stats.image("samples", image, caption=f"epoch {k}")
     stats.fits("sky", np.random.default_rng(0).normal(100, 10, (64, 64)), header={"OBJECT": "M31"})
     xyz = np.random.default_rng(1).normal(size=(20000, 3))
@@ -493,6 +496,7 @@ def test_the_slider_shows_the_image_of_the_chosen_step(page):
     page.wait_for_function(f"document.querySelector('{panel} img.thumb').complete")
     assert abs(shown_red(page, f"{panel} img.thumb") - 50) < 6
     assert page.text_content(f"{panel} figcaption").startswith("epoch 1")
+    assert page.text_content(f"{panel} .media-step-value") == "epoch 1 · step 10"
     ARTIFACTS.mkdir(exist_ok=True)
     page.screenshot(path=str(ARTIFACTS / "viewer-media.png"), full_page=True)
 
@@ -506,6 +510,30 @@ def test_the_animation_has_one_frame_per_step(page, media_run):
     gif = Image.open(io.BytesIO(answer.body()))
     assert gif.format == "GIF"
     assert gif.n_frames == 5
+    assert gif.size == (512, 384)  # from the 64×48 originals (the thumbnails gave 256 px)
+
+
+def test_the_gif_and_the_montage_open_in_the_panel(page):
+    panel = 'section.media-panel[data-kind="image"]'
+    before = page.url
+    montage = [3 * 256 + 4, 2 * (192 + 16) + 2]  # 5 tiles of 256×192 in rows of 3, each labelled
+    for link, shown, size in (("a.animation", "img.animation-view", [512, 384]),
+                              ("a.montage", "img.montage-view", montage)):  # fmt: skip
+        page.click(f"{panel} {link}")
+        page.wait_for_function(
+            f"(() => {{ const i = document.querySelector('{panel} .media-extra {shown}');"
+            " return i && i.complete && i.naturalWidth > 0; })()",
+            timeout=20_000,
+        )
+        assert (
+            page.evaluate(
+                f"(i => [i.naturalWidth, i.naturalHeight])(document.querySelector('{panel} {shown}'))"
+            )
+            == size
+        )
+    assert page.url == before  # in place: the page stays
+    page.locator(panel).screenshot(path=str(ARTIFACTS / "viewer-media-panel.png"))
+    assert page.errors == []
 
 
 def test_the_fits_preview_loads_with_its_header(page):
@@ -539,7 +567,30 @@ def test_the_point_cloud_is_drawn_in_3d(page):
         view,
     )
     assert colours > 500  # points drawn, not just the white background
+    assert page.get_attribute(view, "data-axes") == "xyz"
+    assert page.evaluate(f"document.querySelector('{view} canvas').clientWidth") > 900  # the grid's width
     page.locator(view).screenshot(path=str(ARTIFACTS / "viewer-points.png"))
+    page.click(f"{view} button.points-full")
+    page.wait_for_function(f"document.querySelector('{view} canvas').clientWidth === window.innerWidth")
+    page.screenshot(path=str(ARTIFACTS / "viewer-points-full.png"))
+    page.click(f"{view} button.points-full")
+    page.wait_for_function(f"document.querySelector('{view} canvas').clientWidth < window.innerWidth")
+    assert page.errors == []
+
+
+def test_the_compare_page_shows_media_side_by_side_at_a_chosen_step(page, media_run):
+    page.goto(web_url(f"/compare?run=trainbox/{media_run}&run=trainbox/{media_run}"))
+    table = "#compare-media table.media-compare"
+    page.wait_for_selector(f'{table}[data-step="40"] tbody tr', timeout=20_000)
+    assert page.locator(f"{table} tbody th").all_text_contents() == ["cloud", "samples", "sky"]
+    page.fill("#compare-media input.compare-step", "1")  # steps 0, 10, 20, 30, 40: the second
+    page.dispatch_event("#compare-media input.compare-step", "input")
+    page.wait_for_selector(f'{table}[data-step="10"]')
+    cells = page.locator(f'{table} tr[data-name="samples"] td figcaption').all_text_contents()
+    assert [c.replace(" original", "") for c in cells] == ["epoch 1 · step 10"] * 2
+    page.wait_for_function(f"[...document.querySelectorAll('{table} tr[data-name=samples] img')]"
+                           ".every((i) => i.complete && i.naturalWidth > 0)")  # fmt: skip
+    page.screenshot(path=str(ARTIFACTS / "viewer-compare-media.png"), full_page=True)
     assert page.errors == []
 
 
