@@ -277,6 +277,15 @@ def test_a_live_run_s_new_media_get_a_panel_and_extend_a_slider(webgl, app, tmp_
             page.wait_for_selector(f'{samples} .media-items[data-step="128"] img.thumb')
             assert page.text_content(f"{samples} .media-step-value") == "epoch 1 · step 128"
             assert page.locator(".media-panel").count() == 3
+            # The poll announces only a name's last steps (live.MAX_MEDIA_STEPS): the earlier stay.
+            page.evaluate(
+                """([source, run_id]) => document.dispatchEvent(new CustomEvent("labstats:media", {detail:
+                    {source, run_id, media: [{name: "samples", kind: "image", steps: [128, 160]}]}}))""",
+                ["local", stats.run_id],
+            )
+            assert page.get_attribute(f"{samples} input.media-slider", "max") == "5"
+            assert page.input_value(f"{samples} input.media-slider") == "4"
+            assert page.text_content(f"{samples} .media-count") == "6 steps"
             assert errors == []
     finally:
         stats.close()

@@ -319,9 +319,11 @@ function mediaPanel(panel) {
 }
 
 // New steps of a panel (a live run): the slider reaches them; a user at the latest step follows
-// the newest, one who chose an earlier step stays there.
-function extendPanel(panel, steps) {
+// the newest, one who chose an earlier step stays there. The poll may announce only a name's
+// last steps: the panel keeps the earlier ones it knew.
+function extendPanel(panel, announced) {
   const old = panel.mediaSteps;
+  const steps = old.filter((s) => announced.length && s < announced[0]).concat(announced);
   if (steps.length === old.length && steps[steps.length - 1] === old[old.length - 1]) return;
   const slider = panel.querySelector(".media-slider");
   const atLatest = !old.length || Number(slider.value) >= old.length - 1;
