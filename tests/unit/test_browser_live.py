@@ -215,3 +215,31 @@ def test_an_open_run_page_shows_what_the_run_logs_later(chromium, app, tmp_path)
         # The run ended: the page says so and stops asking.
         page.wait_for_function("document.getElementById('status').textContent === 'finished'", timeout=5_000)
         assert errors == []
+
+
+def test_a_compare_page_gains_the_chart_of_a_series_a_running_run_starts(chromium, app, tmp_path):  # noqa: F811
+    (done,) = _sweep(tmp_path, runs=1)
+    with serving(app) as base:
+        with labstats.Stats(tmp_path / "going", flush_interval=0.05, system_metrics=False) as stats:
+            stats.log(step=0, loss=1.0)
+            stats.flush()
+            page, errors = open_page(
+                chromium, f"{base}/compare?run=local/{done}&run=local/{stats.run_id}&y=log"
+            )
+            assert len(_drawn(page)) == 3  # acc, loss, val/loss of the finished run
+            page.evaluate("window.labstatsMarker = 'still here'")
+            stats.log(step=1, loss=0.5, grad_norm=3.0)
+            logged = time.monotonic()
+            page.wait_for_selector(
+                '.chart[data-name="grad_norm"] .bk-target[data-rendered=true]', timeout=5_000
+            )
+            assert time.monotonic() - logged < 3  # a poll, then its chart
+            names = page.eval_on_selector_all(
+                "main .chart-grid .chart", "cs => cs.map((c) => c.dataset.name)"
+            )
+            assert names == ["acc", "grad_norm", "loss", "val/loss"]
+            assert page.evaluate(CHART_STATE)["log"] == [True] * 4  # drawn in the page's view
+            assert page.evaluate("window.labstatsMarker") == "still here"
+        badge = f'a[href$="/runs/local/{stats.run_id}"] + .badge'
+        page.wait_for_function(f"document.querySelector('{badge}').textContent === 'finished'", timeout=5_000)
+        assert errors == []
