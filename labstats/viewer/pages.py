@@ -503,7 +503,8 @@ def _run_view(run, source: str, live: bool, target_of, names: set[str] | None = 
             # One unreadable series (a record not written by labstats) must not hide the rest.
             texts.append({"name": name, "rows": [], "count": 0, "error": f"malformed series: {exc}"})
     if names is not None:  # new series of a merged group: the page asks for the whole view
-        return {"plots": plots, "texts": texts, "tensors": tensors, "group_links": {}, "names": drawn,
+        links = _group_links(plots, source, run.id)
+        return {"plots": plots, "texts": texts, "tensors": tensors, "group_links": links, "names": drawn,
                 "series": len(info), "truncated": len(info) > MAX_CHARTS}  # fmt: skip
     plots, group_links = _merge_groups(plots, live, source, run.id, target_of)
     return {"plots": plots, "texts": texts, "tensors": tensors, "group_links": group_links, "names": drawn,
@@ -535,6 +536,12 @@ def _merge_groups(
         out += [
             {**p, "spec": None, "hidden": True} for p in members if p.get("latest")
         ]  # keep their latest values
+    return out, _group_links(plots, source, run_id)
+
+
+def _group_links(plots: list[dict], source: str, run_id: str) -> dict[str, str]:
+    """Per group of ``plots``, the link that draws it as one chart, or as separate ones again."""
+    merged = set(request.args.getlist("merge"))
     links = {}
     # Only the page's own parameters travel: url_for takes _method, _external, _scheme...
     # as its own options (?_method=POST was a 500).
@@ -542,7 +549,7 @@ def _merge_groups(
     for group in {p["group"] for p in plots if p["group"]}:
         wanted = sorted(merged ^ {group})
         links[group] = url_for("pages.run_page", source=source, run_id=run_id, merge=wanted, **args)
-    return out, links
+    return links
 
 
 # The run page's own query parameters (besides merge), kept by the links it builds.

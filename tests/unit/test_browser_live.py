@@ -186,6 +186,7 @@ def test_an_open_run_page_shows_what_the_run_logs_later(chromium, app, tmp_path)
             assert page.inner_text('.latest-values tr[data-name="val/acc"]') == "val/acc\t10\t0.5"
             assert page.inner_text(".latest-count") == "2"
             assert page.inner_text('.chart[data-name="loss"] .points') == "11"
+            assert page.inner_text(".chart-group[data-group=val] summary") == "val/ 1 charts · one chart"
 
             # Later points, values and steps: the counts, the table and the media list follow.
             stats.image("samples", picture, step=20)

@@ -474,6 +474,7 @@ def test_a_views_charts_come_as_json_for_viewer_js_to_draw_in_place(client, tmp_
     only = client.get(base + "?name=val/c&name=note").get_json()
     assert [p["name"] for p in only["plots"]] == ["val/c"]
     assert [t["name"] for t in only["texts"]] == ["note"]
+    assert list(only["groups"]) == ["val"]  # the link that merges a group drawn anew
     missing = client.get("/runs/local/nothing/charts")
     assert missing.status_code == 404
     assert "error" in missing.get_json()

@@ -250,7 +250,7 @@ function addRunSeries(root, answer) {
     if (plot.hidden || document.querySelector(`.chart[data-name="${CSS.escape(plot.name)}"]`)) continue;
     let details = root.querySelector(`.chart-group[data-group="${CSS.escape(plot.group)}"]`);
     if (!details) {
-      details = groupBox(plot.group, {});
+      details = groupBox(plot.group, answer.groups);
       const after = [...root.querySelectorAll(".chart-group")].find((g) => g.dataset.group > plot.group);
       root.insertBefore(details, after || null);
     }
