@@ -244,3 +244,23 @@ def test_a_compare_page_gains_the_chart_of_a_series_a_running_run_starts(chromiu
         badge = f'a[href$="/runs/local/{stats.run_id}"] + .badge'
         page.wait_for_function(f"document.querySelector('{badge}').textContent === 'finished'", timeout=5_000)
         assert errors == []
+
+
+def test_a_run_page_opened_before_any_series_fills_in(chromium, app, tmp_path):  # noqa: F811
+    with serving(app) as base:
+        with labstats.Stats(tmp_path / "empty", flush_interval=0.05, system_metrics=False) as stats:
+            stats.flush()
+            page, errors = open_page(chromium, f"{base}/runs/local/{stats.run_id}")
+            page.wait_for_selector("#no-series")
+            assert page.is_visible("#chart-controls")  # there for the charts to come
+            stats.log(step=0, loss=1.0, **{"train/acc": 0.1})
+            page.wait_for_selector(
+                '.chart[data-name="train/acc"] .bk-target[data-rendered=true]', timeout=5_000
+            )
+            page.wait_for_selector('.chart[data-name="loss"] .bk-target[data-rendered=true]', timeout=5_000)
+            groups = page.eval_on_selector_all(".chart-group", "gs => gs.map((g) => g.dataset.group)")
+            assert groups == ["", "train"]
+            assert page.query_selector("#no-series") is None
+            assert page.is_visible(".latest-values")
+            assert page.inner_text(".latest-count") == "2"
+        assert errors == []
