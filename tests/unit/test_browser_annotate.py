@@ -48,7 +48,7 @@ def logged_in(chromium, base, user):  # noqa: F811
     return page, errors, dialogs
 
 
-def shown_within(page, selector, text, seconds=1.0):
+def shown_within(page, selector, text, seconds=2.0):
     """Seconds until ``selector`` shows ``text`` (the page after a form's answer)."""
     start = time.monotonic()
     page.wait_for_function(
@@ -73,7 +73,7 @@ def test_an_editor_tags_renames_notes_trashes_and_restores_a_run(chromium, viewe
     page.fill(".annotate-form input[name=project]", "vision")
     page.fill(".annotate-form textarea[name=note]", NOTE)
     page.click(".annotate-form button.save-annotations")
-    assert shown_within(page, ".display-name", "lr sweep <3>") < 1.0
+    assert shown_within(page, ".display-name", "lr sweep <3>") < 2.0
     assert page.inner_text(".project") == "vision"
     assert page.inner_text(".note strong") == "Diverged"
     # The note's script and handlers are text, and nothing of them ran.
@@ -95,7 +95,9 @@ def test_an_editor_tags_renames_notes_trashes_and_restores_a_run(chromium, viewe
     actions = [entry["action"] for entry in read_audit(labstats.connect(url).redis, run_id=run_id)]
     assert actions == ["restore", "trash", "change", "change"]
     assert errors == []
-    assert tagged_after < 1.0  # the answer of the change is the page that shows it
+    # The change's answer is the run's page showing it: 0.4-0.8 s measured from the click on
+    # a busy 2-core machine, the whole page's load included (bound: 2 s, for slower CI).
+    assert tagged_after < 2.0
 
 
 def test_a_reader_sees_no_controls_and_is_refused_through_the_api(chromium, viewer, url):  # noqa: F811
