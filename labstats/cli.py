@@ -27,7 +27,7 @@ from labstats.curation import Curation, CurationError, read_audit
 from labstats.format import run_record
 from labstats.format.curation import ANNOTATOR
 from labstats.format.keys import valid_owner
-from labstats.ops import archive, replay, tbimport
+from labstats.ops import archive, purge, replay, tbimport
 from labstats.read import regenerate
 
 EX_TEMPFAIL = 75  # replay: Redis cannot be reached now; try again later (the timer does)
@@ -178,6 +178,47 @@ def cmd_archive(lab: reader.Lab, args: argparse.Namespace) -> int:
     if not runs:
         print("nothing to archive")
     return 1 if failed else 0
+
+
+PURGER_HINT = "on a lab's training box root does it: sudo labstats-purge RUN... (or --due)"
+
+
+def _purger(lab: reader.Lab) -> str:
+    """The Redis user a purge or fsck runs as; a training user is refused before anything
+    goes (it may not remove keys, and the store's files are root's)."""
+    username = lab.redis.connection_pool.connection_kwargs.get("username")
+    if username not in (None, "default", purge.WRITER, "ops"):
+        raise LabstatsError(f"Redis user {username} may not purge runs; {PURGER_HINT}")
+    return username or getpass.getuser()
+
+
+def cmd_purge(lab: reader.Lab, args: argparse.Namespace) -> int:
+    lab = one_store(lab, "purge")
+    who = _purger(lab)
+    directory = Path(args.dir) if args.dir else lab.archive_dir
+    _can_archive(directory)
+    if args.due:
+        ids = purge.due(lab.redis, lab.keys, args.retention_days)
+    elif args.runs:
+        ids = [lab.run(ref).id for ref in args.runs]
+    else:
+        raise LabstatsError("name the runs to purge (they must be in the trash), or use --due")
+    done = purge.purge(lab.redis, lab.keys, ids, archive_dir=directory, store=lab.artifacts, who=who)
+    for result in done:
+        shared = f", {result.kept_shared} kept (other runs use them)" if result.kept_shared else ""
+        archived = ", its archive" if result.archive else ""
+        print(f"purged    {result.run_id}  {result.keys} keys, {result.files} files{shared}{archived}")
+    if not done:
+        print("nothing to purge")
+    return 0
+
+
+def cmd_fsck(lab: reader.Lab, args: argparse.Namespace) -> int:
+    lab = one_store(lab, "fsck")
+    directory = Path(args.dir) if args.dir else lab.archive_dir
+    report = purge.fsck(lab.redis, lab.keys, directory, lab.artifacts)
+    print(purge.as_json(report) if args.json else purge.report_text(report))
+    return 0 if report.clean else 1
 
 
 def cmd_import_tb(lab: reader.Lab, args: argparse.Namespace) -> int:
@@ -578,6 +619,34 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="archive folder (default: archive_dir of the config, see labstats.config)")
     p.set_defaults(func=cmd_archive)
 
+    p = sub.add_parser(
+        "purge",
+        help="remove runs in the trash for good: their keys, archive and the store files no other run uses",
+        description="Remove runs in the trash for good, on their training box (root, with the archiver's "
+        "Redis user): their keys, index entries, name and annotations, their archive file, and the store "
+        "files no other run refers to. Protected runs and runs not in the trash are refused.",
+    )
+    p.add_argument("runs", nargs="*", help="run names or ids (in the trash)")
+    p.add_argument(
+        "--due", action="store_true", help="every trashed run past --retention-days, or asked for by an admin"
+    )
+    p.add_argument(
+        "--retention-days",
+        type=float,
+        default=purge.DEFAULT_RETENTION_DAYS,
+        metavar="DAYS",
+        help="with --due: days a run stays in the trash (default %(default)g)",
+    )
+    p.add_argument("--dir", help="archive folder (default: as for archive)")
+    p.set_defaults(func=cmd_purge)
+
+    p = sub.add_parser(
+        "fsck", help="list keys, index entries, archives and store files of no run (exit 1 if any)"
+    )
+    p.add_argument("--dir", help="archive folder (default: as for archive)")
+    p.add_argument("--json", action="store_true", help="print JSON")
+    p.set_defaults(func=cmd_fsck)
+
     p = _documented(sub, "import-tb", tbimport, "import TensorBoard event files, one run per run folder")
     p.add_argument("logdir", help="the folder TensorBoard would be given (--logdir)")
     p.set_defaults(func=cmd_import_tb)
@@ -605,6 +674,9 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     except (redis.ConnectionError, redis.TimeoutError) as exc:
         print(f"labstats: lost the connection to Redis: {exc}", file=sys.stderr)
+        return 1
+    except redis.exceptions.NoPermissionError as exc:  # the ACL said no: who may is in docs/security.md
+        print(f"labstats: Redis refused this user: {exc}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:
         return 130

@@ -3,7 +3,7 @@
     ls:ann:<run id>   hash: name, project, note, tags (JSON list), starred "1", protected "1",
                       trashed (unix time), trashed_by, updated (unix time), updated_by
     ls:audit:<writer> stream, one per Redis user that writes annotations: who, when, run,
-                      action (change|trash|restore|refused), changes (JSON {field: [before,
+                      action (change|trash|restore|refused|purge), changes (JSON {field: [before,
                       after]}), via (viewer|api|cli), what (a refused attempt, in words)
 
 A run's owner may write its own runs' annotation hashes, so decoding trusts nothing: a field
@@ -26,7 +26,7 @@ MAX_WHAT_CHARS = 200  # a refused attempt's description
 
 TEXT_FIELDS = ("name", "project", "note")
 FLAG_FIELDS = ("starred", "protected")
-ACTIONS = ("change", "trash", "restore", "refused")
+ACTIONS = ("change", "trash", "restore", "refused", "purge")  # purge: the archiver's (labstats.ops.purge)
 VIAS = ("viewer", "api", "cli")
 ANNOTATOR = "annotator"  # the viewer's Redis user on the masters
 # Writers besides the training users: the viewer's, the archiver (purges), and a store's

@@ -293,3 +293,62 @@ def test_on_a_store_without_users_the_audit_names_who_ran_it(tmp_path, url, caps
     assert entry["who"] == getpass.getuser()
     assert entry["writer"] == "default"
     assert entry["changes"] == {"tags": [[], ["mine"]]}
+
+
+def test_the_archiver_purges_a_trashed_run_sharing_files_and_fsck_finds_nothing(
+    acl_server, tmp_path, capsys, monkeypatch
+):
+    """The issue's case, from the CLI and as the role's Redis users: alice's run shares an
+    image and a tensor file with bob's; alice trashes hers, root's purge (the archiver's Redis
+    user) removes it and its own files only; fsck finds 0 orphans; bob's run reads every
+    file; a training user cannot purge."""
+    import json
+
+    import numpy as np
+    from conftest import password
+
+    from labstats.store import ArtifactStore, default_artifact_dir
+
+    acl_server.client().flushall()
+    monkeypatch.setenv("LABSTATS_ARCHIVE_DIR", str(tmp_path / "archive"))
+    urls = {user: acl_server.url_for(user, password(user)) for user in ("alice", "bob", "archiver")}
+    shared_image, shared_tensor = np.full((16, 16, 3), 7, np.uint8), np.arange(20_000, dtype=np.float32)
+    ids = {}
+    for user, own in (("alice", 1), ("bob", 2)):
+        with labstats.Stats(tmp_path / user, name=f"{user}-run", url=urls[user], capture_git=False,
+                            tensor_file_bytes=64 * 1024) as stats:  # fmt: skip
+            stats.image("shared", shared_image, step=0)
+            stats.image("own", np.full((16, 16, 3), own, np.uint8), step=0)
+            stats.log(step=1, weights=shared_tensor, mine=shared_tensor + own)
+        ids[user] = stats.run_id
+    store = ArtifactStore(default_artifact_dir())
+    files = list(store.root.glob("??/*"))
+    assert len(files) == 6
+    for path in files:  # older than the purge's one-day guard for runs still spooling
+        os.utime(path, (1e9, 1e9))
+
+    assert cli.main(["--url", urls["archiver"], "purge", "alice-run"]) == 1
+    assert "is not in the trash" in capsys.readouterr().err
+    assert cli.main(["--url", urls["alice"], "trash", "alice-run"]) == 0
+    assert cli.main(["--url", urls["alice"], "purge", "--due", "--retention-days", "0"]) == 1
+    assert "Redis user alice may not purge runs" in capsys.readouterr().err
+    assert cli.main(["--url", urls["archiver"], "purge", "--due", "--retention-days", "1"]) == 0
+    assert capsys.readouterr().out == "nothing to purge\n"  # trashed a moment ago: not due yet
+    assert cli.main(["--url", urls["archiver"], "purge", "--due", "--retention-days", "0"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith(f"purged    {ids['alice']}  ")
+    assert "2 files, 2 kept (other runs use them)" in out
+    assert len(list(store.root.glob("??/*"))) == 4
+    assert not acl_server.client().exists(f"ls:run:{ids['alice']}", f"ls:ann:{ids['alice']}")
+    assert cli.main(["--url", urls["archiver"], "fsck", "--json"]) == 0
+    report = json.loads(capsys.readouterr().out)
+    assert report["clean"]
+    assert report["orphan_keys"] == report["orphan_files"] == report["orphan_index_entries"] == []
+    bobs = labstats.connect(urls["bob"]).run(ids["bob"])
+    for name in ("shared", "own"):
+        (record,) = bobs.media(name)
+        assert bobs.lab.artifacts.read(record["digest"])  # its SHA-256 checked
+    assert bobs.series("weights").values[-1].tolist() == shared_tensor.tolist()
+    assert cli.main(["--url", urls["bob"], "audit", ids["alice"]]) == 0
+    actions = [line.split()[4] for line in capsys.readouterr().out.splitlines()]
+    assert actions == ["purge", "trash"]
