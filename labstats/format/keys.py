@@ -163,3 +163,7 @@ class Keys:
 
     def audit(self, writer: str) -> str:  # stream: the changes one Redis user made
         return f"{self.prefix}:audit:{writer}"
+
+    @property
+    def trash_seen(self) -> str:  # hash: run id -> when the training box's purge first saw it trashed
+        return f"{self.prefix}:purge:seen"

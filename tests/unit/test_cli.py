@@ -1,6 +1,7 @@
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import labstats
@@ -352,3 +353,39 @@ def test_the_archiver_purges_a_trashed_run_sharing_files_and_fsck_finds_nothing(
     assert cli.main(["--url", urls["bob"], "audit", ids["alice"]]) == 0
     actions = [line.split()[4] for line in capsys.readouterr().out.splitlines()]
     assert actions == ["purge", "trash"]
+
+
+def test_the_web_box_cannot_make_the_nightly_purge_remove_a_run_before_the_retention(
+    acl_server, tmp_path, capsys, monkeypatch
+):
+    """The annotator may write any run's annotations: a web box taken over backdates bob's
+    trash time to 1970 and asks for the purge of alice's. The nightly purge counts the
+    retention from when the training box first saw a run in the trash, and only lists asked
+    purges: both runs stay, restorable; root purges one by naming it."""
+    from conftest import password
+
+    acl_server.client().flushall()
+    monkeypatch.setenv("LABSTATS_ARCHIVE_DIR", str(tmp_path / "archive"))
+    urls = {user: acl_server.url_for(user, password(user)) for user in ("alice", "bob", "archiver")}
+    ids = {user: log_as(acl_server, user, tmp_path, f"{user}-run")[1] for user in ("alice", "bob")}
+    annotator = acl_server.client("annotator", password("annotator"))
+    annotator.hset(f"ls:ann:{ids['bob']}", mapping={"trashed": "1", "trashed_by": "nobody"})
+    annotator.hset(f"ls:ann:{ids['alice']}", mapping={"trashed": str(time.time()), "purge": "requested"})
+
+    def nightly():
+        assert cli.main(["--url", urls["archiver"], "purge", "--due", "--retention-days", "30"]) == 0
+        return capsys.readouterr().out
+
+    out = nightly()
+    assert f"waiting   {ids['bob']}  first seen in the trash here" in out
+    assert f"asked     {ids['alice']}  a purge was asked for in the viewer" in out
+    assert "nothing to purge" in out
+    assert all(acl_server.client().exists(f"ls:run:{i}") for i in ids.values())
+    assert "nothing to purge" in nightly()  # the next night too: the first sight is kept
+    # 31 days after the training box first saw bob's run in the trash, it goes.
+    acl_server.client().hset("ls:purge:seen", ids["bob"], str(time.time() - 31 * 86400))
+    assert f"purged    {ids['bob']}" in nightly()
+    assert not acl_server.client().exists(f"ls:run:{ids['bob']}")
+    assert acl_server.client().hkeys("ls:purge:seen") == [ids["alice"].encode()]
+    assert cli.main(["--url", urls["archiver"], "purge", ids["alice"]]) == 0  # root, by name
+    assert f"purged    {ids['alice']}" in capsys.readouterr().out
