@@ -234,11 +234,13 @@ def test_a_live_run_s_new_media_get_a_panel_and_extend_a_slider(webgl, app, tmp_
             assert page.locator(".media-panel").count() == 0
             assert not page.is_visible("h2.media-heading")
 
-            def log_and_announce(steps, names):
+            def log_and_announce(steps, names, cloud=False):
                 for k in steps:
                     idx = stats.update(k * BATCH // SET_SIZE, SET_SIZE, BATCH, k % (SET_SIZE // BATCH))
                     for name in names:
                         stats.image(name, frame(k), step=idx)
+                if cloud:  # the page loaded without three.js: the new panel loads it
+                    stats.points("cloud", np.random.default_rng(0).normal(size=(500, 3)))
                 stats.flush()
                 listed = page.request.get(f"{base}/api/runs/local/{stats.run_id}/media").json()["media"]
                 page.evaluate(
@@ -260,9 +262,12 @@ def test_a_live_run_s_new_media_get_a_panel_and_extend_a_slider(webgl, app, tmp_
             page.dispatch_event(f"{samples} input.media-slider", "input")
             page.wait_for_selector(f'{samples} .media-items[data-step="0"] img.thumb')
 
-            log_and_announce(range(3, 6), ["samples", "other", "late"])
+            assert page.evaluate("window.THREE === undefined")
+            log_and_announce(range(3, 6), ["samples", "other", "late"], cloud=True)
             late = 'section.media-panel[data-name="late"]'
             page.wait_for_selector(f'{late} .media-items[data-step="160"] img.thumb', timeout=10_000)
+            cloud = 'section.media-panel[data-name="cloud"] .points-view'
+            page.wait_for_selector(f'{cloud}[data-rendered="three"][data-axes="xyz"] canvas', timeout=20_000)
             page.wait_for_selector(
                 f'{other} .media-items[data-step="160"] img.thumb'
             )  # it followed the newest
@@ -276,7 +281,7 @@ def test_a_live_run_s_new_media_get_a_panel_and_extend_a_slider(webgl, app, tmp_
             page.dispatch_event(f"{samples} input.media-slider", "input")
             page.wait_for_selector(f'{samples} .media-items[data-step="128"] img.thumb')
             assert page.text_content(f"{samples} .media-step-value") == "epoch 1 · step 128"
-            assert page.locator(".media-panel").count() == 3
+            assert page.locator(".media-panel").count() == 4
             # The poll announces only a name's last steps (live.MAX_MEDIA_STEPS): the earlier stay.
             page.evaluate(
                 """([source, run_id]) => document.dispatchEvent(new CustomEvent("labstats:media", {detail:
