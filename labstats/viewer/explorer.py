@@ -19,6 +19,7 @@ import gzip
 import json
 import math
 import re
+import time
 import warnings
 from dataclasses import dataclass, field
 from typing import Any
@@ -56,6 +57,8 @@ MIN_LINE_POINTS = 100
 MAX_SMOOTHING = 0.99
 MAX_NAME_CHARS = 1000
 MAX_CHOICES = 200  # metrics and config keys a view offers in its controls
+TABLE_KEYS_FRESH = 5.0  # seconds the plain list's config keys are reused (runcache's RECHECK_AFTER)
+MAX_TABLE_QUERIES = 64
 MAX_TABLE_KEYS = 100  # group-by choices the runs table offers (it shows at most 12 config columns)
 AGGREGATES = {"none": "each run", "mean": "mean ± std", "median": "median, min–max"}
 # Keys a sweep repeats runs over: aggregated over unless the view says otherwise (?over=).
@@ -535,12 +538,29 @@ def config_cell(value: Any) -> str:
 @bp.app_template_global("table_config_keys")
 def table_config_keys() -> list[str]:
     """The config keys that differ over every run of the runs table's filtered set (not
-    only its shown page): its config columns and group-by choices. Read once per request."""
+    only its shown page): its config columns and group-by choices. A sorted, filtered or
+    grouped table read every run already (table.read_table left them in g); the plain
+    newest-first list reads a page only, and every run's record here, at most once per
+    TABLE_KEYS_FRESH seconds per name/tag/status/filter."""
     found = getattr(g, "labstats_table_keys", None)
     if found is None:
         try:
-            runs = filtered_runs(labs(), table_query(MAX_RUNS), caches(current_app.extensions))
-        except (ApiError, FilterError):
-            runs = []
-        found = g.labstats_table_keys = differing_keys(runs, caches(current_app.extensions))[:MAX_TABLE_KEYS]
-    return found
+            query = table_query(MAX_RUNS)
+        except ApiError:
+            return []
+        memo = current_app.extensions.setdefault("labstats_table_keys", {})
+        asked, now = (query.name, query.tag, query.status, query.filter), time.monotonic()
+        kept = memo.get(asked)
+        if kept is not None and now - kept[0] < TABLE_KEYS_FRESH:
+            found = kept[1]
+        else:
+            try:
+                runs = filtered_runs(labs(), query, caches(current_app.extensions))
+            except FilterError:
+                runs = []
+            found = differing_keys(runs, caches(current_app.extensions))
+            if len(memo) > MAX_TABLE_QUERIES:
+                memo.clear()
+            memo[asked] = (now, found)
+        g.labstats_table_keys = found
+    return found[:MAX_TABLE_KEYS]

@@ -15,6 +15,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from flask import g, has_request_context
+
 from labstats.reader import SORTS, UNREACHABLE, Labs, Run, number, short
 from labstats.viewer.filters import PARTS, Filter, FilterError, compile_filter
 from labstats.viewer.runcache import SourceCache, source_cache
@@ -126,9 +128,12 @@ def read_table(labs: Labs, query: Query, kept: dict[str, SourceCache]) -> Table:
         ordered, groups, group_of = grouped(ordered, query.group, key)
     start = query.limit * (query.page - 1)
     page = ordered[start : start + query.limit]
+    keys = differing_keys(ordered, kept)
+    if has_request_context():  # the page's config columns read them here, not every run again
+        g.labstats_table_keys = keys
     return Table(page, states, len(ordered) > start + query.limit, total=len(ordered), groups=groups,
                  group_of=group_of[start : start + query.limit], summaries=summaries,
-                 config_keys=differing_keys(ordered, kept))  # fmt: skip
+                 config_keys=keys)  # fmt: skip
 
 
 def filtered_runs(labs: Labs, query: Query, kept: dict[str, SourceCache]) -> list[tuple[str, Run]]:

@@ -245,3 +245,7 @@ def test_config_columns_and_group_choices_come_from_every_filtered_run(client, t
     assert "config:dropout" in group_choices(client.get("/?limit=2&page=3").get_data(as_text=True))
     alike = client.get("/?limit=2&filter=" + 'name in ("c0", "c1", "c2")').get_data(as_text=True)
     assert group_choices(alike) == ["", "status"]
+    # A column of a key that differs over every run but not on the shown page stays hidden.
+    hidden = client.get("/?limit=2&sort=started&order=asc&hide=config:dropout").get_data(as_text=True)
+    assert 'data-hidden="[&#34;config:dropout&#34;]"' in hidden
+    assert '<input type="hidden" name="hide" value="config:dropout">' in hidden
