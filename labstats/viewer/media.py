@@ -467,6 +467,7 @@ class _Budget:
 
     def __init__(self) -> None:
         self.bytes, self.pixels = ORIGINALS_MAX_BYTES, ORIGINALS_MAX_PIXELS
+        self.missing = 0  # originals not on this box yet (the training box pushes them)
 
 
 def _records_of(run: Run, name: str, wanted: list[tuple[int, int]]) -> list[dict[str, Any] | None]:
@@ -488,6 +489,9 @@ def _from_original(run: Run, record: dict[str, Any] | None, px: int, budget: _Bu
     try:
         path = run.lab.artifacts.path(str(record.get("digest", "")))
         info = os.stat(path, follow_symlinks=False)
+    except FileNotFoundError:
+        budget.missing += 1
+        return None
     except (ValueError, OSError):
         return None
     size = info.st_size
@@ -503,11 +507,13 @@ def _from_original(run: Run, record: dict[str, Any] | None, px: int, budget: _Bu
     return picture
 
 
-def _frames(run: Run, name: str, wanted: list[tuple[int, int]], px: int) -> list[tuple[tuple[int, int], Any]]:
+def _frames(
+    run: Run, name: str, wanted: list[tuple[int, int]], px: int, budget: _Budget | None = None
+) -> list[tuple[tuple[int, int], Any]]:
     """((step, item), RGB picture of ``px`` on its longer side) of ``wanted``, in order: from
     the originals within the request's budget (_from_original), the others from their
     thumbnails (checked as _pictures does; one missing is left out)."""
-    budget = _Budget()
+    budget = budget or _Budget()
     found = {}
     for pair, record in zip(wanted, _records_of(run, name, wanted), strict=True):
         picture = _from_original(run, record, px, budget)
@@ -575,16 +581,19 @@ def animation(source: str, run_id: str, name: str):
     except ValueError:
         raise ApiError(400, "ms must be an integer (milliseconds per frame)") from None
 
-    def make():
-        frames = [
-            picture for _, picture in _frames(run, name, [(s, 0) for s in steps], gif_frame_px(len(steps)))
-        ]
+    key = ("gif", source, run.id, name, json.dumps(steps), duration)
+    with _cache_lock:
+        made = _cache.get(key)
+    if made is None:
+        budget = _Budget()
+        wanted = [(s, 0) for s in steps]
+        frames = [picture for _, picture in _frames(run, name, wanted, gif_frame_px(len(steps)), budget)]
         if not frames:
             raise ApiError(404, f"media {name!r} has no pictures to animate")
-        return media_files.animation(frames, duration), "image/gif"
-
-    key = ("gif", source, run.id, name, json.dumps(steps), duration)
-    data, mimetype = _cached(key, make)
+        made = media_files.animation(frames, duration), "image/gif"
+        if not budget.missing:  # one made while files are on their way is made again next time
+            _cached(key, lambda: made)
+    data, mimetype = made
     return Response(data, mimetype=mimetype, headers={"X-Frames": str(len(steps))})
 
 

@@ -448,3 +448,17 @@ def test_hostile_originals_are_never_read_outside_the_store(client, url, run_id,
     frames = frames_of(client.get(api(run_id, "animation", "pics")).data)
     assert [from_original(frame, k) for k, frame in enumerate(frames)] == [False, False, False]
     assert client.get(api(run_id, "montage", "pics")).status_code == 200
+
+
+def test_a_gif_made_before_its_originals_arrived_is_made_again_from_them(client, url, run_id, store):
+    """The training box pushes files within a minute: a GIF made from thumbnails meanwhile
+    is not kept, so the next one has the originals."""
+    original = media_files.png_bytes(checker(0))
+    digest = store.put(original)
+    plant_pictures(url, run_id, store, "pics", {0: digest, 1: media_files.png_bytes(checker(1))})
+    store.path(digest).unlink()  # not here yet
+    before = frames_of(client.get(api(run_id, "animation", "pics")).data)
+    assert [from_original(frame, k) for k, frame in enumerate(before)] == [False, True]
+    assert store.put(original) == digest  # arrived
+    after = frames_of(client.get(api(run_id, "animation", "pics")).data)
+    assert [from_original(frame, k) for k, frame in enumerate(after)] == [True, True]
