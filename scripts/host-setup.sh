@@ -26,6 +26,8 @@ for cmd in "${!wanted[@]}"; do
 done
 # A venv needs ensurepip: Debian's python3 ships it in python3-venv.
 python3 -c 'import ensurepip' 2>/dev/null || missing+=(python3-venv)
+# The viewer's point-cloud view draws with Debian's three.js (the browser tests load it).
+[[ -f /usr/share/javascript/three/build/three.min.js ]] || missing+=(libjs-three)
 
 if ((${#missing[@]})); then
   mapfile -t missing < <(printf '%s\n' "${missing[@]}" | sort -u)
