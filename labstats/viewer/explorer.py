@@ -279,7 +279,7 @@ def explore(view: View) -> dict[str, Any]:
     keys = differing_keys(runs, caches(current_app.extensions))
     configured = {k for _, run in runs for k in run.config}
     for what, key in (("split", view.split), ("color", view.color)):
-        if key and key not in configured:
+        if key and runs and key not in configured:
             raise ViewError(f"{what}: no chosen run has config key {key!r}")
     unknown = [m for m in view.metrics if m not in choices]
     if unknown and runs:
@@ -295,21 +295,20 @@ def explore(view: View) -> dict[str, Any]:
     for pair in runs:
         splits.setdefault(shown(pair[1].config.get(view.split)) if view.split else "", []).append(pair)
     split_order = sorted(splits, key=lambda v: _value_order(runs, view.split, v)) if view.split else [""]
+    pairs = [(metric, value) for metric in (metrics if runs else []) for value in split_order]
+    if len(pairs) > MAX_CHARTS:
+        notes.append(f"the first {MAX_CHARTS} of {len(pairs)} charts are drawn")
     charts, missing = [], 0
-    for metric in metrics:
-        for value in split_order:
-            if len(charts) == MAX_CHARTS:
-                notes.append(f"the first {MAX_CHARTS} charts are drawn")
-                break
-            title = f"{metric} · {view.split} = {value}" if view.split else metric
-            lines, lacking = _chart_lines(view, metric, splits[value], grouped_by, color_values, palette)
-            missing += lacking
-            if len(lines) > (MAX_LINES if view.agg != "none" else MAX_RUNS):
-                notes.append(f"{title}: the first {MAX_LINES} of {len(lines)} lines are drawn")
-                lines = lines[:MAX_LINES]
-            charts.append(
-                {"title": title, "metric": metric, "split": value if view.split else None, "lines": lines}
-            )
+    for metric, value in pairs[:MAX_CHARTS]:
+        title = f"{metric} · {view.split} = {value}" if view.split else metric
+        lines, lacking = _chart_lines(view, metric, splits[value], grouped_by, color_values, palette)
+        missing += lacking
+        if len(lines) > (MAX_LINES if view.agg != "none" else MAX_RUNS):
+            notes.append(f"{title}: the first {MAX_LINES} of {len(lines)} lines are drawn")
+            lines = lines[:MAX_LINES]
+        charts.append(
+            {"title": title, "metric": metric, "split": value if view.split else None, "lines": lines}
+        )
     if missing:
         notes.append(
             f"{missing} run-chart pairs without that series (or without a {X_AXES[view.x]} axis) are left out"

@@ -249,3 +249,11 @@ def test_config_columns_and_group_choices_come_from_every_filtered_run(client, t
     hidden = client.get("/?limit=2&sort=started&order=asc&hide=config:dropout").get_data(as_text=True)
     assert 'data-hidden="[&#34;config:dropout&#34;]"' in hidden
     assert '<input type="hidden" name="hide" value="config:dropout">' in hidden
+
+
+def test_a_filter_that_matches_nothing_draws_nothing(client, sweep):
+    answer = client.get("/explorer/view?q=nothing-like-this&metric=loss&split=lr")
+    assert answer.status_code == 200
+    assert answer.json["runs"] == 0
+    assert answer.json["charts"] == []
+    assert client.get("/explorer?q=nothing-like-this&metric=loss").status_code == 200

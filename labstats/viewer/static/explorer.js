@@ -82,9 +82,6 @@ function render(answer) {
     const box = document.createElement("div");
     box.className = "chart";
     box.dataset.title = chart.title;
-    const head = document.createElement("div");
-    head.className = "chart-head";
-    head.textContent = chart.title;
     const counts = document.createElement("div");
     counts.className = "explorer-lines muted";
     for (const line of chart.lines) {
@@ -98,7 +95,7 @@ function render(answer) {
     const target = document.createElement("div");
     target.id = chart.target;
     target.className = "bk-target";
-    box.append(head, counts, target);
+    box.append(counts, target); // the title is the chart's own
     grid.append(box);
     window.Bokeh.embed.embed_item(chart.spec).then((manager) => {
       explorer.managers.push(manager);
