@@ -403,6 +403,12 @@ def test_trashed_runs_are_in_no_list_but_their_own_and_pages_stay_full(lab, redi
         i for i in newest[:150] if client.hget(f"ls:run:{i}", "name").startswith(b"run1")]  # fmt: skip
     assert lab.run(newest[0]).trashed
     assert lab.run(newest[0]).annotations.trashed_by == "tester"
+    from labstats.reader import Labs
+
+    labs = Labs({"gpu1": lab}, warn=False)  # the viewer's and Jupyter's way over several boxes
+    assert [r.id for _, r in labs.page(limit=5).runs] == newest[150:155]
+    assert [r.id for _, r in labs.page(limit=5, trashed=True).runs] == newest[:5]
+    assert [r.id for r in labs.runs(limit=3, trashed=True)] == newest[:3]
     cur.restore(newest[0])
     assert lab.runs(limit=1)[0].id == newest[0]
     assert lab.run_ids() == newest  # the archiver and the purge still see every run
