@@ -204,8 +204,6 @@ def cmd_purge(lab: reader.Lab, args: argparse.Namespace) -> int:
     else:
         raise LabstatsError("name the runs to purge (they must be in the trash), or use --due")
     done = purge.purge(lab.redis, lab.keys, ids, archive_dir=directory, store=lab.artifacts, who=who)
-    if done:  # nothing of a purged run stays behind, this box's note of its trash time neither
-        lab.redis.hdel(lab.keys.trash_seen, *(result.run_id for result in done))
     for result in done:
         shared = f", {result.kept_shared} kept (other runs use them)" if result.kept_shared else ""
         archived = ", its archive" if result.archive else ""
@@ -216,38 +214,13 @@ def cmd_purge(lab: reader.Lab, args: argparse.Namespace) -> int:
 
 
 def _past_retention(lab: reader.Lab, retention_days: float) -> list[str]:
-    """The trashed runs the nightly purge may remove: in the trash longer than the retention
-    both by their annotations and by the training box's own note of when it first saw them
-    there (``ls:purge:seen``, the archiver's). The web box writes annotations: a web box taken
-    over could backdate ``trashed`` or ask for a purge (``purge`` = "requested"), and what it
-    does must stay undoable for the retention (docs/security.md). Such a request is only said
-    here; root on the training box carries it out by naming the run."""
-    now = time.time()
-    trashed = purge.due(lab.redis, lab.keys, 0.0, now=now)  # every trashed, unprotected run
-    annotations = lab.annotations(trashed)
-    raw_seen = lab.redis.hgetall(lab.keys.trash_seen)
-    seen = {k.decode("utf-8", "replace"): reader.number(v) for k, v in raw_seen.items()}
-    first_seen = {run_id: seen.get(run_id) or now for run_id in trashed}
-    pipe = lab.redis.pipeline(transaction=True)
-    if first_seen:
-        pipe.hset(lab.keys.trash_seen, mapping={k: f"{v:.3f}" for k, v in first_seen.items()})
-    gone = [run_id for run_id in seen if run_id not in first_seen]  # restored or purged since
-    if gone:
-        pipe.hdel(lab.keys.trash_seen, *gone)
-    pipe.execute()
-    limit = now - retention_days * 86400
-    due = []
-    for run_id in trashed:
-        when = annotations[run_id].trashed
-        if when is not None and when <= limit and first_seen[run_id] <= limit:
-            due.append(run_id)
-        elif when is not None and when <= limit:  # its annotations say so; this box saw it later
-            print(f"waiting   {run_id}  first seen in the trash here {_when(first_seen[run_id])}")
-        elif lab.redis.hget(lab.keys.annotations(run_id), "purge") == b"requested":
-            print(
-                f"asked     {run_id}  a purge was asked for in the viewer: `labstats-purge {run_id}` does it"
-            )
-    return due
+    """The runs the nightly purge removes (see labstats.ops.purge.due); the others said."""
+    found = purge.due(lab.redis, lab.keys, retention_days)
+    for run_id, first_seen in found.waiting:
+        print(f"waiting   {run_id}  first seen in the trash here {_when(first_seen)}")
+    for run_id in found.asked:
+        print(f"asked     {run_id}  a purge was asked for in the viewer: `labstats-purge {run_id}` does it")
+    return found.ids
 
 
 def cmd_fsck(lab: reader.Lab, args: argparse.Namespace) -> int:

@@ -11,8 +11,10 @@ purge removes everything it holds, on its training box only (the web box cannot 
   to. The store is shared and content-addressed: one file can belong to many runs, so the
   references of every other run (in Redis and in archives) are counted first.
 
-A run is due when it has been in the trash longer than the retention (30 days by default) or
-an admin asked for its purge; a protected run never is. Each purge is appended to the
+A run is due when it has been in the trash longer than the retention (30 days by default),
+counted both by its annotations and by this box's own note of when it first saw it there (the
+web box writes annotations and could backdate them); a purge asked for in the viewer is only
+listed, root carries it out by naming the run. A protected run is never purged. Each purge is appended to the
 archiver's audit stream. ``fsck`` lists keys of runs that have no record, index entries that
 name no run, archives of no run and store files that no run refers to: 0 of each after a
 purge. Backups keep a purged run until their own retention drops it.
@@ -180,21 +182,65 @@ def _archive_digests(path: Path) -> set[str]:
     return found
 
 
-def due(client: redis.Redis, keys: Keys, retention_days: float, now: float | None = None) -> list[str]:
-    """The trashed runs whose time is up (or whose purge an admin asked for), protected ones never."""
-    now = time.time() if now is None else now
+@dataclass
+class Due:
+    """What the nightly purge may remove, and what it only says."""
+
+    ids: list[str] = field(default_factory=list)  # past the retention, here too
+    waiting: list[tuple[str, float]] = field(default_factory=list)  # (id, first seen here): not yet
+    asked: list[str] = field(default_factory=list)  # a purge asked for in the viewer: root names it
+
+
+def trashed(client: redis.Redis, keys: Keys) -> dict[str, dict[bytes, bytes]]:
+    """The raw annotations of every run in the trash that is not protected."""
     ids = sorted(scan_keys(client, keys).annotations)
     pipe = client.pipeline(transaction=False)
     for run_id in ids:
         pipe.hgetall(keys.annotations(run_id))
-    chosen = []
+    found = {}
     for run_id, raw in zip(ids, pipe.execute() if ids else [], strict=True):
         notes = curation_format.decode(raw)
-        if notes.trashed is None or notes.protected:
-            continue
-        if raw.get(b"purge") == b"requested" or now - notes.trashed >= retention_days * 86400:
-            chosen.append(run_id)
-    return chosen
+        if notes.trashed is not None and not notes.protected:
+            found[run_id] = raw
+    return found
+
+
+def due(client: redis.Redis, keys: Keys, retention_days: float, now: float | None = None) -> Due:
+    """The trashed runs whose time is up: in the trash longer than the retention both by their
+    annotations and by this training box's own note of when it first saw them there
+    (``ls:purge:seen``, kept here). The web box writes annotations: one taken over could
+    backdate ``trashed`` or ask for a purge (``purge`` = "requested"), and what it does must
+    stay undoable for the retention. Such a request is only listed; root carries it out by
+    naming the run. Protected runs never are due."""
+    now = time.time() if now is None else now
+    found = trashed(client, keys)
+    seen = {k.decode("utf-8", "replace"): _number(v) for k, v in client.hgetall(keys.trash_seen).items()}
+    first_seen = {run_id: seen.get(run_id) or now for run_id in found}
+    pipe = client.pipeline(transaction=True)
+    if first_seen:
+        pipe.hset(keys.trash_seen, mapping={k: f"{v:.3f}" for k, v in first_seen.items()})
+    gone = [run_id for run_id in seen if run_id not in found]  # restored or purged since
+    if gone:
+        pipe.hdel(keys.trash_seen, *gone)
+    pipe.execute()
+    limit = now - retention_days * 86400
+    result = Due()
+    for run_id, raw in found.items():
+        when = curation_format.decode(raw).trashed
+        if when is not None and when <= limit and first_seen[run_id] <= limit:
+            result.ids.append(run_id)
+        elif when is not None and when <= limit:
+            result.waiting.append((run_id, first_seen[run_id]))
+        elif raw.get(b"purge") == b"requested":
+            result.asked.append(run_id)
+    return result
+
+
+def _number(raw: bytes) -> float:
+    try:
+        return float(raw)
+    except ValueError:
+        return 0.0
 
 
 def purge(
@@ -227,6 +273,9 @@ def purge(
         own, _ = references(client, keys, _only(keymap, run_id), archive_dir)
         result = Purged(run_id)
         meta = run_record.decode(client.hgetall(keys.run(run_id)))
+        # The keys first: a purge refused there (a user that may not remove them) has removed
+        # nothing; one stopped after leaves files that fsck names, never a run without them.
+        result.keys = _remove_keys(client, keys, run_id, meta, keymap.run_keys.get(run_id, []))
         if store is not None and "*" not in kept:
             for digest in own - {"*"}:
                 if digest in kept:
@@ -237,7 +286,7 @@ def purge(
             path = path_for(archive_dir, run_id)
             result.archive = path.exists()
             path.unlink(missing_ok=True)
-        result.keys = _remove_keys(client, keys, run_id, meta, keymap.run_keys.get(run_id, []))
+        client.hdel(keys.trash_seen, run_id)
         _audit(client, keys, run_id, who, meta, result)
         done.append(result)
     return done

@@ -112,19 +112,25 @@ def test_a_run_not_in_the_trash_or_protected_is_refused_and_nothing_goes(two_run
     assert len(files_of(store)) == 6
 
 
-def test_due_runs_are_those_past_the_retention_or_asked_for(two_runs):
+def test_due_runs_are_past_the_retention_by_their_annotations_and_by_this_box(two_runs):
     client, _, a, b = two_runs
     trash(client, a.run_id)
     trash(client, b.run_id)
     now = time.time()
-    assert purge.due(client, K, retention_days=30, now=now) == []
-    assert sorted(purge.due(client, K, retention_days=30, now=now + 31 * 86400)) == sorted(
-        [a.run_id, b.run_id]
-    )
-    client.hset(K.annotations(b.run_id), "purge", "requested")
-    assert purge.due(client, K, retention_days=30, now=now) == [b.run_id]
-    client.hset(K.annotations(b.run_id), "protected", "1")
-    assert purge.due(client, K, retention_days=30, now=now) == []
+    assert purge.due(client, K, retention_days=30, now=now).ids == []
+    later = now + 31 * 86400  # the box saw both in the trash at `now`: a month later, due
+    assert sorted(purge.due(client, K, retention_days=30, now=later).ids) == sorted([a.run_id, b.run_id])
+    # A backdated trash time (the web box writes annotations) waits for this box's own count.
+    client.hset(K.annotations(b.run_id), "trashed", "1.0")
+    client.hdel(K.trash_seen, b.run_id)
+    found = purge.due(client, K, retention_days=30, now=now)
+    assert found.ids == []
+    assert [run_id for run_id, _ in found.waiting] == [b.run_id]
+    # A purge asked for in the viewer is said, not done; a protected run is never due.
+    client.hset(K.annotations(a.run_id), "purge", "requested")
+    assert purge.due(client, K, retention_days=30, now=now).asked == [a.run_id]
+    client.hset(K.annotations(a.run_id), "protected", "1")
+    assert purge.due(client, K, retention_days=30, now=later).ids == [b.run_id]
 
 
 def test_young_files_are_left_for_a_run_whose_record_may_still_be_spooled(two_runs, tmp_path):
