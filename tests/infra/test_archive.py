@@ -333,3 +333,23 @@ def test_a_re_archived_run_replaces_its_file_on_the_web_box(host, archived_run):
     )
     assert status == 200, body
     assert json.loads(body)["values"] == [1 / 11, 1 / 12, 1 / 13]
+
+
+def test_a_trashed_run_is_purged_by_root_only_and_leaves_every_box(host):
+    _, run_id = log_run_on_trainbox("purge-check", steps=50)
+    venv = "/opt/labstats/venv/bin/labstats"
+    with host.sudo("researcher"):
+        assert host.run(f"{venv} trash %s", run_id).rc == 0  # its owner puts it in the trash
+        refused = host.run(f"{venv} purge %s", run_id)  # but may not purge it
+    assert refused.rc != 0
+    assert "labstats-purge" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    with host.sudo():
+        assert host.service("labstats-purge.timer").is_enabled
+        done = host.run("labstats-purge %s", run_id)
+    assert done.rc == 0, done.stderr
+    assert f"purged    {run_id}" in done.stdout
+    assert redis_cli(host, "ops", "exists", f"ls:run:{run_id}").stdout.strip() == "0"
+    web = box("webbox")
+    assert wait_until(lambda: redis_cli(web, "viewer", "exists", f"ls:run:{run_id}").stdout.strip() == "0")
+    assert redis_cli(host, "ops", "exists", f"ls:ann:{run_id}").stdout.strip() == "0"
