@@ -31,11 +31,16 @@ def app_and_run(url, tmp_path, monkeypatch):
             stats.image("loss", np.full((6, 6, 3), step * 20, np.uint8), step=step)
         stats.fits("sky", np.arange(64, dtype=np.float32).reshape(8, 8), step=5)
         stats.points("cloud", np.arange(30, dtype=np.float32).reshape(10, 3), step=5)
-    return create_app({"local": Source("local", url, artifact_dir=str(tmp_path / "artifacts"))}), stats.run_id
+    # annotate_url: the annotation routes change the run too (without one they refuse, 409).
+    source = Source("local", url, artifact_dir=str(tmp_path / "artifacts"), annotate_url=url)
+    return create_app({"local": source}), stats.run_id
 
 
+# Routes of compared runs (?run=source/id...): fuzzed with the real run too.
+COMPARING = ("pages.compare", "pages.compare_charts", "exports.compare_file", "media.compare_media")
 # Routes whose answer to input they take is a redirect (POST, then GET the result).
-REDIRECTS = {"pages.save_view", "pages.open_view"}
+REDIRECTS = {"pages.save_view", "pages.open_view", "annotate.page_change", "annotate.page_trash",
+             "annotate.page_restore"}  # fmt: skip
 # The name each route is fuzzed with on the real run besides "loss" (a series and an image).
 REAL_NAMES = {"api.tensor": "weights", "media.fits_preview": "sky", "media.fits_header": "sky",
               "media.points": "cloud"}  # fmt: skip
@@ -60,7 +65,7 @@ def test_api_answers_every_input_without_a_server_error(app_and_run):
     operations = [result.ok() for result in schema.get_all_operations()]
     documented = [rule for rule in app.url_map.iter_rules() if rule.endpoint not in NOT_DOCUMENTED]
     routes = [(rule, method) for rule in documented for method in rule.methods - {"HEAD", "OPTIONS"}]
-    assert len(operations) == len(routes) == 28  # the API's, the media's, the pages and their charts, exports
+    assert len(operations) == len(routes) == 41  # test_viewer_openapi.py says which
     # A saved view named like the example name: opening it is fuzzed against a real view too.
     assert app.test_client().post("/views", data={"name": "loss", "query": "sort=name"}).status_code == 303
     for operation in operations:
@@ -70,7 +75,7 @@ def test_api_answers_every_input_without_a_server_error(app_and_run):
         real = {"source": "local", "run_id": run_id, "name": REAL_NAMES.get(endpoint, "loss")}
         real = {key: value for key, value in real.items() if f"{{{key}}}" in operation.path}
         on_the_run = operation.as_strategy(path_parameters=real)
-        if endpoint in ("pages.compare", "pages.compare_charts", "exports.compare_file"):
+        if endpoint in COMPARING:
             on_the_run = operation.as_strategy(query={"run": [f"local/{run_id}"]})
         if endpoint == "api.live":
             on_the_run = operation.as_strategy(body={
@@ -79,6 +84,10 @@ def test_api_answers_every_input_without_a_server_error(app_and_run):
                 "watch": [{"run": f"local/{run_id}", "series": 0, "counts": {"loss": 1}, "texts": {"text": 1},
                            "media": ""}, {"run": "local/none"}, "junk"],
             })  # fmt: skip
+
+        if endpoint in ("annotate.api_restore", "annotate.page_restore"):  # a run in the trash to restore
+            trashed = app.test_client().post(f"/api/runs/local/{run_id}/trash")
+            assert trashed.status_code in (200, 409)  # 409: it is there already
 
         @given(case=st.one_of(operation.as_strategy(), on_the_run))
         @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)

@@ -28,12 +28,13 @@ def test_every_api_route_is_in_the_document_with_its_parameters(app):
     operations = _operations(doc)
     documented = [rule for rule in app.url_map.iter_rules() if rule.endpoint not in NOT_DOCUMENTED]
     routes = [(rule, method.lower()) for rule in documented for method in rule.methods - {"HEAD", "OPTIONS"}]
-    # 9 of the API (POST /api/live one of them), 9 of the media, 4 pages and the charts of two
-    # of them as JSON (run, compare), the runs table's saved views (save, open) and the
-    # one-file exports (a run, a comparison); 6 files and forms left out
-    assert len(routes) == 28
+    # 9 of the API (POST /api/live one of them), 10 of the media, 4 pages and the charts of two
+    # of them as JSON (run, compare), the runs table's saved views (save, open), the one-file
+    # exports (a run, a comparison), the explorer (page, view) and 10 of the annotations;
+    # 6 files and forms left out
+    assert len(routes) == 41
     # (the own-password form exists only where logins do)
-    assert len(list(app.url_map.iter_rules())) == 28 + len(NOT_DOCUMENTED - {"auth.password"})
+    assert len(list(app.url_map.iter_rules())) == 41 + len(NOT_DOCUMENTED - {"auth.password"})
     assert undocumented(app) == []
     for rule, method in routes:
         op = operations[openapi_path(rule.rule), method]
@@ -41,10 +42,11 @@ def test_every_api_route_is_in_the_document_with_its_parameters(app):
         named = [p.get("name") or p["$ref"].rsplit("/", 1)[1] for p in op["parameters"]]
         in_path = [p for p in named if f"{{{p}}}" in openapi_path(rule.rule)]
         assert in_path == list(rule.arguments) or sorted(in_path) == sorted(rule.arguments)
-        assert "200" in op["responses"]
+        assert {"200", "303"} & set(op["responses"])  # its answer: a page, JSON, or a form's redirect
     assert ("/api/live", "post") in operations
     body = operations["/api/live", "post"]["requestBody"]["content"]["application/json"]["schema"]
-    assert set(body["properties"]) == {"runs", "series"}
+    assert set(body["properties"]) == {"runs", "series", "watch"}
+    assert body["properties"]["watch"]["maxItems"] == 20
     schemathesis.openapi.from_dict(doc)  # a document schemathesis reads
 
 
