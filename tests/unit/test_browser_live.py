@@ -124,6 +124,8 @@ def test_a_run_page_merges_a_group_in_place(chromium, app, tmp_path):  # noqa: F
     with labstats.Stats(tmp_path / "merge") as stats:
         for step in range(5):
             stats.log(step=step, **{"train/a": 1.0 + step, "train/b": 2.0, "val/c": 3.0})
+        for step in range(60):  # two pages of text
+            stats.log(step=step, note=f"note {step}")
     with serving(app) as base:
         page, errors = open_page(chromium, f"{base}/runs/local/{stats.run_id}")
         assert len(_drawn(page)) == 3
@@ -141,6 +143,15 @@ def test_a_run_page_merges_a_group_in_place(chromium, app, tmp_path):  # noqa: F
         page.reload()
         assert len(_drawn(page)) == 2
         assert page.input_value("#x-axis") == "relative"
+        # The older text values: another page load, in the same view.
+        page.click("#run-texts .pager a")
+        page.wait_for_url("**text_page=1**")
+        assert parse_qs(urlsplit(page.url).query) == {
+            "x": ["relative"],
+            "merge": ["train"],
+            "text_page": ["1"],
+        }
+        assert len(_drawn(page)) == 2
         assert errors == []
 
 

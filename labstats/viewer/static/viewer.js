@@ -342,6 +342,24 @@ function chartControlsForm(form) {
     for (const group of merge) form.append(element("input", { type: "hidden", name: "merge", value: group }));
     redrawView();
   });
+  // The run page's own links and forms that load it again (older text values, a tensor's
+  // step) keep the view as the URL has it now.
+  document.addEventListener("click", (e) => {
+    const link = e.target.closest && e.target.closest("#run-texts .pager a");
+    if (!link || e.button !== 0 || e.metaKey || e.ctrlKey || e.shiftKey) return;
+    e.preventDefault();
+    const url = viewURL();
+    url.searchParams.set("text_page", new URL(link.href).searchParams.get("text_page") || "0");
+    window.location.assign(url);
+  });
+  document.addEventListener("submit", (e) => {
+    const step = e.target.closest && e.target.closest("#run-tensors form");
+    if (!step) return;
+    e.preventDefault();
+    const url = viewURL();
+    url.searchParams.set("step", step.querySelector("select[name=step]").value);
+    window.location.assign(url);
+  });
   // The state the page was opened with (charts drawn later read chartControls).
   applyFilter();
   applySmoothing();
