@@ -245,6 +245,10 @@ def test_config_columns_and_group_choices_come_from_every_filtered_run(client, t
     assert "config:dropout" in group_choices(client.get("/?limit=2&page=3").get_data(as_text=True))
     alike = client.get("/?limit=2&filter=" + 'name in ("c0", "c1", "c2")').get_data(as_text=True)
     assert group_choices(alike) == ["", "status"]
+    # The plain list's keys over every run are reused a while; a new run's new key shows at once.
+    with labstats.Stats(tmp_path / "c5", name="c5", config={"model": "mlp", "momentum": 0.9}) as stats:
+        stats.log(step=0, loss=1.0)
+    assert 'data-col="config:momentum"' in client.get("/?limit=2").get_data(as_text=True)
     # A column of a key that differs over every run but not on the shown page stays hidden.
     hidden = client.get("/?limit=2&sort=started&order=asc&hide=config:dropout").get_data(as_text=True)
     assert 'data-hidden="[&#34;config:dropout&#34;]"' in hidden
