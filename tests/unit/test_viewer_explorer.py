@@ -261,3 +261,25 @@ def test_a_filter_that_matches_nothing_draws_nothing(client, sweep):
     assert answer.json["runs"] == 0
     assert answer.json["charts"] == []
     assert client.get("/explorer?q=nothing-like-this&metric=loss").status_code == 200
+
+
+def test_fractional_epochs_and_time_since_start_as_x(client, tmp_path):
+    """update()'s epochs: x = epoch + step × batch / set size, the seeds averaged there."""
+    for seed in (0, 1):
+        state = {"loss": 0.0}
+        with labstats.Stats(tmp_path / f"u{seed}", name=f"u{seed}", config={"seed": seed}) as stats:
+            stats.watch(lambda state=state: state["loss"], "loss")
+            for epoch in range(2):
+                for step in range(4):
+                    state["loss"] = 10.0 * epoch + step + seed
+                    stats.update(epoch, 100, 25, step)
+    answer = client.get("/explorer/view?metric=loss&x=epoch&agg=mean").json
+    (line,) = answer["charts"][0]["lines"]
+    assert line["n"] == 2
+    data = sources_of(answer["charts"][0]["spec"])["data-0"]
+    np.testing.assert_allclose(data["x"], [0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75])
+    np.testing.assert_allclose(data["center"], [0.5, 1.5, 2.5, 3.5, 10.5, 11.5, 12.5, 13.5])
+    relative = sources_of(client.get("/explorer/view?metric=loss&x=relative&agg=none").json["charts"][0]["spec"])
+    for xs in relative["data-runs"]["xs"]:
+        assert 0 <= xs[0] < 60
+        assert xs == sorted(xs)
