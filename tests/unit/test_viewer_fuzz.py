@@ -38,6 +38,8 @@ def app_and_run(url, tmp_path, monkeypatch):
 
 # Routes of compared runs (?run=source/id...): fuzzed with the real run too.
 COMPARING = ("pages.compare", "pages.compare_charts", "exports.compare_file", "media.compare_media")
+# Routes that move the run into the trash or out of it.
+TRASHING = ("annotate.api_trash", "annotate.page_trash", "annotate.api_restore", "annotate.page_restore")
 # Routes whose answer to input they take is a redirect (POST, then GET the result).
 REDIRECTS = {"pages.save_view", "pages.open_view", "annotate.page_change", "annotate.page_trash",
              "annotate.page_restore"}  # fmt: skip
@@ -85,9 +87,19 @@ def test_api_answers_every_input_without_a_server_error(app_and_run):
                            "media": ""}, {"run": "local/none"}, "junk"],
             })  # fmt: skip
 
-        if endpoint in ("annotate.api_restore", "annotate.page_restore"):  # a run in the trash to restore
-            trashed = app.test_client().post(f"/api/runs/local/{run_id}/trash")
-            assert trashed.status_code in (200, 409)  # 409: it is there already
+        # The run as the trash and restore routes can take it (the fuzzed changes may have
+        # protected it, trashed or restored it): unprotected, then out of the trash or in it.
+        if endpoint in TRASHING:
+            client = app.test_client()
+            assert (
+                client.patch(f"/api/runs/local/{run_id}/annotations", json={"protected": False}).status_code
+                == 200
+            )
+            wanted = "trash" if endpoint.endswith("restore") else "restore"
+            assert client.post(f"/api/runs/local/{run_id}/{wanted}").status_code in (
+                200,
+                409,
+            )  # 409: it is so
 
         @given(case=st.one_of(operation.as_strategy(), on_the_run))
         @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
