@@ -279,7 +279,7 @@ def test_fractional_epochs_and_time_since_start_as_x(client, tmp_path):
     data = sources_of(answer["charts"][0]["spec"])["data-0"]
     np.testing.assert_allclose(data["x"], [0, 0.25, 0.5, 0.75, 1, 1.25, 1.5, 1.75])
     np.testing.assert_allclose(data["center"], [0.5, 1.5, 2.5, 3.5, 10.5, 11.5, 12.5, 13.5])
-    relative = sources_of(client.get("/explorer/view?metric=loss&x=relative&agg=none").json["charts"][0]["spec"])
-    for xs in relative["data-runs"]["xs"]:
+    relative = client.get("/explorer/view?metric=loss&x=relative&agg=none").json["charts"][0]["spec"]
+    for xs in sources_of(relative)["data-runs"]["xs"]:
         assert 0 <= xs[0] < 60
         assert xs == sorted(xs)
