@@ -102,10 +102,12 @@ class Curation:
         for field, value in (("name", name), ("project", project), ("note", note)):
             if value is UNSET:
                 continue
+            if isinstance(value, str):  # a note from a browser form or a Windows file has CRLF
+                value = fmt.clean_text(field, value)
             problem = fmt.text_problem(field, value)
             if problem:
                 raise CurationError(problem)
-            texts[field] = fmt.clean_text(field, value)
+            texts[field] = value
         adding = _tags(tags_add)
         removing = _tags(tags_remove)
         flags = {}

@@ -12,6 +12,7 @@ import pytest
 import redis
 from conftest import password
 
+import labstats
 from labstats.curation import Curation, CurationError, read_annotations, read_audit
 from labstats.format import curation as fmt
 
@@ -337,3 +338,13 @@ def test_what_the_acl_cannot_refuse_is_what_docs_security_says(acl):
     with pytest.raises(redis.exceptions.NoPermissionError):
         annotator.execute_command("XADD", "ls:audit:alice", "MAXLEN", "0", "*", "who", "x")
     assert [e["writer"] for e in read_audit(annotator)] == ["alice"]
+
+
+def test_a_note_with_windows_line_ends_is_stored_with_plain_newlines(url):
+    client = redis.Redis.from_url(url)
+    with labstats.Stats("runs/crlf", name="crlf", capture_git=False) as stats:
+        stats.log(step=0, loss=1.0)
+    notes = Curation(client, actor="ann", writer="default").change(
+        stats.run_id, note="line one\r\nline two\r\n"
+    )
+    assert notes.note == "line one\nline two\n"  # a form's textarea sends CRLF; it is no control character
