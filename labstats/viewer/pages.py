@@ -18,7 +18,8 @@ from werkzeug.exceptions import HTTPException
 from labstats.format.codec import INT64_MAX, INT64_MIN
 from labstats.format.keys import AXIS_SERIES
 from labstats.format.run_record import RUNNING, STALLED
-from labstats.reader import LabstatsError
+from labstats.read.archive_file import path_for
+from labstats.reader import LabstatsError, Run
 from labstats.viewer import charts
 from labstats.viewer import live as live_watch
 from labstats.viewer.api import RUNS_QUERY
@@ -401,7 +402,12 @@ def run_page(source: str, run_id: str):
         return render_template("source_down.html", source=source, message=exc.message)
     summary = run_summary(source, run)
     live = summary["status"] in LIVE
-    view = _run_view(run, source, live, lambda n, name: f"chart-{n}")
+    arriving = run.archived and not path_for(run.lab.archive_dir, run.id).exists()
+    if arriving:  # archived on its box a moment ago: no series to read here until its file comes
+        view = {"plots": [], "texts": [], "tensors": [], "group_links": {}, "names": [], "series": 0,
+                "truncated": False}  # fmt: skip
+    else:
+        view = _run_view(run, source, live, lambda n, name: f"chart-{n}")
     config, config_truncated = config_summary(run.config, MAX_PAGE_CONFIG_BYTES)  # whole: in the API
     media = media_overview(run)
     return render_template(
@@ -421,6 +427,9 @@ def run_page(source: str, run_id: str):
         truncated=view["truncated"],
         live=live,
         media=media,
+        arriving=arriving,
+        previous=_previous_run(run),
+        resumes=_resumes(run),
         # What the page's poll starts from: it hears only of what changes after (api.live).
         watch={
             "series": view["series"],
@@ -428,6 +437,24 @@ def run_page(source: str, run_id: str):
             "names": view["names"],
         },
     )
+
+
+def _resumes(run: Run) -> list[dict[str, Any]]:
+    """When the run was resumed and after which step (its owner writes the list: only
+    entries of the right shape, the last 20)."""
+    found = run.meta.get("resumes")
+    if not isinstance(found, list):
+        return []
+    return [r for r in found if isinstance(r, dict)][-20:]
+
+
+def _previous_run(run: Run) -> str | None:
+    """The id of the run this one was started again after (its record's ``previous``), when
+    that run is still there."""
+    previous = run.meta.get("previous")
+    if not isinstance(previous, str) or not previous:
+        return None
+    return previous if run.lab.redis.exists(run.lab.keys.run(previous)) else None
 
 
 @bp.get("/runs/<source>/<run_id>/charts")
