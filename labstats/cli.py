@@ -231,6 +231,21 @@ def cmd_fsck(lab: reader.Lab, args: argparse.Namespace) -> int:
     return 0 if report.clean else 1
 
 
+def cmd_prune_copies(lab: reader.Lab | reader.Labs, args: argparse.Namespace) -> int:
+    """The web box's part of a purge: each training box's copies no run holds any more."""
+    labs = lab.labs if isinstance(lab, reader.Labs) else {"local": lab}
+    refused = 0
+    for name, one in labs.items():
+        found = purge.prune_copies(one.redis, one.keys, one.archive_dir, one.artifacts,
+                                   min_age=args.min_age_hours * 3600, max_share=args.max_share)  # fmt: skip
+        if found.refused:
+            refused += 1
+            print(f"{name}: {found.refused}", file=sys.stderr)
+        else:
+            print(f"{name}: {len(found.archives)} archive copies and {len(found.files)} files removed")
+    return 1 if refused else 0
+
+
 def cmd_import_tb(lab: reader.Lab, args: argparse.Namespace) -> int:
     one_store(lab, "import-tb")
     results = tbimport.import_tb(args.logdir, url=args.url, prefix=args.prefix, progress=print)
@@ -656,6 +671,16 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dir", help="archive folder (default: as for archive)")
     p.add_argument("--json", action="store_true", help="print JSON")
     p.set_defaults(func=cmd_fsck)
+
+    p = sub.add_parser(
+        "prune-copies",
+        help="on the web box: remove the copies (archives, files) of runs purged on their training box",
+    )
+    p.add_argument("--min-age-hours", type=float, default=purge.MIN_FILE_AGE / 3600,
+                   help="leave younger copies (default: 24)")  # fmt: skip
+    p.add_argument("--max-share", type=float, default=0.5,
+                   help="remove nothing when more than this share of a box's copies would go")  # fmt: skip
+    p.set_defaults(func=cmd_prune_copies)
 
     p = _documented(sub, "import-tb", tbimport, "import TensorBoard event files, one run per run folder")
     p.add_argument("logdir", help="the folder TensorBoard would be given (--logdir)")

@@ -363,10 +363,17 @@ def fsck(
                 report.orphan_archives.append(str(path))
     digests, report.problems = references(client, keys, keymap, archive_dir)
     if store is not None and store.root.is_dir() and "*" not in digests:
-        stored = {p.name for p in store.root.glob("??/*") if p.is_file() and len(p.name) == 64}
+        stored = {p.name for p in _stored(store)}
         report.orphan_files = sorted(stored - digests)
         report.missing_files = sorted(digests - stored)
     return report
+
+
+def _stored(store: ArtifactStore) -> list[Path]:
+    """The files of a store (named by their SHA-256, under a folder of its first two digits)."""
+    if not store.root.is_dir():
+        return []
+    return [p for p in store.root.glob("??/*") if p.is_file() and len(p.name) == 64]
 
 
 def _orphan_entries(client: redis.Redis, keys: Keys, keymap: KeyMap, runs: set[str]) -> list[str]:
@@ -407,3 +414,58 @@ def report_text(report: Report) -> str:
 
 def as_json(report: Report) -> str:
     return json.dumps(report.__dict__ | {"clean": report.clean}, indent=1)
+
+
+@dataclass
+class Pruned:
+    """What prune_copies removed from a web box's copies of one training box's files."""
+
+    archives: list[str] = field(default_factory=list)
+    files: list[str] = field(default_factory=list)
+    refused: str = ""  # why nothing was removed
+
+
+def prune_copies(
+    client: redis.Redis,
+    keys: Keys,
+    archive_dir: str | Path,
+    store: ArtifactStore,
+    *,
+    min_age: float = MIN_FILE_AGE,
+    max_share: float = 0.5,
+) -> Pruned:
+    """On the web box: remove the copies that no run of its replica holds any more (a run
+    purged on its training box). The copies arrive by the box's push, which never deletes:
+    this is how a purge reaches them. Only files older than ``min_age``; nothing at all while
+    the replica's link to its master is down (an empty or stale replica would make every copy
+    look orphaned), nor when more than ``max_share`` of the files would go (said, for a
+    person to look at)."""
+    result = Pruned()
+    role = client.execute_command("ROLE")
+    if not role or role[0] != b"slave" or (len(role) > 3 and role[3] != b"connected"):
+        result.refused = "this Redis is not a replica connected to its master: nothing removed"
+        return result
+    keymap = scan_keys(client, keys)
+    digests, problems = references(client, keys, keymap, archive_dir)
+    if "*" in digests:
+        result.refused = "; ".join(problems) + ": nothing removed"
+        return result
+    now = time.time()
+    old = lambda path: now - path.stat().st_mtime >= min_age  # noqa: E731
+    archives = sorted(Path(archive_dir).glob(f"*{SUFFIX}")) if Path(archive_dir).is_dir() else []
+    stale_archives = [p for p in archives if p.name[: -len(SUFFIX)] not in keymap.records and old(p)]
+    stored = (
+        [p for p in store.root.glob("??/*") if p.is_file() and len(p.name) == 64]
+        if store.root.is_dir()
+        else []
+    )
+    stale_files = [p for p in stored if p.name not in digests and old(p)]
+    total, going = len(archives) + len(stored), len(stale_archives) + len(stale_files)
+    if total and going > max_share * total:
+        result.refused = f"{going} of {total} copies would go (over {max_share:.0%}): nothing removed"
+        return result
+    for path in [*stale_archives, *stale_files]:
+        path.unlink(missing_ok=True)
+    result.archives = [p.name for p in stale_archives]
+    result.files = [p.name for p in stale_files]
+    return result

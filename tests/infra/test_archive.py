@@ -353,3 +353,12 @@ def test_a_trashed_run_is_purged_by_root_only_and_leaves_every_box(host):
     web = box("webbox")
     assert wait_until(lambda: redis_cli(web, "viewer", "exists", f"ls:run:{run_id}").stdout.strip() == "0")
     assert redis_cli(host, "ops", "exists", f"ls:ann:{run_id}").stdout.strip() == "0"
+    # The web box's copies go with its daily prune (the push never deletes): its job, at once.
+    with web.sudo():
+        assert web.service("labstats-copies-prune.timer").is_enabled
+        pruned = web.run(
+            "LABSTATS_CONFIG=/etc/labstats/viewer.toml /opt/labstats-viewer/venv/bin/labstats prune-copies"
+            " --min-age-hours 0"
+        )
+    assert pruned.rc == 0, pruned.stderr
+    assert "trainbox: " in pruned.stdout

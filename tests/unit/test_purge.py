@@ -2,11 +2,13 @@
 files it shares with another run stay (the store is content-addressed); fsck then finds no
 orphan, and finds the ones planted. Real redis-server, real artifact store, real archives."""
 
+import shutil
 import time
 
 import numpy as np
 import pytest
 import redis
+from conftest import RedisServer, wait_for
 
 import labstats
 from labstats.config import LabstatsError
@@ -162,3 +164,38 @@ def test_fsck_finds_what_was_planted(url, tmp_path):
     assert [p.rsplit("/", 1)[1] for p in report.orphan_archives] == ["ghost.20261205-000000-abcdef.parquet"]
     assert report.orphan_files == [orphan]
     assert not report.clean
+
+
+def test_the_web_box_prunes_its_copies_of_a_purged_run_and_only_those(two_runs, tmp_path, lab, redis_server):
+    client, store, a, _ = two_runs
+    archive_dir = lab.archive_dir = tmp_path / "archive"
+    archiving.archive(lab, lab.run(a.run_id), archive_dir, force=True)
+    # The web box: a replica of the master, and the copies the training box pushed.
+    follow = ("--replicaof", "127.0.0.1", str(redis_server.port), "--appendonly", "no")
+    replica = RedisServer(tmp_path / "replica", extra_args=follow)
+    replica.start()
+    try:
+        web = replica.client()
+        copies, archive_copies = ArtifactStore(tmp_path / "copies"), tmp_path / "archive-copies"
+        shutil.copytree(store.root, copies.root)
+        shutil.copytree(archive_dir, archive_copies)
+        assert wait_for(
+            lambda: web.execute_command("ROLE")[3] == b"connected" and web.exists(K.run(a.run_id))
+        )
+        # While the run is whole, nothing is a stale copy.
+        kept = purge.prune_copies(web, K, archive_copies, copies, min_age=0)
+        assert (kept.archives, kept.files, kept.refused) == ([], [], "")
+        trash(client, a.run_id)
+        purge.purge(client, K, [a.run_id], archive_dir=archive_dir, store=store, min_file_age=0)
+        assert wait_for(lambda: not web.exists(K.run(a.run_id)))
+        # A master is no replica (its link cannot be checked): refused, nothing removed.
+        assert "not a replica" in purge.prune_copies(client, K, archive_copies, copies, min_age=0).refused
+        too_many = purge.prune_copies(web, K, archive_copies, copies, min_age=0, max_share=0.1)
+        assert "would go" in too_many.refused
+        pruned = purge.prune_copies(web, K, archive_copies, copies, min_age=0)
+        assert pruned.refused == ""
+        assert pruned.archives == [f"{a.run_id}.parquet"]
+        assert len(pruned.files) == 2  # a's own image and tensor; the shared ones stay for b
+        assert files_of(copies) == files_of(store)
+    finally:
+        replica.stop()
