@@ -185,7 +185,9 @@ def every_run(labs: Labs, query: Query, kept: dict[str, SourceCache]):
     states: dict[str, dict[str, Any]] = {}
     for source, lab in labs.labs.items():
         try:
-            ids = lab.index.candidates(query.name, query.tag, query.status)
+            # Names and tags can be given after the fact (annotations), which no index holds:
+            # the index narrows by status only, and each record is matched below.
+            ids = lab.index.candidates(None, None, query.status)
             runs = source_cache(kept, source, lab).runs(ids)
         except UNREACHABLE as exc:
             states[source] = {"reachable": False, "link": None, "error": short(exc)}
@@ -197,9 +199,11 @@ def every_run(labs: Labs, query: Query, kept: dict[str, SourceCache]):
 
 def _matches(run: Run, query: Query) -> bool:
     """Whether the run's own record matches (index entries only suggest it)."""
-    if query.name is not None and query.name.lower() not in str(run.name).lower():
-        return False
-    if query.tag is not None and query.tag not in run.tags:
+    if query.name is not None:
+        wanted = query.name.lower()
+        if wanted not in str(run.name).lower() and wanted not in str(run.display_name).lower():
+            return False
+    if query.tag is not None and query.tag not in run.annotations.tags:
         return False
     return query.status is None or run.status == query.status
 
@@ -260,8 +264,14 @@ def apply_filter(listed, text: str, kept, metric: Callable[[str], dict]) -> list
 def field_value(source: str, run: Run, name: str) -> Any:
     """A run's own field, as filters and sorts read it."""
     meta = run.meta
-    if name == "name":
-        return str(run.name)
+    if name == "name":  # the name people gave it, else the logged one
+        return str(run.display_name)
+    if name == "project":
+        return run.project or None
+    if name == "tag":  # its tags as they are now (given later ones included)
+        return list(run.annotations.tags)
+    if name == "starred":
+        return run.annotations.starred
     if name == "status":
         return run.status
     if name == "duration":

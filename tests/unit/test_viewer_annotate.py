@@ -5,6 +5,7 @@ with a sentence or shown escaped; a note's markdown never lets HTML or a script 
 source without annotate_url is read-only."""
 
 import threading
+from urllib.parse import quote
 
 import bcrypt
 import pytest
@@ -377,3 +378,32 @@ def test_the_config_gives_a_source_its_annotate_url(tmp_path, url):
     assert (found["gpu1"].annotate_url, found["gpu1"].writable) == (url, True)
     assert (found["gpu2"].annotate_url, found["gpu2"].writable) == ("", False)
     assert load_sources()["local"].annotate_url == url  # one store without a config: its own url
+
+
+def test_the_runs_table_filters_and_sorts_by_what_people_said_after_the_fact(app, runs, url):
+    editor = as_user(app, "bob")
+    first, second = runs
+    assert (
+        editor.patch(
+            api(first), json={"project": "vision", "tags_add": ["best"], "starred": True}
+        ).status_code
+        == 200
+    )
+    assert editor.patch(api(second), json={"name": "a renamed run"}).status_code == 200
+    reader = as_user(app, "carol")
+    assert listed(reader, "?filter=" + quote('project == "vision"')) == [first]
+    assert listed(reader, "?filter=" + quote('tag == "best"')) == [first]  # a tag given later
+    assert listed(reader, "?filter=" + quote('tag == "logged" and starred')) == [first]
+    assert listed(reader, "?filter=" + quote('name == "a renamed run"')) == [second]
+    assert listed(reader, "?sort=name&order=asc") == [second, first]  # "a renamed run" < "first"
+
+
+def test_the_search_box_and_tag_links_find_names_and_tags_given_later(app, runs):
+    first, second = runs
+    editor = as_user(app, "bob")
+    assert editor.patch(api(second), json={"name": "Zebra", "tags_add": ["later"]}).status_code == 200
+    reader = as_user(app, "carol")
+    assert listed(reader, "?q=zebr") == [second]
+    assert listed(reader, "?q=second") == [second]  # the logged name still finds it
+    assert listed(reader, "?tag=later") == [second]
+    assert listed(reader, "?tag=logged") == [first]
