@@ -407,3 +407,18 @@ def test_the_search_box_and_tag_links_find_names_and_tags_given_later(app, runs)
     assert listed(reader, "?q=second") == [second]  # the logged name still finds it
     assert listed(reader, "?tag=later") == [second]
     assert listed(reader, "?tag=logged") == [first]
+
+
+def test_the_runs_table_shows_display_names_stars_and_projects(app, runs):
+    first, _ = runs
+    editor = as_user(app, "bob")
+    assert (
+        editor.patch(
+            api(first), json={"name": "<i>renamed</i>", "starred": True, "project": "vision"}
+        ).status_code
+        == 200
+    )
+    html = as_user(app, "carol").get("/").get_data(as_text=True)
+    assert "&lt;i&gt;renamed&lt;/i&gt;</a>" in html
+    assert 'title="starred"' in html
+    assert "· first · vision" in html  # the logged name and the project beside it
