@@ -19,7 +19,6 @@ import labstats
 from labstats.format import media_files
 from labstats.viewer import THREE_JS, create_app
 from labstats.viewer.sources import Source
-from labstats.write import media
 
 SET_SIZE, BATCH = 128, 32  # update(): idx = epoch × 128 + step × 32
 
@@ -35,13 +34,6 @@ def webgl():
         browser = p.chromium.launch(executable_path=path, args=args)
         yield browser
         browser.close()
-
-
-@pytest.fixture
-def store(tmp_path, monkeypatch):
-    root = tmp_path / "artifacts"
-    monkeypatch.setenv("LABSTATS_ARTIFACT_DIR", str(root))
-    return media.ArtifactStore(root)
 
 
 @pytest.fixture

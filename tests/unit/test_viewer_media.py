@@ -23,13 +23,6 @@ HOSTILE = "<img src=x onerror=alert(1)>/pics"
 
 
 @pytest.fixture
-def store(tmp_path, monkeypatch):
-    root = tmp_path / "artifacts"
-    monkeypatch.setenv("LABSTATS_ARTIFACT_DIR", str(root))
-    return media.ArtifactStore(root)
-
-
-@pytest.fixture
 def client(url, store):
     app = create_app({"local": Source("local", url, artifact_dir=str(store.root))})
     app.testing = False
