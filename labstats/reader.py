@@ -19,7 +19,6 @@ viewer or the CLI shows here within a second.
 from __future__ import annotations
 
 import contextlib
-import math
 import threading
 import time
 import warnings
@@ -37,6 +36,7 @@ from labstats.config import LabstatsError
 from labstats.curation import Annotations, read_annotations
 from labstats.format import chunk, media_files, media_record, run_record, series_info
 from labstats.format.keys import DEFAULT_PREFIX, Keys, run_owner
+from labstats.format.run_record import number
 from labstats.read import regenerate
 from labstats.read.archive_file import ArchiveFile, path_for
 from labstats.read.points import OVERVIEW_MIN, Points, RedisPoints, Series
@@ -628,15 +628,6 @@ def _clock(ts: float) -> str:
         return time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
     except (OverflowError, OSError, ValueError):
         return f"{ts:g}"
-
-
-def number(value: Any) -> float | None:
-    """A finite float from a stored field, or None when it is not one."""
-    try:
-        result = float(value)
-    except (TypeError, ValueError, OverflowError):
-        return None
-    return result if math.isfinite(result) else None
 
 
 def _matches(

@@ -14,9 +14,10 @@ stored (``text_problem``, ``tags_problem``): a clear refusal, never a silent cut
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import asdict, dataclass
 from typing import Any
+
+from labstats.format.run_record import number
 
 MAX_NAME_CHARS = 200  # display name and project
 MAX_TAG_CHARS = 64
@@ -110,14 +111,6 @@ def clean_text(field: str, value: str) -> str:
     return value.replace("\r\n", "\n") if field == "note" else value.strip()
 
 
-def _number(raw: str) -> float | None:
-    try:
-        value = float(raw)
-    except ValueError:
-        return None
-    return value if math.isfinite(value) else None
-
-
 def decode_tags(raw: Any) -> tuple[str, ...] | None:
     """A stored tags field (JSON list of strings) → the tags that are tags; None when it is
     not a list at all."""
@@ -144,7 +137,7 @@ def decode(raw: dict[bytes, bytes], logged_tags: bytes | None = None) -> Annotat
     for name in FLAG_FIELDS:
         found[name] = fields.get(name) == "1"
     for name in ("trashed", "updated"):
-        found[name] = _number(fields[name]) if name in fields else None
+        found[name] = number(fields[name]) if name in fields else None
     if "tags" in fields:
         found["tags"] = decode_tags(fields["tags"]) or ()
     else:
@@ -202,7 +195,7 @@ def decode_audit(writer: str, entry_id: bytes | str, raw: dict[bytes, bytes]) ->
         "id": eid,
         "writer": writer,
         "who": fields.get("who", "")[:MAX_NAME_CHARS] if writer in CLAIMING_WRITERS else writer,
-        "when": _number(fields.get("when", "")) or server_ms / 1000,
+        "when": number(fields.get("when", "")) or server_ms / 1000,
         "run": fields.get("run", "")[: MAX_NAME_CHARS * 4],
         "action": action if action in ACTIONS else "",
         "changes": changes,

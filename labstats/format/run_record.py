@@ -9,6 +9,7 @@ is not what it should be is kept as text and named in ``_malformed``.
 from __future__ import annotations
 
 import json
+import math
 from typing import Any
 
 # Run status values stored in the record; "crashed" is also derived by readers when a
@@ -53,3 +54,13 @@ def decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
         else:
             meta[k] = v
     return meta
+
+
+def number(value: Any) -> float | None:
+    """A finite float from a stored field (text or bytes a run's owner wrote), or None when it
+    is not one."""
+    try:
+        result = float(value)
+    except (TypeError, ValueError, OverflowError):
+        return None
+    return result if math.isfinite(result) else None

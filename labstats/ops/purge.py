@@ -214,7 +214,10 @@ def due(client: redis.Redis, keys: Keys, retention_days: float, now: float | Non
     naming the run. Protected runs never are due."""
     now = time.time() if now is None else now
     found = trashed(client, keys)
-    seen = {k.decode("utf-8", "replace"): _number(v) for k, v in client.hgetall(keys.trash_seen).items()}
+    seen = {
+        k.decode("utf-8", "replace"): (run_record.number(v) or 0.0)
+        for k, v in client.hgetall(keys.trash_seen).items()
+    }
     first_seen = {run_id: seen.get(run_id) or now for run_id in found}
     pipe = client.pipeline(transaction=True)
     if first_seen:
@@ -234,13 +237,6 @@ def due(client: redis.Redis, keys: Keys, retention_days: float, now: float | Non
         elif raw.get(b"purge") == b"requested":
             result.asked.append(run_id)
     return result
-
-
-def _number(raw: bytes) -> float:
-    try:
-        return float(raw)
-    except ValueError:
-        return 0.0
 
 
 def purge(
@@ -451,7 +447,10 @@ def prune_copies(
         result.refused = "; ".join(problems) + ": nothing removed"
         return result
     now = time.time()
-    old = lambda path: now - path.stat().st_mtime >= min_age  # noqa: E731
+
+    def old(path: Path) -> bool:
+        return now - path.stat().st_mtime >= min_age
+
     archives = sorted(Path(archive_dir).glob(f"*{SUFFIX}")) if Path(archive_dir).is_dir() else []
     stale_archives = [p for p in archives if p.name[: -len(SUFFIX)] not in keymap.records and old(p)]
     stored = (

@@ -82,7 +82,7 @@ def find(
     if open_here(run_id) or (str(meta.get("status")) == run_record.RUNNING and _alive(meta)):
         raise ResumeError(
             f"run {name!r} ({run_id}) is still running (pid {meta.get('pid')} on {meta.get('host')}, "
-            f"heartbeat {time.time() - _number(meta.get('heartbeat')):.0f} s ago): stop it first, or "
+            f"heartbeat {time.time() - _or_zero(meta.get('heartbeat')):.0f} s ago): stop it first, or "
             f"wait until its heartbeat is {DEAD_AFTER:.0f} s old if its process is gone"
         )
     if spool_of is not None and _store_spool(client, keys, run_id, spool_of(run_id)):
@@ -140,7 +140,7 @@ def _store_spool(client: redis.Redis, keys: Keys, run_id: str, path: Path) -> in
 def _alive(meta: dict[str, Any]) -> bool:
     """Whether the run's process may still live: on this host, whether its pid exists; on
     another, whether its heartbeat is fresh."""
-    pid = int(_number(meta.get("pid")))
+    pid = int(_or_zero(meta.get("pid")))
     if meta.get("host") == socket.gethostname() and pid > 0:
         if pid == os.getpid():
             return False  # this process: open_here says whether it still logs the run
@@ -151,7 +151,7 @@ def _alive(meta: dict[str, Any]) -> bool:
         except PermissionError:
             return True  # another user's process with that pid
         return True
-    return time.time() - _number(meta.get("heartbeat")) < DEAD_AFTER
+    return time.time() - _or_zero(meta.get("heartbeat")) < DEAD_AFTER
 
 
 def _next_blob(client: redis.Redis, keys: Keys, run_id: str, meta: dict[str, Any]) -> int:
@@ -169,10 +169,6 @@ def _next_blob(client: redis.Redis, keys: Keys, run_id: str, meta: dict[str, Any
     return highest + 1
 
 
-def _number(value: Any) -> float:
-    """A record's numeric text as a number (0 when it is not one: the owner writes it)."""
-    try:
-        number = float(value)
-    except (TypeError, ValueError):
-        return 0.0
-    return number if number == number and abs(number) != float("inf") else 0.0
+def _or_zero(value: Any) -> float:
+    """A record's numeric field, 0 when it is not a number (its owner writes it)."""
+    return run_record.number(value) or 0.0
