@@ -19,7 +19,7 @@ from labstats.format.codec import INT64_MAX, INT64_MIN
 from labstats.format.keys import AXIS_SERIES
 from labstats.format.run_record import RUNNING, STALLED
 from labstats.read.archive_file import path_for
-from labstats.reader import LabstatsError, Run
+from labstats.reader import LabstatsError, Run, number
 from labstats.viewer import charts
 from labstats.viewer import live as live_watch
 from labstats.viewer.api import RUNS_QUERY
@@ -445,7 +445,15 @@ def _resumes(run: Run) -> list[dict[str, Any]]:
     found = run.meta.get("resumes")
     if not isinstance(found, list):
         return []
-    return [r for r in found if isinstance(r, dict)][-20:]
+    shown = []
+    for entry in [r for r in found if isinstance(r, dict)][-20:]:
+        step = entry.get("after_idx")
+        shown.append({
+            "at": number(entry.get("at")) or "",
+            "after_idx": step if isinstance(step, int) and not isinstance(step, bool) else "?",
+            "host": str(entry.get("host") or "")[:64],  # a text of any length, as its owner wrote it
+        })  # fmt: skip
+    return shown
 
 
 def _previous_run(run: Run) -> str | None:

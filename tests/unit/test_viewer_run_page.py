@@ -2,6 +2,8 @@
 it was resumed and after which step, the run it was started again after, and, right after an
 archive on its box, that its file is on its way (never a page of malformed series)."""
 
+import json
+
 import redis
 
 import labstats
@@ -61,3 +63,17 @@ def test_a_run_archived_a_moment_ago_says_its_file_is_on_its_way(url, tmp_path):
         "arrives here with the box&#39;s next push" in html or "arrives here with the box's next push" in html
     )
     assert "malformed" not in html
+
+
+def test_a_hostile_resumes_list_shows_bounded_and_escaped(url, tmp_path):
+    stats = log(tmp_path, "planted", range(3))
+    planted = [{"at": "x", "after_idx": "<b>9</b>", "host": "<script>" + "h" * 100_000}] * 50 + [
+        "not an entry"
+    ]
+    redis.Redis.from_url(url).hset(Keys().run(stats.run_id), "resumes", json.dumps(planted))
+    html = page(url, tmp_path, stats.run_id)
+    assert "<th>resumed</th>" in html
+    assert "<script>" not in html
+    assert "after step ?" in html  # a step that is not a number reads as unknown
+    assert "h" * 65 not in html  # each host at most 64 characters, 20 entries at most
+    assert html.count("after step") == 20
