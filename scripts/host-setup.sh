@@ -19,6 +19,8 @@ declare -A wanted=(
   [pgrep]=procps
   [chromium]=chromium
   [chromedriver]=chromium-driver
+  # the tests check the viewer's /metrics and the shipped alert rules with Prometheus' own checker
+  [promtool]=prometheus
 )
 missing=()
 for cmd in "${!wanted[@]}"; do

@@ -18,7 +18,21 @@ from flask.json.provider import DefaultJSONProvider
 from werkzeug.exceptions import HTTPException
 
 from labstats import __version__
-from labstats.viewer import annotate, api, auth, explorer, exports, media, pages
+from labstats.viewer import (
+    alerts_page,
+    annotate,
+    api,
+    auth,
+    boxes,
+    explorer,
+    exports,
+    figures,
+    media,
+    metrics,
+    pages,
+    reports,
+    share,
+)
 from labstats.viewer.csp import policy_for
 from labstats.viewer.sources import Source, load_auth, load_sources
 from labstats.viewer.windows import X_AXES
@@ -92,6 +106,8 @@ def create_app(
     app.register_blueprint(exports.bp)
     app.register_blueprint(explorer.bp)
     app.register_blueprint(annotate.bp)
+    for module in (reports, share, figures, boxes, metrics, alerts_page):
+        app.register_blueprint(module.bp)
 
     bokeh_static = str(bokehjs_path() / "js")
 
