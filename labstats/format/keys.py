@@ -167,3 +167,18 @@ class Keys:
     @property
     def trash_seen(self) -> str:  # hash: run id -> when the training box's purge first saw it trashed
         return f"{self.prefix}:purge:seen"
+
+    # What is not a run. The box agent (labstats.ops.agent) keeps its box's state beside the
+    # runs of the box's master; the web box reads it through replication.
+    def box(self, host: str) -> str:  # hash: the box's latest sample (at, interval, state JSON...)
+        return f"{self.prefix}:box:{host}"
+
+    def box_history(self, host: str) -> str:  # stream: the box's samples, capped (24 h at 10 s)
+        return f"{self.prefix}:box:{host}:history"
+
+    def run_alerts(self, run_id: str) -> str:  # hash: alerts a run raised (Stats.alert), by time
+        return f"{self.prefix}:run:{run_id}:alerts"
+
+    @property
+    def jobs(self) -> str:  # hash: a training box's job -> JSON {ok_at, ...} of its last success
+        return f"{self.prefix}:jobs"
