@@ -110,26 +110,32 @@ def test_a_source_with_a_running_and_a_stalled_run_its_agent_and_its_jobs(master
 
         found = health.collect({"gpu1": viewer_lab(replica, "gpu1")}, None)
         gpu1 = found.sources["gpu1"]
-        assert gpu1.reachable and gpu1.error == ""
+        assert gpu1.reachable
+        assert gpu1.error == ""
         assert gpu1.link_up is True
         assert gpu1.used_memory_bytes is None  # the viewer's ACL has no INFO: unknown, not an error
-        assert 3 <= gpu1.box_age_s < 30 and gpu1.box_interval_s == 10
+        assert 3 <= gpu1.box_age_s < 30
+        assert gpu1.box_interval_s == 10
         assert gpu1.box_disks == [health.Disk("/", 10, 100)]
         assert gpu1.box_disks[0].used_ratio == pytest.approx(0.9)
         assert gpu1.jobs == {"archive": health.Success("archive", 1700000000.5, "3 runs")}
         runs = {r.name: r for r in found.runs()}
         assert set(runs) == {"train", "stuck-1"}
-        assert runs["train"].status == "running" and runs["train"].points == 60  # 30 steps x 2 series
-        assert runs["train"].heartbeat_age_s < 30 and runs["train"].last_call_age_s < 60
-        assert runs["stuck-1"].status == "stalled" and runs["stuck-1"].owner is None
-        assert 890 < runs["stuck-1"].last_call_age_s < 1000 and runs["stuck-1"].heartbeat_age_s < 30
+        assert runs["train"].status == "running"
+        assert runs["train"].points == 60
+        assert runs["train"].heartbeat_age_s < 30
+        assert runs["train"].last_call_age_s < 60
+        assert runs["stuck-1"].status == "stalled"
+        assert runs["stuck-1"].owner is None
+        assert 890 < runs["stuck-1"].last_call_age_s < 1000
+        assert runs["stuck-1"].heartbeat_age_s < 30
         assert runs["stuck-1"].points == 0
         assert found.problems == []
     finally:
         stats.close()
     # Closed: no longer a running run.
-    assert wait_for(lambda: [r.name for r in health.collect({"gpu1": viewer_lab(replica, "gpu1")}, None).runs()]
-                    == ["stuck-1"])  # fmt: skip
+    lab = viewer_lab(replica, "gpu1")
+    assert wait_for(lambda: [r.name for r in health.collect({"gpu1": lab}, None).runs()] == ["stuck-1"])
 
 
 def test_info_is_read_where_the_user_may(master):
@@ -142,8 +148,10 @@ def test_info_is_read_where_the_user_may(master):
 def test_a_box_whose_link_is_down_and_a_store_that_does_not_answer(down_replica):
     closed = Lab(redis.Redis(port=free_port(), socket_timeout=1), source="gone")
     found = health.collect({"gpu2": viewer_lab(down_replica, "gpu2"), "gone": closed}, None)
-    assert found.sources["gpu2"].reachable and found.sources["gpu2"].link_up is False
-    assert found.sources["gpu2"].box_age_s is None and found.sources["gpu2"].runs == []
+    assert found.sources["gpu2"].reachable
+    assert found.sources["gpu2"].link_up is False
+    assert found.sources["gpu2"].box_age_s is None
+    assert found.sources["gpu2"].runs == []
     assert not found.sources["gone"].reachable
     assert "ConnectionError" in found.sources["gone"].error
     assert found.problems == [f"source gone: {found.sources['gone'].error}"]
