@@ -1,26 +1,28 @@
 """Bokeh helpers for notebooks (needs the ``viewer`` extra: bokeh, tsdownsample).
 
 import labstats, labstats.plot as lp
-from bokeh.io import output_notebook, show
-from bokeh.resources import INLINE
-output_notebook(INLINE)                # BokehJS from the bokeh package (the default is a CDN)
+lp.notebook()                          # BokehJS once, from the bokeh package (no CDN), compressed
 lab = labstats.connect()
 run = lab.run("exp42")
-show(lp.series(run, "loss"))           # a long series, downsampled keeping extremes
-show(lp.overlay(lab.runs(tag="sweep"), "loss"))
-show(lp.heatmap(run, "weights"))       # a tensor's values over steps
-show(lp.metadata_table(run))
-show(lp.images(run, "samples"))        # media: a grid of pictures at chosen steps (Bokeh)
+lp.show(lp.series(run, "loss"))        # a long series, downsampled keeping extremes
+lp.show(lp.overlay(lab.runs(tag="sweep"), "loss"))
+lp.show(lp.heatmap(run, "weights"))    # a tensor's values over steps
+lp.show(lp.metadata_table(run))
+lp.show(lp.images(run, "samples"))     # media: a grid of pictures at chosen steps (Bokeh)
 lp.montage(run, "samples")             # one PIL image (shown inline by Jupyter)
 lp.animation(run, "samples")           # an animated GIF (bytes, shown inline)
 """
 
 from __future__ import annotations
 
+import base64
+import gzip
 import json
+import uuid
 from collections.abc import Iterable
 
 import numpy as np
+from bokeh.embed import json_item
 from bokeh.models import ColorBar, ColumnDataSource, DataTable, HoverTool, LinearColorMapper, TableColumn
 from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
@@ -182,3 +184,91 @@ class Animation(bytes):
         import base64
 
         return f'<img src="data:image/gif;base64,{base64.b64encode(self).decode()}">'
+
+
+# ---- notebooks that share well ----------------------------------------------------------------
+# Bokeh's output_notebook(INLINE) puts all five BokehJS bundles (3.9 MB) in the notebook twice
+# (one copy for the classic notebook, one for JupyterLab): 8 MB saved. Here the two bundles the
+# charts above need (the core and the tables) are stored once, gzip-compressed (0.6 MB), and
+# unpacked by the browser; each chart waits for them, however long that takes.
+
+BUNDLES = ("bokeh", "bokeh-tables")
+
+_LOADER_JS = """(() => {
+  if (window.labstatsBokeh) return;  // once per document: a second setup output does nothing
+  const parts = %(parts)s, version = %(version)s;
+  async function unpack(b64) {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const stream = new Blob([bytes]).stream().pipeThrough(new DecompressionStream("gzip"));
+    return await new Response(stream).text();
+  }
+  window.labstatsBokeh = (async () => {
+    for (const b64 of parts) {
+      const script = document.createElement("script");
+      script.textContent = await unpack(b64);  // runs at once, in the page's global scope
+      document.head.appendChild(script);
+    }
+    return window.Bokeh[version];  // this version, even when another BokehJS is on the page
+  })();
+})();"""
+
+_SHOW_JS = """(() => {
+  const item = %(item)s, target = document.getElementById(%(target)s);
+  if (!window.labstatsBokeh) {
+    target.textContent = "BokehJS is not loaded in this document: run labstats.plot.notebook() first.";
+    return;
+  }
+  window.labstatsBokeh
+    .then((Bokeh) => Bokeh.embed.embed_item(item, target))
+    .catch((error) => {
+      target.textContent = "This chart could not be drawn: " + error;
+      console.error(error);
+    });
+})();"""
+
+
+def _script_json(value) -> str:
+    """JSON that is safe inside an HTML <script>: no </script>, <!-- or & can close it."""
+    # A JavaScript literal, not JSON.parse'd: NaN and Infinity, were there any, are valid.
+    return json.dumps(value).replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
+
+
+def notebook_loader_html() -> str:
+    """The setup output's HTML: BokehJS (the bundles in BUNDLES, minified, gzip-compressed,
+    base64) and the script that unpacks it into the page once."""
+    from bokeh import __version__ as version
+    from bokeh.util.paths import bokehjs_path
+
+    folder = bokehjs_path() / "js"
+    parts = [
+        base64.b64encode(gzip.compress((folder / f"{name}.min.js").read_bytes(), 9, mtime=0)).decode()
+        for name in BUNDLES
+    ]
+    script = _LOADER_JS % {"parts": json.dumps(parts), "version": json.dumps(version)}
+    return f'<script type="text/javascript">{script}</script>'
+
+
+def notebook() -> None:
+    """Set up this notebook for :func:`show`: one output holding BokehJS from the bokeh
+    package (never a CDN, so an exported notebook opens offline), about 0.6 MB. Run it once,
+    at the top; every chart shown after it uses it."""
+    from IPython.display import display
+
+    display({"text/html": notebook_loader_html(), "text/plain": "BokehJS for labstats.plot.show"}, raw=True)
+
+
+def chart_html(obj) -> str:
+    """The HTML of one chart (or table, or layout) for a notebook output: its document as
+    JSON and a script that draws it once the setup output's BokehJS is there."""
+    target = f"labstats-{uuid.uuid4().hex}"
+    item = json_item(obj)
+    script = _SHOW_JS % {"item": _script_json(item), "target": _script_json(target)}
+    return f'<div id="{target}" class="labstats-chart"></div><script type="text/javascript">{script}</script>'
+
+
+def show(obj) -> None:
+    """Show a chart from this module (or any Bokeh model) in the notebook; run
+    :func:`notebook` once first. The saved notebook keeps only the chart's data (a few KB)."""
+    from IPython.display import display
+
+    display({"text/html": chart_html(obj), "text/plain": f"<{type(obj).__name__} chart>"}, raw=True)
