@@ -133,6 +133,7 @@ def metadata_table(run: Run):
         height=28 * min(len(rows) + 1, 20),
         sizing_mode="stretch_width",
         index_position=None,
+        reorderable=False,  # reordering needs jQuery UI, which is not loaded (a console warning)
     )
 
 
