@@ -9,6 +9,7 @@ and a role checked at every request.
     idle_minutes = 120                       # ended after this long without a request
     origins = ["https://lab.example:8443"]   # optional: public origins besides the request's own
     secret_file = "/etc/labstats/viewer-session.key"  # optional now: Flask's key, unused by logins
+    share_max_days = 30                      # the longest a read-only link may last (labstats.viewer.share)
 
 A browser logs in on /login (bcrypt, once) and then carries the cookie ``__Host-labstats-viewer``
 (Secure, HttpOnly, SameSite=Strict, Path=/, expiring at login + session_hours, never renewed)
@@ -86,8 +87,10 @@ MIN_PASSWORD_CHARS = 12
 # while: a stolen session cannot guess its way to the password (nginx limits /login itself).
 PASSWORD_FAILURES = 5
 PASSWORD_FAILURE_WINDOW_S = 15 * 60
-# Paths reachable without a login: the login page itself and static files with no data.
-PUBLIC_ENDPOINTS = {"auth.login", "static", "bokeh_js", "favicon"}
+# Paths reachable without a login: the login page itself, static files with no data, and a
+# read-only link (/s/<token>: its token opens that one object there and nothing else; it is
+# never read as a session or an API token).
+PUBLIC_ENDPOINTS = {"auth.login", "static", "bokeh_js", "favicon", "share.open"}
 # The session cookie. __Host-: browsers keep it to this host only, Secure, Path=/, so no
 # sibling host can plant one; a name of its own, so nginx can strip it from what it passes to
 # Jupyter (/jupyter/ is on the same host, and a cookie's path cannot leave a subpath out).
@@ -140,6 +143,7 @@ class AuthConfig:
     idle_minutes: float = 120.0  # a session unused this long ends
     sessions_file: str | None = None  # None: sessions in memory (one process only)
     origins: tuple[str, ...] = ()  # public origins accepted besides the request's own
+    share_max_days: float = 30.0  # the longest a read-only link may last
     users_file: str | None = None  # re-read when it changes on disk
     _users_stamp: tuple | None = field(default=None, repr=False)
 
@@ -164,10 +168,13 @@ class AuthConfig:
             idle_minutes=float(section.get("idle_minutes", 120)),
             sessions_file=section.get("sessions_file") or None,
             origins=origins,
+            share_max_days=float(section.get("share_max_days", 30)),
             users_file=section.get("users_file") or None,
         )
         if config.session_hours <= 0 or config.idle_minutes <= 0:
             raise ValueError("[auth] session_hours and idle_minutes must be positive")
+        if not 0 < config.share_max_days <= 3660:
+            raise ValueError("[auth] share_max_days must be more than 0 and at most 3660 (ten years)")
         config.refresh(strict=True)
         return config
 

@@ -3,6 +3,8 @@
 role's ``nginx_viewer_csp`` (what nginx puts on the answers it makes itself: a 429, a 413, a
 502 while the viewer is down) is this CSP, which tests/roles/test_nginx_csp.py checks."""
 
+from labstats.export import CSP as EXPORT_CSP
+
 # Bokeh needs 'unsafe-eval' (it compiles chart callbacks) and inline styles; no inline
 # scripts are used: chart specs are JSON data blocks.
 CSP = (
@@ -18,9 +20,18 @@ LOGIN_CSP = (
 )
 
 
+# A read-only link (/s/<token>) is the one-file export (labstats.export): BokehJS and the chart
+# script inline, pictures as data: URLs, nothing from anywhere (not even this viewer), so the
+# export's own policy, which the file carries too, and no framing. Only on /s/: every other
+# page keeps inline scripts forbidden.
+SHARE_CSP = f"{EXPORT_CSP}; frame-ancestors 'none'"
+
 FORM_ENDPOINTS = {"auth.login", "auth.password"}
+SHARE_ENDPOINTS = {"share.open"}
 
 
 def policy_for(endpoint: str | None) -> str:
     """The policy of an answer of ``endpoint`` (a Flask endpoint name)."""
+    if endpoint in SHARE_ENDPOINTS:
+        return SHARE_CSP
     return LOGIN_CSP if endpoint in FORM_ENDPOINTS else CSP
