@@ -305,7 +305,10 @@ class Run:
 
     def regenerate_plan(self) -> regenerate.Plan:
         """What regenerating this run takes, from its record (see labstats.read.regenerate)."""
-        return regenerate.plan(self.id, self.meta)
+        digest = regenerate.bundle_digest(self.meta)
+        path = self.lab.artifacts.path(digest) if digest else None
+        here = path if path is not None and path.is_file() else None
+        return regenerate.plan(self.id, self.meta, bundle=here)
 
     def regenerate_command(self) -> str:
         """A shell recipe that regenerates this run from an empty directory (or the one

@@ -41,6 +41,7 @@ from labstats.config import LabstatsError
 from labstats.format import chunk, media_record, run_record, tensor_file
 from labstats.format import curation as curation_format
 from labstats.format.keys import Keys, run_owner
+from labstats.read import regenerate
 from labstats.read.archive_file import SUFFIX, ArchiveFile, path_for
 from labstats.store import ArtifactStore
 
@@ -131,6 +132,9 @@ def references(
         digests |= _media_digests(client, media_keys)
         digests |= _chunk_digests(client, chunk_keys)
         meta = run_record.decode(client.hgetall(keys.run(run_id))) if run_id in keymap.records else {}
+        bundle = regenerate.bundle_digest(meta)
+        if bundle is not None:  # the run's code, for regenerate (labstats.capture.code_bundle)
+            digests.add(bundle)
         if meta.get("archived") and archive_dir is not None:
             try:
                 digests |= _archive_digests(path_for(archive_dir, run_id))

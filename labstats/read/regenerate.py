@@ -3,9 +3,11 @@
     labstats regenerate RUN DIR          # clone, check out, apply the diff, write requirements.txt
     labstats regenerate RUN DIR --run    # ... and run the recorded command there
 
-The code comes from the recorded remote (or, without one, the recorded repository path), at
-the recorded commit, with every uncommitted change the run started with (new untracked files
-included). A diff that does not apply is refused with a clear message: nothing runs then.
+The code comes from the run's code bundle where its file is here (the logger keeps the
+commit's history in the artifact store, and the training box pushes it to the web box with the
+media: see labstats.capture.code_bundle), else from the recorded remote, else the recorded
+repository path; at the recorded commit, with every uncommitted change the run started with
+(new untracked files included). A diff that does not apply is refused with a clear message: nothing runs then.
 
 The record is treated as hostile: every training user may rewrite any run's record, diff and
 package list (docs/security.md). So:
@@ -40,6 +42,7 @@ from labstats.config import LabstatsError
 from labstats.format.run_record import GIT_MISSING
 
 _COMMIT = re.compile(r"^[0-9a-f]{7,64}$")  # an object id (sha1 or sha256), never an option
+_DIGEST = re.compile(r"^[0-9a-f]{64}$")  # a file of the artifact store
 _ENV_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 # One line of a package list that pip (or conda) can only read as a pinned package from its
 # index: a name, extras, and versions after ==, ===, ~=, >=, <=, !=, <, > (or conda's =).
@@ -71,11 +74,13 @@ class Plan:
     notes: list[str] = field(default_factory=list)
     cwd: str = ""  # where the run started (used when it was not in git)
     no_command: str = ""  # why there is no command to run again ("" when there is one)
+    bundle: Path | None = None  # the run's code bundle, where its file is here (cloned first)
 
     def shell(self, target: str = "DIR") -> str:
         """The same steps as a shell recipe that stops at the first failure."""
         q = shlex.quote
-        if self.source:
+        origin = str(self.bundle) if self.bundle else self.source
+        if origin:
             lines = [f"# or: labstats regenerate {q(self.run_id)} {q(target)} --run", "set -e"]
         else:
             lines = ["# not started from a git repository: its code was not recorded"]
@@ -83,8 +88,8 @@ class Plan:
             lines.append("set -e")
             if self.cwd:
                 lines.append(f"cd -- {q(self.cwd)}")
-        if self.source:
-            lines += [f"git clone -- {q(self.source)} {q(target)}", f"cd -- {q(target)}"]
+        if origin:
+            lines += [f"git clone -- {q(origin)} {q(target)}", f"cd -- {q(target)}"]
             if not _COMMIT.match(self.commit):
                 lines.append(
                     f"# the recorded commit {self.commit!r} is not a commit id: nothing to check out"
@@ -110,7 +115,13 @@ class Plan:
         return "\n".join(lines)
 
 
-def plan(run_id: str, meta: dict[str, Any]) -> Plan:
+def bundle_digest(meta: dict[str, Any]) -> str | None:
+    """The run's code bundle's digest, if its record names one that is a digest."""
+    digest = meta.get("code_bundle")
+    return digest if isinstance(digest, str) and _DIGEST.match(digest) else None
+
+
+def plan(run_id: str, meta: dict[str, Any], bundle: Path | None = None) -> Plan:
     recorded = [str(a) for a in meta.get("argv")] if isinstance(meta.get("argv"), list) else []
     argv = recorded or ["python"]
     root = str(meta.get("git_root") or "")
@@ -143,6 +154,7 @@ def plan(run_id: str, meta: dict[str, Any]) -> Plan:
         notes=[str(n) for n in notes],
         cwd=str(meta.get("cwd") or ""),
         no_command=_no_command(recorded, imported=bool(meta.get("imported_from"))),
+        bundle=bundle if bundle is not None and _COMMIT.match(str(meta.get("git_commit") or "")) else None,
     )
 
 
@@ -257,7 +269,8 @@ def _links_leaving(target: Path) -> list[tuple[Path, str]]:
 def checkout(p: Plan, diff: str, freeze: str, target: Path, warn=None) -> Path:
     """Make the checkout in ``target`` (absent or empty); returns where the command runs.
     ``warn`` is told each package line left out of requirements.txt (see the module doc)."""
-    if not p.source or not p.commit:
+    origin = str(p.bundle) if p.bundle else p.source
+    if not origin or not p.commit:
         why = "".join(f" ({note})" for note in p.notes if note.startswith(GIT_MISSING))
         raise LabstatsError(
             f"run {p.run_id} was not started from a git repository{why}: nothing to check out"
@@ -270,7 +283,7 @@ def checkout(p: Plan, diff: str, freeze: str, target: Path, warn=None) -> Path:
         raise LabstatsError(f"{target} is not empty: give an empty or new directory")
     # `--`: a remote starting with "-" is a (failing) repository name, never an option.
     # ext:: runs commands: refused whatever the user's git config allows.
-    _run(["git", "-c", "protocol.ext.allow=never", "clone", "--quiet", "--", p.source, str(target)])
+    _run(["git", "-c", "protocol.ext.allow=never", "clone", "--quiet", "--", origin, str(target)])
     _run(["git", "checkout", "--quiet", "--detach", p.commit], cwd=target)
     if p.dirty:
         if not diff:
@@ -309,3 +322,23 @@ def checkout(p: Plan, diff: str, freeze: str, target: Path, warn=None) -> Path:
 def run_command(p: Plan, where: Path, python: str) -> int:
     env = {**os.environ, **p.env}
     return subprocess.run([python, *p.command[1:]], cwd=where, env=env).returncode
+
+
+def make_env(checkout_dir: Path, python: str = "python3") -> str:
+    """A fresh venv in ``checkout_dir/.venv`` with the run's recorded packages (its
+    requirements.txt, as checkout wrote it) installed by pip from this box's package index
+    (pip's own configuration: a lab's mirror or PyPI). Returns the venv's python. A package
+    that cannot be installed stops it with pip's own words: nothing runs then."""
+    venv = checkout_dir / ".venv"
+    if venv.exists():
+        raise LabstatsError(f"{venv} exists already: give an empty or new directory")
+    _run([python, "-m", "venv", str(venv)])
+    env_python = str(venv / "bin" / "python")
+    requirements = checkout_dir / "requirements.txt"
+    if requirements.is_file() and requirements.read_text().strip():
+        try:
+            _run([env_python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                  "-r", str(requirements)])  # fmt: skip
+        except LabstatsError as exc:
+            raise LabstatsError(f"the run's packages did not install in {venv}: {exc}") from None
+    return env_python
