@@ -11,13 +11,47 @@ from urllib.parse import quote
 import numpy as np
 from bokeh import events
 from bokeh.embed import json_item
-from bokeh.models import AjaxDataSource, ColorBar, ColumnDataSource, CustomJS, HoverTool, LinearColorMapper
+from bokeh.models import (
+    AjaxDataSource,
+    ColorBar,
+    ColumnDataSource,
+    CustomJS,
+    CustomJSHover,
+    CustomJSTickFormatter,
+    HoverTool,
+    LinearColorMapper,
+)
 from bokeh.palettes import Category10_10, Viridis256
 from bokeh.plotting import figure
 
 from labstats.viewer.windows import X_AXES
 
 LIVE_TAG = "labstats-live"  # marks the data sources viewer.js refreshes while a run runs
+# The x axis of series whose idx is the wall time in unix ms (the run's sys/ series): drawn
+# as dates, zoomed in whole idx like the step axis.
+WALL_IDX = "wall-idx"
+WALL_LABEL = "wall-clock time"
+
+# Units a chart's y axis and hover can say (from the series' name; see system_group.unit_of):
+# each a JS expression of `v` (a number) giving its text. Bytes go to the largest binary unit
+# they reach (1.5 GiB), so a GPU's 80 GiB is not read as 85899345920.
+_UNIT_TEXT = {
+    "bytes": "labstatsBytes(v, '')",
+    "bytes_per_s": "labstatsBytes(v, '/s')",
+    "percent": "(Math.round(v * 10) / 10) + ' %'",
+    "watts": "(Math.round(v * 10) / 10) + ' W'",
+    "celsius": "(Math.round(v * 10) / 10) + ' \u00b0C'",
+    "flag": "(v >= 0.5 ? 'yes' : 'no')",
+}
+_BYTES_JS = """
+function labstatsBytes(v, suffix) {
+  const units = [[1099511627776, "TiB"], [1073741824, "GiB"], [1048576, "MiB"], [1024, "KiB"]];
+  for (const [size, name] of units) {
+    if (Math.abs(v) >= size) return (Math.round(v / size * 10) / 10) + " " + name + suffix;
+  }
+  return (Math.round(v * 10) / 10) + " B" + suffix;
+}
+"""
 
 # A user's zoom or pan (not the automatic ranging as data arrives, which must not freeze a
 # live chart's window) asks the API for the visible window, at full resolution when few
@@ -58,14 +92,19 @@ def line_chart(
     log_y: bool = False,
     colors: list[str] | None = None,
     x_axis: str = "idx",
+    unit: str = "",
 ) -> dict:
     """A chart with one line per (legend label, data URL), as a Bokeh JSON item; ``log_y``
     for a logarithmic y axis; ``colors`` one per line (default: Category10 in order; the
-    compare page gives each run its own colour on every chart).
+    compare page gives each run its own colour on every chart). ``x_axis`` WALL_IDX draws
+    an idx that is wall time (unix ms) as dates; ``unit`` (a key of _UNIT_TEXT) says the y
+    values in it.
 
     Building a Bokeh figure costs ~25 ms, so one is built per (line count, live, log) and
     reused: its model ids are made unique per chart and the placeholders filled in."""
-    text = _ID.sub(lambda m: f'"{target}-{m.group(1)}"', _chart_template(len(lines), live, log_y, x_axis))
+    text = _ID.sub(
+        lambda m: f'"{target}-{m.group(1)}"', _chart_template(len(lines), live, log_y, x_axis, unit)
+    )
     # Colours first: the title and labels filled in below are user text.
     for k, color in enumerate(colors or [Category10_10[k % 10] for k in range(len(lines))]):
         text = text.replace(f'"{_slot_color(k)}"', json.dumps(color))
@@ -88,9 +127,9 @@ def _slot_color(k: int) -> str:
 
 
 @functools.lru_cache(maxsize=64)
-def _chart_template(n_lines: int, live: bool, log_y: bool, x_axis: str) -> str:
+def _chart_template(n_lines: int, live: bool, log_y: bool, x_axis: str, unit: str = "") -> str:
     lines = [(f"__LABEL_{k}__", f"__URL_{k}__") for k in range(n_lines)]
-    return json.dumps(_build_line_chart("__TITLE__", lines, live, "__TARGET__", log_y, x_axis))
+    return json.dumps(_build_line_chart("__TITLE__", lines, live, "__TARGET__", log_y, x_axis, unit))
 
 
 # When a line's points arrive, viewer.js redraws what depends on them: the smoothed line,
@@ -99,14 +138,20 @@ _REDRAW_JS = "if (window.labstatsRedraw) window.labstatsRedraw(fig);"
 
 
 def _build_line_chart(
-    title: str, lines: list[tuple[str, str]], live: bool, target: str, log_y: bool, x_axis: str = "idx"
+    title: str,
+    lines: list[tuple[str, str]],
+    live: bool,
+    target: str,
+    log_y: bool,
+    x_axis: str = "idx",
+    unit: str = "",
 ) -> dict:
     fig = figure(
         title=title,
         height=260,
         sizing_mode="stretch_width",
-        x_axis_label=X_AXES[x_axis],
-        x_axis_type="datetime" if x_axis == "time" else "linear",
+        x_axis_label=WALL_LABEL if x_axis == WALL_IDX else X_AXES[x_axis],
+        x_axis_type="datetime" if x_axis in ("time", WALL_IDX) else "linear",
         y_axis_type="log" if log_y else "linear",
         tools="xpan,xwheel_zoom,box_zoom,reset,save",
         active_scroll="xwheel_zoom",
@@ -133,14 +178,34 @@ def _build_line_chart(
         fig.scatter("idx", "values", source=source, color=color, size=7, name=f"dot-{n}", visible=False)
         source.js_on_change("data", CustomJS(args={"fig": fig}, code=_REDRAW_JS))
         pairs.append((source, url))
-    fig.add_tools(HoverTool(tooltips=[("idx", "@idx"), ("value", "@values")], mode="vline"))
+    fig.add_tools(_hover(x_axis, unit))
+    if unit in _UNIT_TEXT:
+        code = f"{_BYTES_JS}\nconst v = tick;\nreturn {_UNIT_TEXT[unit]};"
+        fig.yaxis.formatter = CustomJSTickFormatter(code=code)
     if len(lines) > 1:
         fig.legend.click_policy = "hide"
         fig.legend.location = "top_left"
-    zoom = CustomJS(args={"fig": fig, "sources": pairs, "exact": x_axis != "idx"}, code=_ZOOM_JS)
+    # A wall-time idx is zoomed in whole idx (the series endpoint's start/stop), as idx is.
+    exact = x_axis not in ("idx", WALL_IDX)
+    zoom = CustomJS(args={"fig": fig, "sources": pairs, "exact": exact}, code=_ZOOM_JS)
     fig.js_on_event(events.RangesUpdate, zoom)
     fig.js_on_event(events.Reset, CustomJS(args={"sources": pairs}, code=_RESET_JS))
     return json_item(fig, target)
+
+
+def _hover(x_axis: str, unit: str) -> HoverTool:
+    """The hover of a line chart: x as a date on a wall-time axis, y in its unit."""
+    x_field, formatters = ("idx", "@idx"), {}
+    if x_axis == WALL_IDX:
+        x_field = ("time", "@idx{%F %T}")
+        formatters["@idx"] = "datetime"
+    y_field = ("value", "@values")
+    if unit in _UNIT_TEXT:
+        y_field = ("value", "@values{custom}")
+        formatters["@values"] = CustomJSHover(
+            code=f"{_BYTES_JS}\nconst v = value;\nreturn {_UNIT_TEXT[unit]};"
+        )
+    return HoverTool(tooltips=[x_field, y_field], formatters=formatters, mode="vline")
 
 
 # A tensor is sent to the browser whole only while it is small: a 4096×4096 weight would be

@@ -20,7 +20,7 @@ from labstats.format.keys import AXIS_SERIES
 from labstats.format.run_record import RUNNING, STALLED
 from labstats.read.archive_file import path_for
 from labstats.reader import LabstatsError, Run, number
-from labstats.viewer import charts
+from labstats.viewer import charts, system_group
 from labstats.viewer import live as live_watch
 from labstats.viewer.api import RUNS_QUERY
 from labstats.viewer.data import (
@@ -71,7 +71,7 @@ LIVE = (RUNNING, STALLED)
 
 
 # The views of this blueprint that answer JSON (what viewer.js asks for on a page).
-JSON_VIEWS = ("pages.run_charts", "pages.compare_charts")
+JSON_VIEWS = ("pages.run_charts", "pages.run_system", "pages.compare_charts")
 
 
 def page_error(exc: ApiError):
@@ -405,9 +405,10 @@ def run_page(source: str, run_id: str):
     arriving = run.archived and not path_for(run.lab.archive_dir, run.id).exists()
     if arriving:  # archived on its box a moment ago: no series to read here until its file comes
         view = {"plots": [], "texts": [], "tensors": [], "group_links": {}, "names": [], "series": 0,
-                "truncated": False}  # fmt: skip
+                "truncated": False, "system": system_group.EMPTY}  # fmt: skip
     else:
         view = _run_view(run, source, live, lambda n, name: f"chart-{n}")
+        view["system"] = _system_group(run, source, live)
     config, config_truncated = config_summary(run.config, MAX_PAGE_CONFIG_BYTES)  # whole: in the API
     media = media_overview(run)
     return render_template(
@@ -425,6 +426,7 @@ def run_page(source: str, run_id: str):
         regenerate=run.regenerate_command(),
         has_diff=bool(run.meta.get("git_dirty")),
         truncated=view["truncated"],
+        system=view["system"],
         live=live,
         media=media,
         arriving=arriving,
@@ -434,7 +436,9 @@ def run_page(source: str, run_id: str):
         watch={
             "series": view["series"],
             "media": live_watch.media_fingerprint(run) if live else "",
-            "names": view["names"],
+            # The System group's series too: the poll then does not take them for new ones
+            # (the group follows them itself, through run_system).
+            "names": view["names"] + view["system"]["names"],
         },
     )
 
@@ -498,6 +502,37 @@ def run_charts(source: str, run_id: str):
     )
 
 
+@bp.get("/runs/<source>/<run_id>/system")
+@declare(
+    "A run page's System group (JSON): its sys/ series' charts on the wall-clock axis, by section",
+    responses=errors(404, 503),
+)
+def run_system(source: str, run_id: str):
+    """The run's System group as its page draws it: ``sections`` (the box, the run's
+    processes, each GPU: their charts, each with its Bokeh spec, point count and latest value
+    in its unit), ``statuses`` (the samplers' latest texts), ``truncated``, and ``live``.
+    The page asks for it every few seconds while the run is live, for new series and values."""
+    run = get_run(source, run_id)
+    live = run.status in LIVE
+    group = _system_group(run, source, live)
+    for section in group["sections"]:
+        for plot in section["plots"]:
+            plot["csv"] = _csv_url(source, run.id, plot["name"])
+    return jsonify({"live": live, **group})
+
+
+def _system_group(run, source: str, live: bool) -> dict[str, Any]:
+    """The run's System group (labstats.viewer.system_group). Its charts keep their own axes
+    whatever the page's controls say: wall-clock time, a linear y in each series' unit."""
+    return system_group.group(run, source, run.series_info(), live, _system_target)
+
+
+def _system_target(n: int, name: str) -> str:
+    """A System chart's target id: the same on the page and in run_system's answers (the page
+    adds the charts it lacks by it)."""
+    return "system-" + hashlib.blake2b(name.encode("utf-8", "surrogatepass"), digest_size=6).hexdigest()
+
+
 def _view_target(n: int, name: str) -> str:
     """A chart's target id in a view drawn in place: the same series in another view (x
     axis, y scale) gets another one, so an old chart's Bokeh models never clash with it."""
@@ -528,7 +563,9 @@ def _run_view(run, source: str, live: bool, target_of, names: set[str] | None = 
     except ApiError:
         at_idx = None  # a step picker typo shows the latest value
     plots, texts, tensors, drawn = [], [], [], []
-    for n, (name, i) in enumerate(live_watch.charted(info)[:MAX_CHARTS]):
+    # The run's own series; its sys/ ones are the System group's (system_group).
+    own = [(name, i) for name, i in live_watch.charted(info) if not system_group.is_system(name)]
+    for n, (name, i) in enumerate(own[:MAX_CHARTS]):
         if names is not None and name not in names:
             continue
         drawn.append(name)
@@ -540,10 +577,10 @@ def _run_view(run, source: str, live: bool, target_of, names: set[str] | None = 
     if names is not None:  # new series of a merged group: the page asks for the whole view
         links = _group_links(plots, source, run.id)
         return {"plots": plots, "texts": texts, "tensors": tensors, "group_links": links, "names": drawn,
-                "series": len(info), "truncated": len(info) > MAX_CHARTS}  # fmt: skip
+                "series": len(info), "truncated": len(own) > MAX_CHARTS}  # fmt: skip
     plots, group_links = _merge_groups(plots, live, source, run.id, target_of)
     return {"plots": plots, "texts": texts, "tensors": tensors, "group_links": group_links, "names": drawn,
-            "series": len(info), "truncated": len(info) > MAX_CHARTS}  # fmt: skip
+            "series": len(info), "truncated": len(own) > MAX_CHARTS}  # fmt: skip
 
 
 def _merge_groups(

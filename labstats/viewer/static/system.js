@@ -1,0 +1,90 @@
+// The run page's System group (its sys/ series on the wall-clock axis): while the run is
+// live, ask for the group every few seconds and add what its page lacks (a section, a chart
+// of a series that started since, the samplers' newest status texts) and the newest counts
+// and values. The charts' points themselves come with the page's one-a-second poll
+// (viewer.js), which refreshes every embedded live chart, these included.
+"use strict";
+
+const SYSTEM_POLL_MS = 5000;
+
+function systemNode(tag, attributes = {}, ...children) {
+  const node = document.createElement(tag);
+  for (const [key, value] of Object.entries(attributes)) {
+    if (value === undefined || value === null) continue;
+    if (key === "text") node.textContent = value;
+    else node.setAttribute(key, value);
+  }
+  node.append(...children.filter((c) => c !== null && c !== undefined));
+  return node;
+}
+
+function systemChart(plot) {
+  const head = systemNode("div", { class: "chart-head", title: plot.description || "" }, `${plot.name} `,
+    systemNode("span", { class: "muted" },
+      systemNode("span", { class: "points", "data-count": plot.count ?? "", text: plot.count ?? "" }),
+      " points · latest ", systemNode("span", { class: "latest", text: plot.latest ?? "" })),
+    " · ", systemNode("a", { href: plot.csv, text: "raw CSV" }));
+  return systemNode("div", { class: "chart", "data-name": plot.name, "data-target": plot.target },
+    head, systemNode("div", { id: plot.target, class: "bk-target" }));
+}
+
+function systemSection(group, title) {
+  for (const section of group.querySelectorAll(".system-section")) if (section.dataset.section === title) return section;
+  const section = systemNode("section", { class: "system-section", "data-section": title },
+    systemNode("h3", { text: title }), systemNode("div", { class: "chart-grid" }));
+  group.querySelector(".system-sections").append(section);
+  return section;
+}
+
+// The answer's sections in its order: a chart the page lacks is put before the first one
+// after it there (the server's order), and embedded (viewer.js keeps it live from then on).
+function applySystem(group, answer) {
+  let added = false;
+  for (const { title, plots } of answer.sections) {
+    const section = systemSection(group, title);
+    const grid = section.querySelector(".chart-grid");
+    const names = plots.map((p) => p.name);
+    for (const [k, plot] of plots.entries()) {
+      const have = [...grid.children].find((c) => c.dataset.name === plot.name);
+      if (have) {
+        const points = have.querySelector(".points");
+        points.dataset.count = plot.count ?? "";
+        points.textContent = plot.count ?? "";
+        have.querySelector(".latest").textContent = plot.latest ?? "";
+        continue;
+      }
+      const later = new Set(names.slice(k + 1));
+      const next = [...grid.children].find((c) => later.has(c.dataset.name));
+      grid.insertBefore(systemChart(plot), next || null);
+      if (typeof embedChart === "function") embedChart(plot.spec).catch((err) => console.warn(err));
+      added = true;
+    }
+  }
+  // The sections in the answer's order (a GPU's section after the box's).
+  const order = answer.sections.map((s) => s.title);
+  const holder = group.querySelector(".system-sections");
+  for (const title of order) holder.append(systemSection(group, title));
+  const statuses = group.querySelector(".system-statuses");
+  statuses.replaceChildren(...answer.statuses.map((s) => systemNode("p", { class: "system-status", "data-name": s.name },
+    systemNode("span", { class: "muted", text: s.name }), " ", systemNode("span", { class: "status-text", text: s.text }))));
+  group.querySelector(".group-count").textContent = String(group.querySelectorAll(".chart-grid > .chart").length);
+  if (answer.sections.length || answer.statuses.length) group.hidden = false;
+  if (added && typeof applyFilter === "function") applyFilter();
+}
+
+function followSystem(group) {
+  const timer = setInterval(async () => {
+    try {
+      const response = await fetch(group.dataset.url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+      if (!response.ok) return;
+      const answer = await response.json();
+      applySystem(group, answer);
+      if (!answer.live) clearInterval(timer);
+    } catch (err) { console.warn(err); }
+  }, SYSTEM_POLL_MS);
+}
+
+document.addEventListener("DOMContentLoaded", () => {
+  const group = document.getElementById("run-system");
+  if (group && group.dataset.live === "true") followSystem(group);
+});
