@@ -174,7 +174,11 @@ def _shared(response: Response) -> Response:
         strings("series", "the series a comparison charts (default: all)", maxItems=MAX_SERIES),
         parameter("report", {"type": "string"}, "the report's id"),
         parameter("version", {"type": "integer", "minimum": 1}, "the report's version (default: the latest)"),
-        parameter("days", {"type": "number", "exclusiveMinimum": 0}, "how long it lasts (default 7)"),
+        parameter(
+            "days",
+            {"type": "number", "minimum": 0, "exclusiveMinimum": True},
+            "how long it lasts (default 7)",
+        ),
     ],
     responses=page_errors(400, 404),
 )

@@ -14,7 +14,7 @@ import bcrypt
 import numpy as np
 import pytest
 from clock import Clock
-from flask import g
+from flask import g, request
 
 import labstats
 from labstats.viewer import create_app
@@ -329,3 +329,53 @@ def test_the_share_page_alone_allows_the_export_s_inline_scripts():
     assert "'self'" not in SHARE_CSP
     for endpoint in ("pages.run_page", "share.links_page", "share.create", "exports.run_file", None):
         assert policy_for(endpoint) == CSP
+
+
+def test_the_share_routes_answer_any_input_without_a_server_error(url, store, runs):
+    """The share routes fuzzed from the viewer's OpenAPI document (schemathesis), half the
+    cases with a real run, token and link: no server error, and each takes real input."""
+    import schemathesis
+    from hypothesis import HealthCheck, given, settings
+    from hypothesis import strategies as st
+    from schemathesis.checks import not_a_server_error
+
+    from labstats.viewer.openapi import document
+
+    # An open viewer (a laptop's: no logins), as the viewer's own fuzzer has it.
+    app = create_app({"local": Source("local", url, artifact_dir=str(store.root), annotate_url=url)})
+    answered = set()
+
+    @app.after_request
+    def note(response):
+        answered.add((request.endpoint, response.status_code // 100))
+        return response
+
+    token = share(app.test_client(), run=f"local/{runs[0]}")
+    share(app.test_client(), run=f"local/{runs[0]}")  # another link: the one the fuzzer revokes
+    link_id = app.extensions["labstats_share"].links()[0].id
+    assert app.extensions["labstats_share"].find(token).id != link_id
+
+    doc = document(app)
+    schema = schemathesis.openapi.from_dict(doc)
+    schema.app = app
+    real = {
+        "share.open": {"path_parameters": {"token": token}},
+        "share.revoke": {"path_parameters": {"link_id": link_id}},
+        "share.create": {"query": {"run": [f"local/{runs[0]}"]}},
+        "share.links_page": {},
+    }
+    operations = [result.ok() for result in schema.get_all_operations()]
+    ours = [op for op in operations if doc["paths"][op.path][op.method.lower()]["operationId"] in real]
+    assert len(ours) == len(real)
+    for operation in ours:
+        endpoint = doc["paths"][operation.path][operation.method.lower()]["operationId"]
+
+        @given(case=st.one_of(operation.as_strategy(), operation.as_strategy(**real[endpoint])))
+        @settings(max_examples=60, deadline=None, suppress_health_check=list(HealthCheck), database=None)
+        def fuzz(case):
+            case.call_and_validate(checks=[not_a_server_error])
+
+        fuzz()
+    assert not [key for key in answered if key[1] == 5]
+    took = {endpoint for endpoint, kind in answered if kind in (2, 3)}
+    assert set(real) <= took
