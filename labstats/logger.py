@@ -141,6 +141,7 @@ class Stats:
         self._freeze_thread: threading.Thread | None = None
         self._system: system.SystemSampler | None = None
         self._console_version = -1  # the version of the console lines last written (-1: none)
+        self._alerts_sent = 0  # numbers this run's alerts (two in one millisecond stay apart)
         self._closed = False
         self._last_step = -1
         self._last_epoch: Any = None
@@ -456,6 +457,36 @@ class Stats:
         config = _config_json({**self._options["config"], **values})  # refused whole, kept as it was
         self._options["config"].update(values)
         writer.put_commands([cmd("HSET", self.keys.run(self.run_id), "config", config)])
+
+    def alert(self, title: str, text: str = "", level: str = "warning") -> bool:
+        """Tell the lab's alert channels (mail, chat, webhook) something, as ``wandb.alert``:
+        the web box's alerts service sends it within its check interval (15 s), the same
+        title at most once an hour per run. ``level``: "info", "warning" or "error".
+
+        It goes the way of the run's other records, through the writer: while Redis is away
+        it waits in the spool and is sent when Redis is back (late, never lost). It never
+        raises into training: before :meth:`on`, after :meth:`close`, or with a title that is
+        not text, it is dropped with a warning and False is returned."""
+        try:
+            writer = self._writer
+            if writer is None or self._closed:
+                log.warning("labstats: alert %r dropped: the run is not open", str(title)[:100])
+                return False
+            if level not in ("info", "warning", "error"):
+                log.warning("labstats: alert level %r is not info, warning or error; sent as warning", level)
+                level = "warning"
+            now = time.time()
+            with self._lock:
+                self._alerts_sent += 1
+                field = f"{int(now * 1000)}-{self._alerts_sent}"
+            value = json.dumps(
+                {"title": str(title)[:200], "text": str(text)[:4000], "level": level, "at": round(now, 3)},
+                ensure_ascii=False,
+            )
+            return writer.put_commands([cmd("HSET", self.keys.run_alerts(self.run_id), field, value)])
+        except Exception as exc:  # an alert must never end the training
+            log.warning("labstats: alert %r dropped (%s)", title, exc)
+            return False
 
     # ---- media ------------------------------------------------------------------------------
 
