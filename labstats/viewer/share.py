@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import datetime as dt
 import math
+import re
+from html import unescape
 from typing import Any
 
 import redis
@@ -49,6 +51,8 @@ bp.register_error_handler(ApiError, page_error)
 
 MAX_SERIES = export.MAX_CHARTS  # series a comparison's link names at most
 MAX_NAME_CHARS = 512
+MAX_REPORT_VERSION = 1_000_000
+_TITLE = re.compile(r"<title>([^<]{0,200})")
 # Said to whoever holds a link that shows nothing: never which run or report it was.
 GONE = {
     "unknown": (404, "There is no such link."),
@@ -173,7 +177,11 @@ def _shared(response: Response) -> Response:
         parameter("runs", {"type": "string"}, "more runs, source/run_id one a line (the Links page's form)"),
         strings("series", "the series a comparison charts (default: all)", maxItems=MAX_SERIES),
         parameter("report", {"type": "string"}, "the report's id"),
-        parameter("version", {"type": "integer", "minimum": 1}, "the report's version (default: the latest)"),
+        parameter(
+            "version",
+            {"type": "integer", "minimum": 1, "maximum": MAX_REPORT_VERSION},
+            "the report's version (default: the latest)",
+        ),
         parameter(
             "days",
             {"type": "number", "minimum": 0, "exclusiveMinimum": True},
@@ -266,12 +274,15 @@ def _report(report: str, version: str | None) -> tuple[dict[str, Any], str]:
             number = int(version)
         except ValueError:
             number = 0
-        if number < 1:
-            raise ApiError(400, "a report's version is a number from 1")
+        if not 1 <= number <= MAX_REPORT_VERSION:
+            raise ApiError(400, f"a report's version is a number from 1 to {MAX_REPORT_VERSION}")
     named = f"report {report}" + (f" version {number}" if number else "")
-    if make(report, number) is None:
+    html = make(report, number)
+    if html is None:
         raise ApiError(404, f"there is no {named}")
-    return {"report": report, "version": number}, named
+    found = _TITLE.search(html)  # the report's own title, for the Links page
+    title = f"{named}: {unescape(found.group(1)).strip()}" if found else named
+    return {"report": report, "version": number}, title
 
 
 @bp.get("/links")
