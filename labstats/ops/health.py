@@ -253,8 +253,8 @@ def _points(infos: dict[bytes, bytes]) -> int:
 
 def read_stamps(status_dir: str | os.PathLike, problems: list[str] | None = None) -> dict[str, Success]:
     """{job: its last success} from the stamp files ``<job>.json`` of ``status_dir``
-    ({"ok_at": unix seconds, "detail": text}); one that cannot be read is named in
-    ``problems`` and left out."""
+    ({"ok_at": unix seconds, "detail": text}); an empty one (no success yet) is left out, and
+    one that cannot be read is named in ``problems`` and left out."""
     stamps: dict[str, Success] = {}
     folder = Path(status_dir)
     try:
@@ -271,6 +271,8 @@ def read_stamps(status_dir: str | os.PathLike, problems: list[str] | None = None
             if problems is not None:
                 problems.append(f"{path}: {exc.strerror or exc}")
             continue
+        if not raw.strip():
+            continue  # made by its role, no success yet (or being written this instant)
         success = _success(path.stem, raw)
         if success is None:
             if problems is not None:

@@ -164,6 +164,7 @@ def test_stamps_of_the_web_box_and_its_disks(tmp_path):
     (status / "push-gpu1-archive.json").write_text('{"ok_at": 1764900100.25}')
     (status / "broken.json").write_text('{"ok_at": "yesterday"}')
     (status / "notes.txt").write_text("not a stamp")
+    (status / "push-gpu2-artifacts.json").write_text("")  # made by its role: no push yet
     found = health.collect({}, status, disk_paths=[str(tmp_path), str(status), "/no/such/path"])
     assert found.stamps == {
         "backup": health.Success("backup", 1764900000.0, "snapshot 1a2b"),
