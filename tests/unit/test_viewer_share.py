@@ -379,3 +379,30 @@ def test_the_share_routes_answer_any_input_without_a_server_error(url, store, ru
     assert not [key for key in answered if key[1] == 5]
     took = {endpoint for endpoint, kind in answered if kind in (2, 3)}
     assert set(real) <= took
+
+
+def test_the_store_bounds_each_user_s_links_and_forgets_links_long_ended(tmp_path, monkeypatch):
+    from labstats.viewer import share_store
+
+    clock = Clock()
+    store = ShareStore(tmp_path / "state" / "sessions.sqlite", clock=clock)
+    monkeypatch.setattr(share_store, "MAX_ACTIVE_LINKS", 2)
+    target = {"source": "local", "run": "r"}
+    _, first = store.create("bob", "run", target, "first", 7, 30)
+    store.create("bob", "run", target, "second", 30, 30)
+    with pytest.raises(share_store.ShareError, match="2 links in force"):
+        store.create("bob", "run", target, "third", 7, 30)
+    store.create("alice", "run", target, "hers", 7, 30)  # per user
+    assert store.revoke(first.id, "bob")
+    assert not store.revoke(first.id, "bob")  # once
+    store.create("bob", "run", target, "third", 7, 30)  # a revoked link is not in force
+    clock.now += (share_store.KEEP_ENDED_DAYS + 29) * DAY
+    store.create("bob", "run", target, "later", 7, 30)
+    # Ended over 90 days ago: revoked at once, or expired after 7 days; not yet the 30 days' one.
+    assert [link.title for link in store.links("bob")] == ["later", "second"]
+    clock.now += 2 * DAY
+    store.create("bob", "run", target, "latest", 7, 30)
+    assert [link.title for link in store.links("bob")] == ["latest", "later"]
+    assert [e.action for e in store.entries("bob")] == ["created"] * 3 + ["revoked", "created", "created"]
+    assert store.find("x" * 43) is None
+    assert store.find("not a token") is None
