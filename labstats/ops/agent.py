@@ -209,7 +209,9 @@ class BoxSampler:
                     usage = psutil.disk_usage(str(place))
                 except OSError:
                     continue
-                found.append({"path": str(path), "free_bytes": int(usage.free), "total_bytes": int(usage.total)})
+                found.append(
+                    {"path": str(path), "free_bytes": int(usage.free), "total_bytes": int(usage.total)}
+                )
                 break
         return found
 
@@ -413,10 +415,10 @@ def main(argv: list[str] | None = None, nvml: Any = None) -> int:
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
         settings = cfg.resolve(args.url, args.prefix)
-    except cfg.LabstatsError as exc:
+        client = cfg.client(settings, timeout=min(5.0, args.interval / 2))
+    except (cfg.LabstatsError, ValueError) as exc:  # no config, or a URL redis-py cannot parse
         print(f"labstats-agent: {exc}", file=sys.stderr)
         return EX_CONFIG
-    client = cfg.client(settings, timeout=min(5.0, args.interval / 2))
     sampler = BoxSampler(args.disks or DEFAULT_DISKS, nvml)
     agent = BoxAgent(client, args.source, sampler, prefix=settings.prefix, interval=args.interval,
                      history_hours=args.history_hours)  # fmt: skip

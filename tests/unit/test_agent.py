@@ -266,6 +266,7 @@ def test_the_command_samples_until_sigterm_and_ends_cleanly(url, redis_server, t
         (["--interval", "301"], "--interval must be 5 to 300 seconds, not 301"),
         (["--history-hours", "0"], "--history-hours must be over 0 and at most 168, not 0"),
         (["--source", "a b"], "--source 'a b' is not a source name"),
+        (["--url", "redis://agent:a/b@127.0.0.1:6379/0"], "Port could not be cast"),  # a / unquoted
     ],
 )
 def test_a_bad_argument_ends_it_with_the_status_its_unit_does_not_restart(args, said):
