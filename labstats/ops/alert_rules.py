@@ -196,7 +196,8 @@ class LabThresholds:
     backup_max_age: float = 26 * 3600.0  # the last successful backup at most this old
     sync_max_age: float = 2 * 3600.0  # artifact and archive pushes
     disk_percent: float = 90.0  # any disk of any box
-    redis_memory_percent: float = 90.0  # of its maxmemory (or of the box's memory without one)
+    redis_memory_bytes: float = 0.0  # a replica's used memory (0: not checked)
+    every: float = 15.0  # seconds between the lab checks (a few commands per source)
     status_dir: str = "/var/lib/labstats/status"
 
 
@@ -246,9 +247,15 @@ def problems(data: dict[str, Any]) -> list[str]:
     if isinstance(data.get("interval"), int | float) and data["interval"] > 15:
         found.append("interval: rules are checked at least every 15 s")
     lab = data.get("lab", {})
+    if not isinstance(lab, dict):
+        found.append("lab is a table of thresholds")
     for key, value in lab.items() if isinstance(lab, dict) else []:
         if key not in LabThresholds.__dataclass_fields__:
             found.append(f"lab.{key}: unknown threshold")
+        elif key == "redis_memory_bytes" and value == 0:
+            continue
+        elif key == "status_dir" and not isinstance(value, str):
+            found.append("lab.status_dir must be a folder's path")
         elif key != "status_dir" and (
             not isinstance(value, int | float) or isinstance(value, bool) or value <= 0
         ):

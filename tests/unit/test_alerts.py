@@ -156,6 +156,7 @@ class Service:
         web: HttpReceiver,
         rules=(),
         stall_after: float = 2,
+        lab: dict | None = None,
     ) -> None:
         self.state = tmp_path / "alerts" / "alerts.sqlite"
         self.config = tmp_path / "alerts.toml"
@@ -177,6 +178,9 @@ class Service:
         ]
         for rule in rules:
             lines += ["[[rules]]", *(f"{k} = {json.dumps(v)}" for k, v in rule.items())]
+        # The lab's rules: this machine's disks are what they are (never over 100 %).
+        lab = {"status_dir": str(tmp_path / "status"), "disk_percent": 100, "every": 0.5, **(lab or {})}
+        lines += ["[lab]", *(f"{k} = {json.dumps(v)}" for k, v in lab.items())]
         self.config.write_text("\n".join(lines) + "\n")
         self.proc: subprocess.Popen | None = None
 
@@ -199,8 +203,8 @@ class Service:
 def service(tmp_path, url, receivers):
     made: list[Service] = []
 
-    def start(rules=(), stall_after: float = 2) -> Service:
-        made.append(Service(tmp_path, url, *receivers, rules=rules, stall_after=stall_after).start())
+    def start(rules=(), stall_after: float = 2, lab: dict | None = None) -> Service:
+        made.append(Service(tmp_path, url, *receivers, rules=rules, stall_after=stall_after, lab=lab).start())
         return made[-1]
 
     yield start
@@ -406,6 +410,23 @@ def test_a_channel_that_is_down_gets_it_later_and_the_others_at_once(tmp_path, u
     finally:
         run.kill()
         run.wait()
+
+
+def test_the_lab_rules_tell_of_an_old_backup_and_a_full_disk_and_resolve(tmp_path, url, receivers, service):
+    smtp, web = receivers
+    status = tmp_path / "status"
+    status.mkdir()
+    (status / "backup.json").write_text(json.dumps({"ok_at": time.time() - 27 * 3600, "detail": "restic ok"}))
+    (status / "artifacts-box1.json").write_text(json.dumps({"ok_at": time.time(), "detail": "pushed"}))
+    service(stall_after=60, lab={"disk_percent": 0.001})  # any disk in use is over it
+    assert wait_for(lambda: arrived(web, smtp, "the backup last succeeded 27 h 0 min ago"), 10), web.titles()
+    assert wait_for(lambda: arrived(web, smtp, "disk / on web"), 10), web.titles()
+    assert not any("artifacts-box1" in t for t in web.titles())  # a fresh push: nothing to say
+    (status / "backup.json").write_text(json.dumps({"ok_at": time.time(), "detail": "restic ok"}))
+    assert wait_for(lambda: arrived(web, smtp, "resolved: job backup · web"), 10), web.titles()
+    backup = next(b for _, b, _ in web.posts if b["title"].startswith("the backup"))
+    assert "restic ok" in backup["message"]
+    assert "box: web" in backup["message"]
 
 
 # ---- Stats.alert -----------------------------------------------------------------------------
