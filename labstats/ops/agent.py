@@ -154,6 +154,7 @@ class BoxSampler:
         values: dict[str, Any] = {}
         self.gpus.sample(set(), values)
         nvml, memo = self.gpus.nvml, dict(run_pids)
+        users: dict[int, str] = {}  # one process on many GPUs is looked up once
         found = []
         for index, handle in enumerate(self.gpus.handles):
             gpu: dict[str, Any] = {"index": index, "name": self.names[index], "uuid": self.uuids[index]}
@@ -164,7 +165,8 @@ class BoxSampler:
             if self.lists_processes[index]:
                 pids = dict.fromkeys(p.pid for p in nvml.nvmlDeviceGetComputeRunningProcesses(handle))
                 processes = [
-                    {"pid": pid, "user": self._user(pid), "run": self._run_of(pid, memo)} for pid in pids
+                    {"pid": pid, "user": self._user(pid, users), "run": self._run_of(pid, memo)}
+                    for pid in pids
                 ]
             gpu["processes"] = processes
             found.append(gpu)
@@ -186,18 +188,23 @@ class BoxSampler:
             memo[seen] = run
         return run
 
-    def _user(self, pid: int) -> str:
-        """Who runs ``pid`` ("" when it ended, the uid when the passwd database has no name)."""
+    def _user(self, pid: int, seen: dict[int, str]) -> str:
+        """Who runs ``pid`` ("" when it ended, the uid when the passwd database has no name);
+        ``seen``: this sample's answers so far."""
+        if pid in seen:
+            return seen[pid]
         try:
             uid = psutil.Process(pid).uids().real
         except (psutil.Error, OSError):
+            seen[pid] = ""
             return ""
         if uid not in self._users:
             try:
                 self._users[uid] = pwd.getpwuid(uid).pw_name
             except KeyError:
                 self._users[uid] = str(uid)
-        return self._users[uid]
+        seen[pid] = self._users[uid]
+        return seen[pid]
 
     def _disks(self) -> list[dict[str, Any]]:
         """Each watched folder's disk, in the order given (the history's disk<i> is the i-th).
