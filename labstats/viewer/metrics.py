@@ -79,7 +79,7 @@ def _settings() -> dict:
     section = tomllib.loads(Path(path).read_text()).get("metrics", {}) if path else {}
     config = current_app.config
     settings = {
-        "status_dir": config.get("METRICS_STATUS_DIR", section.get("status_dir", health.STATUS_DIR)),
+        "status_dir": config.get("METRICS_STATUS_DIR", section.get("status_dir") or health.STATUS_DIR),
         "disk_paths": tuple(
             config.get("METRICS_DISK_PATHS", section.get("disk_paths", health.WEB_DISK_PATHS))
         ),
