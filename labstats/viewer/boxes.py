@@ -93,10 +93,12 @@ def read_box(name: str, source) -> dict[str, Any]:
         box["agent_error"] = NO_AGENT
     for run in box["runs"]:
         run["url"] = url_for("pages.run_page", source=name, run_id=run["id"])
+    names = {run["id"]: run["name"] for run in box["runs"]}
     for gpu in (box["agent"] or {}).get("gpus", []):
         for process in gpu["processes"]:
             run_id = process["run"]
             process["url"] = url_for("pages.run_page", source=name, run_id=run_id) if run_id else None
+            process["run_name"] = names.get(run_id) or run_id  # its name when the box's reader lists it
     return box
 
 

@@ -97,7 +97,9 @@ def test_the_page_shows_each_gpu_with_its_run_and_user(app, url, lab, tmp_path):
     box = card(html, "local")
     assert 'data-state="agent"' in box
     gpu0 = re.search(r'<tr class="gpu" data-index="0">.*?</tr>', box, re.S).group(0)
-    assert f'href="/runs/local/{stats.run_id}">{stats.run_id}</a> <span class="user">alice</span>' in gpu0
+    # The run on it by its name (the box's reader lists it), linked to its page.
+    link = f'href="/runs/local/{stats.run_id}" title="{stats.run_id}">big-train</a>'
+    assert f'{link} <span class="user">alice</span>' in gpu0
     assert "97 %" in gpu0
     assert "70.0 GiB of 80.0 GiB" in gpu0
     assert "71 °C" in gpu0
@@ -120,7 +122,8 @@ def test_the_page_shows_each_gpu_with_its_run_and_user(app, url, lab, tmp_path):
     assert sorted(state["history"]) == ["cpu", "gpu0", "gpu1", "memory"]
     assert state["history"]["cpu"]["last"] == 39.0
     assert state["agent"]["gpus"][0]["processes"][0] == {
-        "pid": 4242, "user": "alice", "run": stats.run_id, "url": f"/runs/local/{stats.run_id}"}  # fmt: skip
+        "pid": 4242, "user": "alice", "run": stats.run_id, "url": f"/runs/local/{stats.run_id}",
+        "run_name": "big-train"}  # fmt: skip
     assert card(answer["html"], "local").count('<tr class="gpu"') == 2
 
 
@@ -253,14 +256,14 @@ def test_the_link_of_a_replica_is_its_role(tmp_path, url, lab):
         )
         box = card(client_of(app).get("/boxes").get_data(as_text=True), "gpu1")
         assert '<span class="link up"' in box
-        assert "link connected" in box
+        assert "link: connected" in box
         replica.client().execute_command("REPLICAOF", "127.0.0.1", "1")  # a master that is not there
         assert wait_for(
             lambda: client_of(app).get("/boxes/state").get_json()["boxes"][0]["link"]["up"] is False
         )
         box = card(client_of(app).get("/boxes").get_data(as_text=True), "gpu1")
         assert '<span class="link down"' in box
-        assert "link down (" in box
+        assert "link: down (" in box
     finally:  # a replica looking for its master can take more than stop()'s 10 s to end
         replica.proc.kill()
         replica.proc.wait(10)

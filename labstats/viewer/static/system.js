@@ -1,8 +1,8 @@
 // The run page's System group (its sys/ series on the wall-clock axis): while the run is
-// live, ask for the group every few seconds and add what its page lacks (a section, a chart
-// of a series that started since, the samplers' newest status texts) and the newest counts
-// and values. The charts' points themselves come with the page's one-a-second poll
-// (viewer.js), which refreshes every embedded live chart, these included.
+// live, add what the group lacks (a section, a chart of a series that started since, the
+// samplers' newest status texts) and keep its counts and latest values. The charts' points
+// come with the page's one-a-second poll (viewer.js), which refreshes every embedded live
+// chart, these included.
 "use strict";
 
 const SYSTEM_POLL_MS = 5000;
@@ -72,16 +72,36 @@ function applySystem(group, answer) {
   if (added && typeof applyFilter === "function") applyFilter();
 }
 
+// No poll of its own: the page's poll (viewer.js, POST /api/live once a second) is watched
+// instead (the requests it makes, as the browser's resource timing lists them). When it asks
+// for the charts of new series and some are sys/ ones, the group is asked for at once; while
+// it polls and the group has charts, at most every SYSTEM_POLL_MS for their counts and values.
+// A run without system metrics thus costs no request at all.
 function followSystem(group) {
-  const timer = setInterval(async () => {
+  const chartsPath = new URL(document.getElementById("run-charts")?.dataset.url || "/", window.location.href).pathname;
+  let last = 0, asking = false, done = false;
+  const ask = async () => {
+    if (asking || done) return;
+    asking = true;
+    last = Date.now();
     try {
       const response = await fetch(group.dataset.url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
-      if (!response.ok) return;
-      const answer = await response.json();
-      applySystem(group, answer);
-      if (!answer.live) clearInterval(timer);
-    } catch (err) { console.warn(err); }
-  }, SYSTEM_POLL_MS);
+      if (response.ok) {
+        const answer = await response.json();
+        applySystem(group, answer);
+        if (!answer.live) done = true;
+      }
+    } catch (err) { console.warn(err); } finally { asking = false; }
+  };
+  const observer = new PerformanceObserver((list) => {
+    for (const entry of list.getEntries()) {
+      const url = new URL(entry.name, window.location.href);
+      if (url.pathname === chartsPath && url.searchParams.getAll("name").some((n) => n.startsWith("sys/"))) ask();
+      else if (url.pathname.endsWith("/api/live") && group.querySelector(".chart") && Date.now() - last > SYSTEM_POLL_MS) ask();
+    }
+    if (done) observer.disconnect();
+  });
+  observer.observe({ type: "resource" });
 }
 
 document.addEventListener("DOMContentLoaded", () => {
