@@ -57,6 +57,7 @@ FIRST_READ_CHUNKS = 64  # of a series first seen mid-run (a restart): its newest
 MAX_RUN_ALERTS = 10_000  # a run's own alerts hash read at most this long
 TEXT_CHARS, NAME_CHARS = 2000, 200
 BACKOFF_FIRST, BACKOFF_MAX = 5.0, 600.0
+KEEP_STATE, KEEP_SENT = 7 * 86400.0, 90 * 86400.0  # the rules' state of runs gone; the history
 
 _CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
 
@@ -178,6 +179,23 @@ class History:
                 db.execute("ROLLBACK")
                 raise
         return sent_id
+
+    def prune(self, now: float, keep_state: float, keep_sent: float, channels: list[str]) -> None:
+        """Forget what can no longer matter: the rules' state of runs no longer watched (after
+        ``keep_state``: by then a dead run is no longer alerted as newly seen), messages older
+        than ``keep_sent`` that wait for nothing, and what waits for a channel no longer set."""
+        ids = [channel_id(url) for url in channels]
+        self.sql(
+            "DELETE FROM rule_state WHERE run != '' AND since < ? AND NOT EXISTS (SELECT 1 FROM watched w"
+            " WHERE w.source = rule_state.source AND w.run = rule_state.run)",
+            (now - keep_state,),
+        )
+        for (channel,) in self.sql("SELECT DISTINCT channel FROM outbox"):
+            if channel not in ids:
+                self.sql("DELETE FROM outbox WHERE channel = ?", (channel,))
+        self.sql(
+            "DELETE FROM sent WHERE at < ? AND id NOT IN (SELECT sent_id FROM outbox)", (now - keep_sent,)
+        )
 
     def watched(self, source: str) -> dict[str, str]:
         return dict(self.sql("SELECT run, cursor FROM watched WHERE source=?", (source,)))
@@ -385,7 +403,7 @@ class Alerts:
         self.latest: dict[tuple[str, str, str], tuple[int, float]] = {}
         self.away: dict[str, str] = {}
         self._down_since: dict[str, float] = {}  # source -> when its link was first seen down
-        self._lab_due = 0.0
+        self._lab_due = self._prune_due = 0.0
         self._warned_big: set[tuple[str, str]] = set()
 
     def start(self) -> None:
@@ -431,6 +449,10 @@ class Alerts:
                 continue
             if self.away.pop(source, None) is not None:
                 log.warning("alerts: source %s is reachable again", source)
+        if time.monotonic() >= self._prune_due:
+            self._prune_due = time.monotonic() + 3600
+            keep_state = max(KEEP_STATE, 2 * self.config.repeat_after)
+            self.history.prune(time.time(), keep_state, KEEP_SENT, self.config.channels)
         if time.monotonic() >= self._lab_due:
             self._lab_due = time.monotonic() + self.config.lab.every
             try:

@@ -567,3 +567,23 @@ def test_the_viewer_lists_what_was_sent_from_the_file_read_only(tmp_path, url):
 
     missing = create_app({"box1": Source("box1", url)}, config={"ALERTS_HISTORY_FILE": None})
     assert "not set up" in missing.test_client().get("/alerts").get_data(as_text=True)
+
+
+def test_the_history_forgets_runs_gone_old_messages_and_channels_no_longer_set(tmp_path):
+    history = History(str(tmp_path / "alerts.sqlite"))
+    now = time.time()
+    old = Message("box1", "alice.1", "exp", "crashed", "alert", "error", "crashed: exp", "")
+    history.record(old, ["json://a/"], now - 100 * 86400)  # waits for a channel since removed
+    history.record(old, [], now - 100 * 86400)
+    history.record(old, [], now)
+    history.set_state("box1", "alice.1", "crashed", True, now - 8 * 86400, now - 8 * 86400, True)
+    history.set_state("box1", "alice.2", "stalled", True, now - 8 * 86400, now - 8 * 86400, True)
+    history.watch("box1", "alice.2")  # still running: its state is kept
+    history.set_state("web", "", "disk /", True, now - 8 * 86400, now - 8 * 86400, True)
+    history.prune(now, 7 * 86400, 90 * 86400, ["json://b/"])
+    assert history.sql("SELECT run, rule FROM rule_state ORDER BY run") == [
+        ("", "disk /"),
+        ("alice.2", "stalled"),
+    ]
+    assert history.sql("SELECT count(*) FROM outbox") == [(0,)]
+    assert [row["at"] for row in read_history(history.path)] == [now]
