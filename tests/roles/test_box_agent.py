@@ -112,7 +112,10 @@ def test_the_unit_is_hardened_and_leaves_the_gpus_device_files_open():
         "User": ["labstats-agent"], "Group": ["labstats-agent"], "Restart": ["on-failure"],
         "RestartPreventExitStatus": [str(agent.EX_CONFIG)], "NoNewPrivileges": ["yes"],
         "ProtectSystem": ["strict"], "ProtectHome": ["read-only"], "PrivateDevices": ["no"],
-        "DevicePolicy": ["closed"], "DeviceAllow": ["char-nvidia-frontend rw", "char-nvidia-caps r"],
+        "DevicePolicy": ["closed"],
+        # The GPUs' device files by their names before driver 545 and since (not nvidia-uvm: no CUDA).
+        "DeviceAllow": ["char-nvidia-frontend rw", "char-nvidia rw", "char-nvidiactl rw",
+                        "char-nvidia-caps r"],
         "CapabilityBoundingSet": [""], "Environment": ["LABSTATS_CONFIG=/etc/labstats/agent.toml"],
         "WantedBy": ["multi-user.target"],
     }  # fmt: skip
