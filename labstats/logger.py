@@ -465,8 +465,8 @@ class Stats:
 
         It goes the way of the run's other records, through the writer: while Redis is away
         it waits in the spool and is sent when Redis is back (late, never lost). It never
-        raises into training: before :meth:`on`, after :meth:`close`, or with a title that is
-        not text, it is dropped with a warning and False is returned."""
+        raises into training: before :meth:`on` or after :meth:`close` it is dropped with a
+        warning and False is returned. A title is cut at 200 characters, a text at 4,000."""
         try:
             writer = self._writer
             if writer is None or self._closed:

@@ -587,3 +587,22 @@ def test_the_history_forgets_runs_gone_old_messages_and_channels_no_longer_set(t
     ]
     assert history.sql("SELECT count(*) FROM outbox") == [(0,)]
     assert [row["at"] for row in read_history(history.path)] == [now]
+
+
+def test_a_purge_takes_a_runs_alerts_with_it_and_an_archive_leaves_them_with_its_record(tmp_path, url):
+    from labstats.curation import Curation
+    from labstats.ops import archive, purge
+
+    lab = labstats.connect(url)
+    runs = []
+    for name in ("purged", "archived"):
+        with labstats.Stats(tmp_path / name, system_metrics=False, console=False) as stats:
+            stats.log(step=0, loss=1.0)
+            stats.alert("look", "here")
+        runs.append(stats.run_id)
+    archive.archive(lab, lab.run("archived"), tmp_path / "archive")
+    assert lab.redis.hlen(lab.keys.run_alerts(runs[1])) == 1  # kept beside the record, as the record is
+    Curation(lab.redis, actor="test", writer="default").trash(runs[0])
+    purge.purge(lab.redis, lab.keys, [runs[0]], archive_dir=tmp_path / "archive", store=None)
+    assert not lab.redis.exists(lab.keys.run_alerts(runs[0]))
+    assert purge.fsck(lab.redis, lab.keys, tmp_path / "archive", None).clean
