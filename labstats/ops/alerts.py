@@ -397,8 +397,8 @@ class Alerts:
             Channel(url, self.history, config.retry_for, self.stopping) for url in config.channels
         ]
         secrets = [s for url in config.channels for s in secrets_of(url)]
-        self._filter = _Redacting(secrets)
-        logging.getLogger("apprise").addFilter(self._filter)
+        self.redacting = _Redacting(secrets)
+        logging.getLogger("apprise").addFilter(self.redacting)
         self.cursors: dict[tuple[str, str, str], _Cursor] = {}
         self.latest: dict[tuple[str, str, str], tuple[int, float]] = {}
         self.away: dict[str, str] = {}
@@ -414,7 +414,7 @@ class Alerts:
         self.stopping.set()
         for channel in self.channels:
             channel.wake.set()
-        logging.getLogger("apprise").removeFilter(self._filter)
+        logging.getLogger("apprise").removeFilter(self.redacting)
 
     def run_forever(self) -> None:
         self.start()
@@ -950,6 +950,8 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     os.umask(0o027)  # its file is read by the viewer's group (the folder's), nobody else
     service = Alerts(config)
+    for handler in logging.getLogger().handlers:  # whatever logs a channel's secret, it is hidden
+        handler.addFilter(service.redacting)
     signal.signal(signal.SIGTERM, lambda *_: service.stop())
     signal.signal(signal.SIGINT, lambda *_: service.stop())
     service.run_forever()

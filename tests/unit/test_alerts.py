@@ -551,6 +551,8 @@ def test_the_viewer_lists_what_was_sent_from_the_file_read_only(tmp_path, url):
         "box1", "alice.2", "exp2", "stalled", "resolved", "info", "resolved: stalled · exp2", "again"
     )
     history.record(resolved, [], time.time())
+    disk = Message("web", "", "web", "disk /", "alert", "error", "disk / on web 95 % full", "1 GiB free")
+    history.record(disk, [], time.time())  # a lab rule: no run
     os.chmod(path, 0o440)
     app = create_app({"box1": Source("box1", url)}, config={"ALERTS_HISTORY_FILE": str(path)})
     app.testing = False
@@ -564,6 +566,7 @@ def test_the_viewer_lists_what_was_sent_from_the_file_read_only(tmp_path, url):
     assert hostile not in html
     assert "&lt;script&gt;" in html
     assert "/runs/box1/alice.1" in html
+    assert "box web" in html
 
     missing = create_app({"box1": Source("box1", url)}, config={"ALERTS_HISTORY_FILE": None})
     assert "not set up" in missing.test_client().get("/alerts").get_data(as_text=True)
