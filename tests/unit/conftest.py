@@ -113,6 +113,7 @@ ACL_PASSWORDS = {
     "ops": "ops-pw",
     "archiver": "archiver-pw",
     "annotator": "annotator-pw",
+    "agent": "agent-pw",
 }
 # The training users (the labstats_client role's accounts): each its own Redis user, which
 # may write only its own runs and indexes.
