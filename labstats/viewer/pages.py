@@ -505,26 +505,30 @@ def run_charts(source: str, run_id: str):
 @bp.get("/runs/<source>/<run_id>/system")
 @declare(
     "A run page's System group (JSON): its sys/ series' charts on the wall-clock axis, by section",
+    query=[
+        one_of("specs", ["0", "1"], "0: each chart without its Bokeh spec (its count and latest value only)")
+    ],
     responses=errors(404, 503),
 )
 def run_system(source: str, run_id: str):
     """The run's System group as its page draws it: ``sections`` (the box, the run's
     processes, each GPU: their charts, each with its Bokeh spec, point count and latest value
     in its unit), ``statuses`` (the samplers' latest texts), ``truncated``, and ``live``.
-    The page asks for it every few seconds while the run is live, for new series and values."""
+    The page asks for it while the run is live: ``specs=0`` for the counts and values only
+    (a spec is ~14 KB; 8 GPUs make 60 charts), then the specs of series it lacks."""
     run = get_run(source, run_id)
     live = run.status in LIVE
-    group = _system_group(run, source, live)
+    group = _system_group(run, source, live, specs=request.args.get("specs") != "0")
     for section in group["sections"]:
         for plot in section["plots"]:
             plot["csv"] = _csv_url(source, run.id, plot["name"])
     return jsonify({"live": live, **group})
 
 
-def _system_group(run, source: str, live: bool) -> dict[str, Any]:
+def _system_group(run, source: str, live: bool, specs: bool = True) -> dict[str, Any]:
     """The run's System group (labstats.viewer.system_group). Its charts keep their own axes
     whatever the page's controls say: wall-clock time, a linear y in each series' unit."""
-    return system_group.group(run, source, run.series_info(), live, _system_target)
+    return system_group.group(run, source, run.series_info(), live, _system_target, specs=specs)
 
 
 def _system_target(n: int, name: str) -> str:

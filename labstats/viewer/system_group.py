@@ -95,11 +95,12 @@ def readable(value: Any, unit: str) -> str:
     return texts.get(unit, live_watch.short_value(value))
 
 
-def group(run: Run, source: str, info: dict[str, dict], live: bool, target_of) -> dict:
+def group(run: Run, source: str, info: dict[str, dict], live: bool, target_of, specs: bool = True) -> dict:
     """The run's System group: ``sections`` ([{title, plots}], each plot with its Bokeh spec,
     point count and readable latest value), ``statuses`` ([{name, idx, text}]) and
     ``truncated`` (more sys/ series than MAX_SYSTEM_CHARTS). ``target_of(n, name)`` names
-    each chart's target. Empty sections and statuses when the run has no sys/ series."""
+    each chart's target; ``specs`` False leaves the Bokeh specs out (None). Empty sections
+    and statuses when the run has no sys/ series."""
     names = [(n, i) for n, i in live_watch.charted(info) if is_system(n)]
     statuses = [_status(run, n) for n, _ in names if n in STATUS_SERIES]
     numeric = [(n, i) for n, i in names if n not in STATUS_SERIES and i.get("kind") in NUMERIC]
@@ -107,7 +108,7 @@ def group(run: Run, source: str, info: dict[str, dict], live: bool, target_of) -
     sections: dict[str, list[dict]] = {}
     for n, (name, i) in enumerate(numeric[:MAX_SYSTEM_CHARTS]):
         _, title = section_of(name)
-        sections.setdefault(title, []).append(_plot(run, source, name, i, live, target_of(n, name)))
+        sections.setdefault(title, []).append(_plot(run, source, name, i, live, target_of(n, name), specs))
     return {
         "sections": [{"title": title, "plots": plots} for title, plots in sections.items()],
         "statuses": [s for s in statuses if s is not None],
@@ -116,10 +117,14 @@ def group(run: Run, source: str, info: dict[str, dict], live: bool, target_of) -
     }
 
 
-def _plot(run: Run, source: str, name: str, i: dict, live: bool, target: str) -> dict:
+def _plot(run: Run, source: str, name: str, i: dict, live: bool, target: str, specs: bool) -> dict:
     unit = unit_of(name)
     url = charts.series_url(source, run.id, name)  # idx: the wall time the chart draws as dates
-    spec = charts.line_chart(name, [(name, url)], live, target, x_axis=charts.WALL_IDX, unit=unit)
+    spec = (
+        charts.line_chart(name, [(name, url)], live, target, x_axis=charts.WALL_IDX, unit=unit)
+        if specs
+        else None
+    )
     try:
         last = run.latest(name)
     except (LabstatsError, ValueError, TypeError, KeyError):

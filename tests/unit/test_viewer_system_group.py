@@ -110,6 +110,15 @@ def test_the_system_group_json_and_the_run_charts_json(client, sampled_run):
     assert [p["name"] for p in charts["plots"]] == ["loss"]
 
 
+def test_the_system_group_without_specs_is_its_counts_and_values(client, sampled_run):
+    whole = client.get(f"/runs/local/{sampled_run}/system")
+    light = client.get(f"/runs/local/{sampled_run}/system?specs=0")
+    plots = [p for s in light.get_json()["sections"] for p in s["plots"]]
+    assert plots
+    assert all(p["spec"] is None and p["latest"] and p["count"] for p in plots)
+    assert len(light.data) * 10 < len(whole.data)  # what a page asks for while the run runs
+
+
 def test_a_run_without_system_series_has_no_system_group(client, tmp_path):
     with labstats.Stats(tmp_path / "plain", system_metrics=False) as stats:
         stats.log(step=0, loss=1.0)

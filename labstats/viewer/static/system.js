@@ -56,7 +56,7 @@ function applySystem(group, answer) {
       const later = new Set(names.slice(k + 1));
       const next = [...grid.children].find((c) => later.has(c.dataset.name));
       grid.insertBefore(systemChart(plot), next || null);
-      if (typeof embedChart === "function") embedChart(plot.spec).catch((err) => console.warn(err));
+      if (plot.spec && typeof embedChart === "function") embedChart(plot.spec).catch((err) => console.warn(err));
       added = true;
     }
   }
@@ -80,17 +80,23 @@ function applySystem(group, answer) {
 function followSystem(group) {
   const chartsPath = new URL(document.getElementById("run-charts")?.dataset.url || "/", window.location.href).pathname;
   let last = 0, asking = false, done = false;
+  const get = async (specs) => {
+    const response = await fetch(`${group.dataset.url}?specs=${specs}`, { headers: { Accept: "application/json" }, credentials: "same-origin" });
+    if (!response.ok) throw new Error(`${group.dataset.url}: ${response.status}`);
+    return response.json();
+  };
+  // The counts and values first (no specs: 60 charts' are ~1 MB); the specs only when the
+  // group lacks a chart.
   const ask = async () => {
     if (asking || done) return;
     asking = true;
     last = Date.now();
     try {
-      const response = await fetch(group.dataset.url, { headers: { Accept: "application/json" }, credentials: "same-origin" });
-      if (response.ok) {
-        const answer = await response.json();
-        applySystem(group, answer);
-        if (!answer.live) done = true;
-      }
+      let answer = await get(0);
+      const have = new Set([...group.querySelectorAll(".chart[data-name]")].map((c) => c.dataset.name));
+      if (answer.sections.some((s) => s.plots.some((p) => !have.has(p.name)))) answer = await get(1);
+      applySystem(group, answer);
+      if (!answer.live) done = true;
     } catch (err) { console.warn(err); } finally { asking = false; }
   };
   const observer = new PerformanceObserver((list) => {
