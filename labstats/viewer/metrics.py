@@ -31,6 +31,7 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 from labstats.ops import health
+from labstats.viewer.openapi import content, declare
 from labstats.viewer.sources import config_path
 
 bp = Blueprint("metrics", __name__)
@@ -46,6 +47,7 @@ CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 
 
 @bp.get("/metrics")
+@declare("The lab's state in Prometheus' text format", responses={200: content("text/plain", "metrics")})
 def metrics():
     """The lab's state in Prometheus' text format (needs a reader)."""
     settings = _settings()
