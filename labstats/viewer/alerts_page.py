@@ -16,11 +16,13 @@ from pathlib import Path
 from flask import Blueprint, abort, current_app, render_template, request
 
 from labstats.ops.alerts import read_history
+from labstats.viewer.openapi import declare, integer, page_errors
 from labstats.viewer.sources import config_path
 
 bp = Blueprint("alerts", __name__)
 
 PAGE = 100  # messages a page shows
+LAST_ID = 2**62  # ids are SQLite's rowids: a page "before" a larger one starts at the newest
 
 
 def history_file() -> str | None:
@@ -33,9 +35,15 @@ def history_file() -> str | None:
 
 
 @bp.get("/alerts")
+@declare(
+    "What the alerts service sent, newest first (HTML)",
+    query=[integer("before", 1, LAST_ID, "the id the page starts under (the 'older' link's)")],
+    responses=page_errors(503),
+)
 def history():
-    """The messages sent, a page at a time (``before``: the id the next page starts under)."""
+    """Each message: when, the rule, the run (or box), its text, and how many channels took it."""
     before = request.args.get("before", type=int)
+    before = None if before is None or before > LAST_ID else max(before, 0)
     path = history_file()
     rows: list[dict] = []
     if path:

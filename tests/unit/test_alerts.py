@@ -609,3 +609,23 @@ def test_a_purge_takes_a_runs_alerts_with_it_and_an_archive_leaves_them_with_its
     purge.purge(lab.redis, lab.keys, [runs[0]], archive_dir=tmp_path / "archive", store=None)
     assert not lab.redis.exists(lab.keys.run_alerts(runs[0]))
     assert purge.fsck(lab.redis, lab.keys, tmp_path / "archive", None).clean
+
+
+def test_the_history_page_takes_any_before(tmp_path, url):
+    from labstats.viewer import create_app
+    from labstats.viewer.sources import Source
+
+    path = tmp_path / "alerts.sqlite"
+    history = History(str(path))
+    for n in range(3):
+        history.record(
+            Message("box1", f"alice.{n}", f"exp{n}", "crashed", "alert", "error", f"t{n}", ""), [], n
+        )
+    client = create_app(
+        {"box1": Source("box1", url)}, config={"ALERTS_HISTORY_FILE": str(path)}
+    ).test_client()
+    for before in ("-5", "0", "abc", "9" * 40, str(2**62 + 1), ""):
+        assert client.get(f"/alerts?before={before}").status_code == 200, before
+    older = client.get("/alerts?before=3").get_data(as_text=True)
+    assert "t1" in older
+    assert "t2" not in older
