@@ -244,3 +244,35 @@ def _when(value: Any) -> str:
 
 def _left_out(total: int, shown: int) -> str:
     return f"{total - shown} more series left out (at most {shown} charts)." if total > shown else ""
+
+
+# ---- building blocks for other one-file pages (the viewer's reports) ------------------------
+
+
+def inline_bokeh_js() -> str:
+    """BokehJS as one inline <script> (what every exported file holds once)."""
+    return Resources(mode="inline", components=["bokeh"]).render_js()
+
+
+def chart_item(title: str, run: Run, names: list[str], target: str) -> dict[str, Any]:
+    """A chart of ``run``'s numeric series ``names`` (a line each, against idx, at most
+    MAX_POINTS points a line, extremes kept) as a Bokeh JSON item with its points inline,
+    for ``Bokeh.embed.embed_item`` in a file that asks no network."""
+    from bokeh.embed import json_item
+
+    lines = [(name, *_points(run, name), Category10_10[k % 10]) for k, name in enumerate(names)]
+    return json_item(_line_chart(title, lines), target)
+
+
+def picture_uri(run: Run, name: str, step: int) -> str | None:
+    """The thumbnail of ``run``'s media ``name`` at ``step`` as a data: URI (WebP, at most
+    256 px), or None when it has none or it is not the WebP it should be."""
+    thumb = run.thumbnail(name, step, max_bytes=media_files.THUMB_READ_MAX_BYTES)
+    if thumb and thumb[:4] == b"RIFF" and thumb[8:12] == b"WEBP":  # only what it says it is
+        return "data:image/webp;base64," + base64.b64encode(thumb).decode()
+    return None
+
+
+def time_text(value: Any) -> str:
+    """Unix seconds as the files show a time (UTC), "-" for what is not a number."""
+    return _when(value)
