@@ -45,7 +45,9 @@ def _specs(html: str, within: str) -> dict[str, dict]:
     start = html.index(f'id="{within}"')
     part = html[start:]
     names = re.findall(r'<div class="chart" data-name="([^"]+)"', part)
-    blocks = re.findall(r'<script type="application/json" class="chart-spec">(.*?)</script>', part, re.S)
+    blocks = re.findall(
+        r'<script type="application/json" class="(?:chart|system)-spec">(.*?)</script>', part, re.S
+    )
     return dict(zip(names, (json.loads(b) for b in blocks), strict=False))
 
 

@@ -62,8 +62,17 @@ def test_a_live_run_shows_its_system_group_on_a_datetime_axis(chromium, app, lab
             # Closed at first (the run's own metrics are what the page is opened for).
             assert page.get_attribute("#run-system", "open") is None
             assert page.inner_text("#run-system > summary").startswith("System")
+            _rendered(page, "#run-charts")
+            # Not drawn while closed: the page's poll does not ask for their points.
+            assert page.evaluate(SYSTEM_CHARTS) == {}
+            with page.expect_request(lambda r: r.url.endswith("/api/live")) as poll:
+                pass
+            assert "sys%2F" not in (poll.value.post_data or "")
             page.click("#run-system > summary")
             _rendered(page, "#run-system")
+            with page.expect_request(lambda r: r.url.endswith("/api/live")) as poll:
+                pass
+            assert "sys%2Fgpu0%2Futil_percent" in poll.value.post_data  # drawn now: kept fresh
             sections = page.eval_on_selector_all(".system-section h3", "hs => hs.map((h) => h.textContent)")
             assert sections == ["Box", "This run's processes", "GPU 0", "GPU 1"]
             assert "2 GPU(s) through NVML" in page.inner_text('.system-status[data-name="sys/gpu_status"]')

@@ -18,14 +18,25 @@ function systemNode(tag, attributes = {}, ...children) {
   return node;
 }
 
+// The group's charts are drawn once it is open: a closed group's would be polled every
+// second for nothing (viewer.js keeps every drawn live chart fresh).
+function drawSystemCharts(group) {
+  if (!group.open || typeof embedChart !== "function") return;
+  for (const block of group.querySelectorAll("script.system-spec:not([data-drawn])")) {
+    block.dataset.drawn = "true";
+    embedChart(JSON.parse(block.textContent)).catch((err) => console.warn(err));
+  }
+}
+
 function systemChart(plot) {
   const head = systemNode("div", { class: "chart-head", title: plot.description || "" }, `${plot.name} `,
     systemNode("span", { class: "muted" },
       systemNode("span", { class: "points", "data-count": plot.count ?? "", text: plot.count ?? "" }),
       " points · latest ", systemNode("span", { class: "latest", text: plot.latest ?? "" })),
     " · ", systemNode("a", { href: plot.csv, text: "raw CSV" }));
+  const spec = systemNode("script", { type: "application/json", class: "system-spec", text: JSON.stringify(plot.spec) });
   return systemNode("div", { class: "chart", "data-name": plot.name, "data-target": plot.target },
-    head, systemNode("div", { id: plot.target, class: "bk-target" }));
+    head, systemNode("div", { id: plot.target, class: "bk-target" }), spec);
 }
 
 function systemSection(group, title) {
@@ -55,8 +66,8 @@ function applySystem(group, answer) {
       }
       const later = new Set(names.slice(k + 1));
       const next = [...grid.children].find((c) => later.has(c.dataset.name));
+      if (!plot.spec) continue; // asked for without specs: the next answer brings it
       grid.insertBefore(systemChart(plot), next || null);
-      if (plot.spec && typeof embedChart === "function") embedChart(plot.spec).catch((err) => console.warn(err));
       added = true;
     }
   }
@@ -69,6 +80,7 @@ function applySystem(group, answer) {
     systemNode("span", { class: "muted", text: s.name }), " ", systemNode("span", { class: "status-text", text: s.text }))));
   group.querySelector(".group-count").textContent = String(group.querySelectorAll(".chart-grid > .chart").length);
   if (answer.sections.length || answer.statuses.length) group.hidden = false;
+  if (added) drawSystemCharts(group);
   if (added && typeof applyFilter === "function") applyFilter();
 }
 
@@ -112,5 +124,8 @@ function followSystem(group) {
 
 document.addEventListener("DOMContentLoaded", () => {
   const group = document.getElementById("run-system");
-  if (group && group.dataset.live === "true") followSystem(group);
+  if (!group) return;
+  group.addEventListener("toggle", () => drawSystemCharts(group));
+  drawSystemCharts(group);
+  if (group.dataset.live === "true") followSystem(group);
 });
