@@ -27,7 +27,7 @@ import redis
 from flask import Blueprint, get_template_attribute, jsonify, render_template, url_for
 
 from labstats.format.run_record import RUNNING, STALLED
-from labstats.reader import UNREACHABLE, short
+from labstats.reader import UNREACHABLE, LabstatsError, short
 from labstats.viewer.data import sources
 from labstats.viewer.openapi import declare, page_errors
 
@@ -83,12 +83,14 @@ def read_box(name: str, source) -> dict[str, Any]:
         box["link"] = _link(client)
         raw = _bounded_fields(client, keys.box(name))
         box["agent"], box["agent_error"] = _agent(raw)
-        box["runs"] = _running_runs(name, lab)
         box["history"] = _history(client, keys.box_history(name), box["agent"])
+        box["runs"] = _running_runs(name, lab)  # last: the runs' records are their owners' writing
     except UNREACHABLE as exc:
         box.update(reachable=False, error=f"source {name} cannot be read right now ({short(exc)})")
     except redis.RedisError as exc:  # a refusal (an ACL without a command): said, not a 500
         box.update(error=f"source {name} answered with an error ({short(exc)})")
+    except (LabstatsError, ValueError, TypeError, KeyError) as exc:  # a run record not written by labstats
+        box.update(error=f"source {name} holds what cannot be read ({short(exc)})")
     if box["agent"] is None and box["agent_error"] is None and box["reachable"]:
         box["agent_error"] = NO_AGENT
     for run in box["runs"]:
