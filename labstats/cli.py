@@ -326,6 +326,18 @@ def cmd_export_html(lab: reader.Lab, args: argparse.Namespace) -> int:
     except ImportError as exc:
         missing = f"export-html needs Bokeh ({exc.name} is missing)"
         raise LabstatsError(f"{missing}: pip install 'labstats[viewer]'") from None
+    if args.report:  # a report of the viewer's, from its SQLite file (labstats.viewer.reports)
+        if args.runs:
+            raise LabstatsError("export-html: name runs or --report, not both")
+        from labstats.viewer import reports
+
+        html = reports.file_from_store(args.report, args.version, args.db, args.url, args.prefix)
+        out = Path(args.output or f"report-{args.report}.html")
+        out.write_text(html, encoding="utf-8")
+        print(f"{out}  {len(html.encode()) / 2**20:.1f} MiB, opens offline")
+        return 0
+    if not args.runs:
+        raise LabstatsError("export-html: name a run (several: a comparison), or --report ID")
     runs = [lab.run(ref) for ref in args.runs]
     if len(runs) == 1 and not args.series:
         html = export.run_html(runs[0])
@@ -593,11 +605,18 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser(
         "export-html",
-        help="one self-contained HTML file of a run (or a comparison of several): charts, "
-        "config, pictures; it opens offline",
+        help="one self-contained HTML file of a run (or a comparison of several, or a report of "
+        "the viewer's): charts, config, pictures; it opens offline",
     )
-    p.add_argument("runs", nargs="+", help="run names or ids (several: a comparison)")
+    p.add_argument("runs", nargs="*", help="run names or ids (several: a comparison)")
     p.add_argument("--series", action="append", help="with several runs: the series to chart (default: all)")
+    p.add_argument(
+        "--report", metavar="ID", help="a report of the viewer's instead (its id, as in its address)"
+    )
+    p.add_argument("--version", type=int, help="with --report: that version (default: the newest)")
+    p.add_argument(
+        "--db", help="with --report: the viewer's SQLite file (default: its config's sessions_file)"
+    )
     p.add_argument("-o", "--output", help="file to write (default: NAME.html)")
     p.set_defaults(func=cmd_export_html)
 

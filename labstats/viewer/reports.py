@@ -28,6 +28,7 @@ that cannot be drawn, shows a sentence in its place, never an error page.
 from __future__ import annotations
 
 import itertools
+import os
 import shlex
 import time
 from dataclasses import dataclass, field
@@ -606,3 +607,40 @@ EXAMPLE = """A sentence or two on what was tried, and what came of it.
 chart run=SOURCE/RUN_ID series=loss
 ```
 """
+
+
+# ---- the command line ------------------------------------------------------------------------
+
+
+def file_from_store(
+    report_id: str,
+    version: int | None = None,
+    db: str | None = None,
+    url: str | None = None,
+    prefix: str | None = None,
+) -> str:
+    """``labstats export-html --report ID``: the report's one-file HTML, read from the
+    viewer's SQLite file (``db``, default the sessions_file of the viewer's config, named
+    by $LABSTATS_VIEWER_CONFIG) and drawn from the viewer's sources (without a viewer
+    config: the store ``url`` names, or the usual lookup, as source "local")."""
+    from labstats.config import LabstatsError
+    from labstats.viewer import create_app
+    from labstats.viewer.sources import Source, config_path, load_auth, load_sources
+
+    db = db or (load_auth() or {}).get("sessions_file")
+    if not db:
+        raise LabstatsError("the viewer keeps no SQLite file (its config has no [auth] sessions_file): "
+                            "name the file its reports are in with --db")  # fmt: skip
+    if not os.path.isfile(db):
+        raise LabstatsError(f"{db}: no such file (the viewer's SQLite file, where its reports are)")
+    if config_path() is None and url:
+        found = {"local": Source("local", url, prefix or "ls")}
+    else:
+        found = load_sources()
+    app = create_app(found)
+    app.extensions["labstats_reports"] = ReportStore(db)
+    with app.test_request_context():
+        html = report_export_html(report_id, version)
+    if html is None:
+        raise LabstatsError(f"{db} has no report {report_id!r}" + (f" version {version}" if version else ""))
+    return html
