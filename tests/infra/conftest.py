@@ -33,6 +33,7 @@ ALLOWED_LISTENERS = {
         ("udp", 51820, "any", "wireguard-go"),
         ("tcp", 80, "any", "nginx"),
         ("tcp", 443, "any", "nginx"),
+        ("tcp", 9187, "wg", "nginx"),  # /metrics for Prometheus inside the tunnel
     },
 }
 
