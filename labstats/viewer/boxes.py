@@ -199,6 +199,7 @@ def _state(state: dict) -> dict[str, Any]:
         "memory_text": _used_of(memory_used, memory_total),
         "disks": [_disk(d) for d in _list(state.get("disks"), MAX_DISKS) if isinstance(d, dict)],
         "gpu_status": _text(state.get("gpu_status"), 500),
+        "host_status": _text(state.get("host_status"), 500),  # the agent's, when psutil failed
         "gpus": [_gpu(g) for g in _list(state.get("gpus"), MAX_GPUS) if isinstance(g, dict)],
         "runs": [r for r in (_text(r, 128) for r in _list(state.get("runs"), MAX_RUNS)) if r],
     }
@@ -311,9 +312,12 @@ def _float(value: Any) -> float | None:
 
 
 def _int(value: Any) -> int | None:
-    if isinstance(value, bool) or not isinstance(value, int):
+    """An int of the state (a float that is a whole number too: 1.0e11 bytes is a count)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
         return None
-    return value if -(2**63) <= value < 2**63 else None
+    if isinstance(value, float) and not (math.isfinite(value) and value.is_integer()):
+        return None
+    return int(value) if -(2**63) <= value < 2**63 else None
 
 
 def _float_text(raw: bytes | None) -> float | None:

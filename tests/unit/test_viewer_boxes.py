@@ -171,6 +171,7 @@ def test_hostile_state_is_bounded_and_escaped(app, lab):
     state = agent_state(
         cpu_percent="100",  # a string where a number belongs
         cpu_count=True,  # a bool where an int belongs
+        memory_available_bytes=float("nan"),
         memory_used_bytes=[1, 2],
         memory_total_bytes={"a": 1},
         disks=[{"path": markup, "free_bytes": "many", "total_bytes": None}, "a string", 7] * 10,
@@ -209,6 +210,18 @@ def test_hostile_state_is_bounded_and_escaped(app, lab):
     assert gpu["util_percent"] is None
     assert gpu["memory_percent"] is None
     assert found["history"] == {}  # nothing in it was a percentage to draw
+
+
+def test_whole_floats_are_counts_and_the_agents_host_status_is_shown(app, lab):
+    state = agent_state(memory_used_bytes=1.0 * 100 * GIB, memory_total_bytes=256.5, cpu_count=3.0,
+                        host_status="CPU and memory metrics stopped (psutil <b>broke</b>)")  # fmt: skip
+    write_box(lab.redis, "local", state)
+    found = client_of(app).get("/boxes/state").get_json()["boxes"][0]["agent"]
+    assert found["memory_used_bytes"] == 100 * GIB
+    assert found["memory_total_bytes"] is None  # not a whole number of bytes
+    assert found["cpu_count"] == 3
+    box = card(client_of(app).get("/boxes").get_data(as_text=True), "local")
+    assert "psutil &lt;b&gt;broke&lt;/b&gt;" in box
 
 
 def test_a_box_without_agent_data_says_so(app, lab, tmp_path):
