@@ -79,3 +79,52 @@ def test_an_editor_shares_a_run_an_anonymous_browser_sees_it_drawn_until_it_is_r
         assert "revoked" in page.inner_text("body")
         assert "shared-journey" not in page.content()
         anonymous.close()
+
+
+def test_an_anonymous_browser_sees_a_shared_report_s_charts_and_pictures(chromium, url, store, tmp_path):  # noqa: F811
+    with labstats.Stats(tmp_path / "r", name="reported-journey") as stats:
+        for step in range(40):
+            stats.log(step=step, loss=1.0 / (step + 1))
+            if step % 20 == 0:
+                stats.image("samples", np.full((16, 16, 3), 60 + step, np.uint8), step=step)
+    hashed = bcrypt.hashpw(PASSWORD.encode(), bcrypt.gensalt(4)).decode()
+    (tmp_path / "users").write_text(f"ed:{hashed}:editor\n")
+    login = AuthConfig.load({"users_file": str(tmp_path / "users"),
+                             "sessions_file": str(tmp_path / "state" / "sessions.sqlite")})  # fmt: skip
+    app = create_app({"local": Source("local", url, artifact_dir=str(store.root))}, login=login)
+    body = (f"# What we found\n\n```labstats\nchart run=local/{stats.run_id} series=loss\n"
+            f"media run=local/{stats.run_id} name=samples\n```\n")  # fmt: skip
+    with serving(app) as base:
+        editor, errors = open_page(chromium, base + "/login")
+        log_in(editor, base, "ed", PASSWORD)
+        saved = editor.request.post(base + "/reports", form={"title": "Shared findings", "body": body},
+                                    headers={"Origin": base}, max_redirects=0)  # fmt: skip
+        assert saved.status == 303
+        report_id = saved.headers["location"].rstrip("/").rsplit("/", 1)[1]
+        editor.goto(base + "/links")
+        editor.select_option("form.share-new select[name=kind]", "report")
+        editor.fill("form.share-new input[name=report]", report_id)
+        editor.click("form.share-new button")
+        link = editor.input_value("input.share-url")
+        assert errors == []
+
+        anonymous = chromium.new_context()
+        page = anonymous.new_page()
+        problems, asked = [], []
+        page.on("pageerror", lambda exc: problems.append(str(exc)))
+        page.on("console", lambda msg: problems.append(msg.text) if msg.type == "error" else None)
+        page.on("request", lambda request: asked.append(request.url))
+        assert page.goto(link).status == 200
+        page.wait_for_function("window.Bokeh && Bokeh.documents.length > 0", timeout=20_000)
+        page.wait_for_function("[...document.images].every(i => i.complete)")
+        assert "Shared findings" in page.title()
+        lines = page.evaluate(
+            """() => Bokeh.documents.flatMap(d => [...d.all_models])
+                .filter(m => m.type === 'GlyphRenderer' && m.glyph.type === 'Line')
+                .map(m => m.data_source.data[m.glyph.x.field].length)"""
+        )
+        assert 40 in lines
+        assert page.evaluate("[...document.images].filter(i => i.naturalWidth > 0).length") >= 1
+        assert problems == []
+        assert asked == [link]
+        anonymous.close()
