@@ -98,3 +98,24 @@ def test_forged_links_are_404_naming_no_run_and_rate_limited_per_address(host):
     assert 429 in statuses  # nginx's labstats_share zone
     assert set(statuses) <= {404, 429}
     assert https_get("/api/runs", token=web_token())[0] == 200  # scripts are not slowed by it
+
+
+def test_a_report_s_link_shows_the_report_and_no_report_page(host):
+    run_id = logged_run("share-report")
+    body = urllib.parse.urlencode({
+        "title": "Shared lab findings",
+        "body": f"# Findings\n\n```labstats\nchart run=trainbox/{run_id} series=loss\n```\n",
+    }).encode()  # fmt: skip
+    form = {"Content-Type": "application/x-www-form-urlencoded"}
+    status, headers, _ = https_request("/reports", "POST", token=web_token(), data=body, headers=form)
+    assert status == 303
+    report_id = headers["Location"].rstrip("/").rsplit("/", 1)[1]
+    data = urllib.parse.urlencode({"report": report_id}).encode()
+    status, _, page = https_request("/share", "POST", token=web_token(), data=data, headers=form)
+    assert status == 200
+    (token,) = {t.decode() for t in TOKEN_LINK.findall(page)}
+    status, _, shown = https_get(f"/s/{token}")
+    assert status == 200
+    assert b"Shared lab findings" in shown
+    for path in (f"/reports/{report_id}", f"/reports/{report_id}/export.html", "/reports"):
+        assert https_get(path, token=token)[0] == 302, path
