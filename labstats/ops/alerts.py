@@ -45,6 +45,7 @@ import numpy as np
 
 from labstats.config import LabstatsError, client
 from labstats.format import chunk, run_record
+from labstats.format.keys import run_owner
 from labstats.ops import alert_rules, health
 from labstats.ops.alert_rules import Config, channel_label, redact, secrets_of
 from labstats.reader import UNREACHABLE, Lab, Run
@@ -53,6 +54,7 @@ log = logging.getLogger("labstats.alerts")
 
 # Rules built in (their names as the history shows them).
 CRASHED, STALLED, NONFINITE, RUN_ALERT = "crashed", "stalled", "nan", "run alert"
+ENDED = "ended"  # not a rule: marks a run whose end was seen (its state row says so)
 FIRST_READ_CHUNKS = 64  # of a series first seen mid-run (a restart): its newest chunks only
 MAX_RUN_ALERTS = 10_000  # a run's own alerts hash read at most this long
 TEXT_CHARS, NAME_CHARS = 2000, 200
@@ -523,6 +525,11 @@ class Alerts:
     def check_source(self, source: str, lab: Lab) -> None:
         watched = self.history.watched(source)
         ids = dict.fromkeys([*lab.index.candidates(None, None, run_record.RUNNING), *watched])
+        # A run that started and ended between two checks (a crash at start-up) was never
+        # seen running: it is taken as watched once, so its end and its alerts are told.
+        for run_id in self.ended_unseen(source, lab, ids):
+            watched[run_id] = ""
+            ids[run_id] = None
         runs = _load(lab, list(ids))
         for run_id in set(watched) - {r.id for r in runs}:  # purged: nothing left to say
             self.history.unwatch(source, run_id)
@@ -543,9 +550,35 @@ class Alerts:
                 self.own_alerts(source, lab, run, watched[run.id])
                 self.ended(source, run, status)
                 self.history.unwatch(source, run.id)
+                self.history.set_state(source, run.id, ENDED, False, time.time(), None, False)
                 self._forget(source, run.id)
             elif status == run_record.CRASHED and run.heartbeat_age < self.config.repeat_after:
                 self.ended(source, run, status)  # died before this service first saw it (a restart)
+
+    def ended_unseen(self, source: str, lab: Lab, known: dict[str, None]) -> list[str]:
+        """Runs started within repeat_after that ended without this service seeing them end
+        (no ENDED mark): one ZRANGEBYSCORE per owner, one HGET of the status per such run."""
+        since = time.time() - self.config.repeat_after
+        pipe = lab.redis.pipeline(transaction=False)
+        groups = lab.index.groups()
+        for owner in groups:
+            pipe.zrangebyscore(lab.keys.runs_index(owner), since, "+inf")
+        found = [
+            raw.decode("utf-8", "replace")
+            for owner, ids in zip(groups, pipe.execute(), strict=True)
+            for raw in ids
+            if run_owner(raw.decode("utf-8", "replace")) == owner
+        ]
+        fresh = [run_id for run_id in dict.fromkeys(found) if run_id not in known]
+        pipe = lab.redis.pipeline(transaction=False)
+        for run_id in fresh:
+            pipe.hget(lab.keys.run(run_id), "status")
+        ended = (run_record.FINISHED.encode(), run_record.CRASHED.encode())
+        return [
+            run_id
+            for run_id, status in zip(fresh, pipe.execute() if fresh else [], strict=True)
+            if status in ended and self.history.state(source, run_id, ENDED) is None
+        ]
 
     def ended(self, source: str, run: Run, status: str) -> None:
         """A crash is said once (a resumed run that crashes again is said again); what held

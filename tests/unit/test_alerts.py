@@ -396,6 +396,31 @@ def test_a_user_rule_fires_for_matching_runs_after_its_step_and_resolves(tmp_pat
             proc.wait()
 
 
+def test_a_run_that_raises_is_told_crashed_with_its_exception_seen_running_or_not(
+    tmp_path, url, receivers, service
+):
+    smtp, web = receivers
+    alerts = service(stall_after=60)
+    alerts.stop()  # the second run starts and crashes between two checks (here: while it is down)
+    script = (
+        "stats.log(step=0, loss=1.0); stats.flush(); time.sleep(float(name[-1]))\nraise ValueError('bad <7>')"
+    )
+    quick = start_run(tmp_path, "boom0", script)
+    assert quick.wait(30) == 1
+    alerts.start()
+    slow = start_run(tmp_path, "boom3", script)  # the service sees it running first
+    try:
+        for name in ("boom0", "boom3"):
+            assert wait_for(lambda name=name: arrived(web, smtp, f"crashed: {name}"), 15), web.titles()
+            (crash,) = [b for _, b, _ in web.posts if b["title"] == f"crashed: {name}"]
+            assert "ValueError: bad <7>" in crash["message"]
+        time.sleep(1.5)
+        assert sorted(web.titles()) == ["crashed: boom0", "crashed: boom3"]  # each once
+    finally:
+        slow.kill()
+        slow.wait()
+
+
 def test_a_channel_that_is_down_gets_it_later_and_the_others_at_once(tmp_path, url, receivers, service):
     smtp, web = receivers
     web.stop()
