@@ -20,7 +20,7 @@ import time
 from pathlib import Path
 
 import pytest
-from conftest import wait_for
+from conftest import free_port, wait_for
 
 import labstats
 from labstats.ops import alert_rules
@@ -157,6 +157,7 @@ class Service:
         rules=(),
         stall_after: float = 2,
         lab: dict | None = None,
+        away: str | None = None,
     ) -> None:
         self.state = tmp_path / "alerts" / "alerts.sqlite"
         self.config = tmp_path / "alerts.toml"
@@ -176,6 +177,8 @@ class Service:
             'name = "box1"',
             f"url = {json.dumps(url)}",
         ]
+        if away:  # a second training box, whose Redis does not answer
+            lines += ["[[sources]]", 'name = "box2"', f"url = {json.dumps(away)}"]
         for rule in rules:
             lines += ["[[rules]]", *(f"{k} = {json.dumps(v)}" for k, v in rule.items())]
         # The lab's rules: this machine's disks are what they are (never over 100 %).
@@ -203,8 +206,8 @@ class Service:
 def service(tmp_path, url, receivers):
     made: list[Service] = []
 
-    def start(rules=(), stall_after: float = 2, lab: dict | None = None) -> Service:
-        made.append(Service(tmp_path, url, *receivers, rules=rules, stall_after=stall_after, lab=lab).start())
+    def start(rules=(), stall_after: float = 2, lab: dict | None = None, away: str | None = None) -> Service:
+        made.append(Service(tmp_path, url, *receivers, rules, stall_after, lab, away).start())
         return made[-1]
 
     yield start
@@ -442,18 +445,25 @@ def test_a_channel_that_is_down_gets_it_later_and_the_others_at_once(tmp_path, u
         run.wait()
 
 
-def test_the_lab_rules_tell_of_an_old_backup_and_a_full_disk_and_resolve(tmp_path, url, receivers, service):
+def test_the_lab_rules_tell_of_a_box_away_an_old_backup_and_a_full_disk_and_resolve(
+    tmp_path, url, receivers, service
+):
     smtp, web = receivers
     status = tmp_path / "status"
     status.mkdir()
     (status / "backup.json").write_text(json.dumps({"ok_at": time.time() - 27 * 3600, "detail": "restic ok"}))
     (status / "artifacts-box1.json").write_text(json.dumps({"ok_at": time.time(), "detail": "pushed"}))
-    service(stall_after=60, lab={"disk_percent": 0.001})  # any disk in use is over it
+    away = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there
+    service(
+        stall_after=60, lab={"disk_percent": 0.001, "link_down_after": 1}, away=away
+    )  # any disk is over it
+    assert wait_for(lambda: arrived(web, smtp, "training box box2 unreachable"), 10), web.titles()
     assert wait_for(lambda: arrived(web, smtp, "the backup last succeeded 27 h 0 min ago"), 10), web.titles()
     assert wait_for(lambda: arrived(web, smtp, "disk / on web"), 10), web.titles()
     assert not any("artifacts-box1" in t for t in web.titles())  # a fresh push: nothing to say
     (status / "backup.json").write_text(json.dumps({"ok_at": time.time(), "detail": "restic ok"}))
     assert wait_for(lambda: arrived(web, smtp, "resolved: job backup · web"), 10), web.titles()
+    assert not any("box1" in t for t in web.titles())  # the box that answers is fine
     backup = next(b for _, b, _ in web.posts if b["title"].startswith("the backup"))
     assert "restic ok" in backup["message"]
     assert "box: web" in backup["message"]
