@@ -43,7 +43,6 @@ from labstats import export
 from labstats.format import media_files
 from labstats.reader import UNREACHABLE, LabstatsError, Run, short
 from labstats.viewer import annotate, charts, explorer
-from labstats.viewer.auth import requires
 from labstats.viewer.data import ApiError, get_run, int_arg, labs
 from labstats.viewer.exports import HTML_FILE, _download
 from labstats.viewer.filters import FilterError
@@ -529,8 +528,7 @@ def list_page():
 
 
 @bp.get("/reports/new")
-@requires("editor")
-@declare("The form of a new report (editors; HTML)", responses=page_errors(403))
+@declare("The form of a new report (HTML; only editors may save it)", responses=page_errors())
 def new_page():
     return _form(None, "", EXAMPLE, None, None)
 
@@ -560,9 +558,8 @@ def report_page(report_id: str):
 
 
 @bp.get("/reports/<report_id>/edit")
-@requires("editor")
-@declare("The form of a report's next version (editors; HTML)", query=[VERSION],
-         responses=page_errors(400, 403, 404))  # fmt: skip
+@declare("The form of a report's next version (HTML; only editors may save it)", query=[VERSION],
+         responses=page_errors(400, 404))  # fmt: skip
 def edit_page(report_id: str):
     """Filled with its newest version (or ``version``, to start again from an older one)."""
     found = _report(report_id, int_arg("version", None, 1, MAX_VERSIONS))
