@@ -553,6 +553,13 @@ def _plot_json(source: str, run_id: str, plot: dict) -> dict:
     out = {k: plot[k] for k in keep if k in plot}
     if not plot.get("members"):
         out["csv"] = _csv_url(source, run_id, plot["name"])
+        # The chart as a paper figure on the page's x axis (as _chart_links.html links it).
+        x = request.args.get("x")
+        x = x if x in X_AXES and x != "idx" else None
+        out["figures"] = {
+            fmt: url_for("figures.figure", source=source, run_id=run_id, fmt=fmt, series=plot["name"], x=x)
+            for fmt in ("svg", "png")
+        }
     return out
 
 

@@ -192,3 +192,14 @@ def test_the_run_page_links_each_chart_to_its_figures(client, logged):
     page = client.get(f"/runs/local/{logged}?x=idx").get_data(as_text=True)
     assert f'href="/runs/local/{logged}/figure.svg?series=loss"' in page
     assert f'href="/runs/local/{logged}/figure.png?series=loss"' in page
+
+
+def test_charts_redrawn_in_place_keep_their_figure_links_on_the_pages_axis(client, logged):
+    # viewer.js rebuilds a chart's head from this JSON on a control change (an axis, a filter).
+    answer = client.get(f"/runs/local/{logged}/charts", query_string={"x": "time"})
+    assert answer.status_code == 200
+    plots = {p["name"]: p for p in answer.get_json()["plots"]}
+    svg = plots["loss"]["figures"]["svg"]
+    assert "x=time" in svg
+    assert client.get(svg).mimetype == "image/svg+xml"
+    assert Image.open(io.BytesIO(client.get(plots["loss"]["figures"]["png"]).data)).format == "PNG"

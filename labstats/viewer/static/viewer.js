@@ -203,6 +203,10 @@ function chartBox(plot, csvLink = true) {
   const head = element("div", { class: "chart-head" }, `${plot.name} `,
     element("span", { class: "muted" }, element("span", { class: "points", dataset: { count: plot.count ?? "" }, text: plot.count ?? "" }), " points"));
   if (csvLink && plot.csv) head.append(" · ", element("a", { href: plot.csv, text: "raw CSV" }));
+  // The chart as a paper figure, as the page's own chart heads link it (_chart_links.html).
+  for (const [fmt, href] of Object.entries(plot.figures || {})) {
+    head.append(" · ", element("a", { class: "figure-link", href, text: fmt.toUpperCase() }));
+  }
   const box = element("div", { class: "chart", dataset: { name: plot.name } }, head, element("div", { id: plot.target, class: "bk-target" }));
   if (plot.members) box.dataset.members = JSON.stringify(plot.members);
   return box;
