@@ -298,6 +298,8 @@ def draw_compare(drawing: Drawing, panel: Panel) -> dict[str, Any]:
     args = MultiDict([(key, value) for key, values in panel.params.items() for value in values])
     if panel.params.get("run"):  # the runs still there
         args.setlist("run", [f"{source}/{run.id}" for source, run in runs])
+    # The explorer reads a view from a request's query (its runs' query too: table_query), so
+    # the panel's keys are put in one: the same checks and sentences as on the explorer page.
     with current_app.test_request_context("/explorer", query_string=args):
         view = explorer.read_view(request.args)
     found = explorer.explore(view)
