@@ -212,6 +212,10 @@ def test_an_edit_is_a_new_version_and_each_version_stays_viewable(client, runs):
     assert client.get(page + "?version=3").status_code == 404
     assert client.get(page + "?version=x").status_code == 400
     assert client.get("/reports/nosuchreport").status_code == 404
+    assert "saved by open viewer" in newest  # no logins: one user, who may edit
+    old_file = client.get(page + "/export.html?version=1").get_data(as_text=True)
+    assert "First words." in old_file
+    assert "Second words." not in old_file
     form = client.get(page + "/edit").get_data(as_text=True)
     assert 'name="base" value="2"' in form
     assert "Second words." in form
