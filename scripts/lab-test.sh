@@ -15,6 +15,9 @@ all:
     ansible_ssh_common_args: -o StrictHostKeyChecking=no -o UserKnownHostsFile=/dev/null
     nginx_public_https_port: 8443
     nginx_server_name: 127.0.0.1
+    # as inventory/lab: the receivers tests/infra/test_alerts.py starts, a short stall threshold
+    alerts_channels: ["json://127.0.0.1:8765/", "mailto://127.0.0.1:8025?to=ops@example.com&from=labstats@example.com"]
+    alerts_stall_after: 30
   children:
     training: {hosts: {trainbox: {ansible_host: 10.213.0.10}}}
     web: {hosts: {webbox: {ansible_host: 10.213.0.20}}}

@@ -5,6 +5,7 @@ only 404s. The document is generated from the endpoints' declarations (test_view
 checks it lists every route but static files and the login form), so every route is fuzzed."""
 
 import collections
+import re
 
 import numpy as np
 import pytest
@@ -37,12 +38,13 @@ def app_and_run(url, tmp_path, monkeypatch):
 
 
 # Routes of compared runs (?run=source/id...): fuzzed with the real run too.
-COMPARING = ("pages.compare", "pages.compare_charts", "exports.compare_file", "media.compare_media")
+COMPARING = ("pages.compare", "pages.compare_charts", "exports.compare_file", "media.compare_media",
+             "share.create")  # fmt: skip
 # Routes that move the run into the trash or out of it.
 TRASHING = ("annotate.api_trash", "annotate.page_trash", "annotate.api_restore", "annotate.page_restore")
 # Routes whose answer to input they take is a redirect (POST, then GET the result).
 REDIRECTS = {"pages.save_view", "pages.open_view", "annotate.page_change", "annotate.page_trash",
-             "annotate.page_restore"}  # fmt: skip
+             "annotate.page_restore", "share.revoke", "reports.create", "reports.save"}  # fmt: skip
 # The name each route is fuzzed with on the real run besides "loss" (a series and an image).
 REAL_NAMES = {"api.tensor": "weights", "media.fits_preview": "sky", "media.fits_header": "sky",
               "media.points": "cloud"}  # fmt: skip
@@ -67,18 +69,31 @@ def test_api_answers_every_input_without_a_server_error(app_and_run):
     operations = [result.ok() for result in schema.get_all_operations()]
     documented = [rule for rule in app.url_map.iter_rules() if rule.endpoint not in NOT_DOCUMENTED]
     routes = [(rule, method) for rule in documented for method in rule.methods - {"HEAD", "OPTIONS"}]
-    assert len(operations) == len(routes) == 41  # test_viewer_openapi.py says which
+    assert len(operations) == len(routes) == 58  # test_viewer_openapi.py says which
     # A saved view named like the example name: opening it is fuzzed against a real view too.
     assert app.test_client().post("/views", data={"name": "loss", "query": "sort=name"}).status_code == 303
+    # Read-only links: one to open (a real token) and another for the revoke to be fuzzed with.
+    made = app.test_client().post("/share", data={"run": f"local/{run_id}"})
+    token = re.search(r"/s/([A-Za-z0-9_-]{43})", made.text)[1]
+    app.test_client().post("/share", data={"run": f"local/{run_id}"})
+    link_id = app.extensions["labstats_share"].links()[0].id
+    # A report to open, edit and export (test_viewer_reports_fuzz.py fuzzes its panels harder).
+    made = app.test_client().post("/reports", data={"title": "fuzzed", "body": "# fuzzed"})
+    report_id = made.headers["Location"].rsplit("/", 1)[1]
     for operation in operations:
         endpoint = doc["paths"][operation.path][operation.method.lower()]["operationId"]
         # Half the cases fuzz everything; half name the real run (and a name it has), so the
         # query parameters and the live body are fuzzed against real data too, not only 404s.
-        real = {"source": "local", "run_id": run_id, "name": REAL_NAMES.get(endpoint, "loss")}
+        real = {"source": "local", "run_id": run_id, "name": REAL_NAMES.get(endpoint, "loss"),
+                "token": token, "link_id": link_id, "report_id": report_id, "fmt": "svg"}  # fmt: skip
         real = {key: value for key, value in real.items() if f"{{{key}}}" in operation.path}
         on_the_run = operation.as_strategy(path_parameters=real)
         if endpoint in COMPARING:
             on_the_run = operation.as_strategy(query={"run": [f"local/{run_id}"]})
+        if endpoint == "figures.figure":
+            on_the_run = operation.as_strategy(path_parameters=real, query={"series": "loss"})
+        if endpoint in ("reports.create", "reports.save"):  # a title it takes, the rest fuzzed
+            on_the_run = operation.as_strategy(path_parameters=real, query={"title": "a title"})
         if endpoint == "api.live":
             on_the_run = operation.as_strategy(body={
                 "runs": [f"local/{run_id}", "local/none"],
@@ -87,6 +102,9 @@ def test_api_answers_every_input_without_a_server_error(app_and_run):
                            "media": ""}, {"run": "local/none"}, "junk"],
             })  # fmt: skip
 
+        # A link shows no run in the trash (the trash routes before it may have put it there).
+        if endpoint == "share.open":
+            assert app.test_client().post(f"/api/runs/local/{run_id}/restore").status_code in (200, 409)
         # The run as the trash and restore routes can take it (the fuzzed changes may have
         # protected it, trashed or restored it): unprotected, then out of the trash or in it.
         if endpoint in TRASHING:

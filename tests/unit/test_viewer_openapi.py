@@ -30,11 +30,12 @@ def test_every_api_route_is_in_the_document_with_its_parameters(app):
     routes = [(rule, method.lower()) for rule in documented for method in rule.methods - {"HEAD", "OPTIONS"}]
     # 9 of the API (POST /api/live one of them), 10 of the media, 4 pages and the charts of two
     # of them as JSON (run, compare), the runs table's saved views (save, open), the one-file
-    # exports (a run, a comparison), the explorer (page, view) and 10 of the annotations;
-    # 6 files and forms left out
-    assert len(routes) == 41
+    # exports (a run, a comparison), the explorer (page, view), 10 of the annotations, 7 of the
+    # reports, 4 of the read-only links, the Boxes page and its state, a run's System group, a
+    # chart as a figure, /metrics and the alerts' history; 6 files and forms left out
+    assert len(routes) == 58
     # (the own-password form exists only where logins do)
-    assert len(list(app.url_map.iter_rules())) == 41 + len(NOT_DOCUMENTED - {"auth.password"})
+    assert len(list(app.url_map.iter_rules())) == 58 + len(NOT_DOCUMENTED - {"auth.password"})
     assert undocumented(app) == []
     for rule, method in routes:
         op = operations[openapi_path(rule.rule), method]
