@@ -20,8 +20,9 @@ OUTAGE_SECONDS = int(os.environ.get("LABSTATS_OUTAGE_SECONDS", "30"))
 LOGGER = """
 import sys, time, labstats
 name, seconds = sys.argv[1], float(sys.argv[2])
+system_metrics = float(sys.argv[3]) if len(sys.argv) > 3 else True  # seconds between samples
 step = 0
-with labstats.Stats("runs/" + name, flush_interval=0.05) as stats:
+with labstats.Stats("runs/" + name, flush_interval=0.05, system_metrics=system_metrics) as stats:
     open(name + ".id", "w").write(stats.run_id)
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -40,15 +41,30 @@ print(run.status, len(points), points.idx.tolist() == list(range(int(sys.argv[2]
 """
 
 
+# The run's system series and the box agent's history around a cut, as the web box reads them.
+CHECK_SYSTEM = """
+import json, sys, labstats
+run = labstats.connect().run(sys.argv[1])
+since, until = int(float(sys.argv[2]) * 1000), int(float(sys.argv[3]) * 1000)
+idx = [i for i in run.series("sys/cpu_percent").idx.tolist() if since <= i <= until]
+box = sorted(int(entry_id.split(b"-")[0]) for key in run.lab.redis.scan_iter(match="ls:box:*:history")
+             for entry_id, _ in run.lab.redis.xrange(key, min=since, max=until))
+gap = lambda times: max((b - a for a, b in zip(times, times[1:])), default=None)
+print(json.dumps({"sys": len(idx), "sys_gap_ms": gap(idx), "box": len(box), "box_gap_ms": gap(box)}))
+"""
+
+
 def researcher(host, command: str) -> str:
     with host.sudo("researcher"):
         return host.check_output(f"cd ~ && {command}")
 
 
-def start_logger(host, name: str, seconds: int) -> None:
-    """The logging script in the background, as the training user; returns once it logs."""
-    researcher(host, f"(nohup /opt/labstats/venv/bin/python -c {shlex.quote(LOGGER)} {name} {seconds} "
-                     f">{name}.log 2>&1 &)")  # fmt: skip
+def start_logger(host, name: str, seconds: int, system_metrics: float | None = None) -> None:
+    """The logging script in the background, as the training user; returns once it logs.
+    ``system_metrics``: seconds between its system samples (the default's 10 s otherwise)."""
+    sampling = "" if system_metrics is None else f" {system_metrics}"
+    researcher(host, f"(nohup /opt/labstats/venv/bin/python -c {shlex.quote(LOGGER)} {name} {seconds}"
+                     f"{sampling} >{name}.log 2>&1 &)")  # fmt: skip
     assert wait_until(lambda: host.run(f"sudo -u researcher test -s ~researcher/{name}.id").rc == 0, 20)
 
 
@@ -119,24 +135,37 @@ def test_a_long_tunnel_cut_loses_and_duplicates_nothing(host):
     backlog and the replica catches up by itself when the link returns."""
     web = box("webbox")
     name = f"outage-{int(time.time())}"
-    start_logger(host, name, OUTAGE_SECONDS + 20)
+    start_logger(host, name, OUTAGE_SECONDS + 20, system_metrics=1.0)
     full_before, partial_before = sync_counts(host)
     time.sleep(5)
     with web.sudo():
         web.check_output("systemctl stop wg-quick@wg0")
+        cut = float(web.check_output("date +%s.%N"))
     try:
         time.sleep(OUTAGE_SECONDS)
     finally:
         with web.sudo():
             web.check_output("systemctl start wg-quick@wg0")
+            healed = float(web.check_output("date +%s.%N"))
     count = logged_count(host, name)
     ended = time.monotonic()
     assert_replica_has_all(host, name, count)
     caught_up = time.monotonic() - ended
     full, partial = sync_counts(host)
+    # The run's system series (a sample a second) and the box agent's history (one each
+    # interval) have no gap across the cut, on the web box.
+    check = f"/opt/labstats-jupyter/venv/bin/python -c {shlex.quote(CHECK_SYSTEM)} {name} {cut} {healed}"
+    with web.sudo("jupyter"):
+        system = json.loads(web.check_output(f"cd /tmp && {check}"))
+    assert system["sys"] >= OUTAGE_SECONDS * 0.8, system
+    assert system["sys_gap_ms"] < 2_500, system
+    assert system["box"] >= OUTAGE_SECONDS // 10 - 1, system
+    assert system["box"] < 2 or system["box_gap_ms"] < 25_000, system
     print(f"\n{count} points logged through a {OUTAGE_SECONDS} s tunnel cut: all on the replica, once, "
           f"{caught_up:.1f} s after the script ended (it ran on 15 s after the link returned); "
-          f"resyncs: {full - full_before} full, {partial - partial_before} partial")  # fmt: skip
+          f"resyncs: {full - full_before} full, {partial - partial_before} partial; across the cut "
+          f"{system['sys']} system samples (largest gap {system['sys_gap_ms'] / 1000:.1f} s) and "
+          f"{system['box']} box agent samples")  # fmt: skip
 
 
 def test_a_web_box_restart_loses_and_duplicates_nothing(host):
