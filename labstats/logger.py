@@ -40,7 +40,7 @@ from typing import Any
 import redis
 
 from labstats import config as cfg
-from labstats.capture import console, runmeta, system
+from labstats.capture import code_bundle, console, runmeta, system
 from labstats.capture.device import Pending
 from labstats.capture.snapshot import Deferred, Histogram, capture, capture_histogram
 from labstats.format import media_files, run_record
@@ -97,7 +97,13 @@ class Stats:
     after which step it resumed (the gap shows on a time axis). Only the run's owner can, and
     only when its process is gone (:mod:`labstats.write.resume`). No run of that name: a new
     one. Without resume, a name already taken gets a suffix and the run names the one before
-    it (``previous``)."""
+    it (``previous``).
+
+    A run started in a git repository keeps its commit's history as a git bundle in the
+    artifact store (made once per commit, on a background thread), which the training box
+    pushes to the web box, so ``labstats regenerate`` works there even without a remote.
+    ``code_bundle_bytes`` caps it (64 MiB, or $LABSTATS_CODE_BUNDLE_BYTES; 0: no bundle); the
+    record says why when there is none (``code_bundle_note``)."""
 
     def __init__(
         self,
@@ -120,6 +126,7 @@ class Stats:
         system_metrics: float | bool = system.DEFAULT_INTERVAL,
         console: bool = True,
         resume: bool = False,
+        code_bundle_bytes: int | None = None,
     ) -> None:
         if on_conflict not in ("suffix", "error"):
             raise ValueError("on_conflict must be 'suffix' or 'error'")
@@ -131,6 +138,8 @@ class Stats:
             "capture_git": capture_git, "handle_signals": handle_signals, "resend_window": resend_window,
             "artifact_dir": artifact_dir, "tensor_file_bytes": int(tensor_file_bytes),
             "system_interval": system_interval, "console": bool(console), "resume": bool(resume),
+            "code_bundle_bytes": int(code_bundle_bytes) if code_bundle_bytes is not None
+            else _bundle_cap_from_env(),
             "capture_freeze": capture_freeze if capture_freeze is not None
             else os.environ.get("LABSTATS_CAPTURE_FREEZE", "1") != "0",
         }  # fmt: skip
@@ -139,6 +148,7 @@ class Stats:
         self._media_writer: media.MediaWriter | None = None
         self._spool_path: Path | None = None
         self._freeze_thread: threading.Thread | None = None
+        self._code: tuple[str, str] | None = None  # (repository root, commit) to bundle, if in git
         self._system: system.SystemSampler | None = None
         self._console_version = -1  # the version of the console lines last written (-1: none)
         self._alerts_sent = 0  # numbers this run's alerts (two in one millisecond stay apart)
@@ -178,6 +188,7 @@ class Stats:
         started = time.time()
         meta = runmeta.collect(opts["capture_git"], capture_freeze=False)
         diff = meta.pop("git_diff", "")
+        self._code = _code_of(meta)
         fields: dict[str, Any] = {
             "id": self.run_id,
             "name": self.name,
@@ -246,6 +257,7 @@ class Stats:
         self._last_step = found.last_idx
         meta = runmeta.collect(self._options["capture_git"], capture_freeze=False)
         meta.pop("git_diff", None)
+        self._code = _code_of(meta)
         self._writer = self._make_writer(found)
         self._writer.put_commands(resume.record_commands(self.keys, found, self.owner, meta))
         self._start_writing()
@@ -256,8 +268,9 @@ class Stats:
         """The writer, and beside it the freeze, system metrics and console (a new or resumed run)."""
         opts = self._options
         self._writer.start()
-        if opts["capture_freeze"]:
-            # pip freeze takes a second: done beside the training, sent when it is ready.
+        if opts["capture_freeze"] or self._code is not None:
+            # pip freeze takes a second, a code bundle maybe more: done beside the training,
+            # sent when ready.
             self._freeze_thread = threading.Thread(
                 target=self._record_freeze, name="labstats-freeze", daemon=True
             )
@@ -317,10 +330,24 @@ class Stats:
             return wanted, None
 
     def _record_freeze(self) -> None:
-        text = runmeta.freeze()
+        """The run's packages (pip freeze) and its code bundle, each into its record when made."""
+        if self._options["capture_freeze"]:
+            text = runmeta.freeze()
+            writer = self._writer
+            if writer is not None and text:
+                writer.put_commands([cmd("SET", self.keys.freeze(self.run_id), text)])
+        if self._code is not None:
+            self._record_code(*self._code)
+
+    def _record_code(self, root: str, commit: str) -> None:
+        """The commit's history as a bundle in the artifact store, so that the run regenerates
+        where its repository is not (labstats.capture.code_bundle); or why there is none."""
+        store = ArtifactStore(self._artifact_root)
+        digest, note = code_bundle.keep(store, root, commit, self._options["code_bundle_bytes"])
         writer = self._writer
-        if writer is not None and text:
-            writer.put_commands([cmd("SET", self.keys.freeze(self.run_id), text)])
+        if writer is not None:
+            field = ("code_bundle", digest) if digest else ("code_bundle_note", note)
+            writer.put_commands([cmd("HSET", self.keys.run(self.run_id), *field)])
 
     def _put_console(self, final: bool = False) -> None:
         """The process's last console lines into the run's record (the console thread every
@@ -705,6 +732,23 @@ def _previous_run(client: redis.Redis, names_key: str, wanted: str, name: str) -
     n = int(name.rsplit(".", 1)[1])
     before = client.hget(names_key, wanted if n == 2 else f"{wanted}.{n - 1}")
     return before.decode() if before is not None else None
+
+
+def _bundle_cap_from_env() -> int:
+    """$LABSTATS_CODE_BUNDLE_BYTES, else the default cap; a value that is not a number is
+    warned about and the default used (never an error at the start of a training run)."""
+    text = os.environ.get("LABSTATS_CODE_BUNDLE_BYTES", "")
+    try:
+        return int(text) if text else code_bundle.DEFAULT_MAX_BYTES
+    except ValueError:
+        log.warning("labstats: LABSTATS_CODE_BUNDLE_BYTES=%r is not a number of bytes; using 64 MiB", text)
+        return code_bundle.DEFAULT_MAX_BYTES
+
+
+def _code_of(meta: dict[str, Any]) -> tuple[str, str] | None:
+    """The repository root and commit a run's record names, if it was started in git."""
+    root, commit = meta.get("git_root"), meta.get("git_commit")
+    return (root, commit) if isinstance(root, str) and isinstance(commit, str) and root and commit else None
 
 
 def _system_interval(system_metrics: float | bool) -> float:

@@ -221,8 +221,10 @@ def same(a, b) -> bool:
 
 @pytest.fixture(autouse=True)
 def no_freeze_by_default(monkeypatch):
-    """pip freeze costs a second per run; the tests that need it turn it back on."""
+    """pip freeze costs a second per run, and a bundle of this repository half a second and
+    2 MB in each test's store; the tests that need them turn them back on."""
     monkeypatch.setenv("LABSTATS_CAPTURE_FREEZE", "0")
+    monkeypatch.setenv("LABSTATS_CODE_BUNDLE_BYTES", "0")
 
 
 @pytest.fixture

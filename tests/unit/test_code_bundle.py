@@ -86,3 +86,43 @@ def test_the_runs_packages_go_into_a_venv_of_their_own(repo, tmp_path):
     (tmp_path / "other" / "requirements.txt").write_text("no-such-package-labstats-test==0.0.1\n")
     with pytest.raises(regenerate.LabstatsError, match="did not install"):
         regenerate.make_env(tmp_path / "other", sys.executable)
+
+
+TRAIN = """
+import sys, labstats
+with labstats.Stats("runs/" + sys.argv[1], capture_freeze=False, code_bundle_bytes=int(sys.argv[2])) as stats:
+    stats.log(step=0, loss=1.0)
+print(stats.run_id)
+"""
+
+
+def test_a_run_in_git_records_its_bundle_once_per_commit_and_regenerates_from_it(
+    repo, tmp_path, url, monkeypatch
+):
+    import redis
+
+    from labstats.reader import Lab
+
+    store = tmp_path / "store"
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+    monkeypatch.setenv("LABSTATS_ARTIFACT_DIR", str(store))
+    (repo / "train.py").write_text(TRAIN)
+    git(repo, "commit", "-q", "-am", "a training script")
+
+    def run(name: str, cap: int = code_bundle.DEFAULT_MAX_BYTES):
+        said = subprocess.run([sys.executable, "train.py", name, str(cap)], cwd=repo, check=True,
+                              capture_output=True, text=True, timeout=120).stdout  # fmt: skip
+        return Lab(redis.Redis.from_url(url), artifact_dir=store).run(said.split()[-1])
+
+    runs = [run("first"), run("again")]
+    digests = {r.meta["code_bundle"] for r in runs}
+    assert len(digests) == 1  # the second run of the same commit stored nothing new
+    digest = digests.pop()
+    assert [p for p in store.rglob("*") if p.is_file()] == [store / digest[:2] / digest]
+    capped = run("capped", 0)
+    assert "code_bundle" not in capped.meta
+    assert capped.meta["code_bundle_note"].startswith("code bundle turned off")
+
+    shutil.rmtree(repo)  # gone, and it never had a remote: only the bundle can give its code
+    where = regenerate.checkout(runs[0].regenerate_plan(), runs[0].diff(), "", tmp_path / "again-here")
+    assert (where / "train.py").read_text() == TRAIN
