@@ -35,7 +35,7 @@ from typing import Any
 import redis
 
 from labstats.format import run_record, series_info
-from labstats.format.keys import AXIS_SERIES
+from labstats.format.keys import AXIS_SERIES, run_owner
 from labstats.reader import UNREACHABLE, Lab, Run, number
 
 # Where the web box's jobs (backup, each box's pushes received) note their last success.
@@ -45,6 +45,12 @@ WEB_DISK_PATHS = ("/", "/var/lib/labstats", "/var/lib/labstats-viewer")
 # A running run's points are counted from its series info (one hash per run): a run with more
 # series than this is not counted (its info would be a large read at every scrape).
 MAX_SERIES_COUNTED = 5000
+# Every training user may mark its own runs running (hostile records): a scrape reads at most
+# this many of one owner's (the newest ids; unowned runs count as one owner), so one user's
+# thousands of forged records neither slow every scrape nor crowd out the others' runs, and
+# at most MAX_SERIES_READ series' infos of a source for the points (the rest not counted).
+MAX_RUNNING_PER_OWNER = 100
+MAX_SERIES_READ = 100_000
 # Bounds on what is read from files and fields others write.
 MAX_STAMP_BYTES = 64 * 1024
 MAX_DETAIL_CHARS = 500
@@ -204,7 +210,7 @@ def _read_jobs(lab: Lab) -> dict[str, Success]:
 
 def _read_runs(lab: Lab, source: str) -> list[RunHealth]:
     """The runs whose record says running (the running index), with their derived status."""
-    ids = lab.index.candidates(None, None, run_record.RUNNING)
+    ids = _per_owner(lab.index.candidates(None, None, run_record.RUNNING))
     if not ids:
         return []
     pipe = lab.redis.pipeline(transaction=False)
@@ -218,7 +224,11 @@ def _read_runs(lab: Lab, source: str) -> list[RunHealth]:
         if raw
     ]
     runs = [(run, length) for run, length in runs if run.meta.get("status") == run_record.RUNNING]
-    counted = [run for run, length in runs if length <= MAX_SERIES_COUNTED]
+    counted, budget = [], MAX_SERIES_READ
+    for run, length in runs:
+        if length <= min(MAX_SERIES_COUNTED, budget):
+            counted.append(run)
+            budget -= length
     pipe = lab.redis.pipeline(transaction=False)
     for run in counted:
         pipe.hgetall(lab.keys.series(run.id))
@@ -240,6 +250,16 @@ def _read_runs(lab: Lab, source: str) -> list[RunHealth]:
             )
         )
     return out
+
+
+def _per_owner(ids: list[str]) -> list[str]:
+    """At most MAX_RUNNING_PER_OWNER ids of each owner: the newest (an id holds its start time
+    after the owner's name), in the order given."""
+    by_owner: dict[str | None, list[str]] = {}
+    for run_id in ids:
+        by_owner.setdefault(run_owner(run_id), []).append(run_id)
+    kept = {i for owned in by_owner.values() for i in sorted(owned)[-MAX_RUNNING_PER_OWNER:]}
+    return [run_id for run_id in ids if run_id in kept]
 
 
 def _points(infos: dict[bytes, bytes]) -> int:
