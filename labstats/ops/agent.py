@@ -51,7 +51,7 @@ import labstats
 from labstats import config as cfg
 from labstats.capture import system
 from labstats.format import run_record
-from labstats.format.keys import DEFAULT_PREFIX, Keys
+from labstats.format.keys import DEFAULT_PREFIX, Keys, run_owner
 from labstats.format.run_record import number
 from labstats.read.run_index import RunIndex
 from labstats.reader import STALE_AFTER, short
@@ -264,9 +264,28 @@ def running_on_box(client: redis.Redis, keys: Keys, host: str, now: float,
         process = number(pid)
         if now - beat > STALE_AFTER or process is None or process <= 0 or process != int(process):
             continue
-        if alive(int(process)):
+        if alive(int(process)) and _runs_as_owner(int(process), run_id):
             found[int(process)] = run_id
     return found
+
+
+def _runs_as_owner(pid: int, run_id: str) -> bool:
+    """Whether the process may be the run's: a run whose owner is an account on this box is
+    only ever that account's process. Its record is its owner's to write (hostile input): it
+    could name another user's process, or pid 1, whose every child on a GPU would then be
+    shown as the forger's run. An owner with no account here (runs logged from elsewhere, as
+    in tests) is taken at its word, as is an unowned run (no training user may write one)."""
+    owner = run_owner(run_id)
+    if owner is None:
+        return True
+    try:
+        uid = pwd.getpwnam(owner).pw_uid
+    except KeyError:
+        return True
+    try:
+        return psutil.Process(pid).uids().real == uid
+    except (psutil.Error, OSError):
+        return False
 
 
 class BoxAgent:
