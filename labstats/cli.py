@@ -393,8 +393,12 @@ def cmd_regenerate(lab: reader.Lab, args: argparse.Namespace) -> int:
         return 1 if args.execute else 0
     command = " ".join(shlex.quote(a) for a in [*(f"{k}={v}" for k, v in p.env.items()), *p.command])
     print(f"run it:\n  cd {shlex.quote(str(where))} && {command}")
+    python = args.python
+    if args.env:
+        python = regenerate.make_env(Path(args.dir), args.python)
+        print(f"the run's packages are in {Path(args.dir) / '.venv'}")
     if args.execute:
-        return regenerate.run_command(p, where, args.python)
+        return regenerate.run_command(p, where, python)
     return 0
 
 
@@ -638,6 +642,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("dir", help="an empty or new directory")
     p.add_argument("--run", dest="execute", action="store_true", help="run the recorded command there")
     p.add_argument("--python", default=sys.executable, help="interpreter for --run (default: this one)")
+    p.add_argument(
+        "--env",
+        action="store_true",
+        help="make a venv in DIR/.venv with the run's recorded packages (pip, this box's package index) "
+        "and run it with that venv's python",
+    )
     p.set_defaults(func=cmd_regenerate)
 
     p = _documented(

@@ -27,6 +27,8 @@ package list (docs/security.md). So:
 
 from __future__ import annotations
 
+import importlib.metadata
+import json
 import os
 import posixpath
 import re
@@ -34,6 +36,7 @@ import shlex
 import stat
 import subprocess
 import tempfile
+import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -335,10 +338,35 @@ def make_env(checkout_dir: Path, python: str = "python3") -> str:
     _run([python, "-m", "venv", str(venv)])
     env_python = str(venv / "bin" / "python")
     requirements = checkout_dir / "requirements.txt"
+    pip = [env_python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     if requirements.is_file() and requirements.read_text().strip():
         try:
-            _run([env_python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
-                  "-r", str(requirements)])  # fmt: skip
+            _run([*pip, "-r", str(requirements)])
         except LabstatsError as exc:
             raise LabstatsError(f"the run's packages did not install in {venv}: {exc}") from None
+    # labstats itself: a box installs it from the lab's own wheel, which a package list names
+    # as a file (left out of requirements.txt), so the venv gets the one installed here (with
+    # what it needs that the list did not pin; what the list pinned stays as it is).
+    here = _labstats_here()
+    if here is not None:
+        try:
+            _run([*pip, here])
+        except LabstatsError as exc:
+            raise LabstatsError(f"labstats did not install in {venv}: {exc}") from None
     return env_python
+
+
+def _labstats_here() -> str | None:
+    """Where the labstats running now comes from: its source folder (a development install),
+    or the wheel pip recorded installing it from; None if neither is known (then the venv has
+    no labstats)."""
+    source = Path(__file__).resolve().parents[2]  # labstats/read/regenerate.py: a source checkout?
+    if (source / "pyproject.toml").is_file() and (source / "labstats" / "__init__.py").is_file():
+        return str(source)
+    try:
+        text = importlib.metadata.distribution("labstats").read_text("direct_url.json")
+        url = json.loads(text or "{}").get("url", "")
+    except (importlib.metadata.PackageNotFoundError, ValueError, AttributeError):
+        return None
+    path = urllib.parse.unquote(urllib.parse.urlparse(url).path) if url.startswith("file://") else ""
+    return path if path and Path(path).exists() else None

@@ -8,6 +8,7 @@ import sys
 
 import pytest
 
+import labstats
 from labstats.capture import code_bundle
 from labstats.read import regenerate
 from labstats.store import ArtifactStore
@@ -126,3 +127,31 @@ def test_a_run_in_git_records_its_bundle_once_per_commit_and_regenerates_from_it
     shutil.rmtree(repo)  # gone, and it never had a remote: only the bundle can give its code
     where = regenerate.checkout(runs[0].regenerate_plan(), runs[0].diff(), "", tmp_path / "again-here")
     assert (where / "train.py").read_text() == TRAIN
+
+
+ENV_TRAIN = """
+import sys, iniconfig, labstats
+with labstats.Stats("runs/env", capture_freeze=False) as stats:
+    stats.log(step=0, loss=1.0)
+print("PREFIX", sys.prefix, stats.run_id)
+"""
+
+
+def test_regenerate_run_env_runs_it_with_its_recorded_packages_in_a_venv_of_its_own(repo, tmp_path, url):
+    (repo / "train.py").write_text(ENV_TRAIN)
+    git(repo, "commit", "-q", "-am", "needs iniconfig")
+    said = subprocess.run([sys.executable, "train.py"], cwd=repo, check=True, capture_output=True, text=True,
+                          timeout=120).stdout.split()  # fmt: skip
+    original = said[-1]
+    lab = labstats.connect(url)
+    # What a training box records (pip freeze); this box's index serves it.
+    lab.redis.set(lab.keys.freeze(original), "iniconfig==2.0.0\n")
+    target = tmp_path / "again"
+    again = subprocess.run(
+        [sys.executable, "-m", "labstats.cli", "regenerate", original, str(target), "--run", "--env"],
+        cwd=tmp_path, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert again.returncode == 0, again.stderr
+    prefix = again.stdout.split("PREFIX ", 1)[1].split()
+    assert prefix[0] == str(target / ".venv")  # its own venv, not this interpreter
+    assert labstats.connect(url).run(prefix[1]).series("loss").values.tolist() == [1.0]
