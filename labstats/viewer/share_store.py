@@ -37,6 +37,10 @@ TOKEN_FORM = re.compile(r"[A-Za-z0-9_-]{43}")  # what token_urlsafe(32) gives, n
 DEFAULT_DAYS = 7
 DEFAULT_MAX_DAYS = 30
 MAX_ACTIVE_LINKS = 200  # per user: links not yet expired nor revoked
+# Links made per user in any 24 hours, revoked ones too: making and revoking in a loop would
+# otherwise grow the file (each row up to MAX_TARGET_CHARS, kept KEEP_ENDED_DAYS) without end.
+MAX_MADE_PER_DAY = 500
+MAX_LISTED = 1000  # links one Links page lists (the newest)
 MAX_TITLE_CHARS = 200
 MAX_TARGET_CHARS = 16_384
 # Links that ended (expired or revoked) this long ago leave the Links page; the log keeps
@@ -155,6 +159,13 @@ class ShareStore:
                 ).fetchone()
                 if active >= MAX_ACTIVE_LINKS:
                     raise ShareError(f"you have {MAX_ACTIVE_LINKS} links in force; revoke one first")
+                (made,) = db.execute(
+                    "SELECT COUNT(*) FROM share_links WHERE owner = ? AND created_at > ?", (owner, now - DAY)
+                ).fetchone()
+                if made >= MAX_MADE_PER_DAY:
+                    raise ShareError(
+                        f"you made {MAX_MADE_PER_DAY} links in the last 24 hours; try again later"
+                    )
                 db.execute(
                     "INSERT INTO share_links (id, token_sha256, owner, kind, target, title, created_at,"
                     " expires_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
@@ -180,11 +191,12 @@ class ShareStore:
     def get(self, link_id: str) -> Link | None:
         return self._one("id = ?", link_id)
 
-    def links(self, owner: str | None = None) -> list[Link]:
-        """``owner``'s links (everyone's: None), newest first."""
+    def links(self, owner: str | None = None, limit: int | None = None) -> list[Link]:
+        """``owner``'s links (everyone's: None), newest first, at most ``limit`` (MAX_LISTED)."""
         where, args = ("WHERE owner = ?", (owner,)) if owner is not None else ("", ())
         with self._lock:
-            rows = self._conn().execute(f"{_SELECT} {where} ORDER BY created_at DESC", args).fetchall()
+            rows = self._conn().execute(f"{_SELECT} {where} ORDER BY created_at DESC LIMIT ?",
+                                        (*args, limit or MAX_LISTED)).fetchall()  # fmt: skip
         return [_link(row) for row in rows]
 
     def revoke(self, link_id: str, by: str) -> bool:
