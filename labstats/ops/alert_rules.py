@@ -17,11 +17,11 @@ import fnmatch
 import json
 import math
 import re
-import urllib.parse
 from dataclasses import dataclass, field
 from typing import Any
 
 from labstats.config import LabstatsError, parse_sources
+from labstats.ops.alert_channels import channel_problem
 
 OPERATORS = {
     ">": lambda a, b: a > b,
@@ -129,60 +129,6 @@ def parse_rule(entry: Any, where: str = "rule") -> UserRule:
     if level not in LEVELS:
         raise ValueError(f"rule {name!r}: level is one of {', '.join(LEVELS)}")
     return UserRule(name.strip(), condition, runs, tag, level)
-
-
-# ---- channels ------------------------------------------------------------------------------
-
-
-def secrets_of(url: str) -> list[str]:
-    """The parts of a channel URL that may be secret: its password, and every path part or
-    query value of 6 characters or more (tokens: slack://T/B/C, ntfy's tokens, webhook keys).
-    Hidden wherever the service logs."""
-    parts = urllib.parse.urlsplit(url)
-    found = [parts.password] if parts.password else []
-    found += [p for p in parts.path.split("/") if len(p) >= 6]
-    found += [v for _, v in urllib.parse.parse_qsl(parts.query) if len(v) >= 6]
-    if parts.username and len(parts.username) >= 20:  # a token given as the user part
-        found.append(parts.username)
-    return sorted({urllib.parse.unquote(s) for s in found} | set(found), key=len, reverse=True)
-
-
-def redact(text: str, secrets: list[str]) -> str:
-    for secret in secrets:
-        if secret:
-            text = text.replace(secret, "***")
-    return text
-
-
-def channel_label(url: str) -> str:
-    """A channel as it may be shown and logged: Apprise's own private form (secrets masked),
-    else its scheme and host only."""
-    plugin = _instantiate(url)
-    if plugin is not None:
-        return redact(plugin.url(privacy=True).split("?", 1)[0], secrets_of(url))
-    parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or '?'}/…"
-
-
-def _instantiate(url: str):
-    import apprise  # the alerts extra: only the service and its check need it
-
-    try:
-        return apprise.Apprise.instantiate(url, suppress_exceptions=True)
-    except Exception:  # a plugin that raises on odd input is a URL it cannot parse
-        return None
-
-
-def channel_problem(url: Any, n: int) -> str | None:
-    """Why channel number ``n`` (from 1) is not an Apprise URL that Apprise can use, or None.
-    The message names it without its secrets."""
-    if not isinstance(url, str) or "://" not in url:
-        return f"channel {n} is not an Apprise URL (scheme://...)"
-    if _instantiate(url) is None:
-        return (
-            f"channel {n} ({channel_label(url)}): Apprise cannot parse this URL (see its wiki for the scheme)"
-        )
-    return None
 
 
 # ---- the whole config ----------------------------------------------------------------------

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from flask import Blueprint, abort, current_app, render_template, request
 
-from labstats.ops.alerts import read_history
+from labstats.ops.alert_history import read_history
 from labstats.viewer.openapi import declare, integer, page_errors
 from labstats.viewer.sources import config_path
 

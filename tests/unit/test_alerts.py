@@ -24,8 +24,9 @@ from conftest import free_port, wait_for
 
 import labstats
 from labstats.ops import alert_rules
+from labstats.ops.alert_history import History, read_history
+from labstats.ops.alert_messages import Message
 from labstats.ops.alert_rules import parse_condition
-from labstats.ops.alerts import History, Message, read_history
 
 STALE_AFTER = 14.0  # the writer beats every 10 s: a live run is never read as crashed
 SECRET = "TopSecret-9f3a71"

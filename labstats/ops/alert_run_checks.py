@@ -1,0 +1,255 @@
+"""The checks of each training box's runs, turned into findings for the :class:`Notifier`: a
+run crashed (its process ended without closing it, or it closed as crashed), a run stalled and
+later logs again, the first NaN or infinity in its series, its own alerts (``Stats.alert``),
+and the user rules of the config on each series' newest point.
+
+Reading is cheap: per check and source, the running runs' records (one pipeline), each
+running run's series list, and of each float series only the bytes appended since the last
+check (:class:`SeriesTails`)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from typing import Any
+
+from labstats.format import run_record
+from labstats.format.keys import run_owner
+from labstats.ops import alert_rules
+from labstats.ops.alert_history import History
+from labstats.ops.alert_messages import (
+    CRASHED,
+    ENDED,
+    NAME_CHARS,
+    NONFINITE,
+    RUN_ALERT,
+    STALLED,
+    TEXT_CHARS,
+    plain,
+)
+from labstats.ops.alert_notifier import Notifier
+from labstats.ops.alert_rules import Config
+from labstats.ops.alert_series import SeriesTails
+from labstats.reader import Lab, Run
+
+log = logging.getLogger("labstats.alerts")
+
+MAX_RUN_ALERTS = 10_000  # a run's own alerts hash read at most this long
+
+
+class RunChecks:
+    """The runs' rules over every source; what each check found goes to ``notifier``."""
+
+    def __init__(self, config: Config, history: History, notifier: Notifier) -> None:
+        self.config, self.history, self.notifier = config, history, notifier
+        self.tails = SeriesTails()
+        self._warned_big: set[tuple[str, str]] = set()
+
+    def check_source(self, source: str, lab: Lab) -> None:
+        watched = self.history.watched(source)
+        ids = dict.fromkeys([*lab.index.candidates(None, None, run_record.RUNNING), *watched])
+        # A run that started and ended between two checks (a crash at start-up) was never
+        # seen running: it is taken as watched once, so its end and its alerts are told.
+        for run_id in self.ended_unseen(source, lab, ids):
+            watched[run_id] = ""
+            ids[run_id] = None
+        runs = load_runs(lab, list(ids))
+        for run_id in set(watched) - {r.id for r in runs}:  # purged: nothing left to say
+            self.history.unwatch(source, run_id)
+            self.tails.forget(source, run_id)
+        live = [r for r in runs if r.status in (run_record.RUNNING, run_record.STALLED)]
+        infos = lab.series_infos(live)
+        live_ids = {r.id for r in live}
+        for run in runs:
+            status = run.status
+            if run.id in live_ids:
+                if run.id not in watched:
+                    self.history.watch(source, run.id)
+                self.own_alerts(source, lab, run, watched.get(run.id, ""))
+                self.notifier.resolve(source, run, CRASHED, "the run was resumed")
+                self.stalled_rule(source, run, status == run_record.STALLED)
+                self.series_rules(source, lab, run, infos.get(run.id, {}))
+            elif run.id in watched:  # it ended since the last check: its last alerts, then its end
+                self.own_alerts(source, lab, run, watched[run.id])
+                self.ended(source, run, status)
+                self.history.unwatch(source, run.id)
+                self.history.set_state(source, run.id, ENDED, False, time.time(), None, False)
+                self.tails.forget(source, run.id)
+            elif status == run_record.CRASHED and run.heartbeat_age < self.config.repeat_after:
+                self.ended(source, run, status)  # died before this service first saw it (a restart)
+
+    def ended_unseen(self, source: str, lab: Lab, known: dict[str, None]) -> list[str]:
+        """Runs started within repeat_after that ended without this service seeing them end
+        (no ENDED mark): one ZRANGEBYSCORE per owner, one HGET of the status per such run."""
+        since = time.time() - self.config.repeat_after
+        pipe = lab.redis.pipeline(transaction=False)
+        groups = lab.index.groups()
+        for owner in groups:
+            pipe.zrangebyscore(lab.keys.runs_index(owner), since, "+inf")
+        found = [
+            raw.decode("utf-8", "replace")
+            for owner, ids in zip(groups, pipe.execute(), strict=True)
+            for raw in ids
+            if run_owner(raw.decode("utf-8", "replace")) == owner
+        ]
+        fresh = [run_id for run_id in dict.fromkeys(found) if run_id not in known]
+        pipe = lab.redis.pipeline(transaction=False)
+        for run_id in fresh:
+            pipe.hget(lab.keys.run(run_id), "status")
+        ended = (run_record.FINISHED.encode(), run_record.CRASHED.encode())
+        return [
+            run_id
+            for run_id, status in zip(fresh, pipe.execute() if fresh else [], strict=True)
+            if status in ended and self.history.state(source, run_id, ENDED) is None
+        ]
+
+    def ended(self, source: str, run: Run, status: str) -> None:
+        """A crash is said once (a resumed run that crashes again is said again); what held
+        while the run lived resolves with its end."""
+        if status == run_record.CRASHED:
+            self.notifier.fire(
+                source,
+                run,
+                CRASHED,
+                "error",
+                f"crashed: {plain(run.name, NAME_CHARS)}",
+                f"The run crashed: {plain(run.reason) or 'no reason recorded'}.",
+                repeat=False,
+            )
+        for rule in self.notifier.active_rules(source, run.id):
+            if rule == STALLED or rule.startswith("rule: "):
+                # A crash ends them quietly (its message says what happened); a finish resolves.
+                self.notifier.resolve(
+                    source, run, rule, f"the run {status}", quiet=status == run_record.CRASHED
+                )
+
+    def stalled_rule(self, source: str, run: Run, stalled: bool) -> None:
+        if stalled:
+            self.notifier.fire(
+                source,
+                run,
+                STALLED,
+                "warning",
+                f"stalled: {plain(run.name, NAME_CHARS)}",
+                f"The run stalled: {plain(run.reason)}.",
+            )
+        else:
+            self.notifier.resolve(source, run, STALLED, "it logs again")
+
+    def own_alerts(self, source: str, lab: Lab, run: Run, cursor: str) -> None:
+        """The run's own alerts (Stats.alert) written since ``cursor`` (the last field sent)."""
+        key = lab.keys.run_alerts(run.id)
+        size = lab.redis.hlen(key)
+        if not size:
+            return
+        if size > MAX_RUN_ALERTS:
+            if (source, run.id) not in self._warned_big:
+                log.warning(
+                    "alerts: run %s/%s has %d alerts of its own; not read (at most %d)",
+                    source,
+                    run.id,
+                    size,
+                    MAX_RUN_ALERTS,
+                )
+                self._warned_big.add((source, run.id))
+            return
+        found = sorted(
+            (_field_order(f), f.decode("utf-8", "replace"), v) for f, v in lab.redis.hgetall(key).items()
+        )
+        newest = cursor
+        for order, field, raw in found:
+            if order is None or (cursor and order <= _field_order(cursor.encode())):
+                continue
+            alert = _run_alert(raw)
+            title = plain(alert["title"], NAME_CHARS)
+            self.notifier.fire(
+                source,
+                run,
+                f"{RUN_ALERT}: {title}",
+                alert["level"],
+                f"{title} ({plain(run.name, NAME_CHARS)})",
+                plain(alert["text"]),
+                event=True,
+            )
+            newest = field
+        if newest != cursor:
+            self.history.watch(source, run.id, newest)
+
+    def series_rules(self, source: str, lab: Lab, run: Run, infos: dict[str, dict[str, Any]]) -> None:
+        """The first NaN or infinity among the points written since the last check, and the
+        user rules on each series' newest point."""
+        nonfinite = self.tails.read_new(source, lab, run.id, infos)
+        if nonfinite:
+            lines = [
+                f"{plain(name, NAME_CHARS)}: {value} at step {step}" for name, step, value in nonfinite[:10]
+            ]
+            more = f"\n(and {len(nonfinite) - 10} more series)" if len(nonfinite) > 10 else ""
+            self.notifier.fire(
+                source,
+                run,
+                NONFINITE,
+                "error",
+                f"NaN or infinity: {plain(run.name, NAME_CHARS)}",
+                "First non-finite values:\n" + "\n".join(lines) + more,
+                repeat=False,
+            )
+        if not self.config.rules:
+            return
+        names = [run.name, run.annotations.name or run.name]
+        tags = sorted(set(run.tags) | set(run.annotations.tags))
+        for rule in self.config.rules:
+            if not rule.watches(names, tags):
+                continue
+            point = self.tails.newest(source, run.id, rule.condition.metric)
+            key = f"rule: {rule.name}"
+            if point is not None and rule.condition.holds(*point):
+                self.notifier.fire(
+                    source,
+                    run,
+                    key,
+                    rule.level,
+                    f"{plain(rule.name, NAME_CHARS)}: {plain(run.name, NAME_CHARS)}",
+                    f"{plain(rule.condition)}: {rule.condition.metric} is {point[1]:g} at step {point[0]}.",
+                )
+            elif point is not None:
+                self.notifier.resolve(
+                    source,
+                    run,
+                    key,
+                    f"{plain(rule.condition.metric, NAME_CHARS)} is {point[1]:g} at step {point[0]}",
+                )
+
+
+def load_runs(lab: Lab, ids: list[str]) -> list[Run]:
+    """The runs of these ids that exist (one round trip; their annotations when first asked)."""
+    pipe = lab.redis.pipeline(transaction=False)
+    for run_id in ids:
+        pipe.hgetall(lab.keys.run(run_id))
+    return [
+        Run(lab, run_id, run_record.decode(raw))
+        for run_id, raw in zip(ids, pipe.execute(), strict=True)
+        if raw
+    ]
+
+
+def _field_order(field: bytes) -> tuple[int, int] | None:
+    """A run alert's field "<unix ms>-<n>" as a sortable pair; None when it is not one."""
+    ms, _, n = field.partition(b"-")
+    return (int(ms), int(n)) if ms.isdigit() and n.isdigit() and len(ms) < 20 and len(n) < 20 else None
+
+
+def _run_alert(raw: bytes) -> dict[str, str]:
+    """A run's own alert as its owner wrote it, read without trusting it."""
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        value = None
+    if not isinstance(value, dict):
+        return {"title": "alert", "text": raw.decode("utf-8", "replace")[:TEXT_CHARS], "level": "warning"}
+    level = value.get("level")
+    return {
+        "title": str(value.get("title") or "alert"),
+        "text": str(value.get("text") or ""),
+        "level": level if level in alert_rules.LEVELS else "warning",
+    }
