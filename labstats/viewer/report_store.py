@@ -29,6 +29,10 @@ MAX_TITLE_CHARS = 200
 MAX_BODY_BYTES = 64 * 1024  # UTF-8 bytes of one version's Markdown
 MAX_VERSIONS = 1000  # of one report
 MAX_REPORTS = 10_000
+# Text one user saves in any 24 hours (every version is kept: without it an editor saving in
+# a loop would fill the web box's disk at 64 KiB a request, up to 640 GB).
+MAX_SAVED_BYTES_PER_DAY = 16 * 1024 * 1024
+DAY = 86_400.0
 MAX_LISTED = 500  # reports one list or search answers at most
 REPORT_ID_BYTES = 8  # random bytes of a report's id (16 hex digits)
 
@@ -42,6 +46,7 @@ CREATE TABLE IF NOT EXISTS report_versions (
     saved_at REAL NOT NULL,        -- unix seconds
     PRIMARY KEY (report, version)
 );
+CREATE INDEX IF NOT EXISTS report_versions_saver ON report_versions (saved_by, saved_at);
 """
 
 
@@ -79,6 +84,18 @@ def check(title: str, body: str) -> tuple[str, str]:
     return title, body
 
 
+def _check_budget(db: sqlite3.Connection, user: str, title: str, body: str) -> None:
+    """A ReportError (409) when ``user`` saved MAX_SAVED_BYTES_PER_DAY in the last 24 hours."""
+    (saved,) = db.execute(
+        "SELECT COALESCE(SUM(LENGTH(CAST(title AS BLOB)) + LENGTH(CAST(body AS BLOB))), 0)"
+        " FROM report_versions WHERE saved_by = ? AND saved_at > ?",
+        (user, time.time() - DAY),
+    ).fetchone()
+    adding = len(title.encode("utf-8", "surrogatepass")) + len(body.encode("utf-8", "surrogatepass"))
+    if saved + adding > MAX_SAVED_BYTES_PER_DAY:
+        raise ReportError(f"you saved {saved:,} bytes of reports in the last 24 hours: try again later", 409)
+
+
 class ReportStore:
     """One connection per process (opened again after a fork: uWSGI forks its workers after
     loading the app), as labstats.viewer.saved_views.ViewStore."""
@@ -108,6 +125,7 @@ class ReportStore:
             (count,) = db.execute("SELECT COUNT(DISTINCT report) FROM report_versions").fetchone()
             if count >= MAX_REPORTS:
                 raise ReportError(f"the viewer holds {MAX_REPORTS:,} reports already", 409)
+            _check_budget(db, user, title, body)
             db.execute(
                 "INSERT INTO report_versions VALUES (?, 1, ?, ?, ?, ?)",
                 (report, title, body, user, time.time()),
@@ -135,6 +153,7 @@ class ReportStore:
                     )
                 if latest >= MAX_VERSIONS:
                     raise ReportError(f"this report has {MAX_VERSIONS:,} versions already", 409)
+                _check_budget(db, user, title, body)
                 db.execute(
                     "INSERT INTO report_versions VALUES (?, ?, ?, ?, ?, ?)",
                     (report, latest + 1, title, body, user, time.time()),
