@@ -61,6 +61,11 @@ GONE = {
     "missing": (410, "What this link showed is no longer there."),
     "down": (503, "What this link shows cannot be read right now; try again in a moment."),
 }
+# The token never sent on as a Referer, by the page itself: nginx replaces the app's
+# Referrer-Policy header with its own same-origin one (its headers snippet), under which a
+# click on a report's link to the viewer would carry the token to it.
+NO_REFERRER = '<meta name="referrer" content="no-referrer">'
+_HEAD = re.compile(r"<head[^>]*>", re.IGNORECASE)
 # Headers of every /s/ answer: never kept by a cache (a revoked link must not live on in
 # one), the token never sent on as a Referer, and no search engine's index.
 SHARE_HEADERS = {
@@ -132,7 +137,15 @@ def open_link(token: str):
         return _gone("down")
     if html is None:
         return _gone("missing")
-    return _shared(Response(html, mimetype="text/html"))
+    return _shared(Response(_no_referrer(html), mimetype="text/html"))
+
+
+def _no_referrer(html: str) -> str:
+    """The page with NO_REFERRER first in its head (before any link or script)."""
+    head = _HEAD.search(html)
+    if head is None:
+        return NO_REFERRER + html
+    return f"{html[: head.end()]}\n{NO_REFERRER}{html[head.end() :]}"
 
 
 def _render(kind: str, target: dict[str, Any]) -> str | None:
@@ -157,7 +170,8 @@ def _shown_run(source: Any, run_id: Any) -> Run:
 
 def _gone(why: str) -> Response:
     status, message = GONE[why]
-    return _shared(Response(render_template("share_gone.html", status=status, message=message), status))
+    page = render_template("share_gone.html", status=status, message=message)
+    return _shared(Response(_no_referrer(page), status))
 
 
 def _shared(response: Response) -> Response:
