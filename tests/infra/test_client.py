@@ -2,6 +2,7 @@
 the master, and the run reaches the web box's replica."""
 
 import json
+import shlex
 
 from conftest import RUN_SCRIPT, box, https_get, log_run_on_trainbox, redis_cli, wait_until, web_token
 
@@ -165,3 +166,35 @@ def test_a_run_killed_on_the_training_box_is_resumed_by_its_owner(host):
     assert [r["after_idx"] for r in resumes] == [99]
     status = redis_cli(host, "viewer", "hget", f"ls:run:{run_id}", "status").stdout.strip()
     assert status == "finished"
+
+
+BUNDLED = """
+import labstats
+with labstats.Stats("runs/bundled", capture_freeze=False) as stats:
+    for step in range(20):
+        stats.log(step=step, loss=1.0 / (step + 1))
+print(stats.run_id)
+"""
+
+
+def test_a_run_from_a_repository_without_a_remote_regenerates_on_the_web_box(host):
+    # The repository exists only on the training box; its commit's bundle goes to the web box
+    # with the media (the artifact push), and the web box's CLI checks it out from there.
+    with host.sudo("researcher"):
+        host.check_output(
+            "rm -rf ~/bundled && mkdir ~/bundled && cd ~/bundled && git init -q -b main"
+            " && git config user.email r@example.org && git config user.name r"
+            f" && printf %s {shlex.quote(BUNDLED)} > train.py && git add train.py && git commit -q -m first"
+        )
+        run_id = host.check_output("cd ~/bundled && /opt/labstats/venv/bin/python train.py").split()[-1]
+    digest = redis_cli(host, "ops", "hget", f"ls:run:{run_id}", "code_bundle").stdout.strip()
+    assert len(digest) == 64, redis_cli(host, "ops", "hget", f"ls:run:{run_id}", "code_bundle_note").stdout
+    web = box("webbox")
+    assert wait_until(lambda: web.run(f"sudo find /var/lib/labstats/artifacts -name {digest}").stdout, 90, 2)
+    with web.sudo("jupyter"):
+        done = web.run(f"cd /tmp && rm -rf regen-{run_id} && /opt/labstats-jupyter/venv/bin/labstats "
+                       f"regenerate {run_id} /tmp/regen-{run_id}")  # fmt: skip
+        assert done.rc == 0, done.stderr
+        assert "Traceback" not in done.stderr
+        assert web.check_output(f"cat /tmp/regen-{run_id}/train.py").strip() == BUNDLED.strip()
+        web.run(f"rm -rf /tmp/regen-{run_id}")
