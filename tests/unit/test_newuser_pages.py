@@ -42,3 +42,20 @@ def test_a_chart_s_svg_and_png_links_download_named_after_the_run_and_series(cli
         named = dict(links)
         assert named["loss"] == f"{run_id}-loss.{fmt}", links
         assert named["val/loss"] == f"{run_id}-val-loss.{fmt}", links  # no folder in a file name
+
+
+def test_a_report_by_one_person_names_them_once_and_an_earlier_version_points_to_the_newest(client):
+    made = client.post("/reports", data={"title": "Findings", "body": "first"})
+    assert made.status_code == 303
+    page = made.headers["Location"]
+    edited = client.post(page, data={"title": "Findings", "body": "second", "base": "1"})
+    assert edited.status_code == 303, edited.get_data(as_text=True)[:300]
+    newest = client.get(page).get_data(as_text=True)
+    assert "version 2 of 2" in newest
+    assert "written by" not in newest  # the one who saved it wrote it: said once
+    earlier = client.get(page + "?version=1").get_data(as_text=True)
+    assert re.search(
+        r'an earlier version</strong> \(<a class="newest-version" href="[^"]+">'
+        r"open the newest, version 2</a>\)",
+        earlier,
+    )
