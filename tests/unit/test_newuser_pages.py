@@ -59,3 +59,18 @@ def test_a_report_by_one_person_names_them_once_and_an_earlier_version_points_to
         r"open the newest, version 2</a>\)",
         earlier,
     )
+
+
+def test_a_new_link_and_the_links_page_lead_back_to_what_it_shows(client, tmp_path):
+    run_id = log_run(tmp_path, "shared")
+    made = client.post("/share", data={"kind": "run", "run": f"local/{run_id}", "days": "3"})
+    assert made.status_code == 200, made.get_data(as_text=True)[:300]
+    html = made.get_data(as_text=True)
+    assert f'<a class="share-back" href="/runs/local/{run_id}">Back to shared' in html
+    assert "autofocus" in html  # the link is ready to copy
+    report = client.post("/reports", data={"title": "Shared findings", "body": "text"}).headers["Location"]
+    report_id = report.rsplit("/", 1)[1]
+    assert client.post("/share", data={"kind": "report", "report": report_id}).status_code == 200
+    links = client.get("/links").get_data(as_text=True)
+    assert f'<a class="share-target" href="/runs/local/{run_id}">' in links
+    assert f'<a class="share-target" href="/reports/{report_id}">' in links
