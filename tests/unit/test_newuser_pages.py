@@ -6,13 +6,16 @@ host is its name says it once; the Alerts page fits the window however long a me
 
 from __future__ import annotations
 
+import json
 import re
+import time
 
 import numpy as np
 import pytest
 from browser import chromium, open_page, serving  # noqa: F401 (chromium is a fixture)
 
 import labstats
+from labstats.format.keys import Keys
 from labstats.viewer import create_app
 from labstats.viewer.sources import Source
 
@@ -74,3 +77,18 @@ def test_a_new_link_and_the_links_page_lead_back_to_what_it_shows(client, tmp_pa
     links = client.get("/links").get_data(as_text=True)
     assert f'<a class="share-target" href="/runs/local/{run_id}">' in links
     assert f'<a class="share-target" href="/reports/{report_id}">' in links
+
+
+def test_a_box_named_as_its_host_says_its_name_once(url, lab):
+    state = {"cpu_percent": 5.0, "cpu_count": 2, "memory_used_bytes": 1, "memory_total_bytes": 2,
+             "memory_available_bytes": 1, "disks": [], "gpu_status": "no GPU", "gpus": [],
+             "runs": []}  # fmt: skip
+    for source, host in (("local", "local"), ("other", "gpu7.example.org")):
+        lab.redis.hset(Keys("ls").box(source), mapping={
+            "at": repr(time.time()), "interval": "10", "host": host, "agent_version": labstats.__version__,
+            "state": json.dumps(state)})  # fmt: skip
+    app = create_app({"local": Source("local", url), "other": Source("other", url)})
+    html = app.test_client().get("/boxes").get_data(as_text=True)
+    heads = dict(re.findall(r'data-source="(\w+)"[^>]*>\s*<h2>(.*?)<span class="link', html, re.S))
+    assert heads["local"].strip() == "local", heads
+    assert '<span class="muted">gpu7.example.org</span>' in heads["other"], heads
