@@ -92,3 +92,31 @@ def test_a_box_named_as_its_host_says_its_name_once(url, lab):
     heads = dict(re.findall(r'data-source="(\w+)"[^>]*>\s*<h2>(.*?)<span class="link', html, re.S))
     assert heads["local"].strip() == "local", heads
     assert '<span class="muted">gpu7.example.org</span>' in heads["other"], heads
+
+
+def test_the_alerts_page_fits_the_window_and_only_the_level_is_red(tmp_path, url, chromium):  # noqa: F811
+    try:  # the alerts service's history, where this stop's split of it puts it
+        from labstats.ops.alert_history import History
+        from labstats.ops.alert_messages import Message
+    except ImportError:
+        from labstats.ops.alerts import History, Message
+    path = tmp_path / "alerts.sqlite"
+    history = History(str(path))
+    body = "The run crashed: " + "Traceback-line-without-spaces-" * 20 + "\n\nrun: exp (alice.1)"
+    history.record(
+        Message("box1", "alice.1", "exp", "crashed", "alert", "error", "crashed: exp", body), [], time.time()
+    )
+    app = create_app({"box1": Source("box1", url)}, config={"ALERTS_HISTORY_FILE": str(path)})
+    with serving(app) as base:
+        page, errors = open_page(chromium, base + "/alerts", viewport=(1280, 900))
+        page.wait_for_selector("tr.alert")
+        widths = page.evaluate("[document.documentElement.scrollWidth, window.innerWidth]")
+        assert widths[0] <= widths[1], widths  # no sideways scrolling
+        colors = page.evaluate("""() => {
+            const row = document.querySelector('tr.alert');
+            const color = (selector) => getComputedStyle(row.querySelector(selector)).color;
+            return [color('pre'), color('td.level')];
+        }""")
+        assert colors[0] != colors[1], colors  # the message in the text's colour, the level in red
+        assert errors == []
+        page.context.close()
