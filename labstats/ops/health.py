@@ -51,6 +51,9 @@ MAX_SERIES_COUNTED = 5000
 # at most MAX_SERIES_READ series' infos of a source for the points (the rest not counted).
 MAX_RUNNING_PER_OWNER = 100
 MAX_SERIES_READ = 100_000
+# A run id no logger makes (longer, or with control characters) is only a forged record's:
+# left out, so a label of /metrics is never megabytes long nor holds a line break.
+MAX_RUN_ID_CHARS = 512
 # Bounds on what is read from files and fields others write.
 MAX_STAMP_BYTES = 64 * 1024
 MAX_DETAIL_CHARS = 500
@@ -254,9 +257,11 @@ def _read_runs(lab: Lab, source: str) -> list[RunHealth]:
 
 def _per_owner(ids: list[str]) -> list[str]:
     """At most MAX_RUNNING_PER_OWNER ids of each owner: the newest (an id holds its start time
-    after the owner's name), in the order given."""
+    after the owner's name), in the order given; ids no logger makes left out."""
     by_owner: dict[str | None, list[str]] = {}
     for run_id in ids:
+        if len(run_id) > MAX_RUN_ID_CHARS or not run_id.isprintable():
+            continue
         by_owner.setdefault(run_owner(run_id), []).append(run_id)
     kept = {i for owned in by_owner.values() for i in sorted(owned)[-MAX_RUNNING_PER_OWNER:]}
     return [run_id for run_id in ids if run_id in kept]

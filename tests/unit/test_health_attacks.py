@@ -63,3 +63,12 @@ def test_the_points_of_a_source_are_counted_from_a_bounded_number_of_series(mast
     found = health.collect({"gpu1": Lab(client, source="gpu1")}, None)
     points = sorted((r.points for r in found.sources["gpu1"].runs), key=lambda p: p is None)
     assert points == [50, 50, None, None, None]  # 20 of the 25 series read; the rest not counted
+
+
+def test_a_forged_run_id_a_megabyte_long_or_with_line_breaks_is_left_out(master):
+    client = master.client()
+    plant_running(client, "alice.20261205-100000-aaaaaa")
+    plant_running(client, "mallory." + "x" * 1_000_000)
+    plant_running(client, 'mallory.1"\n} 1\nlabstats_forged{a="b')
+    found = health.collect({"gpu1": Lab(client, source="gpu1")}, None)
+    assert [r.run_id for r in found.sources["gpu1"].runs] == ["alice.20261205-100000-aaaaaa"]
