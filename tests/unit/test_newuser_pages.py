@@ -120,3 +120,21 @@ def test_the_alerts_page_fits_the_window_and_only_the_level_is_red(tmp_path, url
         assert colors[0] != colors[1], colors  # the message in the text's colour, the level in red
         assert errors == []
         page.context.close()
+
+
+def test_the_share_form_is_a_line_of_its_own_under_the_title_button_first(url, tmp_path, chromium):  # noqa: F811
+    run_id = log_run(tmp_path, "share-form")
+    app = create_app({"local": Source("local", url, annotate_url=url)})
+    with serving(app) as base:
+        page, errors = open_page(chromium, f"{base}/runs/local/{run_id}", viewport=(1280, 900))
+        form = page.locator("form.share")
+        title_x = page.locator("main h1").bounding_box()["x"]
+        assert abs(form.bounding_box()["x"] - title_x) < 2  # not indented as an inline form
+        button, days = (
+            form.locator("button.share-button").bounding_box(),
+            form.locator("input[name=days]").bounding_box(),
+        )
+        assert button["x"] < days["x"]  # "Share a read-only link, valid for 7 days"
+        assert "valid for" in form.inner_text()
+        assert errors == []
+        page.context.close()
