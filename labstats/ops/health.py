@@ -213,7 +213,7 @@ def _read_jobs(lab: Lab) -> dict[str, Success]:
 
 def _read_runs(lab: Lab, source: str) -> list[RunHealth]:
     """The runs whose record says running (the running index), with their derived status."""
-    ids = _per_owner(lab.index.candidates(None, None, run_record.RUNNING))
+    ids = newest_per_owner(lab.index.candidates(None, None, run_record.RUNNING))
     if not ids:
         return []
     pipe = lab.redis.pipeline(transaction=False)
@@ -255,15 +255,15 @@ def _read_runs(lab: Lab, source: str) -> list[RunHealth]:
     return out
 
 
-def _per_owner(ids: list[str]) -> list[str]:
-    """At most MAX_RUNNING_PER_OWNER ids of each owner: the newest (an id holds its start time
+def newest_per_owner(ids: list[str], limit: int | None = None) -> list[str]:
+    """At most ``limit`` (MAX_RUNNING_PER_OWNER) ids of each owner: the newest (an id holds its start time
     after the owner's name), in the order given; ids no logger makes left out."""
     by_owner: dict[str | None, list[str]] = {}
     for run_id in ids:
         if len(run_id) > MAX_RUN_ID_CHARS or not run_id.isprintable():
             continue
         by_owner.setdefault(run_owner(run_id), []).append(run_id)
-    kept = {i for owned in by_owner.values() for i in sorted(owned)[-MAX_RUNNING_PER_OWNER:]}
+    kept = {i for owned in by_owner.values() for i in sorted(owned)[-(limit or MAX_RUNNING_PER_OWNER) :]}
     return [run_id for run_id in ids if run_id in kept]
 
 
