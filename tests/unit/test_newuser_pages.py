@@ -138,3 +138,11 @@ def test_the_share_form_is_a_line_of_its_own_under_the_title_button_first(url, t
         assert "valid for" in form.inner_text()
         assert errors == []
         page.context.close()
+
+
+def test_the_edit_page_says_which_version_it_starts_from_and_how_config_keys_are_named(client):
+    page = client.post("/reports", data={"title": "Findings", "body": "first"}).headers["Location"]
+    form = client.get(page + "/edit").get_data(as_text=True)
+    assert "<h1>Edit Findings</h1>" in form  # not "Edit: version 2", read as the version edited
+    assert "From version 1; saving makes version 2, and the earlier ones stay." in form
+    assert "(<code>color=lr</code>); a table column says <code>config:lr</code>" in form
