@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 from labstats.ops import health
 from labstats.ops.alert_history import History
-from labstats.ops.alert_messages import duration, plain
+from labstats.ops.alert_messages import duration, one_line, plain
 from labstats.ops.alert_notifier import Notifier
 from labstats.ops.alert_rules import Config
 from labstats.reader import Lab
@@ -53,8 +53,8 @@ class LabChecks:
             for job, success in src.jobs.items():
                 limit = t.sync_max_age if job == "file_send" else t.backup_max_age
                 if now - success.ok_at > limit:
-                    holds[(name, f"job {plain(job, 64)}")] = (
-                        f"{plain(job, 64)} on {name} last succeeded {duration(now - success.ok_at)} ago",
+                    holds[(name, f"job {one_line(job, 64)}")] = (
+                        f"{one_line(job, 64)} on {name} last succeeded {duration(now - success.ok_at)} ago",
                         f"Its last success: {plain(success.detail, 300) or 'no detail'}.",
                     )
             for disk in src.box_disks:
@@ -69,8 +69,8 @@ class LabChecks:
         for job, success in state.stamps.items():
             limit = t.backup_max_age if job == "backup" else t.sync_max_age
             if now - success.ok_at > limit:
-                what = "the backup" if job == "backup" else f"{plain(job, 64)}"
-                holds[("web", f"job {plain(job, 64)}")] = (
+                what = "the backup" if job == "backup" else f"{one_line(job, 64)}"
+                holds[("web", f"job {one_line(job, 64)}")] = (
                     f"{what} last succeeded {duration(now - success.ok_at)} ago",
                     f"Its last success: {plain(success.detail, 300) or 'no detail'}.",
                 )
@@ -84,7 +84,7 @@ class LabChecks:
     def _disk(holds: dict, source: str, disk: health.Disk, percent: float) -> None:
         used = 100 * disk.used_ratio
         if used > percent:
-            holds[(source, f"disk {plain(disk.path, 100)}")] = (
-                f"disk {plain(disk.path, 100)} on {source} {used:.0f} % full",
+            holds[(source, f"disk {one_line(disk.path, 100)}")] = (
+                f"disk {one_line(disk.path, 100)} on {source} {used:.0f} % full",
                 f"{disk.free_bytes / 2**30:.1f} GiB free of {disk.total_bytes / 2**30:.1f} GiB.",
             )

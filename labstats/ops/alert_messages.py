@@ -15,14 +15,25 @@ CRASHED, STALLED, NONFINITE, RUN_ALERT = "crashed", "stalled", "nan", "run alert
 ENDED = "ended"  # not a rule: marks a run whose end was seen (its state row says so)
 TEXT_CHARS, NAME_CHARS = 2000, 200
 
-_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f\u200b-\u200f\u202a-\u202e\u2066-\u2069]")
+# Control characters (C0 but tab and line feed, DEL, C1: NEL ends a line in some mail
+# readers), zero-width and direction marks, line and paragraph separators, the BOM.
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f-\x9f\u061c\u200b-\u200f\u2028-\u202e\u2060-\u2069\ufeff]")
+_BREAKS = re.compile(r"[\t\n]")
 
 
 def plain(text: Any, limit: int = TEXT_CHARS) -> str:
-    """Text from a run (its name, its alert) as a message may carry it: plain characters, no
+    """Text from a run (its alert's text) as a message may carry it: plain characters, no
     control or direction marks, cut at ``limit``."""
-    text = _CONTROL.sub("?", str(text))
-    return text if len(text) <= limit else text[: limit - 1] + "…"
+    text = str(text)
+    cut = len(text) > limit
+    text = _CONTROL.sub("?", text[: limit - 1] if cut else text)
+    return text + "…" if cut else text
+
+
+def one_line(text: Any, limit: int = NAME_CHARS) -> str:
+    """A name from a run (the run's, a series', its alert's title) as one line of a message or
+    a mail subject: :func:`plain`, and tabs and line breaks as spaces."""
+    return _BREAKS.sub(" ", plain(text, limit))
 
 
 @dataclass
