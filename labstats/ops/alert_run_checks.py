@@ -21,11 +21,11 @@ from labstats.ops.alert_history import History
 from labstats.ops.alert_messages import (
     CRASHED,
     ENDED,
-    NAME_CHARS,
     NONFINITE,
     RUN_ALERT,
     STALLED,
     TEXT_CHARS,
+    one_line,
     plain,
 )
 from labstats.ops.alert_notifier import Notifier
@@ -36,6 +36,9 @@ from labstats.reader import Lab, Run
 log = logging.getLogger("labstats.alerts")
 
 MAX_RUN_ALERTS = 10_000  # a run's own alerts hash read at most this long
+MAX_OWN_ALERTS_PER_CHECK = 100  # of one run; the rest the next check
+MAX_SERIES_READ = 20_000  # a run with more series is not checked for NaN nor user rules
+MAX_ALERT_BYTES = 64 * 1024  # Stats.alert writes at most 200 + 4,000 characters
 
 
 class RunChecks:
@@ -44,7 +47,8 @@ class RunChecks:
     def __init__(self, config: Config, history: History, notifier: Notifier) -> None:
         self.config, self.history, self.notifier = config, history, notifier
         self.tails = SeriesTails()
-        self._warned_big: set[tuple[str, str]] = set()
+        self._alerts_seen: dict[tuple[str, str], int] = {}  # (source, run) -> its alerts' HLEN read
+        self._too_many: set[tuple[str, str]] = set()  # runs with too many series, logged
 
     def check_source(self, source: str, lab: Lab) -> None:
         watched = self.history.watched(source)
@@ -57,27 +61,60 @@ class RunChecks:
         runs = load_runs(lab, list(ids))
         for run_id in set(watched) - {r.id for r in runs}:  # purged: nothing left to say
             self.history.unwatch(source, run_id)
-            self.tails.forget(source, run_id)
+            self.forget(source, run_id)
         live = [r for r in runs if r.status in (run_record.RUNNING, run_record.STALLED)]
-        infos = lab.series_infos(live)
+        alert_counts, series_counts = self._sizes(lab, runs)
+        infos = lab.series_infos(self._readable(source, live, series_counts))
         live_ids = {r.id for r in live}
         for run in runs:
             status = run.status
             if run.id in live_ids:
                 if run.id not in watched:
                     self.history.watch(source, run.id)
-                self.own_alerts(source, lab, run, watched.get(run.id, ""))
+                self.own_alerts(source, lab, run, watched.get(run.id, ""), alert_counts[run.id])
                 self.notifier.resolve(source, run, CRASHED, "the run was resumed")
                 self.stalled_rule(source, run, status == run_record.STALLED)
                 self.series_rules(source, lab, run, infos.get(run.id, {}))
             elif run.id in watched:  # it ended since the last check: its last alerts, then its end
-                self.own_alerts(source, lab, run, watched[run.id])
+                self.own_alerts(source, lab, run, watched[run.id], alert_counts[run.id])
                 self.ended(source, run, status)
                 self.history.unwatch(source, run.id)
                 self.history.set_state(source, run.id, ENDED, False, time.time(), None, False)
-                self.tails.forget(source, run.id)
+                self.forget(source, run.id)
             elif status == run_record.CRASHED and run.heartbeat_age < self.config.repeat_after:
                 self.ended(source, run, status)  # died before this service first saw it (a restart)
+
+    @staticmethod
+    def _sizes(lab: Lab, runs: list[Run]) -> tuple[dict[str, int], dict[str, int]]:
+        """How many alerts of its own and how many series each run has (one round trip)."""
+        pipe = lab.redis.pipeline(transaction=False)
+        for run in runs:
+            pipe.hlen(lab.keys.run_alerts(run.id))
+            pipe.hlen(lab.keys.series(run.id))
+        found = pipe.execute() if runs else []
+        ids = [run.id for run in runs]
+        return dict(zip(ids, found[::2], strict=True)), dict(zip(ids, found[1::2], strict=True))
+
+    def _readable(self, source: str, live: list[Run], series_counts: dict[str, int]) -> list[Run]:
+        """The live runs whose series are read: not those with over MAX_SERIES_READ series (a
+        run that made up names by the million); each of those is logged once."""
+        for run in live:
+            if series_counts[run.id] > MAX_SERIES_READ and (source, run.id) not in self._too_many:
+                self._too_many.add((source, run.id))
+                log.warning(
+                    "alerts: run %s/%s has %d series; its series are not checked (at most %d)",
+                    source,
+                    run.id,
+                    series_counts[run.id],
+                    MAX_SERIES_READ,
+                )
+        return [run for run in live if series_counts[run.id] <= MAX_SERIES_READ]
+
+    def forget(self, source: str, run_id: str) -> None:
+        """Drop what is kept in memory of a run that ended or is gone."""
+        self.tails.forget(source, run_id)
+        self._alerts_seen.pop((source, run_id), None)
+        self._too_many.discard((source, run_id))
 
     def ended_unseen(self, source: str, lab: Lab, known: dict[str, None]) -> list[str]:
         """Runs started within repeat_after that ended without this service seeing them end
@@ -113,7 +150,7 @@ class RunChecks:
                 run,
                 CRASHED,
                 "error",
-                f"crashed: {plain(run.name, NAME_CHARS)}",
+                f"crashed: {one_line(run.name)}",
                 f"The run crashed: {plain(run.reason) or 'no reason recorded'}.",
                 repeat=False,
             )
@@ -131,20 +168,22 @@ class RunChecks:
                 run,
                 STALLED,
                 "warning",
-                f"stalled: {plain(run.name, NAME_CHARS)}",
+                f"stalled: {one_line(run.name)}",
                 f"The run stalled: {plain(run.reason)}.",
             )
         else:
             self.notifier.resolve(source, run, STALLED, "it logs again")
 
-    def own_alerts(self, source: str, lab: Lab, run: Run, cursor: str) -> None:
-        """The run's own alerts (Stats.alert) written since ``cursor`` (the last field sent)."""
-        key = lab.keys.run_alerts(run.id)
-        size = lab.redis.hlen(key)
-        if not size:
+    def own_alerts(self, source: str, lab: Lab, run: Run, cursor: str, size: int) -> None:
+        """The run's own alerts (Stats.alert) written since ``cursor`` (the last field sent):
+        read only when the hash grew (``size``, its HLEN), at most MAX_OWN_ALERTS_PER_CHECK
+        a check (the oldest first, the rest the next check), each value at most
+        MAX_ALERT_BYTES (a longer one is told as too long, unread)."""
+        seen = self._alerts_seen.get((source, run.id))
+        if not size or size == seen:
             return
         if size > MAX_RUN_ALERTS:
-            if (source, run.id) not in self._warned_big:
+            if seen is None:
                 log.warning(
                     "alerts: run %s/%s has %d alerts of its own; not read (at most %d)",
                     source,
@@ -152,45 +191,51 @@ class RunChecks:
                     size,
                     MAX_RUN_ALERTS,
                 )
-                self._warned_big.add((source, run.id))
+            self._alerts_seen[(source, run.id)] = size
             return
-        found = sorted(
-            (_field_order(f), f.decode("utf-8", "replace"), v) for f, v in lab.redis.hgetall(key).items()
-        )
-        newest = cursor
-        for order, field, raw in found:
-            if order is None or (cursor and order <= _field_order(cursor.encode())):
-                continue
-            alert = _run_alert(raw)
-            title = plain(alert["title"], NAME_CHARS)
+        key = lab.keys.run_alerts(run.id)
+        after = _field_order(cursor.encode()) if cursor else None
+        fields = [(order, f) for f in lab.redis.hkeys(key) if (order := _field_order(f)) is not None]
+        new = sorted(item for item in fields if after is None or item[0] > after)
+        if len(new) <= MAX_OWN_ALERTS_PER_CHECK:
+            self._alerts_seen[(source, run.id)] = size  # all read: not again until it grows
+        new = new[:MAX_OWN_ALERTS_PER_CHECK]
+        if not new:
+            return
+        pipe = lab.redis.pipeline(transaction=False)
+        for _, field in new:
+            pipe.hstrlen(key, field)
+        lengths = pipe.execute()
+        short = [field for (_, field), n in zip(new, lengths, strict=True) if n <= MAX_ALERT_BYTES]
+        values = dict(zip(short, lab.redis.hmget(key, short), strict=True)) if short else {}
+        for (_, field), n in zip(new, lengths, strict=True):
+            raw = values.get(field)
+            alert = _run_alert(raw) if raw is not None else _too_long(n)
+            title = one_line(alert["title"])
             self.notifier.fire(
                 source,
                 run,
                 f"{RUN_ALERT}: {title}",
                 alert["level"],
-                f"{title} ({plain(run.name, NAME_CHARS)})",
+                f"{title} ({one_line(run.name)})",
                 plain(alert["text"]),
                 event=True,
             )
-            newest = field
-        if newest != cursor:
-            self.history.watch(source, run.id, newest)
+        self.history.watch(source, run.id, new[-1][1].decode())
 
     def series_rules(self, source: str, lab: Lab, run: Run, infos: dict[str, dict[str, Any]]) -> None:
         """The first NaN or infinity among the points written since the last check, and the
         user rules on each series' newest point."""
         nonfinite = self.tails.read_new(source, lab, run.id, infos)
         if nonfinite:
-            lines = [
-                f"{plain(name, NAME_CHARS)}: {value} at step {step}" for name, step, value in nonfinite[:10]
-            ]
+            lines = [f"{one_line(name)}: {value} at step {step}" for name, step, value in nonfinite[:10]]
             more = f"\n(and {len(nonfinite) - 10} more series)" if len(nonfinite) > 10 else ""
             self.notifier.fire(
                 source,
                 run,
                 NONFINITE,
                 "error",
-                f"NaN or infinity: {plain(run.name, NAME_CHARS)}",
+                f"NaN or infinity: {one_line(run.name)}",
                 "First non-finite values:\n" + "\n".join(lines) + more,
                 repeat=False,
             )
@@ -209,7 +254,7 @@ class RunChecks:
                     run,
                     key,
                     rule.level,
-                    f"{plain(rule.name, NAME_CHARS)}: {plain(run.name, NAME_CHARS)}",
+                    f"{one_line(rule.name)}: {one_line(run.name)}",
                     f"{plain(rule.condition)}: {rule.condition.metric} is {point[1]:g} at step {point[0]}.",
                 )
             elif point is not None:
@@ -217,7 +262,7 @@ class RunChecks:
                     source,
                     run,
                     key,
-                    f"{plain(rule.condition.metric, NAME_CHARS)} is {point[1]:g} at step {point[0]}",
+                    f"{one_line(rule.condition.metric)} is {point[1]:g} at step {point[0]}",
                 )
 
 
@@ -237,6 +282,10 @@ def _field_order(field: bytes) -> tuple[int, int] | None:
     """A run alert's field "<unix ms>-<n>" as a sortable pair; None when it is not one."""
     ms, _, n = field.partition(b"-")
     return (int(ms), int(n)) if ms.isdigit() and n.isdigit() and len(ms) < 20 and len(n) < 20 else None
+
+
+def _too_long(size: int) -> dict[str, str]:
+    return {"title": "alert", "text": f"(too long to read: {size} bytes)", "level": "warning"}
 
 
 def _run_alert(raw: bytes) -> dict[str, str]:
