@@ -105,11 +105,20 @@ class Alerts:
         )
         while not self.stopping.is_set():
             began = time.monotonic()
-            self.check()
+            try:
+                self.check()
+            except Exception:  # its own file busy, a bug: logged, and the next check tries again
+                log.exception("alerts: a check failed")
             self.stopping.wait(max(0.0, self.config.interval - (time.monotonic() - began)))
 
     def check(self) -> None:
         """One round over every source; one that is away is logged once and tried next time."""
+        try:
+            self._check_all()
+        finally:
+            self.notifier.end_check()
+
+    def _check_all(self) -> None:
         for source, lab in self.labs.items():
             try:
                 self.runs.check_source(source, lab)
