@@ -15,6 +15,10 @@ from labstats.ops.alert_messages import number_text
 from labstats.reader import Lab
 
 FIRST_READ_CHUNKS = 64  # of a series first seen mid-run (a restart): its newest chunks only
+MAX_CHUNKS_BEHIND = 256  # of a series written faster than that between two checks: the newest
+MAX_READ_BYTES = 2 * chunk.CHUNK_BYTES  # of one chunk a check: a writer's chunk is one CHUNK_BYTES
+READS_PER_RUN = 20_000  # chunks of one run read a check
+READS_AT_ONCE = 256  # chunks in memory at once (8 MiB)
 
 
 @dataclass
@@ -48,9 +52,13 @@ class SeriesTails:
     def read_new(self, source: str, lab: Lab, run_id: str, infos: dict[str, dict[str, Any]]) -> list:
         """Read each numeric series' bytes appended since the last check (GETRANGE of its open
         chunk, whole chunks for those begun since); keep each one's newest point (for the user
-        rules) and return (series, step, value) of the float series that got a NaN or infinity."""
+        rules) and return (series, step, value) of the float series that got a NaN or infinity.
+
+        Bounded whatever a run's keys say: at most MAX_CHUNKS_BEHIND chunks of a series (the
+        newest), at most a chunk's size of each, READS_PER_RUN chunks of a run a check (the
+        rest the next check), READS_AT_ONCE in memory at once."""
         plans = []
-        pipe = lab.redis.pipeline(transaction=False)
+        budget = READS_PER_RUN
         for name, info in infos.items():
             if "error" in info or info.get("kind") not in chunk.NUMERIC_KINDS or name.startswith("_"):
                 continue
@@ -59,12 +67,31 @@ class SeriesTails:
                 cur = _Cursor(info["sid"], max(0, info["last_chunk"] - FIRST_READ_CHUNKS + 1), 0, b"")
             if cur.chunk > info["last_chunk"]:
                 continue
-            numbers = list(range(cur.chunk, info["last_chunk"] + 1))
+            if cur.chunk < info["last_chunk"] - MAX_CHUNKS_BEHIND + 1:  # far behind: the newest only
+                cur = _Cursor(cur.sid, info["last_chunk"] - MAX_CHUNKS_BEHIND + 1, 0, b"")
+            numbers = range(cur.chunk, info["last_chunk"] + 1)
+            if len(numbers) > budget:
+                continue
+            budget -= len(numbers)
+            plans.append((name, cur, numbers))
+        bad = []
+        batch: list = []
+        reads = 0
+        for plan in plans:
+            batch.append(plan)
+            reads += len(plan[2])
+            if reads >= READS_AT_ONCE or plan is plans[-1]:
+                bad += self._read(source, lab, run_id, batch)
+                batch, reads = [], 0
+        return bad
+
+    def _read(self, source: str, lab: Lab, run_id: str, plans: list) -> list:
+        pipe = lab.redis.pipeline(transaction=False)
+        for _, cur, numbers in plans:
             for n in numbers:
                 start = cur.offset if n == cur.chunk else 0
-                pipe.getrange(lab.keys.chunk(run_id, info["sid"], n), start, -1)
-            plans.append((name, cur, numbers))
-        results = iter(pipe.execute()) if plans else iter(())
+                pipe.getrange(lab.keys.chunk(run_id, cur.sid, n), start, start + MAX_READ_BYTES - 1)
+        results = iter(pipe.execute())
         bad = []
         for name, cur, numbers in plans:
             first_bad = None
