@@ -483,6 +483,12 @@ def _report(report_id: str, version: int | None = None) -> ReportVersion:
     return found
 
 
+def report_version(report_id: str, version: int | None = None) -> int | None:
+    """The version number ``version`` names (None: the newest), or None when there is none."""
+    found = _store().get(report_id, version)
+    return found.version if found is not None else None
+
+
 def report_export_html(report_id: str, version: int | None = None) -> str | None:
     """The report (its newest version, or ``version``) as ONE self-contained HTML file:
     BokehJS inline once, each chart's points and each picture in the file, nothing asked

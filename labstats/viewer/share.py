@@ -22,6 +22,9 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import threading
+import time
+from collections import OrderedDict
 from html import unescape
 from typing import Any
 
@@ -52,6 +55,9 @@ bp.register_error_handler(ApiError, page_error)
 MAX_SERIES = export.MAX_CHARTS  # series a comparison's link names at most
 MAX_NAME_CHARS = 512
 MAX_REPORT_VERSION = 1_000_000
+RENDER_TTL_S = 15.0  # a link's page is made at most this often in a worker (see _made)
+MAX_CACHED_BYTES = 64 * 1024 * 1024  # of pages kept per worker (characters)
+MAX_LINK_LOCKS = 10_000
 _TITLE = re.compile(r"<title>([^<]{0,200})")
 # Said to whoever holds a link that shows nothing: never which run or report it was.
 GONE = {
@@ -129,7 +135,7 @@ def open_link(token: str):
     if state != "active":
         return _gone(state)
     try:
-        html = _render(link.kind, link.target)
+        html = _made(link)
     except (ApiError, LabstatsError):
         return _gone("missing")
     except (redis.RedisError, *UNREACHABLE) as exc:
@@ -148,16 +154,84 @@ def _no_referrer(html: str) -> str:
     return f"{html[: head.end()]}\n{NO_REFERRER}{html[head.end() :]}"
 
 
-def _render(kind: str, target: dict[str, Any]) -> str | None:
+def _made(link) -> str | None:
+    """The link's page, made at most once per RENDER_TTL_S in this worker: anyone holding a
+    link may ask for it as often as nginx lets an address (5 a second), and a report of 20
+    panels over 60 runs takes 5 s of CPU to draw (a run of 40 series of a million points,
+    seconds). What would change the answer at once is read on every request all the same:
+    the link's state (above), its runs and whether they are in the trash, the report's
+    version; only new points (and a run of a report's panel put in the trash) wait up to
+    RENDER_TTL_S."""
+    runs = _runs_shown(link.kind, link.target)
+    key: tuple = (link.id,)
+    if link.kind == "report":
+        version = reports.report_version(str(link.target.get("report")), link.target.get("version"))
+        if version is None:
+            return None
+        key = (link.id, version)
+    cache = current_app.extensions.setdefault("labstats_share_pages", PageCache())
+    with cache.lock_for(link.id):  # one drawing of a link at a time; the others wait for it
+        html = cache.get(key)
+        if html is None:
+            html = _render(link.kind, link.target, runs)
+            if html is not None:
+                cache.put(key, html)
+    return html
+
+
+def _runs_shown(kind: str, target: dict[str, Any]) -> list[Run]:
     if kind == "run":
-        return export.run_html(_shown_run(target.get("source"), target.get("run")))
+        return [_shown_run(target.get("source"), target.get("run"))]
     if kind == "compare":
-        runs = [_shown_run(*ref) for ref in target.get("runs", []) if isinstance(ref, list) and len(ref) == 2]
+        return [_shown_run(*ref) for ref in target.get("runs", []) if isinstance(ref, list) and len(ref) == 2]
+    return []
+
+
+def _render(kind: str, target: dict[str, Any], runs: list[Run]) -> str | None:
+    if kind == "run":
+        return export.run_html(runs[0])
+    if kind == "compare":
         return export.compare_html(runs, target.get("series") or None)
     if kind == "report":
         make = getattr(reports, "report_export_html", None)
         return make(str(target.get("report")), target.get("version")) if make else None
     return None
+
+
+class PageCache:
+    """The pages links showed lately in this worker, by key, each for RENDER_TTL_S, at most
+    MAX_CACHED_BYTES of them (the oldest dropped first)."""
+
+    def __init__(self) -> None:
+        self._pages: OrderedDict[tuple, tuple[float, str]] = OrderedDict()
+        self._size = 0
+        self._lock = threading.Lock()
+        self._link_locks: dict[str, threading.Lock] = {}
+
+    def lock_for(self, link_id: str) -> threading.Lock:
+        with self._lock:
+            if len(self._link_locks) > MAX_LINK_LOCKS:
+                self._link_locks.clear()  # held ones live on in their holders
+            return self._link_locks.setdefault(link_id, threading.Lock())
+
+    def get(self, key: tuple) -> str | None:
+        with self._lock:
+            found = self._pages.get(key)
+            if found is None or found[0] < time.monotonic():
+                return None
+            return found[1]
+
+    def put(self, key: tuple, html: str) -> None:
+        if len(html) > MAX_CACHED_BYTES:
+            return
+        with self._lock:
+            old = self._pages.pop(key, None)
+            self._size -= len(old[1]) if old else 0
+            self._pages[key] = (time.monotonic() + RENDER_TTL_S, html)
+            self._size += len(html)
+            while self._size > MAX_CACHED_BYTES:
+                _, (_, dropped) = self._pages.popitem(last=False)
+                self._size -= len(dropped)
 
 
 def _shown_run(source: Any, run_id: Any) -> Run:

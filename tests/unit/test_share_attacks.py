@@ -58,3 +58,51 @@ def test_a_shared_page_itself_says_no_referrer_as_nginx_replaces_the_apps_header
         head = page.text[page.text.lower().index("<head") :]
         first = re.search(r"<(meta|link|script|a)\b[^>]*>", head[head.index(">") + 1 :]).group(0)
         assert first == '<meta name="referrer" content="no-referrer">', path
+
+
+def test_a_link_asked_for_again_and_again_is_drawn_once_yet_its_changes_show_at_once(
+    tmp_path, url, store, monkeypatch
+):
+    import labstats
+    from labstats.viewer import create_app, share
+    from labstats.viewer.sources import Source
+
+    with labstats.Stats(tmp_path / "r", name="drawn-run") as stats:
+        for step in range(20):
+            stats.log(step=step, loss=1.0 / (step + 1))
+    run_id = stats.run_id
+    app = create_app({"local": Source("local", url, artifact_dir=str(store.root), annotate_url=url)})
+    editor = app.test_client()
+    editor.environ_base["HTTP_ORIGIN"] = "http://localhost"
+    drawn = []
+    real_render = share._render  # noqa: SLF001 (the real drawing, counted)
+
+    def counted(kind, *args):
+        drawn.append(kind)
+        return real_render(kind, *args)
+
+    monkeypatch.setattr(share, "_render", counted)
+    panel = f"```labstats\nchart run=local/{run_id} series=loss\n```\n"
+    saved = editor.post("/reports", data={"title": "Findings one", "body": panel})
+    report_id = saved.headers["Location"].rstrip("/").rsplit("/", 1)[1]
+
+    def link(**form) -> str:
+        made = editor.post("/share", data=form)
+        assert made.status_code == 200, made.text
+        return re.search(r"/s/([A-Za-z0-9_-]{43})", made.text).group(1)
+
+    report_token, run_token = link(kind="report", report=report_id), link(run=f"local/{run_id}")
+    drawn.clear()
+    anonymous = app.test_client()
+    for _ in range(5):
+        assert "Findings one" in anonymous.get(f"/s/{report_token}").text
+        assert anonymous.get(f"/s/{run_token}").status_code == 200
+    assert drawn == ["report", "run"]  # once each, then from this worker's memory
+    # A new version shows at once; a run put in the trash is gone at once; a revoke is a 410.
+    editor.post(f"/reports/{report_id}", data={"title": "Findings two", "body": panel, "base": "1"})
+    assert "Findings two" in anonymous.get(f"/s/{report_token}").text
+    assert editor.post(f"/api/runs/local/{run_id}/trash").status_code == 200
+    assert anonymous.get(f"/s/{run_token}").status_code == 410
+    (mine,) = [x for x in app.extensions["labstats_share"].links() if x.kind == "report"]
+    assert editor.post(f"/links/{mine.id}/revoke").status_code == 303
+    assert anonymous.get(f"/s/{report_token}").status_code == 410
