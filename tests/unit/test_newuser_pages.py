@@ -146,3 +146,17 @@ def test_the_edit_page_says_which_version_it_starts_from_and_how_config_keys_are
     assert "<h1>Edit Findings</h1>" in form  # not "Edit: version 2", read as the version edited
     assert "From version 1; saving makes version 2, and the earlier ones stay." in form
     assert "(<code>color=lr</code>); a table column says <code>config:lr</code>" in form
+
+
+def test_a_revoked_or_unknown_link_says_so_in_words_to_whoever_holds_it(client, tmp_path):
+    run_id = log_run(tmp_path, "ended")
+    made = client.post("/share", data={"kind": "run", "run": f"local/{run_id}"}).get_data(as_text=True)
+    (token,) = set(re.findall(r"/s/([A-Za-z0-9_-]{43})", made))
+    link_id = re.search(r'data-link="([0-9a-f]+)"', made).group(1)
+    assert client.post(f"/links/{link_id}/revoke").status_code in (200, 303)
+    revoked = client.get(f"/s/{token}")
+    assert revoked.status_code == 410
+    assert "<h1>This link has ended</h1>" in revoked.get_data(as_text=True)
+    unknown = client.get("/s/" + "A" * 43)
+    assert unknown.status_code == 404
+    assert "<h1>This link does not work</h1>" in unknown.get_data(as_text=True)
