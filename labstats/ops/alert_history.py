@@ -8,7 +8,8 @@ from __future__ import annotations
 import hashlib
 import sqlite3
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -66,6 +67,21 @@ class History:
         self._db.executescript(_SCHEMA)
         self.lock = threading.Lock()
 
+    @contextmanager
+    def batch(self) -> Iterator[None]:
+        """What is written inside goes to the disk as one transaction at its end (a check's
+        rule states and messages: thousands in a flood, each its own sync otherwise). The
+        channels' threads go on meanwhile, their writes in the same transaction."""
+        with self.lock:
+            if not self._db.in_transaction:
+                self._db.execute("BEGIN")
+        try:
+            yield
+        finally:
+            with self.lock:
+                if self._db.in_transaction:
+                    self._db.execute("COMMIT")
+
     def sql(self, query: str, args: Iterable[Any] = ()) -> list[tuple]:
         with self.lock:
             return self._db.execute(query, tuple(args)).fetchall()
@@ -96,7 +112,7 @@ class History:
         """Keep a message and queue it for every channel; its id."""
         with self.lock:
             db = self._db
-            db.execute("BEGIN IMMEDIATE")
+            db.execute("SAVEPOINT record")
             try:
                 cur = db.execute(
                     "INSERT INTO sent (at, source, run, run_name, rule, kind, level, title, body, channels)"
@@ -119,9 +135,10 @@ class History:
                     "INSERT INTO outbox (sent_id, channel, next_at) VALUES (?, ?, ?)",
                     [(sent_id, channel_id(url), now) for url in channels],
                 )
-                db.execute("COMMIT")
+                db.execute("RELEASE record")
             except BaseException:
-                db.execute("ROLLBACK")
+                db.execute("ROLLBACK TO record")
+                db.execute("RELEASE record")
                 raise
         return sent_id
 

@@ -113,10 +113,11 @@ class Alerts:
 
     def check(self) -> None:
         """One round over every source; one that is away is logged once and tried next time."""
-        try:
-            self._check_all()
-        finally:
-            self.notifier.end_check()
+        with self.history.batch():
+            try:
+                self._check_all()
+            finally:
+                self.notifier.end_check()
 
     def _check_all(self) -> None:
         for source, lab in self.labs.items():
