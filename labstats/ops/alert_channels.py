@@ -29,6 +29,8 @@ def secrets_of(url: str) -> list[str]:
     found += [v for _, v in urllib.parse.parse_qsl(parts.query) if len(v) >= 6]
     if parts.username and len(parts.username) >= 20:  # a token given as the user part
         found.append(parts.username)
+    if _token_host(parts.hostname):  # a webhook's id or a workspace token given as the host
+        found.append(parts.hostname)
     return sorted({urllib.parse.unquote(s) for s in found} | set(found), key=len, reverse=True)
 
 
@@ -46,7 +48,14 @@ def channel_label(url: str) -> str:
     if plugin is not None:
         return redact(plugin.url(privacy=True).split("?", 1)[0], secrets_of(url))
     parts = urllib.parse.urlsplit(url)
-    return f"{parts.scheme}://{parts.hostname or '?'}/…"
+    host = parts.hostname or "?"
+    return f"{parts.scheme}://{'***' if _token_host(host) else host}/…"
+
+
+def _token_host(host: str | None) -> bool:
+    """Whether a URL's host part is more likely a token than a machine's name: 6 characters or
+    more, no dot, not localhost (Slack's T..., Discord's webhook id)."""
+    return bool(host) and len(host) >= 6 and "." not in host and host != "localhost"
 
 
 def _instantiate(url: str):

@@ -22,6 +22,7 @@ from test_alerts import SECRET, HttpReceiver
 from labstats.format import chunk, series_info
 from labstats.format.keys import Keys
 from labstats.ops import alert_rules
+from labstats.ops.alert_channels import secrets_of
 from labstats.ops.alert_history import read_history
 from labstats.ops.alert_notifier import MAX_MESSAGES_PER_CHECK
 from labstats.ops.alerts import Alerts
@@ -170,9 +171,7 @@ def test_a_runs_own_alerts_hostile_huge_and_many_are_bounded_and_plain(url, web,
     (run_id,) = make_runs(store, 1, name=lambda i: "evil\r\nBcc: x@evil.example\x85\u2028\u2029name")
     key = KEYS.run_alerts(run_id)
     now_ms = int(time.time() * 1000)
-    store.hset(
-        key, f"{now_ms}-0", json.dumps({"title": "big", "text": "x" * (16 * 2**20), "level": "error"})
-    )
+    store.hset(key, f"{now_ms}-0", json.dumps({"title": "big", "text": "x" * (16 * 2**20), "level": "error"}))
     store.hset(key, f"{now_ms}-1", json.dumps({"title": "t\x1b[31m\u202e\x85\u2028", "level": "critical!"}))
     store.hset(key, "x" * 1000, "not an alert")
     store.hset(key, f"{now_ms}-2", b"\xff\xfe not json")
@@ -264,3 +263,22 @@ def test_a_channel_that_never_answers_and_a_mail_server_down_leave_the_others_an
         assert SECRET not in caplog.text
     finally:
         silent.stop()
+
+
+def test_a_channel_apprise_cannot_parse_is_named_without_a_token_in_its_host():
+    for url, token in [
+        ("slack://T0ABCDEFG1/B0ABCDEFG2/", "T0ABCDEFG1"),  # a Slack URL missing its last token
+        ("nosuchscheme://supersecrettoken123/", "supersecrettoken123"),
+    ]:
+        problem = alert_rules.problems({"channels": [url]})
+        assert problem
+        assert token.lower() not in problem[0].lower()
+    (problem,) = alert_rules.problems({"channels": ["nosuchscheme://smtp.example.com/"]})
+    assert problem.startswith("channel 1 (nosuchscheme://smtp.example.com/…)")  # a host name says which
+
+
+def test_a_token_given_as_the_host_is_hidden_in_the_log():
+    url = "discord://123456789012345678/abcdefghijklmnopqrstuvwxyz"
+    assert "123456789012345678" in secrets_of(url)
+    assert "localhost" not in secrets_of("json://localhost:8080/")
+    assert "smtp.example.com" not in secrets_of("mailto://smtp.example.com")
