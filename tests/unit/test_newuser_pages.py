@@ -160,3 +160,25 @@ def test_a_revoked_or_unknown_link_says_so_in_words_to_whoever_holds_it(client, 
     unknown = client.get("/s/" + "A" * 43)
     assert unknown.status_code == 404
     assert "<h1>This link does not work</h1>" in unknown.get_data(as_text=True)
+
+
+def test_system_charts_added_while_the_run_goes_on_have_their_figure_links(url, tmp_path, chromium):  # noqa: F811
+    app = create_app({"local": Source("local", url)})
+    with serving(app) as base:
+        with labstats.Stats(tmp_path / "live", system_metrics=3.0, flush_interval=0.05) as stats:
+            stats.log(step=0, loss=1.0)
+            stats.flush()
+            page, errors = open_page(chromium, f"{base}/runs/local/{stats.run_id}")
+            assert page.locator("#run-system .chart").count() == 0  # the charts come with the poll
+            chart = "#run-system:not([hidden]) .chart[data-name='sys/cpu_percent']"
+            page.wait_for_selector(chart, state="attached", timeout=15_000)
+            head = page.locator("#run-system .chart[data-name='sys/cpu_percent'] .chart-head")
+            links = head.locator("a.figure-link")
+            assert links.all_text_contents() == ["SVG", "PNG"]  # the group is closed: not shown
+            svg = links.first
+            assert svg.get_attribute("download") == f"{stats.run_id}-sys-cpu_percent.svg"
+            answer = page.request.get(base + svg.get_attribute("href"))
+            assert answer.status == 200
+            assert answer.headers["content-type"].startswith("image/svg+xml")
+        assert errors == []
+        page.context.close()

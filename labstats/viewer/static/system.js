@@ -28,12 +28,27 @@ function drawSystemCharts(group) {
   }
 }
 
+// A chart's figure links as the server's chart heads have them (_chart_links.html): on the
+// wall-clock axis, downloaded under the run's and series' name. A chart added while the run
+// went on had only its CSV link. The run page's own address is the run's (/runs/SOURCE/RUN_ID).
+function systemFigureLinks(name) {
+  const run = window.location.pathname.replace(/\/+$/, "");
+  const file = `${decodeURIComponent(run.split("/").pop())}-${name.replaceAll("/", "-")}`;
+  const links = [];
+  for (const fmt of ["svg", "png"]) {
+    const href = `${run}/figure.${fmt}?series=${encodeURIComponent(name)}&x=wall-idx`;
+    links.push(" · ", systemNode("a", { class: "figure-link", href, download: `${file}.${fmt}`,
+      title: `this chart as a ${fmt.toUpperCase()} figure for a paper`, text: fmt.toUpperCase() }));
+  }
+  return links;
+}
+
 function systemChart(plot) {
   const head = systemNode("div", { class: "chart-head", title: plot.description || "" }, `${plot.name} `,
     systemNode("span", { class: "muted" },
       systemNode("span", { class: "points", "data-count": plot.count ?? "", text: plot.count ?? "" }),
       " points · latest ", systemNode("span", { class: "latest", text: plot.latest ?? "" })),
-    " · ", systemNode("a", { href: plot.csv, text: "raw CSV" }));
+    " · ", systemNode("a", { href: plot.csv, text: "raw CSV" }), ...systemFigureLinks(plot.name));
   const spec = systemNode("script", { type: "application/json", class: "system-spec", text: JSON.stringify(plot.spec) });
   return systemNode("div", { class: "chart", "data-name": plot.name, "data-target": plot.target },
     head, systemNode("div", { id: plot.target, class: "bk-target" }), spec);
