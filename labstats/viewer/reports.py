@@ -489,6 +489,13 @@ def report_version(report_id: str, version: int | None = None) -> int | None:
     return found.version if found is not None else None
 
 
+def report_title(report_id: str, version: int | None = None) -> str | None:
+    """The title of that version (None: the newest), or None when there is no such version:
+    read from the store, without drawing the report's panels."""
+    found = _store().get(report_id, version)
+    return found.title if found is not None else None
+
+
 def report_export_html(report_id: str, version: int | None = None) -> str | None:
     """The report (its newest version, or ``version``) as ONE self-contained HTML file:
     BokehJS inline once, each chart's points and each picture in the file, nothing asked

@@ -25,7 +25,6 @@ import re
 import threading
 import time
 from collections import OrderedDict
-from html import unescape
 from typing import Any
 
 import redis
@@ -58,7 +57,6 @@ MAX_REPORT_VERSION = 1_000_000
 RENDER_TTL_S = 15.0  # a link's page is made at most this often in a worker (see _made)
 MAX_CACHED_BYTES = 64 * 1024 * 1024  # of pages kept per worker (characters)
 MAX_LINK_LOCKS = 10_000
-_TITLE = re.compile(r"<title>([^<]{0,200})")
 # Said to whoever holds a link that shows nothing: never which run or report it was.
 GONE = {
     "unknown": (404, "There is no such link."),
@@ -365,11 +363,12 @@ def _report(report: str, version: str | None) -> tuple[dict[str, Any], str]:
         if not 1 <= number <= MAX_REPORT_VERSION:
             raise ApiError(400, f"a report's version is a number from 1 to {MAX_REPORT_VERSION}")
     named = f"report {report}" + (f" version {number}" if number else "")
-    html = make(report, number)
-    if html is None:
+    # Its title from the store: drawing the report (seconds for one with many panels) only to
+    # read its <title> made each link an editor asks for cost as much.
+    found = reports.report_title(report, number)
+    if found is None:
         raise ApiError(404, f"there is no {named}")
-    found = _TITLE.search(html)  # the report's own title, for the Links page
-    title = f"{named}: {unescape(found.group(1)).strip()}" if found else named
+    title = f"{named}: {found.strip()}"
     return {"report": report, "version": number}, title
 
 

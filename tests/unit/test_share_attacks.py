@@ -106,3 +106,27 @@ def test_a_link_asked_for_again_and_again_is_drawn_once_yet_its_changes_show_at_
     (mine,) = [x for x in app.extensions["labstats_share"].links() if x.kind == "report"]
     assert editor.post(f"/links/{mine.id}/revoke").status_code == 303
     assert anonymous.get(f"/s/{report_token}").status_code == 410
+
+
+def test_making_a_report_s_link_does_not_draw_the_report(url, monkeypatch):
+    from labstats.viewer import create_app, reports
+    from labstats.viewer.sources import Source
+
+    app = create_app({"local": Source("local", url)})
+    editor = app.test_client()
+    editor.environ_base["HTTP_ORIGIN"] = "http://localhost"
+    saved = editor.post("/reports", data={"title": "Findings <one>", "body": "text"})
+    report_id = saved.headers["Location"].rstrip("/").rsplit("/", 1)[1]
+    drawn = []
+    real_export = reports.report_export_html
+
+    def counted(*args):
+        drawn.append(args)
+        return real_export(*args)
+
+    monkeypatch.setattr(reports, "report_export_html", counted)
+    assert editor.post("/share", data={"report": report_id}).status_code == 200
+    assert editor.post("/share", data={"report": report_id, "version": "2"}).status_code == 404
+    assert drawn == []  # seconds for a report of many panels: not for its title
+    (link,) = app.extensions["labstats_share"].links()
+    assert link.title == f"report {report_id}: Findings <one>"
