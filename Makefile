@@ -9,7 +9,7 @@ BIN := $(CURDIR)/$(VENV)/bin
 export PATH := $(BIN):$(PATH)
 export ANSIBLE_FORCE_COLOR ?= 0
 
-.PHONY: help host venv lock image lab lab-down lab-status lint unit package molecule test bench-media bench-system restore-drill bench bench-quick bench-gpu bench-logger bench-viewer bench-archive bench-replication bench-outage lab-test lab-check clean
+.PHONY: help host venv lock image lab lab-down lab-status lint unit package molecule test bench-media bench-system bench-share bench-alerts restore-drill bench bench-quick bench-gpu bench-logger bench-viewer bench-archive bench-replication bench-outage lab-test lab-check clean
 
 help: ## List the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F ':.*## ' '{printf "  make %-14s %s\n", $$1, $$2}'
@@ -97,8 +97,14 @@ bench-viewer: venv ## Viewer: run page with 10 series x 1,000,000 points; the ru
 bench-archive: venv ## Archive tier: Redis memory freed, 1,000-point window of 1,000,000 archived points
 	$(BIN)/python benchmarks/bench_archive.py --publish
 
-bench-system: venv ## System metrics: the sampler's cost per sample and share of a core (8 stand-in GPUs, 16 children)
+bench-system: venv ## System metrics: the sampler's cost per sample and share of a core (8 stand-in GPUs, 16 children); the box agent's step beside it
 	$(BIN)/python benchmarks/bench_system.py --publish
+
+bench-share: venv ## Sharing: the example notebook saved and as HTML (old Bokeh inline beside lp.notebook), one-file exports, a /metrics scrape
+	$(BIN)/python benchmarks/bench_share.py --publish
+
+bench-alerts: venv ## Alerts: delay of crashed, stalled, resolved and NaN messages from real runs to a local webhook
+	$(BIN)/python benchmarks/bench_alerts.py --publish
 
 bench-media: venv ## Media: images/s, calling-thread cost against the original and tensorboardX (BASELINE=commit: beside it); gallery, GIF, point cloud
 	$(BIN)/python benchmarks/bench_media.py --publish $(if $(BASELINE),--baseline $(BASELINE))
@@ -131,8 +137,10 @@ bench-quick: venv ## Every benchmark at a smoke size (what CI runs; nothing is p
 	$(BIN)/python benchmarks/bench_media.py --quick
 	$(BIN)/python benchmarks/bench_gpu.py --quick
 	$(BIN)/python benchmarks/bench_system.py --quick
+	$(BIN)/python benchmarks/bench_share.py --quick
+	$(BIN)/python benchmarks/bench_alerts.py --quick
 
-bench: bench-logger bench-viewer bench-archive bench-media bench-system bench-gpu ## All benchmarks (bench-replication needs the lab)
+bench: bench-logger bench-viewer bench-archive bench-media bench-system bench-share bench-alerts bench-gpu ## All benchmarks (bench-replication needs the lab)
 
 clean: ## Remove caches (not the venv, not credentials)
 	rm -rf .cache .pytest_cache .ruff_cache .hypothesis
