@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import logging
 import time
-from typing import Any
 
 from labstats.format import run_record
 from labstats.format.keys import run_owner
@@ -58,13 +57,15 @@ class RunChecks:
         for run_id in self.ended_unseen(source, lab, ids):
             watched[run_id] = ""
             ids[run_id] = None
-        runs = load_runs(lab, list(ids))
+        # The reader's own loader: records and annotations (the user rules' tags) in two round trips.
+        runs = lab._load(list(ids))  # noqa: SLF001
         for run_id in set(watched) - {r.id for r in runs}:  # purged: nothing left to say
             self.history.unwatch(source, run_id)
             self.forget(source, run_id)
         live = [r for r in runs if r.status in (run_record.RUNNING, run_record.STALLED)]
         alert_counts, series_counts = self._sizes(lab, runs)
         infos = lab.series_infos(self._readable(source, live, series_counts))
+        nonfinite = self.tails.read_new(source, lab, infos)
         live_ids = {r.id for r in live}
         for run in runs:
             status = run.status
@@ -74,7 +75,7 @@ class RunChecks:
                 self.own_alerts(source, lab, run, watched.get(run.id, ""), alert_counts[run.id])
                 self.notifier.resolve(source, run, CRASHED, "the run was resumed")
                 self.stalled_rule(source, run, status == run_record.STALLED)
-                self.series_rules(source, lab, run, infos.get(run.id, {}))
+                self.series_rules(source, run, nonfinite.get(run.id, []))
             elif run.id in watched:  # it ended since the last check: its last alerts, then its end
                 self.own_alerts(source, lab, run, watched[run.id], alert_counts[run.id])
                 self.ended(source, run, status)
@@ -223,10 +224,9 @@ class RunChecks:
             )
         self.history.watch(source, run.id, new[-1][1].decode())
 
-    def series_rules(self, source: str, lab: Lab, run: Run, infos: dict[str, dict[str, Any]]) -> None:
+    def series_rules(self, source: str, run: Run, nonfinite: list[tuple[str, int, str]]) -> None:
         """The first NaN or infinity among the points written since the last check, and the
         user rules on each series' newest point."""
-        nonfinite = self.tails.read_new(source, lab, run.id, infos)
         if nonfinite:
             lines = [f"{one_line(name)}: {value} at step {step}" for name, step, value in nonfinite[:10]]
             more = f"\n(and {len(nonfinite) - 10} more series)" if len(nonfinite) > 10 else ""
@@ -241,8 +241,10 @@ class RunChecks:
             )
         if not self.config.rules:
             return
-        names = [run.name, run.annotations.name or run.name]
-        tags = sorted(set(run.tags) | set(run.annotations.tags))
+        # As read with the run at this check's start: not again for each run of a long check.
+        annotations = run.loaded_annotations or run.annotations
+        names = [run.name, annotations.name or run.name]
+        tags = sorted(set(run.tags) | set(annotations.tags))
         for rule in self.config.rules:
             if not rule.watches(names, tags):
                 continue
@@ -266,18 +268,6 @@ class RunChecks:
                 )
 
 
-def load_runs(lab: Lab, ids: list[str]) -> list[Run]:
-    """The runs of these ids that exist (one round trip; their annotations when first asked)."""
-    pipe = lab.redis.pipeline(transaction=False)
-    for run_id in ids:
-        pipe.hgetall(lab.keys.run(run_id))
-    return [
-        Run(lab, run_id, run_record.decode(raw))
-        for run_id, raw in zip(ids, pipe.execute(), strict=True)
-        if raw
-    ]
-
-
 def _field_order(field: bytes) -> tuple[int, int] | None:
     """A run alert's field "<unix ms>-<n>" as a sortable pair; None when it is not one."""
     ms, _, n = field.partition(b"-")
@@ -292,7 +282,7 @@ def _run_alert(raw: bytes) -> dict[str, str]:
     """A run's own alert as its owner wrote it, read without trusting it."""
     try:
         value = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         value = None
     if not isinstance(value, dict):
         return {"title": "alert", "text": raw.decode("utf-8", "replace")[:TEXT_CHARS], "level": "warning"}

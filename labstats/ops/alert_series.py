@@ -49,14 +49,32 @@ class SeriesTails:
             for key in [k for k in store if k[0] == source and k[1] == run_id]:
                 del store[key]
 
-    def read_new(self, source: str, lab: Lab, run_id: str, infos: dict[str, dict[str, Any]]) -> list:
+    def read_new(self, source: str, lab: Lab, infos: dict[str, dict[str, dict[str, Any]]]) -> dict:
         """Read each numeric series' bytes appended since the last check (GETRANGE of its open
-        chunk, whole chunks for those begun since); keep each one's newest point (for the user
-        rules) and return (series, step, value) of the float series that got a NaN or infinity.
+        chunk, whole chunks for those begun since) of the runs of ``infos`` (run id -> its
+        series infos); keep each one's newest point (for the user rules) and return, per run
+        id, (series, step, value) of the float series that got a NaN or infinity.
 
         Bounded whatever a run's keys say: at most MAX_CHUNKS_BEHIND chunks of a series (the
         newest), at most a chunk's size of each, READS_PER_RUN chunks of a run a check (the
-        rest the next check), READS_AT_ONCE in memory at once."""
+        rest the next check), READS_AT_ONCE in memory at once (one round trip each)."""
+        plans = [
+            plan for run_id, run_infos in infos.items() for plan in self._plan(source, run_id, run_infos)
+        ]
+        bad: dict[str, list] = {}
+        batch: list = []
+        reads = 0
+        for plan in plans:
+            batch.append(plan)
+            reads += len(plan[3])
+            if reads >= READS_AT_ONCE or plan is plans[-1]:
+                for run_id, found in self._read(source, lab, batch):
+                    bad.setdefault(run_id, []).append(found)
+                batch, reads = [], 0
+        return bad
+
+    def _plan(self, source: str, run_id: str, infos: dict[str, dict[str, Any]]) -> list:
+        """(run id, series, cursor, chunk numbers) of each series of the run to read."""
         plans = []
         budget = READS_PER_RUN
         for name, info in infos.items():
@@ -73,27 +91,18 @@ class SeriesTails:
             if len(numbers) > budget:
                 continue
             budget -= len(numbers)
-            plans.append((name, cur, numbers))
-        bad = []
-        batch: list = []
-        reads = 0
-        for plan in plans:
-            batch.append(plan)
-            reads += len(plan[2])
-            if reads >= READS_AT_ONCE or plan is plans[-1]:
-                bad += self._read(source, lab, run_id, batch)
-                batch, reads = [], 0
-        return bad
+            plans.append((run_id, name, cur, numbers))
+        return plans
 
-    def _read(self, source: str, lab: Lab, run_id: str, plans: list) -> list:
+    def _read(self, source: str, lab: Lab, plans: list) -> list:
         pipe = lab.redis.pipeline(transaction=False)
-        for _, cur, numbers in plans:
+        for run_id, _, cur, numbers in plans:
             for n in numbers:
                 start = cur.offset if n == cur.chunk else 0
                 pipe.getrange(lab.keys.chunk(run_id, cur.sid, n), start, start + MAX_READ_BYTES - 1)
         results = iter(pipe.execute())
         bad = []
-        for name, cur, numbers in plans:
+        for run_id, name, cur, numbers in plans:
             first_bad = None
             for n in numbers:
                 data = next(results) or b""
@@ -120,5 +129,5 @@ class SeriesTails:
                         first_bad = (int(records["idx"][where[0]]), float(records["value"][where[0]]))
             self.cursors[(source, run_id, name)] = cur
             if first_bad is not None:
-                bad.append((name, first_bad[0], number_text(first_bad[1])))
+                bad.append((run_id, (name, first_bad[0], number_text(first_bad[1]))))
         return bad
