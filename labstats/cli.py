@@ -61,7 +61,7 @@ def parse_param(item: str) -> tuple[str, Any]:
 def _value(raw: str) -> Any:
     try:
         return json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return raw  # a plain string: sweep-0.01, adam
 
 

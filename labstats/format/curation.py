@@ -116,7 +116,7 @@ def decode_tags(raw: Any) -> tuple[str, ...] | None:
     not a list at all."""
     try:
         found = json.loads(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         return None
     if not isinstance(found, list):
         return None
@@ -184,7 +184,7 @@ def decode_audit(writer: str, entry_id: bytes | str, raw: dict[bytes, bytes]) ->
         server_ms = 0
     try:
         changes = json.loads(fields.get("changes", "{}"))
-    except ValueError:
+    except (ValueError, RecursionError):
         changes = {}
     if not isinstance(changes, dict):
         changes = {}

@@ -40,7 +40,7 @@ def decode_kind(raw: bytes) -> str | None:
     """The kind of a media name's entry, or None for one labstats did not write."""
     try:
         kind = json.loads(raw)["kind"]
-    except (ValueError, TypeError, KeyError):
+    except (ValueError, TypeError, KeyError, RecursionError):
         return None
     return kind if isinstance(kind, str) else None
 
@@ -53,7 +53,7 @@ def decode(raw: bytes) -> dict[str, Any] | None:
     """A media record, or None for one labstats did not write (not JSON, no int step...)."""
     try:
         record = json.loads(raw)
-    except (ValueError, TypeError):
+    except (ValueError, TypeError, RecursionError):
         return None
     if not isinstance(record, dict):
         return None

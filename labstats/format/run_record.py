@@ -47,7 +47,7 @@ def decode(raw: dict[bytes, bytes]) -> dict[str, Any]:
         if k in JSON_FIELDS:
             try:
                 meta[k] = json.loads(v)
-            except ValueError:
+            except (ValueError, RecursionError):  # nested too deep for the parser: kept as text
                 meta[k] = v
         elif k in FLAG_FIELDS:
             meta[k] = v in _TRUE

@@ -39,7 +39,7 @@ def decode(raw: bytes) -> dict[str, Any]:
         info = json.loads(raw)
         if not isinstance(info, dict) or any(not isinstance(info.get(k), t) for k, t in REQUIRED):
             raise ValueError("fields missing or of the wrong type")
-    except ValueError as exc:  # JSONDecodeError and UnicodeDecodeError are ValueErrors
+    except (ValueError, RecursionError) as exc:  # JSONDecodeError, UnicodeDecodeError; too deep
         return {"kind": UNREADABLE_KIND, "count": 0, "error": str(exc)[:200]}
     last = info.get("last_idx")
     if not isinstance(last, int) or isinstance(last, bool):

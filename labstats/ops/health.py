@@ -190,7 +190,7 @@ def _read_box(lab: Lab, name: str, health: SourceHealth, now: float) -> None:
         health.box_age_s = max(0.0, now - health.box_at)
     try:
         state = json.loads(fields.get("state", "{}"))
-    except ValueError:
+    except (ValueError, RecursionError):
         return
     found = state.get("disks") if isinstance(state, dict) else None
     for disk in found if isinstance(found, list) else []:
@@ -326,7 +326,7 @@ def disks(paths: Iterable[str]) -> list[Disk]:
 def _success(job: str, raw: bytes | str) -> Success | None:
     try:
         data = json.loads(raw)
-    except ValueError:
+    except (ValueError, RecursionError):
         return None
     if not isinstance(data, dict):
         return None

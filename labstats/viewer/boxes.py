@@ -178,7 +178,7 @@ def _agent(raw: dict[str, bytes | None]) -> tuple[dict[str, Any] | None, str | N
     if raw.get("state"):
         try:
             state = json.loads(raw["state"])
-        except (ValueError, UnicodeDecodeError):
+        except (ValueError, UnicodeDecodeError, RecursionError):
             problems.append("its state is not JSON")
             state = {}
     if not isinstance(state, dict):
