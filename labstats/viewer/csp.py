@@ -24,7 +24,12 @@ LOGIN_CSP = (
 # script inline, pictures as data: URLs, nothing from anywhere (not even this viewer), so the
 # export's own policy, which the file carries too, and no framing. Only on /s/: every other
 # page keeps inline scripts forbidden.
-SHARE_CSP = f"{EXPORT_CSP}; frame-ancestors 'none'"
+# A link's page runs in a sandbox of its own (an opaque origin): even a script that got into it
+# could not read the viewer's cookies or call its API as the viewer's origin.
+SHARE_CSP = (
+    f"{EXPORT_CSP}; frame-ancestors 'none'; "
+    "sandbox allow-scripts allow-downloads allow-popups allow-popups-to-escape-sandbox"
+)
 
 FORM_ENDPOINTS = {"auth.login", "auth.password"}
 SHARE_ENDPOINTS = {"share.open"}

@@ -121,7 +121,8 @@ def test_the_viewer_knows_the_metrics_token_as_a_reader_and_where_the_stamps_are
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(ROLES / "viewer/templates"), trim_blocks=True)
     toml = env.get_template("viewer.toml.j2").render(
         ansible_managed="x", viewer_sources=[], viewer_session_hours=12, viewer_session_idle_minutes=120,
-        viewer_status_dir="/var/lib/labstats/status",
+        viewer_status_dir="/var/lib/labstats/status", viewer_share_max_days=30,
+        viewer_alerts_history_file="/var/lib/labstats-alerts/alerts.sqlite",
     )  # fmt: skip
     assert tomllib.loads(toml)["metrics"] == {"status_dir": "/var/lib/labstats/status"}
 
@@ -138,3 +139,14 @@ def test_the_viewer_role_refuses_a_token_of_its_own_named_metrics():
         )
     )
     assert found == [False, True, True]
+
+
+def test_share_tokens_stay_out_of_the_access_log_and_drawn_pages_have_a_budget():
+    site = (ROLES / "nginx/templates/labstats.conf.j2").read_text()
+    share = site.split("location /s/ {", 1)[1].split("\n    }", 1)[0]
+    assert "access_log /var/log/nginx/access.log labstats_masked;" in share
+    assert '~^/s/ "/s/…";' in site  # the masked form of the request line
+    drawn = site.split("/figure", 1)[1].split("\n    }", 1)[0]
+    assert "zone=labstats_expensive" in drawn
+    metrics = site.split("location = /metrics {", 1)[1].split("include", 1)[0]
+    assert "zone=labstats_metrics" in metrics

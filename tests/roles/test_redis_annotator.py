@@ -72,7 +72,8 @@ def render_viewer_toml(annotator_password: str) -> str:
     return env.get_template("viewer.toml.j2").render(
         ansible_managed="Ansible managed", viewer_sources=BOXES, viewer_redis_password="v@pw",
         viewer_annotator_password=annotator_password, viewer_archive_dir="/a", viewer_artifact_dir="/m",
-        viewer_session_hours=12, viewer_session_idle_minutes=120,
+        viewer_session_hours=12, viewer_session_idle_minutes=120, viewer_share_max_days=30,
+        viewer_alerts_history_file="/var/lib/labstats-alerts/alerts.sqlite",
     )  # fmt: skip
 
 
