@@ -36,6 +36,7 @@ log = logging.getLogger("labstats.alerts")
 
 MAX_RUN_ALERTS = 10_000  # a run's own alerts hash read at most this long
 MAX_OWN_ALERTS_PER_CHECK = 100  # of one run; the rest the next check
+MAX_RECENT_RUNS = 2_000  # of one owner started within repeat_after, looked at for ends unseen
 MAX_SERIES_READ = 20_000  # a run with more series is not checked for NaN nor user rules
 MAX_ALERT_BYTES = 64 * 1024  # Stats.alert writes at most 200 + 4,000 characters
 
@@ -120,11 +121,14 @@ class RunChecks:
     def ended_unseen(self, source: str, lab: Lab, known: dict[str, None]) -> list[str]:
         """Runs started within repeat_after that ended without this service seeing them end
         (no ENDED mark): one ZRANGEBYSCORE per owner, one HGET of the status per such run."""
-        since = time.time() - self.config.repeat_after
+        now = time.time()
+        since = now - self.config.repeat_after
         pipe = lab.redis.pipeline(transaction=False)
         groups = lab.index.groups()
         for owner in groups:
-            pipe.zrangebyscore(lab.keys.runs_index(owner), since, "+inf")
+            # The oldest first, none dated over an hour ahead (clocks differ), at most
+            # MAX_RECENT_RUNS: an index filled with ids of no run costs a bounded number of reads.
+            pipe.zrangebyscore(lab.keys.runs_index(owner), since, now + 3600, start=0, num=MAX_RECENT_RUNS)
         found = [
             raw.decode("utf-8", "replace")
             for owner, ids in zip(groups, pipe.execute(), strict=True)

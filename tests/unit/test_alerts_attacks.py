@@ -282,3 +282,17 @@ def test_a_token_given_as_the_host_is_hidden_in_the_log():
     assert "123456789012345678" in secrets_of(url)
     assert "localhost" not in secrets_of("json://localhost:8080/")
     assert "smtp.example.com" not in secrets_of("mailto://smtp.example.com")
+
+
+def test_a_runs_index_flooded_with_ids_of_no_run_keeps_a_check_quick(url, alerts_of, store):
+    make_runs(store, 1, alive=False)
+    pipe = store.pipeline(transaction=False)
+    for start in range(0, 200_000, 10_000):
+        pipe.zadd(KEYS.runs, {f"20261205-000000-f{n:07x}": time.time() for n in range(start, start + 10_000)})
+    pipe.execute()
+    alerts = alerts_of([])
+    alerts.check()
+    began = time.perf_counter()
+    alerts.check()
+    assert time.perf_counter() - began < 1
+    assert [row["rule"] for row in sent(alerts)] == ["crashed"]
