@@ -17,6 +17,7 @@ from labstats.ops.alert_history import History, channel_id
 log = logging.getLogger("labstats.alerts")
 
 BACKOFF_FIRST, BACKOFF_MAX = 5.0, 600.0
+DELIVER_TIMEOUT = 120.0  # seconds one try may take (a slow mail server's whole session)
 
 
 def secrets_of(url: str) -> list[str]:
@@ -92,6 +93,7 @@ class Channel(threading.Thread):
         self.wake = threading.Event()
         self.stopping = stopping
         self.down_since: float | None = None
+        self._try: threading.Thread | None = None  # the last try to send (see deliver)
 
     def run(self) -> None:
         while not self.stopping.is_set():
@@ -156,7 +158,26 @@ class Channel(threading.Thread):
         return 0.0
 
     def deliver(self, title: str, body: str, level: str) -> str | None:
-        """None when the channel took it, else why not (masked)."""
+        """None when the channel took it, else why not (masked). A try that has no answer
+        within DELIVER_TIMEOUT (a receiver that answers a byte at a time: no read ever times
+        out) is a failure, retried as any other; the next try waits until that one ends."""
+        if self._try is not None and self._try.is_alive():
+            return f"still waiting on an earlier try (no answer within {DELIVER_TIMEOUT:.0f} s)"
+        outcome: list[str | None] = []
+
+        def attempt() -> None:
+            try:
+                outcome.append(self.notify(title, body, level))
+            except Exception as exc:  # whatever it is, it is this try's failure
+                outcome.append(redact(f"{type(exc).__name__}: {exc}", self.secrets)[:300])
+
+        self._try = threading.Thread(target=attempt, name=f"{self.name}-try", daemon=True)
+        self._try.start()
+        self._try.join(DELIVER_TIMEOUT)
+        return outcome[0] if outcome else f"no answer within {DELIVER_TIMEOUT:.0f} s"
+
+    def notify(self, title: str, body: str, level: str) -> str | None:
+        """One try through Apprise: None when the channel took it, else why not (masked)."""
         import apprise
 
         notify_type = {"info": apprise.NotifyType.INFO, "error": apprise.NotifyType.FAILURE}.get(

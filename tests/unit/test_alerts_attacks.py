@@ -21,7 +21,7 @@ from test_alerts import SECRET, HttpReceiver
 
 from labstats.format import chunk, series_info
 from labstats.format.keys import Keys
-from labstats.ops import alert_rules
+from labstats.ops import alert_channels, alert_rules
 from labstats.ops.alert_channels import secrets_of
 from labstats.ops.alert_history import read_history
 from labstats.ops.alert_notifier import MAX_MESSAGES_PER_CHECK
@@ -296,3 +296,41 @@ def test_a_runs_index_flooded_with_ids_of_no_run_keeps_a_check_quick(url, alerts
     alerts.check()
     assert time.perf_counter() - began < 1
     assert [row["rule"] for row in sent(alerts)] == ["crashed"]
+
+
+class Trickle(Silent):
+    """A receiver that answers a byte a second, forever: no read ever times out."""
+
+    def _accept(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            self.held.append(conn)
+            threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+    @staticmethod
+    def _drip(conn: socket.socket) -> None:
+        try:
+            conn.sendall(b"HTTP/1.1 200 OK\r\n")
+            while True:
+                conn.sendall(b"X")
+                time.sleep(0.5)
+        except OSError:
+            return
+
+
+def test_a_channel_that_answers_a_byte_at_a_time_is_told_as_failing(
+    url, alerts_of, store, monkeypatch, caplog
+):
+    monkeypatch.setattr(alert_channels, "DELIVER_TIMEOUT", 2.0)
+    trickle = Trickle()
+    try:
+        alerts = alerts_of([f"json://127.0.0.1:{trickle.port}/"])
+        make_runs(store, 1, alive=False)
+        alerts.check()
+        assert wait_for(lambda: "no answer within 2 s" in (sent(alerts)[0]["last_error"] or ""), 15)
+        assert "failed" in caplog.text
+    finally:
+        trickle.stop()
