@@ -31,6 +31,7 @@ files (-wal, -shm) it may create stay the viewer's.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import os
 import secrets
@@ -120,8 +121,13 @@ class SessionStore:
             path = Path(self.path)
             if not path.parent.is_dir():
                 path.parent.mkdir(mode=0o700, parents=True)
-            # Created 0600 before SQLite opens it: its -wal and -shm files copy the mode.
-            os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o600))
+            # Created 0600 before SQLite opens it (its -wal and -shm files copy the mode), and
+            # only when it is not there: closing any descriptor of a file drops every POSIX
+            # lock this process holds on it, so opening and closing the file while another
+            # store's connection is open made the backup's copy believe it was alone, remove
+            # the -wal and -shm files under the workers, and every page answered 500.
+            with contextlib.suppress(FileExistsError):
+                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
         db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
         db.execute("PRAGMA busy_timeout = 10000")
         if not self.in_memory:
