@@ -36,6 +36,8 @@ MANUAL_TARGETS = {
     "lock": "re-pins the lock file from the live package index: its output changes with PyPI",
     "clean": "removes caches only",
     "bench": "the full benchmarks (minutes each, figures for docs/benchmarks.md); CI runs bench-quick",
+    "bench-share": "the full notebook, export and /metrics figures; CI runs the same script in bench-quick",
+    "bench-alerts": "the full alert delays; CI runs the same script in bench-quick",
     "bench-logger": "full run; CI runs the same script in bench-quick",
     "bench-viewer": "full run; CI runs the same scripts in bench-quick",
     "bench-archive": "full run; CI runs the same script in bench-quick",
