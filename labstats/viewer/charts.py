@@ -43,13 +43,24 @@ _UNIT_TEXT = {
     "celsius": "(Math.round(v * 10) / 10) + ' \u00b0C'",
     "flag": "(v >= 0.5 ? 'yes' : 'no')",
 }
-_BYTES_JS = """
-function labstatsBytes(v, suffix) {
-  const units = [[1099511627776, "TiB"], [1073741824, "GiB"], [1048576, "MiB"], [1024, "KiB"]];
-  for (const [size, name] of units) {
-    if (Math.abs(v) >= size) return (Math.round(v / size * 10) / 10) + " " + name + suffix;
+# On an axis (ticks: all of its ticks) every tick takes the unit of the largest and as many
+# decimals as the spacing needs, so that ticks 0.05 GiB apart do not all read "1.1 GiB".
+_AXIS_TEXT = {
+    **_UNIT_TEXT,
+    "bytes": "labstatsBytes(v, '', ticks)",
+    "bytes_per_s": "labstatsBytes(v, '/s', ticks)",
+}
+BYTES_JS = """
+function labstatsBytes(v, suffix, ticks) {
+  const units = [[1099511627776, "TiB"], [1073741824, "GiB"], [1048576, "MiB"], [1024, "KiB"], [1, "B"]];
+  const top = ticks ? Math.max(...ticks.map(Math.abs)) : Math.abs(v);
+  const [size, name] = units.find(([size]) => top >= size) || units[units.length - 1];
+  let decimals = 1;
+  if (ticks && ticks.length > 1) {
+    const step = Math.abs(ticks[1] - ticks[0]) / size;
+    decimals = step > 0 ? Math.min(4, Math.max(0, Math.ceil(-Math.log10(step)))) : 1;
   }
-  return (Math.round(v * 10) / 10) + " B" + suffix;
+  return (v / size).toFixed(decimals).replace(/\\.0+$/, "") + " " + name + suffix;
 }
 """
 
@@ -180,7 +191,7 @@ def _build_line_chart(
         pairs.append((source, url))
     fig.add_tools(_hover(x_axis, unit))
     if unit in _UNIT_TEXT:
-        code = f"{_BYTES_JS}\nconst v = tick;\nreturn {_UNIT_TEXT[unit]};"
+        code = f"{BYTES_JS}\nconst v = tick;\nreturn {_AXIS_TEXT[unit]};"
         fig.yaxis.formatter = CustomJSTickFormatter(code=code)
     if len(lines) > 1:
         fig.legend.click_policy = "hide"
@@ -203,7 +214,7 @@ def _hover(x_axis: str, unit: str) -> HoverTool:
     if unit in _UNIT_TEXT:
         y_field = ("value", "@values{custom}")
         formatters["@values"] = CustomJSHover(
-            code=f"{_BYTES_JS}\nconst v = value;\nreturn {_UNIT_TEXT[unit]};"
+            code=f"{BYTES_JS}\nconst v = value;\nreturn {_UNIT_TEXT[unit]};"
         )
     return HoverTool(tooltips=[x_field, y_field], formatters=formatters, mode="vline")
 

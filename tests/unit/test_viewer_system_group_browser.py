@@ -119,3 +119,24 @@ def test_a_page_opened_before_the_first_sample_gains_the_group(chromium, app, tm
             assert "GPU(s) through NVML" in page.inner_text(".system-statuses")
             assert {c["axis"] for c in page.evaluate(SYSTEM_CHARTS).values()} == {"DatetimeAxis"}
         assert errors == []
+
+
+def test_byte_axes_give_each_tick_the_decimals_its_spacing_needs(chromium):  # noqa: F811
+    # The y axis formatter of byte series, run by the browser as a chart's axis runs it.
+    from labstats.viewer import charts
+
+    page = chromium.new_page()
+    try:
+        page.set_content("<html><body></body></html>")
+        page.add_script_tag(content=charts.BYTES_JS)
+        gib = 1 << 30
+        axis = "ticks => ticks.map(v => labstatsBytes(v, '', ticks))"
+        assert page.evaluate(axis, [1.10 * gib, 1.15 * gib, 1.20 * gib]) == [
+            "1.10 GiB",
+            "1.15 GiB",
+            "1.20 GiB",
+        ]
+        assert page.evaluate(axis, [0, 20 * gib, 40 * gib]) == ["0 GiB", "20 GiB", "40 GiB"]
+        assert page.evaluate("v => labstatsBytes(v, '/s')", 1.234 * gib) == "1.2 GiB/s"  # a hover
+    finally:
+        page.close()
