@@ -22,9 +22,10 @@ import sqlite3
 import threading
 import time
 from dataclasses import dataclass
-from pathlib import Path
 
-MEMORY = ":memory:"
+from labstats.viewer import state_file
+
+MEMORY = state_file.MEMORY
 MAX_TITLE_CHARS = 200
 MAX_BODY_BYTES = 64 * 1024  # UTF-8 bytes of one version's Markdown
 MAX_VERSIONS = 1000  # of one report
@@ -103,18 +104,10 @@ class ReportStore:
     def __init__(self, path: str | os.PathLike = MEMORY) -> None:
         self.path = str(path)
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-        self._pid = 0
+        self._state = state_file.PerProcess(self.path, _SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
-        if self._db is None or self._pid != os.getpid():
-            if self.path != MEMORY and not Path(self.path).parent.is_dir():
-                Path(self.path).parent.mkdir(mode=0o700, parents=True)
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA busy_timeout = 10000")
-            db.executescript(_SCHEMA)
-            self._db, self._pid = db, os.getpid()
-        return self._db
+        return self._state.get()
 
     def create(self, title: str, body: str, user: str) -> tuple[str, int]:
         """A new report (its version 1); its id and version."""

@@ -21,9 +21,10 @@ import sqlite3
 import threading
 import time
 from collections.abc import Iterable
-from pathlib import Path
 
-MEMORY = ":memory:"
+from labstats.viewer import state_file
+
+MEMORY = state_file.MEMORY
 # The table's query parameters a view keeps (the page number is not part of a view).
 VIEW_PARAMS = ("q", "status", "tag", "sort", "order", "filter", "group", "limit", "metric", "also", "hide")
 MAX_VIEWS = 100  # per user
@@ -52,18 +53,10 @@ class ViewStore:
     def __init__(self, path: str | os.PathLike = MEMORY) -> None:
         self.path = str(path)
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-        self._pid = 0
+        self._state = state_file.PerProcess(self.path, _SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
-        if self._db is None or self._pid != os.getpid():
-            if self.path != MEMORY and not Path(self.path).parent.is_dir():
-                Path(self.path).parent.mkdir(mode=0o700, parents=True)
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA busy_timeout = 10000")
-            db.executescript(_SCHEMA)
-            self._db, self._pid = db, os.getpid()
-        return self._db
+        return self._state.get()
 
     def save(self, user: str, name: str, params: Iterable[tuple[str, str]]) -> None:
         """Keep ``params`` (the table's own, see VIEW_PARAMS; others are left out) as the

@@ -31,7 +31,6 @@ files (-wal, -shm) it may create stay the viewer's.
 from __future__ import annotations
 
 import argparse
-import contextlib
 import hashlib
 import os
 import secrets
@@ -43,7 +42,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-MEMORY = ":memory:"
+from labstats.viewer import state_file
+
+MEMORY = state_file.MEMORY
 # Last use is written at most this often per session: a live page polls every second, and a
 # write per request from every worker would contend for the file for nothing. The idle
 # timeout is then exact to within this.
@@ -109,40 +110,14 @@ class SessionStore:
         self.idle_s = idle_s
         self.clock = clock
         self._lock = threading.Lock()  # uWSGI threads share the process's connection
-        self._db: sqlite3.Connection | None = None
-        self._pid = 0
+        self._state = state_file.PerProcess(self.path, _SCHEMA)
 
     @property
     def in_memory(self) -> bool:
         return self.path == MEMORY
 
-    def _connect(self) -> sqlite3.Connection:
-        if not self.in_memory:
-            path = Path(self.path)
-            if not path.parent.is_dir():
-                path.parent.mkdir(mode=0o700, parents=True)
-            # Created 0600 before SQLite opens it (its -wal and -shm files copy the mode), and
-            # only when it is not there: closing any descriptor of a file drops every POSIX
-            # lock this process holds on it, so opening and closing the file while another
-            # store's connection is open made the backup's copy believe it was alone, remove
-            # the -wal and -shm files under the workers, and every page answered 500.
-            with contextlib.suppress(FileExistsError):
-                os.close(os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600))
-        db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-        db.execute("PRAGMA busy_timeout = 10000")
-        if not self.in_memory:
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA synchronous = NORMAL")  # WAL: durable across a crash of the app
-        db.executescript(_SCHEMA)
-        return db
-
     def _conn(self) -> sqlite3.Connection:
-        if self._db is None or self._pid != os.getpid():
-            # After a fork the parent's connection is left alone (never closed here: closing
-            # it could touch the parent's locks); the child opens its own.
-            self._db = self._connect()
-            self._pid = os.getpid()
-        return self._db
+        return self._state.get()
 
     def check(self) -> None:
         """Open the store once and close it again (before uWSGI forks): a sessions file that
@@ -263,9 +238,7 @@ class SessionStore:
 
     def close(self) -> None:
         with self._lock:
-            if self._db is not None and self._pid == os.getpid():
-                self._db.close()
-            self._db = None
+            self._state.close()
 
 
 def from_section(section: dict) -> SessionStore:

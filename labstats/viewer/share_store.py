@@ -27,10 +27,11 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
-MEMORY = ":memory:"
+from labstats.viewer import state_file
+
+MEMORY = state_file.MEMORY
 KINDS = ("run", "compare", "report")
 TOKEN_BYTES = 32  # secrets.token_urlsafe(32): 256 random bits, 43 characters
 TOKEN_FORM = re.compile(r"[A-Za-z0-9_-]{43}")  # what token_urlsafe(32) gives, nothing else is looked up
@@ -118,18 +119,10 @@ class ShareStore:
         self.path = str(path)
         self.clock = clock
         self._lock = threading.Lock()
-        self._db: sqlite3.Connection | None = None
-        self._pid = 0
+        self._state = state_file.PerProcess(self.path, _SCHEMA)
 
     def _conn(self) -> sqlite3.Connection:
-        if self._db is None or self._pid != os.getpid():
-            if self.path != MEMORY and not Path(self.path).parent.is_dir():
-                Path(self.path).parent.mkdir(mode=0o700, parents=True)
-            db = sqlite3.connect(self.path, timeout=10, isolation_level=None, check_same_thread=False)
-            db.execute("PRAGMA busy_timeout = 10000")
-            db.executescript(_SCHEMA)
-            self._db, self._pid = db, os.getpid()
-        return self._db
+        return self._state.get()
 
     def create(
         self, owner: str, kind: str, target: dict[str, Any], title: str, days: float, max_days: float

@@ -4,6 +4,7 @@ the file (sessions, saved views, reports, links) must keep working after each co
 dropped its own locks (opening and closing the file again), the copy then believed it was the
 only user and removed the -wal and -shm files, and every page answered 500."""
 
+import sqlite3
 import subprocess
 import sys
 
@@ -38,3 +39,13 @@ def test_a_worker_with_every_store_open_outlives_the_backups_copy(tmp_path):
         views.save("alice", f"view {n}", [("sort", "name")])
         assert len(views.views("alice")) == n + 2
         assert len(reports.listed()) == 1
+
+
+def test_whichever_store_makes_the_file_makes_it_for_the_viewer_only_in_wal_mode(tmp_path):
+    for n, store in enumerate((ViewStore, ReportStore, SessionStore)):
+        path = tmp_path / f"state{n}" / "viewer.sqlite"
+        made = store(path)
+        made._conn()  # noqa: SLF001 (the first use makes the file)
+        assert path.stat().st_mode & 0o777 == 0o600
+        assert path.parent.stat().st_mode & 0o777 == 0o700
+        assert sqlite3.connect(path).execute("PRAGMA journal_mode").fetchone() == ("wal",)
