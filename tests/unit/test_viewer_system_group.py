@@ -131,7 +131,8 @@ def test_a_run_without_system_series_has_no_system_group(client, tmp_path):
 
 def test_status_texts_are_bounded_and_escaped(client, tmp_path):
     hostile = "<script>alert(1)</script>" + "x" * 1_000_000
-    with labstats.Stats(tmp_path / "hostile", system_metrics=False) as stats:
+    # console=False: what else the test process printed (a warning quoting the text) stays off the page
+    with labstats.Stats(tmp_path / "hostile", system_metrics=False, console=False) as stats:
         stats.log(step=0, loss=1.0, **{"sys/host_status": hostile, "sys/cpu_percent": 12.5})
     response = client.get(f"/runs/local/{stats.run_id}")
     assert response.status_code == 200
