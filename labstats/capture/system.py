@@ -11,10 +11,12 @@ them on the run's writer like any other point.
 
 What is sampled, each part on its own (one failing stops only itself, with one warning):
 
-- every GPU through NVML (``pynvml``, the ``nvidia-ml-py`` package, imported here lazily):
-  utilisation, memory used and total, power, temperature, and whether a process of this run
-  uses it. Without the package, a driver or a GPU, the text series ``sys/gpu_status`` says so
-  and why, once; it also says when an NVML error stopped the GPU part mid-run.
+- every GPU through NVML (``pynvml``, the ``nvidia-ml-py`` package, imported here lazily),
+  and AMD's through ``amdsmi`` where it is installed (numbered after NVIDIA's; tested with a
+  stand-in only, as no AMD GPU was at hand): utilisation, memory used and total, power,
+  temperature, and whether a process of this run uses it. The text series ``sys/gpu_status``
+  says what was found, once; without any GPU it says why neither library found one. An
+  error of either library mid-run stops only its GPUs, with one warning, and the status says so.
 - the run's process tree (this process and its children, DataLoader workers included): CPU %,
   resident memory and threads, summed (``psutil``);
 - the box: CPU %, memory, disk and network rates, and the free space where ``paths`` live.
@@ -31,7 +33,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any
 
@@ -58,6 +60,7 @@ GPU_FIELDS = ("util_percent", "memory_used_bytes", "memory_total_bytes", "power_
               "temperature_celsius", "used_by_run")  # fmt: skip
 GPU_STATUS = PREFIX + "gpu_status"
 HOST_STATUS = PREFIX + "host_status"
+AMDSMI_STATUS_NOT_SUPPORTED = 2  # amdsmi's err_code for a call a board does not offer
 
 Sink = Callable[[int, dict[str, Any]], Any]
 
@@ -72,52 +75,61 @@ def free_series(place: str) -> str:
     return f"{PREFIX}{place}_free_bytes"
 
 
-class GpuPart:
-    """The GPUs through NVML. ``nvml``: the pynvml module or an object offering its calls (a
-    stand-in in tests and benchmarks); None imports pynvml on the sampler thread."""
+class VendorGpus:
+    """What the GPU parts of every vendor share: finding the GPUs, which fields each offers,
+    sampling them under ``sys/gpu<i>/``, stopping on an error. A vendor's part says how its
+    library is opened and closed and how each field is read (None: no value this time)."""
 
-    def __init__(self, nvml: Any = None) -> None:
-        self.nvml = nvml
+    library = ""  # the library's name, in the status: "NVML"
+    module = ""  # the Python module imported when no stand-in is given
+    missing = ""  # why there is nothing when the module is not installed
+
+    def __init__(self, api: Any = None) -> None:
+        self.api = api
         self.handles: list[Any] = []
         self.fields: list[tuple[str, ...]] = []  # each GPU's fields that its driver offers
-        self.status = ""  # what the sampler found, in words (sys/gpu_status)
+        self.status = ""  # what the part found, in words (see gpu_status)
         self.active = False
+        self.found = 0  # GPUs found at the start (kept when an error stops the part)
+        self.first_index = 0  # this part's first GPU is sys/gpu<first_index> (after other vendors')
 
     def start(self) -> None:
         """Find the GPUs; ``status`` says what was found or why there are none."""
-        nvml = self.nvml
-        if nvml is None:
-            try:
-                nvml = self.nvml = importlib.import_module("pynvml")
-            except ImportError:
-                self.status = "no GPU metrics: pynvml is not installed (pip install 'labstats[gpu]')"
-                return
         try:
-            nvml.nvmlInit()
-            count = nvml.nvmlDeviceGetCount()
-            self.handles = [nvml.nvmlDeviceGetHandleByIndex(i) for i in range(count)]
-        except Exception as exc:  # NVMLError: no driver, no device, a library that will not load
-            self.status = f"no GPU metrics: NVML did not start ({_why(exc)})"
+            if self.api is None:
+                self.api = importlib.import_module(self.module)
+            self.handles = list(self._open())
+        except ImportError:
+            self.status = self.missing
+            return
+        except Exception as exc:  # no driver, no device, a library that will not load
+            self.status = f"{self.library} did not start ({_why(exc)})"
             return
         if not self.handles:
-            self.status = "no GPU metrics: NVML found no GPU"
+            self.status = f"{self.library} found no GPU"
             return
         self.fields = [self._offered(handle) for handle in self.handles]
         self.active = True
-        self.status = f"{len(self.handles)} GPU(s) through NVML, driver {self._driver()}"
+        self.found = len(self.handles)
+        self.status = f"{self.found} GPU(s) through {self.library}, driver {self._driver()}"
         left_out = sorted({f for fields in self.fields for f in GPU_FIELDS if f not in fields})
         if left_out:
             self.status += f"; not offered by the driver: {', '.join(left_out)}"
 
     def sample(self, pids: set[int], values: dict[str, Any]) -> None:
-        for index, (handle, fields) in enumerate(zip(self.handles, self.fields, strict=True)):
+        """Each GPU's fields into ``values``: all of them, or none when a read fails."""
+        sampled = {}
+        for offset, (handle, fields) in enumerate(zip(self.handles, self.fields, strict=True)):
             for field in fields:
-                values[gpu_series(index, field)] = self._read(field, handle, pids)
+                value = self._read(field, handle, pids)
+                if value is not None:
+                    sampled[gpu_series(self.first_index + offset, field)] = value
+        values.update(sampled)
 
     def stop_on_error(self, exc: BaseException) -> str:
-        """Stop the GPU part after an error mid-run; the status it leaves."""
+        """Stop the part after an error mid-run; the status it leaves."""
         self.active = False
-        self.status = f"GPU metrics stopped: NVML failed mid-run ({_why(exc)})"
+        self.status = f"GPU metrics stopped: {self.library} failed mid-run ({_why(exc)})"
         self.shutdown()
         return self.status
 
@@ -125,25 +137,81 @@ class GpuPart:
         if self.handles:
             self.handles = []
             try:
-                self.nvml.nvmlShutdown()
+                self._close()
             except Exception:  # the driver is gone already: nothing to release
-                log.debug("labstats: nvmlShutdown failed", exc_info=True)
+                log.debug("labstats: closing %s failed", self.library, exc_info=True)
+
+    def process_pids(self, handle: Any) -> list[int] | None:
+        """The ids of the processes on the GPU as its driver sees them (inside a container
+        with its own pid namespace they are the host's); None when the library lists none."""
+        raise NotImplementedError
 
     def _offered(self, handle: Any) -> tuple[str, ...]:
         """The fields this GPU answers (power is not offered by every board). An error other
-        than "not supported" is left to the first sample, which stops the GPU part."""
+        than "not supported" is left to the first sample, which stops the part."""
         offered = []
         for field in GPU_FIELDS:
             try:
-                self._read(field, handle, set())
+                if self._read(field, handle, set()) is None:
+                    continue
             except Exception as exc:
-                if getattr(exc, "value", None) == getattr(self.nvml, "NVML_ERROR_NOT_SUPPORTED", 3):
+                if self._not_supported(exc):
                     continue
             offered.append(field)
         return tuple(offered)
 
-    def _read(self, field: str, handle: Any, pids: set[int]) -> float:
-        nvml = self.nvml
+    def _used_by_run(self, handle: Any, pids: set[int]) -> float | None:
+        on_gpu = self.process_pids(handle)
+        return None if on_gpu is None else float(not pids.isdisjoint(on_gpu))
+
+    def _open(self) -> list[Any]:
+        raise NotImplementedError
+
+    def _close(self) -> None:
+        raise NotImplementedError
+
+    def _read(self, field: str, handle: Any, pids: set[int]) -> float | None:
+        raise NotImplementedError
+
+    def _not_supported(self, exc: BaseException) -> bool:
+        raise NotImplementedError
+
+    def _driver(self) -> str:
+        raise NotImplementedError
+
+    def name(self, handle: Any) -> str:
+        """The GPU's model ("" when the library will not say)."""
+        raise NotImplementedError
+
+    def uuid(self, handle: Any) -> str:
+        raise NotImplementedError
+
+
+class GpuPart(VendorGpus):
+    """NVIDIA's GPUs through NVML. ``api``: the pynvml module or an object offering its calls
+    (a stand-in in tests and benchmarks); None imports pynvml on the sampler thread."""
+
+    library, module = "NVML", "pynvml"
+    missing = "pynvml is not installed (pip install 'labstats[gpu]')"
+
+    def process_pids(self, handle: Any) -> list[int]:
+        return [p.pid for p in self.api.nvmlDeviceGetComputeRunningProcesses(handle)]
+
+    def name(self, handle: Any) -> str:
+        return self._text(self.api.nvmlDeviceGetName, handle)
+
+    def uuid(self, handle: Any) -> str:
+        return self._text(self.api.nvmlDeviceGetUUID, handle)
+
+    def _open(self) -> list[Any]:
+        self.api.nvmlInit()
+        return [self.api.nvmlDeviceGetHandleByIndex(i) for i in range(self.api.nvmlDeviceGetCount())]
+
+    def _close(self) -> None:
+        self.api.nvmlShutdown()
+
+    def _read(self, field: str, handle: Any, pids: set[int]) -> float | None:
+        nvml = self.api
         if field == "util_percent":
             return float(nvml.nvmlDeviceGetUtilizationRates(handle).gpu)
         if field == "memory_used_bytes":
@@ -154,17 +222,119 @@ class GpuPart:
             return nvml.nvmlDeviceGetPowerUsage(handle) / 1000.0  # milliwatts
         if field == "temperature_celsius":
             return float(nvml.nvmlDeviceGetTemperature(handle, nvml.NVML_TEMPERATURE_GPU))
-        # Process ids as the driver sees them: inside a container with its own pid namespace
-        # they are the host's, and no GPU reads as used by the run.
-        running = nvml.nvmlDeviceGetComputeRunningProcesses(handle)
-        return 1.0 if any(p.pid in pids for p in running) else 0.0
+        return self._used_by_run(handle, pids)
+
+    def _not_supported(self, exc: BaseException) -> bool:
+        return getattr(exc, "value", None) == getattr(self.api, "NVML_ERROR_NOT_SUPPORTED", 3)
+
+    def _driver(self) -> str:
+        return self._text(self.api.nvmlSystemGetDriverVersion) or "?"
+
+    @staticmethod
+    def _text(call: Callable[..., Any], *args: Any) -> str:
+        try:
+            value = call(*args)
+        except Exception:  # an old driver without the call: the GPU is still sampled
+            return ""
+        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+
+
+class AmdGpuPart(VendorGpus):
+    """AMD's GPUs through amdsmi (ROCm's SMI library's Python binding), imported lazily like
+    pynvml; ``api``: the module or a stand-in offering its calls. Tested with a stand-in
+    only (no AMD GPU here); the calls and their units are those of amdsmi 6 and 7."""
+
+    library, module = "amdsmi", "amdsmi"
+    missing = "amdsmi is not installed (ROCm's Python package, for AMD GPUs)"
+
+    def process_pids(self, handle: Any) -> list[int] | None:
+        # amdsmi 6 and later list each process as a dict with its pid; older ones list handles.
+        listed = self.api.amdsmi_get_gpu_process_list(handle)
+        if not all(isinstance(p, Mapping) and isinstance(p.get("pid"), int) for p in listed):
+            return None
+        return [p["pid"] for p in listed]
+
+    def name(self, handle: Any) -> str:
+        try:
+            return str(self.api.amdsmi_get_gpu_asic_info(handle)["market_name"])
+        except Exception:  # not offered by this board or library: the GPU is still sampled
+            return ""
+
+    def uuid(self, handle: Any) -> str:
+        try:
+            return str(self.api.amdsmi_get_gpu_device_uuid(handle))
+        except Exception:
+            return ""
+
+    def _open(self) -> list[Any]:
+        self.api.amdsmi_init(self.api.AmdSmiInitFlags.INIT_AMD_GPUS)
+        return self.api.amdsmi_get_processor_handles()
+
+    def _close(self) -> None:
+        self.api.amdsmi_shut_down()
+
+    def _read(self, field: str, handle: Any, pids: set[int]) -> float | None:
+        # A value the board does not report reads "N/A": no value (left out at the start).
+        amd = self.api
+        if field == "util_percent":
+            return _number(amd.amdsmi_get_gpu_activity(handle).get("gfx_activity"))
+        if field == "memory_used_bytes":
+            return _number(amd.amdsmi_get_gpu_memory_usage(handle, amd.AmdSmiMemoryType.VRAM))
+        if field == "memory_total_bytes":
+            return _number(amd.amdsmi_get_gpu_memory_total(handle, amd.AmdSmiMemoryType.VRAM))
+        if field == "power_watts":  # watts; newer boards say the current power, older the average
+            power = amd.amdsmi_get_power_info(handle)
+            current = _number(power.get("current_socket_power"))
+            return _number(power.get("average_socket_power")) if current is None else current
+        if field == "temperature_celsius":
+            try:
+                return _number(self._temperature(handle, amd.AmdSmiTemperatureType.EDGE))
+            except Exception as exc:  # boards without an edge sensor (MI300) have the hotspot
+                if not self._not_supported(exc):
+                    raise
+                return _number(self._temperature(handle, amd.AmdSmiTemperatureType.HOTSPOT))
+        return self._used_by_run(handle, pids)
+
+    def _temperature(self, handle: Any, sensor: Any) -> Any:
+        return self.api.amdsmi_get_temp_metric(handle, sensor, self.api.AmdSmiTemperatureMetric.CURRENT)
+
+    def _not_supported(self, exc: BaseException) -> bool:
+        return getattr(exc, "err_code", None) == AMDSMI_STATUS_NOT_SUPPORTED
 
     def _driver(self) -> str:
         try:
-            version = self.nvml.nvmlSystemGetDriverVersion()
+            return str(self.api.amdsmi_get_gpu_driver_info(self.handles[0])["driver_version"])
         except Exception:
             return "?"
-        return version.decode() if isinstance(version, bytes) else str(version)
+
+
+def gpu_parts(nvml: Any = None, amdsmi: Any = None) -> tuple[GpuPart, AmdGpuPart]:
+    """The GPU parts, NVIDIA's first: AMD's GPUs are numbered after NVIDIA's."""
+    return GpuPart(nvml), AmdGpuPart(amdsmi)
+
+
+def start_gpus(parts: Iterable[VendorGpus]) -> None:
+    """Start each part, each numbering its GPUs after the previous parts'."""
+    first = 0
+    for part in parts:
+        part.start()
+        part.first_index = first
+        first += part.found
+
+
+def gpu_status(parts: Iterable[VendorGpus]) -> str:
+    """``sys/gpu_status``: what the parts that found GPUs say, or why none found one (a library
+    that is not installed is named only then)."""
+    parts = list(parts)
+    found = [part.status for part in parts if part.found]
+    return "; ".join(found) if found else "no GPU metrics: " + "; ".join(p.status for p in parts)
+
+
+def _number(value: Any) -> float | None:
+    """A reading as a number; None for amdsmi's "N/A" (or anything else not a number)."""
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return None
+    return float(value)
 
 
 class HostPart:
@@ -261,13 +431,15 @@ class SystemSampler(threading.Thread):
         paths: Mapping[str, str | os.PathLike] | None = None,
         pid: int | None = None,
         nvml: Any = None,
+        amdsmi: Any = None,
     ) -> None:
         super().__init__(name="labstats-system", daemon=True)
         if not interval > 0:
             raise ValueError(f"labstats: the system metrics interval must be positive, not {interval!r}")
         self.sink = sink
         self.interval = float(interval)
-        self.gpus = GpuPart(nvml)
+        self.gpu_parts = gpu_parts(nvml, amdsmi)
+        self.gpus, self.amd_gpus = self.gpu_parts
         self.host = HostPart(os.getpid() if pid is None else pid,
                              {place: Path(path) for place, path in (paths or {}).items()})  # fmt: skip
         self.samples = 0  # samples handed to the sink
@@ -291,18 +463,20 @@ class SystemSampler(threading.Thread):
         except Exception:  # a bug here must never reach training: the sampler ends instead
             log.exception("labstats: system metrics stopped")
         finally:
-            self.gpus.shutdown()
+            for part in self.gpu_parts:
+                part.shutdown()
 
     def prepare(self) -> None:
         """Start the parts: find the GPUs, set the CPU baselines (the thread does it first)."""
         self.host.start()
-        self.gpus.start()
-        if not self.gpus.active:
-            log.info("labstats: %s", self.gpus.status)
+        start_gpus(self.gpu_parts)
+        status = gpu_status(self.gpu_parts)
+        if not any(part.active for part in self.gpu_parts):
+            log.info("labstats: %s", status)
         if not self.host.active:
             log.warning("labstats: %s", self.host.status)
             self._notes[HOST_STATUS] = self.host.status
-        self._notes[GPU_STATUS] = self.gpus.status
+        self._notes[GPU_STATUS] = status
 
     def sample_once(self) -> dict[str, Any]:
         """Take one sample and send it (from the sampler thread; the benchmark calls it too)."""
@@ -314,14 +488,14 @@ class SystemSampler(threading.Thread):
                 self.host.active = False
                 self._notes[HOST_STATUS] = status = f"process and box metrics stopped ({_why(exc)})"
                 log.warning("labstats: %s", status, exc_info=exc)
-        if self.gpus.active:
+        for part in self.gpu_parts:
+            if not part.active:
+                continue
             try:
-                self.gpus.sample(self.host.tree_pids(), values)
-            except Exception as exc:  # an NVML error (a GPU fell off the bus, the driver reloaded)
-                for name in [n for n in values if n.startswith(PREFIX + "gpu")]:
-                    del values[name]  # a sample holds all of a part or none of it
-                self._notes[GPU_STATUS] = status = self.gpus.stop_on_error(exc)
-                log.warning("labstats: %s; the other system metrics go on", status)
+                part.sample(self.host.tree_pids(), values)
+            except Exception as exc:  # a library's error (a GPU fell off the bus, the driver reloaded)
+                log.warning("labstats: %s; the other system metrics go on", part.stop_on_error(exc))
+                self._notes[GPU_STATUS] = gpu_status(self.gpu_parts)
         values.update(self._notes)
         with self._sending:
             if self._stopping.is_set():

@@ -9,7 +9,8 @@ and Redis user ``agent``), with the Redis URL in the file ``$LABSTATS_CONFIG`` n
 
 - ``ls:box:<source>``: a hash of the latest sample: ``at`` (unix seconds), ``interval``,
   ``host``, ``agent_version`` and ``state``, a JSON object: the box's CPU and memory, the free
-  and total bytes of each ``--disk``, what NVML says (``gpu_status``), each GPU with its use,
+  and total bytes of each ``--disk``, what NVML and amdsmi say (``gpu_status``), each GPU
+  (NVIDIA's, then AMD's where amdsmi is installed) with its use,
   memory, power, temperature and the processes on it: their pid, user and the run each
   belongs to (the run whose process is the GPU process or one of its parents); and the
   ``runs`` running on this box (record ``host`` this host's name, heartbeat fresh, process alive).
@@ -21,7 +22,8 @@ The sampling is the runs' own (labstats.capture.system's GPU and host parts). Fa
 
 - Redis away (restarted, refusing): sampling goes on, one warning per outage and one line
   when it is back; the samples of up to an hour away are written then (no gap in the history).
-- An NVML error: the GPU part stops with one warning, and ``gpu_status`` says why; the rest goes on.
+- An NVML or amdsmi error: that library's GPUs stop with one warning, and ``gpu_status`` says
+  why; the rest goes on.
 - SIGTERM or SIGINT: the agent ends after the sample it is taking, with status 0.
 - A bad argument or config: status 78 (EX_CONFIG), which its unit does not restart.
 """
@@ -81,8 +83,9 @@ class BoxSampler:
     """One sample of the box: the GPU and host parts of the runs' sampler, the disks'
     totals beside their free space, and which user and run each GPU process belongs to."""
 
-    def __init__(self, disks: Iterable[str | os.PathLike], nvml: Any = None) -> None:
-        self.gpus = system.GpuPart(nvml)
+    def __init__(self, disks: Iterable[str | os.PathLike], nvml: Any = None, amdsmi: Any = None) -> None:
+        self.gpu_parts = system.gpu_parts(nvml, amdsmi)
+        self.gpus, self.amd_gpus = self.gpu_parts
         # The agent's own process as "the tree": the part samples the box beside it.
         self.host = system.HostPart(os.getpid(), {})
         self.disks = [Path(d) for d in disks]
@@ -103,20 +106,19 @@ class BoxSampler:
         else:
             self.host_status = self.host.status
             log.warning("labstats-agent: %s", self.host_status)
-        self.gpus.start()
-        if not self.gpus.active:
-            log.info("labstats-agent: %s", self.gpus.status)
-            return
-        # The agent is no run: the part's "used by the run" read is replaced by the list of
-        # processes on each GPU (the same NVML call), read below.
-        self.lists_processes = ["used_by_run" in fields for fields in self.gpus.fields]
-        self.gpus.fields = [tuple(f for f in fields if f != "used_by_run") for fields in self.gpus.fields]
-        self.names = [self._text("nvmlDeviceGetName", handle) for handle in self.gpus.handles]
-        self.uuids = [self._text("nvmlDeviceGetUUID", handle) for handle in self.gpus.handles]
-        log.info("labstats-agent: %s", self.gpus.status)
+        system.start_gpus(self.gpu_parts)
+        for part in self.gpu_parts:  # indexed as the GPUs are numbered: NVIDIA's, then AMD's
+            # The agent is no run: the part's "used by the run" read is replaced by the list of
+            # processes on each GPU (the same library call), read below.
+            self.lists_processes += ["used_by_run" in fields for fields in part.fields]
+            part.fields = [tuple(f for f in fields if f != "used_by_run") for fields in part.fields]
+            self.names += [part.name(handle) for handle in part.handles]
+            self.uuids += [part.uuid(handle) for handle in part.handles]
+        log.info("labstats-agent: %s", system.gpu_status(self.gpu_parts))
 
     def stop(self) -> None:
-        self.gpus.shutdown()
+        for part in self.gpu_parts:
+            part.shutdown()
 
     def sample(self, run_pids: Mapping[int, str]) -> dict[str, Any]:
         """The box's state as the contract of ``ls:box:<source>`` has it (``runs`` excepted:
@@ -141,34 +143,34 @@ class BoxSampler:
         }
         if self.host_status:
             state["host_status"] = self.host_status
-        if self.gpus.active:
+        for part in self.gpu_parts:
+            if not part.active:
+                continue
             try:
-                state["gpus"] = self._gpus(run_pids)
-            except Exception as exc:  # an NVML error: a GPU fell off the bus, the driver reloaded
-                status = self.gpus.stop_on_error(exc)
+                state["gpus"] += self._gpus(part, run_pids)
+            except Exception as exc:  # a library's error: a GPU fell off the bus, the driver reloaded
+                status = part.stop_on_error(exc)
                 log.warning("labstats-agent: %s; the other box metrics go on", status)
-        state["gpu_status"] = self.gpus.status
+        state["gpu_status"] = system.gpu_status(self.gpu_parts)
         return state
 
-    def _gpus(self, run_pids: Mapping[int, str]) -> list[dict[str, Any]]:
+    def _gpus(self, part: system.VendorGpus, run_pids: Mapping[int, str]) -> list[dict[str, Any]]:
+        """One library's GPUs: all of them, or an error when a read fails."""
         values: dict[str, Any] = {}
-        self.gpus.sample(set(), values)
-        nvml, memo = self.gpus.nvml, dict(run_pids)
+        part.sample(set(), values)
+        memo = dict(run_pids)
         users: dict[int, str] = {}  # one process on many GPUs is looked up once
         found = []
-        for index, handle in enumerate(self.gpus.handles):
+        for index, handle in enumerate(part.handles, start=part.first_index):
             gpu: dict[str, Any] = {"index": index, "name": self.names[index], "uuid": self.uuids[index]}
             for field in GPU_FIELDS:
                 value = values.get(system.gpu_series(index, field))
                 gpu[field] = _int(value) if field in GPU_INT_FIELDS else value
-            processes = []
-            if self.lists_processes[index]:
-                pids = dict.fromkeys(p.pid for p in nvml.nvmlDeviceGetComputeRunningProcesses(handle))
-                processes = [
-                    {"pid": pid, "user": self._user(pid, users), "run": self._run_of(pid, memo)}
-                    for pid in pids
-                ]
-            gpu["processes"] = processes
+            pids = part.process_pids(handle) if self.lists_processes[index] else None
+            gpu["processes"] = [
+                {"pid": pid, "user": self._user(pid, users), "run": self._run_of(pid, memo)}
+                for pid in dict.fromkeys(pids or ())  # each pid once
+            ]
             found.append(gpu)
         return found
 
@@ -221,13 +223,6 @@ class BoxSampler:
                 )
                 break
         return found
-
-    def _text(self, call: str, handle: Any) -> str:
-        try:
-            value = getattr(self.gpus.nvml, call)(handle)
-        except Exception:  # an old driver without the call: the GPU is still sampled
-            return ""
-        return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 
 
 def history_fields(state: Mapping[str, Any]) -> dict[str, float | int]:
@@ -436,7 +431,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     return args
 
 
-def main(argv: list[str] | None = None, nvml: Any = None) -> int:
+def main(argv: list[str] | None = None, nvml: Any = None, amdsmi: Any = None) -> int:
     args = parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(message)s")
     try:
@@ -445,7 +440,7 @@ def main(argv: list[str] | None = None, nvml: Any = None) -> int:
     except (cfg.LabstatsError, ValueError) as exc:  # no config, or a URL redis-py cannot parse
         print(f"labstats-agent: {exc}", file=sys.stderr)
         return EX_CONFIG
-    sampler = BoxSampler(args.disks or DEFAULT_DISKS, nvml)
+    sampler = BoxSampler(args.disks or DEFAULT_DISKS, nvml, amdsmi)
     agent = BoxAgent(client, args.source, sampler, prefix=settings.prefix, interval=args.interval,
                      history_hours=args.history_hours)  # fmt: skip
     stop = threading.Event()

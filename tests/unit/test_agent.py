@@ -228,11 +228,15 @@ def test_an_nvml_error_stops_the_gpus_with_one_warning_and_the_status_says_why(
 
 def test_without_nvml_the_state_says_why(url, redis_server, tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "pynvml", None)  # import pynvml fails
+    monkeypatch.setitem(sys.modules, "amdsmi", None)  # and import amdsmi
     box = make_agent(redis_server.client(), tmp_path, None)
     box.sampler.start()
     state = box.step()
     assert state["gpus"] == []
-    assert state["gpu_status"] == "no GPU metrics: pynvml is not installed (pip install 'labstats[gpu]')"
+    assert state["gpu_status"] == (
+        "no GPU metrics: pynvml is not installed (pip install 'labstats[gpu]');"
+        " amdsmi is not installed (ROCm's Python package, for AMD GPUs)"
+    )
 
 
 def agent_command(*args):

@@ -76,12 +76,17 @@ class FakeNvml:
         return [SimpleNamespace(pid=pid, usedGpuMemory=2**30) for pid in self.users.get(handle, [])]
 
 
+# Without any GPU, why amdsmi found none is said too.
+NO_AMD = " amdsmi is not installed (ROCm's Python package, for AMD GPUs)"
+
+
 @pytest.fixture
 def nvml(monkeypatch):
     """Make ``import pynvml`` find the given stand-in (None: not installed)."""
 
     def install(fake):
         monkeypatch.setitem(sys.modules, "pynvml", fake)
+        monkeypatch.setitem(sys.modules, "amdsmi", None)  # no AMD GPU here (test_system_amd has them)
         return fake
 
     return install
@@ -168,9 +173,12 @@ def test_an_nvml_error_mid_run_stops_only_the_gpus_with_one_warning(tmp_path, ur
 @pytest.mark.parametrize(
     ("fake", "why"),
     [
-        (None, "no GPU metrics: pynvml is not installed (pip install 'labstats[gpu]')"),
-        (FakeNvml(init_error="Driver Not Loaded"), "no GPU metrics: NVML did not start (Driver Not Loaded)"),
-        (FakeNvml(gpus=0), "no GPU metrics: NVML found no GPU"),
+        (None, "no GPU metrics: pynvml is not installed (pip install 'labstats[gpu]');" + NO_AMD),
+        (
+            FakeNvml(init_error="Driver Not Loaded"),
+            "no GPU metrics: NVML did not start (Driver Not Loaded);" + NO_AMD,
+        ),
+        (FakeNvml(gpus=0), "no GPU metrics: NVML found no GPU;" + NO_AMD),
     ],
 )
 def test_no_gpu_is_recorded_once_with_why(tmp_path, url, lab, nvml, fake, why):
