@@ -198,10 +198,10 @@ class GpuPart(VendorGpus):
         return [p.pid for p in self.api.nvmlDeviceGetComputeRunningProcesses(handle)]
 
     def name(self, handle: Any) -> str:
-        return self._text(self.api.nvmlDeviceGetName, handle)
+        return self._text(lambda: self.api.nvmlDeviceGetName(handle))
 
     def uuid(self, handle: Any) -> str:
-        return self._text(self.api.nvmlDeviceGetUUID, handle)
+        return self._text(lambda: self.api.nvmlDeviceGetUUID(handle))
 
     def _open(self) -> list[Any]:
         self.api.nvmlInit()
@@ -228,13 +228,13 @@ class GpuPart(VendorGpus):
         return getattr(exc, "value", None) == getattr(self.api, "NVML_ERROR_NOT_SUPPORTED", 3)
 
     def _driver(self) -> str:
-        return self._text(self.api.nvmlSystemGetDriverVersion) or "?"
+        return self._text(lambda: self.api.nvmlSystemGetDriverVersion()) or "?"
 
     @staticmethod
-    def _text(call: Callable[..., Any], *args: Any) -> str:
+    def _text(call: Callable[[], Any]) -> str:
         try:
-            value = call(*args)
-        except Exception:  # an old driver without the call: the GPU is still sampled
+            value = call()
+        except Exception:  # an old driver or a stand-in without the call: the GPU is still sampled
             return ""
         return value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
 

@@ -273,3 +273,27 @@ def test_the_agent_without_amdsmi_on_an_nvidia_box_says_nothing_of_amd(
     state = sampler.sample({})
     assert [g["name"] for g in state["gpus"]] == ["Stand-in H100"]
     assert state["gpu_status"] == "1 GPU(s) through NVML, driver 550.54.15"
+
+
+def test_a_library_without_name_uuid_or_driver_calls_still_has_its_gpus_sampled():
+    # The benchmark's stand-in (and an old driver) offers no nvmlDeviceGetName/GetUUID: the box
+    # agent, which names each GPU, must still start and sample it.
+    from labstats.capture.system import GpuPart
+
+    class Bare:
+        def nvmlInit(self): ...
+        def nvmlShutdown(self): ...
+        def nvmlDeviceGetCount(self):
+            return 1
+
+        def nvmlDeviceGetHandleByIndex(self, index):
+            return index
+
+        def nvmlDeviceGetTemperature(self, handle, sensor):
+            return 50
+
+    part = GpuPart(Bare())
+    part.start()
+    assert part.active
+    assert (part.name(0), part.uuid(0)) == ("", "")
+    assert "driver ?" in part.status
